@@ -1,0 +1,111 @@
+"""Every error imgsync raises, with the exit code the command line turns it into.
+
+One tree, one top-level handler (imgsync.cli.main), as borg does it::
+
+    ImgsyncError                      exit 1   str(e) is shown as "Error: ..."
+    ├── UsageError                    exit 2   bad command-line input
+    ├── ConfigError                   exit 2   bad or missing config key (the message names the key)
+    ├── ManifestError                 exit 8   manifest unreadable, schema newer than this imgsync, ...
+    ├── LockHeldError                 exit 7   another reconcile/watch holds the state dir
+    ├── DeletesRefusedError           exit 6   a safety guard refused deletes (max_delete, missing folder, ...)
+    └── GalleryError                  exit 3   .code = the gallery's error_code (int or str) or None
+        ├── GalleryUnavailableError   exit 3   network down, timeout, 5xx, codes 1/2/4/282000: transient
+        │   └── GalleryRateError      exit 3   code 18: QPS over the limit: slow down and retry
+        ├── GalleryAuthError          exit 4   bad key/secret (invalid_client), token 100/110/111, IAM 14
+        │   └── GalleryPermissionError exit 4  code 6 / 216017: the library is not enabled or not created
+        ├── GalleryQuotaError         exit 5   codes 17 (daily) / 19 (total): stop calls until the quota resets
+        └── GalleryRequestError       exit 1   this one request was refused; the run goes on
+            ├── GalleryRejectedError           the input was refused (216100/216101/2162xx/2821xx/...)
+            ├── GalleryDuplicateError          216681: the image is already there; .cont_sign if the answer had it
+            └── GalleryNotFoundError           216680: no such entry
+
+Messages never contain API keys, secrets or tokens: the client redacts them at its one boundary.
+"""
+
+from __future__ import annotations
+
+
+class ImgsyncError(Exception):
+    exit_code = 1
+
+
+class UsageError(ImgsyncError):
+    exit_code = 2
+
+
+class ConfigError(ImgsyncError):
+    exit_code = 2
+
+
+class ManifestError(ImgsyncError):
+    exit_code = 8
+
+
+class LockHeldError(ImgsyncError):
+    exit_code = 7
+
+
+class DeletesRefusedError(ImgsyncError):
+    exit_code = 6
+
+
+class GalleryError(ImgsyncError):
+    exit_code = 3
+
+    def __init__(self, message: str, *, code: int | str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class GalleryUnavailableError(GalleryError):
+    """Transient: worth retrying later."""
+
+
+class GalleryRateError(GalleryUnavailableError):
+    """Over the QPS limit (error 18)."""
+
+
+class GalleryAuthError(GalleryError):
+    exit_code = 4
+
+
+class GalleryPermissionError(GalleryAuthError):
+    """The account may not use this library (error 6) or the library was never created (216017)."""
+
+
+class GalleryQuotaError(GalleryError):
+    exit_code = 5
+
+
+class GalleryRequestError(GalleryError):
+    """This one request was refused; others may succeed."""
+
+    exit_code = 1
+
+
+class GalleryRejectedError(GalleryRequestError):
+    pass
+
+
+class GalleryDuplicateError(GalleryRequestError):
+    def __init__(self, message: str, *, code: int | str | None = 216681, cont_sign: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.cont_sign = cont_sign
+
+
+class GalleryNotFoundError(GalleryRequestError):
+    pass
+
+
+#: Exit codes, for the README and `--help`.
+EXIT_CODES = {
+    0: "all done",
+    1: "done, but some files were rejected or failed (each is named)",
+    2: "usage or config error",
+    3: "gallery unreachable or failing (transient; run again later)",
+    4: "gallery refused the credentials or the library is not enabled",
+    5: "gallery quota exhausted (daily or total)",
+    6: "deletes refused by a safety guard (see --force)",
+    7: "another imgsync holds the state-dir lock",
+    8: "manifest error",
+}
