@@ -1,0 +1,92 @@
+"""Render an entry's brief: the text the gallery stores and returns with every search hit.
+
+The brief is how a search result leads back to local files, so it carries the entry's stable id
+(always whole) and, space permitting, the path. The cloud allows 256 bytes. When the rendered
+template is too long the *path* is shortened from the front ("…/dir/file.jpg": the file name is
+the most telling part), and it is shortened as text before escaping, so the result is never cut
+mid-character or mid-escape; when the template is JSON the result is valid JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+
+from imgsync.libraries import MAX_BRIEF_BYTES
+
+_FIELD = re.compile(r"\{(id|path|name|stem|mirror|library)\}")
+ELLIPSIS = "…"
+
+
+def is_json_template(template: str) -> bool:
+    """True when the template is JSON once its placeholders are filled (then values are JSON-escaped)."""
+    probe = _FIELD.sub(lambda m: "1" if m.group(1) == "id" else "x", template)
+    try:
+        json.loads(probe)
+    except ValueError:
+        return False
+    return True
+
+
+def render_brief(
+    template: str, *, entry_id: int, path: str, mirror: str, library: str, limit: int = MAX_BRIEF_BYTES
+) -> str:
+    """The brief for entry `entry_id` whose primary file is `path`; at most `limit` UTF-8 bytes."""
+    as_json = is_json_template(template)
+
+    def fill(p: str) -> str:
+        name = posixpath.basename(p)
+        values = {
+            "id": str(entry_id),
+            "path": p,
+            "name": name,
+            "stem": posixpath.splitext(name)[0],
+            "mirror": mirror,
+            "library": library,
+        }
+
+        def sub(m: re.Match[str]) -> str:
+            v = values[m.group(1)]
+            # json.dumps(...)[1:-1] escapes quotes, backslashes and control characters; ensure_ascii=False
+            # keeps non-ASCII names readable (and shorter than \uXXXX escapes).
+            return json.dumps(v, ensure_ascii=False)[1:-1] if as_json else v
+
+        return _FIELD.sub(sub, template)
+
+    text = fill(path)
+    if _size(text) <= limit:
+        return text
+    # Too long: keep the tail of the path, dropping whole characters from the front.
+    chars = list(path)
+    lo, hi = 0, len(chars)  # binary search for the fewest characters to drop
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _size(fill(ELLIPSIS + "".join(chars[mid:]))) <= limit:
+            hi = mid
+        else:
+            lo = mid + 1
+    text = fill(ELLIPSIS + "".join(chars[lo:]))
+    if _size(text) > limit:
+        # Even an empty path does not fit: the template or mirror name is too long. Config validation
+        # should catch that; fall back to the id alone, which always fits.
+        return str(entry_id)
+    return text
+
+
+def _size(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def entry_id_from_brief(brief: str) -> int | None:
+    """The entry id a brief carries, for mapping a search hit back to local files; None if foreign."""
+    try:
+        value = json.loads(brief)
+    except ValueError:
+        value = None
+    if isinstance(value, dict) and isinstance(value.get("id"), int):
+        return value["id"]
+    if isinstance(value, int):
+        return value
+    m = re.match(r"^\s*(\d+)\b", brief)
+    return int(m.group(1)) if m else None

@@ -1,0 +1,230 @@
+"""Decide what to send to the gallery. Pure: no I/O, no clock; (disk, manifest, config) in, Plan out.
+
+The decision table (one remote entry per distinct image per mirror; `h` = content hash):
+
+  files with content h       entry for h      condition                         → action
+  ------------------------   --------------   -------------------------------   -----------------------------------
+  ≥ 1 valid                  none                                               Add (one upload, however many paths)
+  ≥ 1 valid                  live             brief or labels would change      Update by cont_sign (rename/move,
+                                                                                 tag rule or template change)
+  ≥ 1 valid                  live             only the set of paths changed     Remap (manifest only, no call)
+  none valid                 live             no unstable/unreadable file       Delete (batched per library cap)
+                                              still maps to it
+  —                          deleting         (a delete that did not finish)    Delete again (gone counts as done)
+
+Consequences: a rename/move costs one update and no upload; a changed file costs an add of the new
+image then a delete of the old entry; identical copies share one entry and the last copy to go
+deletes it; a file that is still being written or cannot be read right now keeps its old entry.
+
+Deletes are withheld (and the reason reported) when the scan was incomplete, when the caller found
+the folder unsafe (missing, not a directory), when it is on another device than last time, when the
+folder is empty while the manifest says it held files, or when they exceed the mirror's max_delete
+guard. `force` lifts the last three only.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from imgsync.brief import render_brief
+from imgsync.config import MirrorConfig
+from imgsync.libraries import get_library
+from imgsync.model import Entry, KnownFile, ScannedFile
+
+ClassIds = tuple[int | None, int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Add:
+    content_hash: str
+    path: str  # the primary path: the one named in the brief and read for the upload
+    paths: tuple[str, ...]
+    tags: tuple[int, ...]
+    class_ids: ClassIds
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    entry: Entry
+    path: str
+    paths: tuple[str, ...]
+    brief: str
+    tags: tuple[int, ...]
+    class_ids: ClassIds
+
+
+@dataclass(frozen=True, slots=True)
+class Remap:
+    entry: Entry
+    paths: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    entry: Entry
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    adds: tuple[Add, ...] = ()
+    updates: tuple[Update, ...] = ()
+    remaps: tuple[Remap, ...] = ()
+    deletes: tuple[Delete, ...] = ()
+    rejects: tuple[Reject, ...] = ()
+    #: files left for a later run (still changing, unreadable): (path, reason)
+    pending: tuple[tuple[str, str], ...] = ()
+    #: deletes the plan would make but may not, and why
+    withheld: tuple[Delete, ...] = ()
+    withheld_reason: str | None = None
+    withheld_forceable: bool = False
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def calls(self) -> int:
+        """Remote actions in this plan (deletes count one each; the executor batches them)."""
+        return len(self.adds) + len(self.updates) + len(self.deletes)
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.adds or self.updates or self.remaps or self.deletes)
+
+
+def make_plan(
+    mirror: MirrorConfig,
+    scanned: Mapping[str, ScannedFile],
+    known: Mapping[str, KnownFile],
+    entries: Mapping[int, Entry],
+    *,
+    scan_complete: bool = True,
+    unsafe_folder: str | None = None,
+    suspect_folder: str | None = None,
+    force: bool = False,
+) -> Plan:
+    wanted: dict[str, list[str]] = defaultdict(list)  # content hash → valid paths
+    held: set[int] = set()  # entries kept alive by files we cannot judge right now
+    rejects: list[Reject] = []
+    pending: list[tuple[str, str]] = []
+    for path in sorted(scanned):
+        f = scanned[path]
+        if f.verdict == "ok" and f.content_hash:
+            wanted[f.content_hash].append(path)
+        elif f.verdict == "rejected":
+            rejects.append(Reject(path, f.reason or "rejected"))
+        else:
+            pending.append((path, f.reason or f.verdict))
+            old = known.get(path)
+            if old is not None and old.entry_id is not None:
+                held.add(old.entry_id)
+
+    by_hash: dict[str, Entry] = {}
+    deletes: list[Delete] = []
+    for e in sorted(entries.values(), key=lambda e: e.id):
+        if e.state == "deleting":
+            deletes.append(Delete(e))
+        else:
+            by_hash[e.content_hash] = e
+
+    adds: list[Add] = []
+    updates: list[Update] = []
+    remaps: list[Remap] = []
+    for h in sorted(wanted, key=lambda h: wanted[h][0]):
+        paths = tuple(wanted[h])
+        entry = by_hash.pop(h, None)
+        if entry is None:
+            tags, class_ids = _labels(mirror, paths[0])
+            adds.append(Add(h, paths[0], paths, tags, class_ids))
+            continue
+        primary = _keep_primary(mirror, entry, paths)
+        brief = _brief(mirror, entry.id, primary)
+        tags, class_ids = _labels(mirror, primary)
+        if (brief, tags, class_ids) != (entry.brief, entry.tags, (entry.class_id1, entry.class_id2)):
+            updates.append(Update(entry, primary, paths, brief, tags, class_ids))
+        elif any(known.get(p) is None or known[p].entry_id != entry.id for p in paths):
+            remaps.append(Remap(entry, paths))
+    deletes += [Delete(e) for e in by_hash.values() if e.id not in held]
+
+    withheld_reason, forceable = _why_withhold(
+        deletes, entries, scanned, known, scan_complete=scan_complete, unsafe_folder=unsafe_folder,
+        suspect_folder=suspect_folder, mirror=mirror,
+    )
+    withheld: tuple[Delete, ...] = ()
+    if withheld_reason and not (force and forceable):
+        withheld, deletes = tuple(deletes), []
+    else:
+        withheld_reason = None
+    return Plan(
+        adds=tuple(adds),
+        updates=tuple(updates),
+        remaps=tuple(remaps),
+        deletes=tuple(deletes),
+        rejects=tuple(rejects),
+        pending=tuple(pending),
+        withheld=withheld,
+        withheld_reason=withheld_reason,
+        withheld_forceable=forceable,
+    )
+
+
+def _why_withhold(
+    deletes: list[Delete],
+    entries: Mapping[int, Entry],
+    scanned: Mapping[str, ScannedFile],
+    known: Mapping[str, KnownFile],
+    *,
+    scan_complete: bool,
+    unsafe_folder: str | None,
+    suspect_folder: str | None,
+    mirror: MirrorConfig,
+) -> tuple[str | None, bool]:
+    """(reason, forceable) when deletes must not go ahead."""
+    if not deletes:
+        return None, False
+    if unsafe_folder:
+        return unsafe_folder, False
+    if not scan_complete:
+        return "the scan could not read every directory, so missing files may only be unreadable", False
+    if suspect_folder:
+        return f"{suspect_folder}; use --force if that is expected", True
+    if not scanned and known:
+        return (
+            f"the folder {mirror.folder} is empty but held {len(known)} file(s) last time "
+            "(an unmounted disk?); use --force if you really emptied it"
+        ), True
+    live = sum(1 for e in entries.values() if e.state != "deleting")
+    if mirror.max_delete.refuses(len(deletes), live):
+        g = mirror.max_delete
+        limit = f"{g.max_count}" if g.max_count is not None else f"{g.fraction:.0%} of {live} entries"
+        return (
+            f"{len(deletes)} deletes exceed the max_delete guard of mirror {mirror.name!r} ({limit}); "
+            "use --force to delete them anyway"
+        ), True
+    return None, False
+
+
+def _brief(mirror: MirrorConfig, entry_id: int, path: str) -> str:
+    return render_brief(mirror.brief, entry_id=entry_id, path=path, mirror=mirror.name, library=mirror.library)
+
+
+def _keep_primary(mirror: MirrorConfig, entry: Entry, paths: tuple[str, ...]) -> str:
+    """Keep the path the entry's brief already names, if it is still valid: no needless update."""
+    for p in paths:
+        if _brief(mirror, entry.id, p) == entry.brief:
+            return p
+    return paths[0]
+
+
+def _labels(mirror: MirrorConfig, path: str) -> tuple[tuple[int, ...], ClassIds]:
+    rule = mirror.label_for(path)
+    if rule is None:
+        return (), (None, None)
+    if get_library(mirror.library).labels == "class_id":
+        return (), (rule.class_id1, rule.class_id2)
+    return rule.tags, (None, None)
