@@ -34,6 +34,9 @@ def render_brief(
 ) -> str:
     """The brief for entry `entry_id` whose primary file is `path`; at most `limit` UTF-8 bytes."""
     as_json = is_json_template(template)
+    # A file name that is not valid UTF-8 reaches us with surrogate escapes; the brief must be UTF-8 on
+    # the wire, so show those bytes as U+FFFD (the id keeps the brief unique anyway).
+    path = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
     def fill(p: str) -> str:
         name = posixpath.basename(p)

@@ -11,6 +11,8 @@ The decision table (one remote entry per distinct image per mirror; `h` = conten
   none valid                 live             no unstable/unreadable file       Delete (batched per library cap)
                                               still maps to it
   —                          deleting         (a delete that did not finish)    Delete again (gone counts as done)
+  any                        in another       the mirror's library changed      Delete there, Add in the new one
+                             library
 
 Consequences: a rename/move costs one update and no upload; a changed file costs an add of the new
 image then a delete of the old entry; identical copies share one entry and the last copy to go
@@ -129,6 +131,8 @@ def make_plan(
     for e in sorted(entries.values(), key=lambda e: e.id):
         if e.state == "deleting":
             deletes.append(Delete(e))
+        elif e.library != mirror.library:
+            deletes.append(Delete(e))  # the mirror moved to another library: its images go there anew
         else:
             by_hash[e.content_hash] = e
 

@@ -38,3 +38,9 @@ def test_other_placeholders():
     b = render_brief("{id}|{name}|{stem}|{mirror}|{library}", entry_id=1, path="a/b/c.d.jpg", mirror="m",
                      library="similar")
     assert b == "1|c.d.jpg|c.d|m|similar"
+
+
+def test_undecodable_file_name_gives_valid_utf8():
+    path = b"caf\xe9/\xff.jpg".decode("utf-8", "surrogateescape")
+    b = render_brief(TEMPLATE, entry_id=3, path=path, mirror="m", library="same_hq")
+    assert json.loads(b.encode("utf-8")) == {"id": 3, "path": "caf\ufffd/\ufffd.jpg"}

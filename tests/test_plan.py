@@ -221,3 +221,10 @@ def test_any_sequence_of_folder_states_converges_and_stays_minimal(states):
         assert sorted(e.content_hash for e in ents.values()) == sorted(wanted)  # library == folder
         again = make_plan(mirror, files, kn, ents, force=True)
         assert again.is_empty, again  # and the next run makes no call
+
+
+def test_library_change_moves_every_entry():
+    e = entry(1, "h1", "a.jpg")
+    m = replace(MIRROR, library="similar")
+    plan = plan_for([scanned("a.jpg", "h1")], [known("a.jpg", "h1", 1)], [e], mirror=m)
+    assert [d.entry.id for d in plan.deletes] == [1] and [a.path for a in plan.adds] == ["a.jpg"]

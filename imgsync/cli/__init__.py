@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
 from imgsync import __version__
+from imgsync.config import Config, load_config
 from imgsync.errors import EXIT_CODES, ImgsyncError
 
 
@@ -32,11 +34,38 @@ class _Group(click.Group):
     epilog="Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()),
 )
 @click.version_option(__version__, prog_name="imgsync")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Config file (default: $IMGSYNC_CONFIG, else the user config dir's imgsync/config.toml).")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Manifest, lock and embedded gallery data (default: $IMGSYNC_STATE_DIR, config, user state dir).")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
-def cli(verbose: int) -> None:
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, state_dir: Path | None, verbose: int) -> None:
     """Mirror image folders into an image-search gallery."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    ctx.obj = App(config_path, state_dir)
+
+
+class App:
+    """What every command needs, loaded on first use (so `--help` works with a broken config)."""
+
+    def __init__(self, config_path: Path | None, state_dir: Path | None) -> None:
+        self.config_path = config_path
+        self.state_dir = state_dir
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path, state_dir=self.state_dir)
+        return self._config
+
+    def manifest_path(self) -> Path:
+        return self.config.state_dir / "manifest.sqlite3"
+
+
+pass_app = click.make_pass_decorator(App)
 
 
 def main() -> None:
@@ -45,4 +74,4 @@ def main() -> None:
 
 
 # Importing a command module adds its commands to `cli`.
-from imgsync.cli import gallery_cmd  # noqa: E402,F401
+from imgsync.cli import gallery_cmd, reconcile_cmd, search_cmd, status_cmd  # noqa: E402,F401

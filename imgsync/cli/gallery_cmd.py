@@ -2,11 +2,92 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import click
+import platformdirs
 
 from imgsync.cli import cli
+from imgsync.errors import ImgsyncError, UsageError
+from imgsync.libraries import LIBRARIES
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("imgsync")) / "gallery"
+
+
+_data_option = click.option(
+    "--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="The gallery's data directory (default: a 'gallery' dir under the user's data dir).")
+
+
+def _parse_keys(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[tuple[str, str]]:
+    keys = []
+    for value in values:
+        api_key, sep, secret = value.partition(":")
+        if not sep or not api_key.strip() or not secret.strip():
+            # Never echo the value: it holds a secret.
+            raise click.BadParameter("expected KEY:SECRET (an API key, a colon, a secret key)")
+        keys.append((api_key.strip(), secret.strip()))
+    return keys
 
 
 @cli.group()
 def gallery() -> None:
     """The local gallery: an image-search server speaking the cloud's protocol."""
+
+
+@gallery.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (loopback by default; the gallery has no TLS).")
+@click.option("--port", default=8808, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on (0: any free port).")
+@_data_option
+@click.option("--key", "keys", multiple=True, callback=_parse_keys, metavar="KEY:SECRET",
+              help="An API key and its secret key (repeatable). Without one, a key is created and saved.")
+@click.option("--qps", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Calls per second allowed per API key (error 18 beyond it). Default: no limit.")
+@click.option("--allow-private-urls", is_flag=True,
+              help="Let url= inputs fetch from loopback/private/link-local addresses.")
+@click.option("--no-url-fetch", is_flag=True, help="Refuse url= inputs altogether (error 282111).")
+def serve(host: str, port: int, data_dir: Path | None, keys: list[tuple[str, str]], qps: float | None,
+          allow_private_urls: bool, no_url_fetch: bool) -> None:
+    """Serve the local gallery until Ctrl-C or SIGTERM."""
+    from imgsync.localgallery.server import serve_forever
+
+    try:
+        serve_forever(data_dir or default_data_dir(), echo=click.echo, host=host, port=port, keys=keys or None,
+                      qps=qps, allow_private_urls=allow_private_urls, allow_url_fetch=not no_url_fetch)
+    except OSError as e:  # port taken, address not ours, host unresolvable, data dir unwritable
+        raise ImgsyncError(f"cannot serve the local gallery on {host}:{port}: {e.strerror or e}") from e
+
+
+@gallery.command("ls")
+@_data_option
+@click.option("--library", required=True, type=click.Choice(list(LIBRARIES)), help="Which library to list.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+def ls(data_dir: Path | None, library: str, as_json: bool) -> None:
+    """List a library's entries: cont_sign, brief, tags (product: class ids)."""
+    from imgsync.localgallery.engine import Engine
+
+    data_dir = data_dir or default_data_dir()
+    if not data_dir.is_dir():
+        raise UsageError(f"no local gallery data at {data_dir} (see --data)")
+    engine = Engine(data_dir)
+    try:
+        entries = engine.entries(library)
+    finally:
+        engine.close()
+    if as_json:
+        click.echo(json.dumps(entries, ensure_ascii=False, indent=2))
+        return
+    for e in entries:
+        click.echo(f"{e['cont_sign']}\t{_labels(library, e)}\t{e['brief']}")
+
+
+def _labels(library: str, entry: dict[str, object]) -> str:
+    if LIBRARIES[library].labels == "class_id":
+        return f"class_id1={entry.get('class_id1') or '-'},class_id2={entry.get('class_id2') or '-'}"
+    tags = entry.get("tags") or []
+    return "tags=" + (",".join(str(t) for t in tags) if isinstance(tags, list) and tags else "-")

@@ -84,5 +84,7 @@ class ApiError(Exception):
 
 
 def missing(param: str) -> ApiError:
-    """216101 naming the parameter, as the cloud words it ("param brief not exist")."""
-    return ApiError(NOT_ENOUGH_PARAM, f"param {param} not exist")
+    """216101 naming the parameter, exactly as the cloud words it: "param brief not exist"."""
+    err = ApiError(NOT_ENOUGH_PARAM, f"param {param} not exist")
+    err.message = f"param {param} not exist"
+    return err

@@ -1,0 +1,177 @@
+"""`imgsync reconcile`: bring each mirror's gallery library in step with its folder, once."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from imgsync.cli import App, cli, pass_app
+from imgsync.config import Config, MirrorConfig, adhoc_mirror
+from imgsync.errors import DeletesRefusedError, ImgsyncError
+from imgsync.execute import Report
+from imgsync.libraries import LIBRARIES
+from imgsync.plan import Plan
+from imgsync.render import describe_plan, plan_lines, render_report
+
+# The pipeline (scan, Pillow, SQLAlchemy) is imported inside the commands: `imgsync --help` stays light.
+if TYPE_CHECKING:
+    from imgsync.pipeline import MirrorRun
+
+
+@cli.command()
+@click.argument("targets", nargs=-1, metavar="[MIRROR|FOLDER]...")
+@click.option("--dry-run", is_flag=True, help="Print the plan (+ add, ~ update, - delete, ! rejected); change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--force", is_flag=True, help="Allow deletes that the max_delete or empty/moved-folder guards refuse.")
+@click.option("--library", type=click.Choice(sorted(LIBRARIES)), default="same_hq", show_default=True,
+              help="Library for a FOLDER given on the command line (configured mirrors name their own).")
+@pass_app
+def reconcile(app: App, targets: tuple[str, ...], dry_run: bool, as_json: bool, force: bool, library: str) -> None:
+    """Mirror each configured mirror (or the MIRRORs / FOLDERs named) into its gallery library.
+
+    A FOLDER that no mirror names is mirrored with defaults into LIBRARY (zero config). Only what
+    changed since the last run costs API calls; nothing changed means no call at all.
+    """
+    config = app.config
+    mirrors = _targets(config, targets, library)
+    if not mirrors:
+        raise click.UsageError("no mirror configured: name a FOLDER, or add a [[mirror]] to the config")
+    runs = _dry_run(app, mirrors, force) if dry_run else _run(app, mirrors, force, as_json)
+    if as_json:
+        click.echo(json.dumps([_json_run(r, dry_run) for r in runs], ensure_ascii=False, indent=2))
+    elif not dry_run:
+        for run in runs:
+            click.echo(render_report(run.report, fatal=run.fatal))
+    raise click.exceptions.Exit(_exit_code(runs, dry_run))
+
+
+def _targets(config: Config, targets: tuple[str, ...], library: str) -> list[MirrorConfig]:
+    from imgsync.pipeline import select_mirrors
+
+    names = {m.name for m in config.mirrors}
+    chosen: list[MirrorConfig] = []
+    mirror_names = []
+    for t in targets:
+        if t in names:
+            mirror_names.append(t)
+            continue
+        path = Path(t).expanduser()
+        if not path.exists() and not path.is_absolute() and "/" not in t:
+            raise click.UsageError(f"{t!r} is neither a configured mirror nor an existing folder")
+        by_folder = [m for m in config.mirrors if m.folder.expanduser().resolve() == path.resolve()]
+        chosen += by_folder or [adhoc_mirror(path, library=library)]
+    chosen += select_mirrors(config.mirrors, mirror_names) if mirror_names else []
+    return chosen if targets else list(config.mirrors)
+
+
+def _dry_run(app: App, mirrors: list[MirrorConfig], force: bool) -> list[MirrorRun]:
+    """Plan only: no lock, no gallery, and no manifest is created or written."""
+    from imgsync.manifest import Store
+    from imgsync.pipeline import MirrorRun, plan_mirror
+
+    runs = []
+    path = app.manifest_path()
+    with ExitStack() as stack:
+        store = stack.enter_context(Store.open(path)) if path.exists() else None
+        for mirror in mirrors:
+            report = Report(mirror.name)
+            planned = plan_mirror(mirror, store, force=force, report=report)
+            if isinstance(planned, str):
+                runs.append(MirrorRun(mirror, None, report, fatal=planned))
+                click.echo(f"{mirror.name}: {planned}", err=True)
+                continue
+            runs.append(MirrorRun(mirror, planned.plan, report))
+            for line in plan_lines(planned.plan, report):
+                click.echo(line)
+            click.echo(f"{mirror.name}: {describe_plan(planned.plan)} (dry run: nothing changed)", err=True)
+    return runs
+
+
+def _run(app: App, mirrors: list[MirrorConfig], force: bool, quiet: bool) -> list[MirrorRun]:
+    from imgsync.gallery.embedded import open_gallery
+    from imgsync.manifest import StateLock, Store
+    from imgsync.pipeline import sweep_unreferenced_spool
+
+    config = app.config
+    runs: list[MirrorRun] = []
+    with ExitStack() as stack:
+        stack.enter_context(StateLock(config.state_dir))
+        store = stack.enter_context(Store.open(app.manifest_path()))
+        gallery = stack.enter_context(open_gallery(config))
+        spool_dir = config.state_dir / "spool"
+        for mirror in mirrors:
+            run = _run_one(mirror, store, gallery, spool_dir, force, quiet)
+            runs.append(run)
+            if run.report.stopped is not None:
+                break  # quota, auth or an unreachable gallery would fail the other mirrors too
+        sweep_unreferenced_spool(store, spool_dir)
+    return runs
+
+
+def _run_one(mirror: MirrorConfig, store, gallery, spool_dir: Path, force: bool, quiet: bool) -> MirrorRun:
+    from imgsync.pipeline import reconcile_mirror
+
+    bar = None
+    show_bar = not quiet and sys.stderr.isatty()
+
+    def planned(plan: Plan) -> None:
+        nonlocal bar
+        if show_bar and plan.calls:
+            bar = click.progressbar(length=plan.calls, label=mirror.name, file=sys.stderr)
+            bar.__enter__()
+
+    def progress(n: int) -> None:
+        if bar is not None:
+            bar.update(n)
+
+    try:
+        return reconcile_mirror(mirror, store, gallery, spool_dir=spool_dir, force=force,
+                                on_planned=planned, on_progress=progress)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+
+
+def _exit_code(runs: list[MirrorRun], dry_run: bool) -> int:
+    for run in runs:
+        if run.report.stopped is not None:
+            return run.report.stopped.exit_code
+    if any(r.report.withheld_reason or (r.plan and r.plan.withheld_reason) for r in runs):
+        return DeletesRefusedError.exit_code
+    if any(r.fatal or r.report.failed or r.report.rejected or (r.plan and r.plan.rejects) for r in runs):
+        return ImgsyncError.exit_code
+    return 0
+
+
+def _json_run(run: MirrorRun, dry_run: bool) -> dict:
+    r: Report = run.report
+    out: dict = {"mirror": run.mirror.name, "folder": str(run.mirror.folder), "library": run.mirror.library,
+                 "dry_run": dry_run}
+    if run.fatal:
+        out["error"] = run.fatal
+        return out
+    plan = run.plan
+    if dry_run and plan is not None:
+        out["plan"] = {
+            "add": [a.path for a in plan.adds],
+            "update": [u.path for u in plan.updates],
+            "delete": [d.entry.brief for d in plan.deletes],
+            "rejected": [{"path": x.path, "reason": x.reason} for x in plan.rejects],
+            "pending": [{"path": p, "reason": why} for p, why in plan.pending],
+        }
+    else:
+        out["counts"] = r.counts()
+        out["rejected"] = [{"path": p, "reason": why} for p, why in r.rejected]
+        out["failed"] = [{"path": p, "reason": why} for p, why in r.failed]
+        out["pending"] = [{"path": p, "reason": why} for p, why in r.pending]
+        if r.stopped is not None:
+            out["stopped"] = str(r.stopped)
+    reason = r.withheld_reason or (plan.withheld_reason if plan else None)
+    if reason:
+        out["deletes_refused"] = reason
+    return out

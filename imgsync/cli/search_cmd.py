@@ -1,0 +1,110 @@
+"""`imgsync search IMAGE_OR_URL`: ask the gallery which entries look like an image."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import click
+
+from imgsync.cli import App, cli, pass_app
+from imgsync.config import Config
+from imgsync.errors import UsageError
+from imgsync.libraries import LIBRARIES, MAX_RESULTS, MAX_TAGS, TAG_RANGE
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One line of output. A later issue adds the local path(s) of each hit, from the manifest."""
+
+    rank: int
+    score: float
+    cont_sign: str
+    brief: str
+
+
+def hits_to_rows(hits: Sequence[object]) -> list[Row]:
+    """Search hits (anything with cont_sign, score, brief) → numbered rows, best first.
+
+    The seam for mapping results back to local files: enrich the rows here.
+    """
+    ordered = sorted(hits, key=lambda h: -float(getattr(h, "score")))
+    return [Row(i, float(getattr(h, "score")), str(getattr(h, "cont_sign")), str(getattr(h, "brief")))
+            for i, h in enumerate(ordered, 1)]
+
+
+def parse_tags(text: str | None) -> tuple[int, ...]:
+    """"1,2" → (1, 2): at most two integers in 1..65535."""
+    if not text or not text.strip():
+        return ()
+    lo, hi = TAG_RANGE
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) > MAX_TAGS or not all(p.isascii() and p.isdecimal() and lo <= int(p) <= hi for p in parts):
+        raise UsageError(f"--tags: expected at most {MAX_TAGS} comma-separated integers in {lo}..{hi}, "
+                         f"got {text!r}")
+    return tuple(int(p) for p in parts)
+
+
+def default_library(config: Config) -> str:
+    """The library every configured mirror uses, when they agree; else same_hq."""
+    libraries = {m.library for m in config.mirrors}
+    return libraries.pop() if len(libraries) == 1 else "same_hq"
+
+
+def render_table(rows: Sequence[Row]) -> list[str]:
+    width = max((len(r.cont_sign) for r in rows), default=9)
+    lines = [f"{'#':>3}  {'score':>6}  {'cont_sign':<{width}}  brief"]
+    lines += [f"{r.rank:>3}  {r.score:6.4f}  {r.cont_sign:<{width}}  {r.brief}" for r in rows]
+    return lines
+
+
+@cli.command()
+@click.argument("target", metavar="IMAGE_OR_URL")
+@click.option("--library", type=click.Choice(list(LIBRARIES)), default=None,
+              help="Library to search (default: the one all configured mirrors use, else same_hq).")
+@click.option("--tags", default=None, metavar="T1[,T2]", help="Only entries with these tags (1..65535, at most 2).")
+@click.option("--tag-logic", type=click.Choice(["and", "or"]), default="and", show_default=True,
+              help="With two tags: entries having both (and) or either (or).")
+@click.option("--top", type=click.IntRange(1, MAX_RESULTS), default=10, show_default=True,
+              help="How many results to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {cont_sign, score, brief}.")
+@pass_app
+def search(app: App, target: str, library: str | None, tags: str | None, tag_logic: str, top: int,
+           as_json: bool) -> None:
+    """Find the gallery's entries most like IMAGE_OR_URL (a file, or an http(s) URL the gallery fetches)."""
+    from imgsync.gallery.embedded import open_gallery
+
+    source = _source(target)
+    tag_values = parse_tags(tags)
+    library = library or default_library(app.config)
+    if tag_values and LIBRARIES[library].labels != "tags":
+        raise UsageError(f"--tags: the {library} library has class ids, not tags")
+    with open_gallery(app.config) as gallery:
+        result = gallery.search(library, **source, tags=tag_values, tag_logic=tag_logic,  # type: ignore[arg-type]
+                                rn=top)
+    rows = hits_to_rows(result.hits)[:top]
+    if as_json:
+        click.echo(json.dumps([{k: v for k, v in asdict(r).items() if k != "rank"} for r in rows],
+                              ensure_ascii=False, indent=2))
+    elif rows:
+        for line in render_table(rows):
+            click.echo(line)
+    else:
+        click.echo(f"no matches in {library}", err=True)
+
+
+def _source(target: str) -> dict[str, bytes | str]:
+    """A URL is passed on for the gallery to fetch; anything else must be a readable file."""
+    if target.lower().startswith(("http://", "https://")):
+        return {"url": target}
+    path = Path(target).expanduser()
+    if not path.exists():
+        raise UsageError(f"{target}: no such file (give an image file or an http(s) URL)")
+    if not path.is_file():
+        raise UsageError(f"{target}: not a file")
+    try:
+        return {"image": path.read_bytes()}
+    except OSError as e:
+        raise UsageError(f"{target}: cannot read it: {e.strerror}") from None

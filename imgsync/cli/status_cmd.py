@@ -1,0 +1,72 @@
+"""`imgsync status`: what each mirror holds, what is pending or rejected, and how the last run ended."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, is_dataclass
+
+import click
+
+from imgsync.cli import App, cli, pass_app
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@pass_app
+def status(app: App, as_json: bool) -> None:
+    """Per mirror: synced / pending / rejected counts (rejected files with reasons) and the last run."""
+    from imgsync.manifest import Store
+
+    config = app.config
+    path = app.manifest_path()
+    rows = []
+    store = Store.open(path) if path.exists() else None
+    try:
+        names = [m.name for m in config.mirrors]
+        if store is not None:
+            names += [n for n in store.mirror_names() if n not in names]
+        for name in names:
+            rows.append(_mirror_status(store, name, config))
+    finally:
+        if store is not None:
+            store.close()
+    if as_json:
+        click.echo(json.dumps({"state_dir": str(config.state_dir), "mirrors": rows}, ensure_ascii=False, indent=2))
+        return
+    click.echo(f"state dir: {config.state_dir}")
+    if not rows:
+        click.echo("no mirrors yet: run `imgsync reconcile FOLDER` or configure [[mirror]]")
+    for row in rows:
+        c = row["counts"]
+        click.echo(f"{row['mirror']}: {c.get('synced', 0)} synced, {c.get('pending', 0)} pending, "
+                   f"{c.get('rejected', 0)} rejected, {c.get('error', 0)} unreadable")
+        last = row["last_run"]
+        if last:
+            click.echo(f"  last run: {last.get('status')} at {last.get('finished_at') or last.get('started_at')}"
+                       + (f": {last['error']}" if last.get("error") else ""))
+        for item in row["rejected"]:
+            click.echo(f"  ! {item['path']}: {item['reason']}")
+        for item in row["pending"]:
+            click.echo(f"  ? {item['path']}: {item['reason']}")
+
+
+def _mirror_status(store, name: str, config) -> dict:
+    if store is None:
+        return {"mirror": name, "counts": {}, "last_run": None, "rejected": [], "pending": []}
+    known = store.known_files(name)
+    last = store.last_run(name)
+    return {
+        "mirror": name,
+        "counts": store.counts(name),
+        "last_run": _plain(last),
+        "rejected": [{"path": p, "reason": f.reason} for p, f in sorted(known.items()) if f.verdict == "rejected"],
+        "pending": [{"path": p, "reason": f.reason or f.verdict} for p, f in sorted(known.items())
+                    if f.verdict in ("unstable", "error")],
+    }
+
+
+def _plain(value):
+    if value is None:
+        return None
+    d = asdict(value) if is_dataclass(value) else dict(value)
+    return {k: (v if isinstance(v, (str, int, float, bool, type(None), dict, list)) else str(v)) for k, v in d.items()}

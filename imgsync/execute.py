@@ -1,0 +1,301 @@
+"""Carry out a Plan against the gallery, journaling every remote call before it is made.
+
+The one place that sequences side effects. Each action is: write the intent (manifest transaction),
+make the call, record the outcome (manifest transaction). A kill -9 at any point leaves either no
+intent (nothing was sent) or an open intent that `recover()` finishes on the next run:
+
+  open add      its image bytes were spooled before the intent was written: add again; a duplicate
+                answer (216681) adopts the cont_sign it carries, or search-and-match finds it by brief
+  open delete   delete again; an entry that is already gone counts as done
+  open update   dropped: the plan compares briefs and labels again and re-issues it if still needed
+
+So the gallery never gets a duplicate entry (the cloud refuses identical images, and we adopt),
+never keeps an orphan (every intent is finished or undone), and the manifest never loses a record.
+One image's refusal is recorded on its file and the run goes on; transient, quota and auth failures
+stop the run (they would fail every call) and leave their intent for the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from imgsync.brief import render_brief
+from imgsync.config import MirrorConfig
+from imgsync.errors import (
+    GalleryDuplicateError,
+    GalleryError,
+    GalleryNotFoundError,
+    GalleryRequestError,
+)
+from imgsync.libraries import get_library
+from imgsync.manifest import ContSignTakenError
+from imgsync.plan import Add, Delete, Plan, Remap, Update
+
+log = logging.getLogger("imgsync.execute")
+
+
+class UploadChangedError(Exception):
+    """The file is no longer what the scan saw (changed, vanished, unreadable): retry on a later run."""
+
+
+#: Reads the bytes to upload for (folder, relative path, expected content hash); raises UploadChangedError.
+ReadUpload = Callable[[Path, str, str], bytes]
+
+
+class Gallery(Protocol):
+    def add(self, library: str, *, image: bytes, brief: str, tags: Sequence[int] = (),
+            class_ids: tuple[int | None, int | None] | None = None) -> str: ...
+    def search(self, library: str, *, image: bytes, rn: int | None = None) -> object: ...
+    def update(self, library: str, *, cont_sign: str, brief: str | None = None,
+               tags: Sequence[int] | None = None,
+               class_ids: tuple[int | None, int | None] | None = None) -> None: ...
+    def delete_many(self, library: str, cont_signs: Sequence[str]) -> None: ...
+
+
+@dataclass
+class Report:
+    mirror: str
+    added: list[str] = field(default_factory=list)  # primary paths
+    updated: list[str] = field(default_factory=list)
+    remapped: int = 0
+    deleted: int = 0
+    recovered: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): retried next run
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): retried when the file changes
+    pending: list[tuple[str, str]] = field(default_factory=list)
+    withheld: int = 0
+    withheld_reason: str | None = None
+    stopped: GalleryError | None = None  # the error that ended the run early, if any
+
+    @property
+    def ok(self) -> bool:
+        return not (self.failed or self.rejected or self.stopped or self.withheld_reason)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "added": len(self.added), "updated": len(self.updated), "remapped": self.remapped,
+            "deleted": self.deleted, "recovered": self.recovered, "failed": len(self.failed),
+            "rejected": len(self.rejected), "pending": len(self.pending), "withheld": self.withheld,
+        }
+
+
+class Executor:
+    def __init__(
+        self,
+        mirror: MirrorConfig,
+        store: object,
+        gallery: Gallery,
+        *,
+        spool_dir: Path,
+        read_upload: ReadUpload,
+        on_progress: Callable[[int], None] = lambda n: None,
+    ) -> None:
+        self.mirror = mirror
+        self.library = get_library(mirror.library)
+        self.store = store
+        self.gallery = gallery
+        self.spool_dir = spool_dir
+        self.read_upload = read_upload
+        self.on_progress = on_progress
+
+    # ------------------------------------------------------------------ the plan
+
+    def run(self, plan: Plan, report: Report) -> Report:
+        """Apply `plan`; a GalleryError that stops the run is stored in report.stopped (manifest stays valid)."""
+        report.rejected += [(r.path, r.reason) for r in plan.rejects]
+        report.pending += list(plan.pending)
+        report.withheld, report.withheld_reason = len(plan.withheld), plan.withheld_reason
+        try:
+            for remap in plan.remaps:
+                self._remap(remap, report)
+            for update in plan.updates:
+                self._update(update, report)
+                self.on_progress(1)
+            # Adds before deletes: a changed file's new image is in before its old one goes.
+            for add in plan.adds:
+                self._add(add, report)
+                self.on_progress(1)
+            self._delete(plan.deletes, report)
+        except GalleryError as e:  # transient (after retries), quota, auth: every later call would fail too
+            report.stopped = e
+        return report
+
+    def _remap(self, remap: Remap, report: Report) -> None:
+        self.store.map_files(self.mirror.name, remap.paths, remap.entry.id)
+        report.remapped += 1
+
+    def _add(self, add: Add, report: Report) -> None:
+        try:
+            data = self.read_upload(self.mirror.folder, add.path, add.content_hash)
+        except UploadChangedError as e:
+            report.failed.append((add.path, str(e)))
+            return
+        spool = self._spool(data)
+
+        def brief_for(entry_id: int) -> str:
+            return render_brief(self.mirror.brief, entry_id=entry_id, path=add.path,
+                                mirror=self.mirror.name, library=self.mirror.library)
+
+        entry, jid = self.store.begin_add(
+            self.mirror.name, self.library.name, add.content_hash, brief_for, add.tags, add.class_ids, str(spool)
+        )
+        try:
+            cont_sign = self._send_add(data, entry.brief, add.tags, add.class_ids)
+        except GalleryRequestError as e:
+            self._refuse(jid, entry.id, add.path, f"refused by the gallery: {e}", spool, report)
+            return
+        try:
+            self.store.finish_add(jid, entry.id, cont_sign, add.paths)
+        except ContSignTakenError as e:
+            # The gallery calls this the same image as an entry another record owns; two records for one
+            # remote entry would let one delete it under the other, so this file stays out.
+            self._refuse(jid, entry.id, add.path, _taken_reason(e), spool, report)
+            return
+        spool.unlink(missing_ok=True)
+        report.added.append(add.path)
+
+    def _refuse(self, jid: int, entry_id: int, path: str, reason: str, spool: Path, report: Report) -> None:
+        self.store.abort_add(jid, entry_id, reason)
+        self.store.set_verdict(self.mirror.name, path, "rejected", reason)
+        spool.unlink(missing_ok=True)
+        report.rejected.append((path, reason))
+
+    def _send_add(self, data: bytes, brief: str, tags: Sequence[int],
+                  class_ids: tuple[int | None, int | None], *, library: str | None = None) -> str:
+        """Add, adopting the existing entry when the gallery says the identical image is already there."""
+        library = library or self.library.name
+        try:
+            return self.gallery.add(library, image=data, brief=brief, tags=tags,
+                                    class_ids=_class_ids_or_none(class_ids))
+        except GalleryDuplicateError as e:
+            if e.cont_sign:
+                log.info("gallery already had this image (%s); adopting it", e.cont_sign)
+                return e.cont_sign
+            found = self._find_by_brief(library, data, brief)
+            if found:
+                return found
+            raise GalleryRequestError(
+                "the gallery says this image is already there but did not say which entry, and no entry with "
+                "our brief was found by searching; another program may have added it"
+            ) from None
+
+    def _find_by_brief(self, library: str, data: bytes, brief: str) -> str | None:
+        result = self.gallery.search(library, image=data, rn=100)
+        for hit in getattr(result, "hits", []):
+            if hit.brief == brief:
+                return hit.cont_sign
+        return None
+
+    def _update(self, update: Update, report: Report) -> None:
+        entry = update.entry
+        jid = self.store.begin_update(self.mirror.name, entry.id, update.brief, update.tags, update.class_ids)
+        try:
+            self.gallery.update(self.library.name, cont_sign=entry.cont_sign, brief=update.brief,
+                                tags=list(update.tags), class_ids=_class_ids_or_none(update.class_ids))
+        except GalleryNotFoundError:
+            # Someone removed the entry behind our back: forget it locally and upload the image again.
+            self.store.fail(jid, "entry missing from the gallery; re-adding")
+            djid = self.store.begin_delete(self.mirror.name, [entry.id])
+            self.store.finish_delete(djid)
+            self._add(Add(entry.content_hash, update.path, update.paths, update.tags, update.class_ids), report)
+            return
+        except GalleryRequestError as e:
+            self.store.fail(jid, str(e))
+            report.failed.append((update.path, f"update refused by the gallery: {e}"))
+            return
+        self.store.finish_update(jid, update.paths)
+        report.updated.append(update.path)
+
+    def _delete(self, deletes: Iterable[Delete], report: Report) -> None:
+        # An entry is deleted from the library it was added to (the mirror's library may have changed).
+        by_library: dict[str, list] = {}
+        for d in deletes:
+            by_library.setdefault(d.entry.library, []).append(d.entry)
+        for library, entries in by_library.items():
+            cap = get_library(library).batch_delete_max
+            for i in range(0, len(entries), cap):
+                batch = entries[i : i + cap]
+                jid = self.store.begin_delete(self.mirror.name, [e.id for e in batch])
+                self._send_delete(library, [e.cont_sign for e in batch if e.cont_sign])
+                self.store.finish_delete(jid)
+                report.deleted += len(batch)
+                self.on_progress(len(batch))
+
+    def _send_delete(self, library: str, cont_signs: Sequence[str]) -> None:
+        if not cont_signs:
+            return
+        try:
+            self.gallery.delete_many(library, cont_signs)
+        except GalleryNotFoundError:
+            pass  # already gone: that is what we wanted
+
+    def _spool(self, data: bytes) -> Path:
+        """Keep the bytes of an in-flight add, so recovery can finish or undo it even if the file is gone."""
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        path = self.spool_dir / f"{uuid.uuid4().hex}.img"
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    # ------------------------------------------------------------------ crash recovery
+
+    def recover(self, items: Iterable[object], report: Report) -> None:
+        """Finish the journal's open intents for this mirror (see the module docstring)."""
+        for item in items:
+            if item.mirror != self.mirror.name:
+                continue
+            if item.op == "add":
+                self._recover_add(item, report)
+            elif item.op == "delete":
+                self._send_delete(item.library, [c for c in item.payload.get("cont_signs", []) if c])
+                self.store.finish_delete(item.id)
+                report.recovered += 1
+            else:
+                self.store.fail(item.id, "interrupted; the next plan re-issues it if still needed")
+
+    def _recover_add(self, item: object, report: Report) -> None:
+        payload = item.payload
+        entry_id = item.entry_ids[0]
+        spool = Path(payload["spool"]) if payload.get("spool") else None
+        if spool is None or not spool.exists():
+            # The spool is written before the intent, so a missing spool means the bytes were never sent.
+            self.store.abort_add(item.id, entry_id, "interrupted before the upload")
+            return
+        data = spool.read_bytes()
+        try:
+            cont_sign = self._send_add(data, payload["brief"], payload.get("tags", []),
+                                       tuple(payload.get("class_ids", (None, None))), library=item.library)
+            self.store.finish_add(item.id, entry_id, cont_sign, ())
+        except GalleryRequestError as e:
+            self.store.abort_add(item.id, entry_id, str(e))
+        except ContSignTakenError as e:
+            self.store.abort_add(item.id, entry_id, _taken_reason(e))
+        else:
+            report.recovered += 1
+        spool.unlink(missing_ok=True)
+
+
+def _taken_reason(e: ContSignTakenError) -> str:
+    owner = f"mirror {e.other_mirror!r}" if e.other_mirror else "another file"
+    return (f"the gallery holds this image already as entry {e.cont_sign}, which {owner} owns "
+            "(one gallery entry cannot stand for two records); remove one of the copies")
+
+
+def _class_ids_or_none(ids: tuple[int | None, int | None]) -> tuple[int | None, int | None] | None:
+    return ids if any(v is not None for v in ids) else None
+
+
+def sweep_spool(spool_dir: Path, referenced: set[str]) -> None:
+    """Remove spooled images no open intent refers to (left by a crash between spool and intent)."""
+    if not spool_dir.is_dir():
+        return
+    for name in os.listdir(spool_dir):
+        path = spool_dir / name
+        if str(path) not in referenced:
+            path.unlink(missing_ok=True)

@@ -1,0 +1,70 @@
+"""The configured gallery, ready to call: `with open_gallery(config) as gallery: ...`.
+
+endpoint = "local" (the default): the local gallery is started in this process on 127.0.0.1 (an
+ephemeral port, so several imgsync processes never fight over one) with its data under
+`<state_dir>/gallery`. Its key is created on first use and kept in `<state_dir>/gallery/server-key.json`
+(mode 0600; `imgsync gallery serve --data <state_dir>/gallery` serves the same gallery with the same key).
+The server stops when the block ends.
+
+endpoint = a URL: a GalleryClient for it with the configured keys; a missing key is a ConfigError
+naming where to set it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from imgsync.config import Config
+from imgsync.errors import ConfigError
+from imgsync.gallery.client import GalleryClient
+
+GALLERY_DIR = "gallery"
+
+
+def local_data_dir(config: Config) -> Path:
+    return config.state_dir / GALLERY_DIR
+
+
+def _timeouts(timeout: float) -> tuple[float, float]:
+    """(connect, read): connecting never needs the whole read budget."""
+    return min(5.0, timeout), timeout
+
+
+@contextmanager
+def open_gallery(config: Config) -> Iterator[GalleryClient]:
+    g = config.gallery
+    if g.endpoint == "local":
+        with _embedded(config) as client:
+            yield client
+        return
+    if not g.api_key:
+        raise ConfigError("gallery.api_key: gallery.endpoint is a URL, so an API key is needed: "
+                          "set IMGSYNC_API_KEY or [gallery] api_key")
+    if not g.secret_key:
+        raise ConfigError("gallery.secret_key: gallery.endpoint is a URL, so a secret key is needed: "
+                          "set IMGSYNC_SECRET_KEY or [gallery] secret_key")
+    with GalleryClient(g.endpoint, g.api_key, g.secret_key, qps=g.qps, timeout=_timeouts(g.timeout)) as client:
+        yield client
+
+
+@contextmanager
+def _embedded(config: Config) -> Iterator[GalleryClient]:
+    # Imported here: the local gallery pulls in the search engine (numpy, Pillow, ...), which a
+    # cloud user never needs.
+    from imgsync.localgallery.server import start_in_thread
+
+    data_dir = local_data_dir(config)
+    # The state dir holds the gallery's key: readable by its owner only.
+    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data_dir.mkdir(exist_ok=True, mode=0o700)
+    os.chmod(data_dir, 0o700)
+    running = start_in_thread(data_dir, host="127.0.0.1", port=0)
+    try:
+        with GalleryClient(running.url, running.api_key, running.secret_key, qps=config.gallery.qps,
+                           timeout=_timeouts(config.gallery.timeout)) as client:
+            yield client
+    finally:
+        running.stop()

@@ -1,0 +1,126 @@
+"""The in-memory index of one library: dense numpy columns, one row per entry.
+
+Rows are appended in insertion order; a delete only clears `alive` (cheap, keeps positions
+stable) and the table compacts itself once half of it is dead. Not thread-safe: the engine holds
+its lock around every call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from imgsync.localgallery.matchers.base import Field, Features
+
+_MIN_CAPACITY = 1024
+
+
+@dataclass(slots=True)
+class Row:
+    """What a search result needs besides its score."""
+
+    seq: int
+    cont_sign: str
+    brief: str
+
+
+class FeatureTable:
+    def __init__(self, fields: tuple[Field, ...]) -> None:
+        self.fields = fields
+        self.n = 0  # rows in use, dead ones included
+        self._cap = 0
+        self.seq = np.empty(0, dtype=np.int64)
+        self.alive = np.empty(0, dtype=bool)
+        #: tags (two uint16, 0 = none) and product class ids (0 = none): filters are masks on these.
+        self.tags = np.empty((0, 2), dtype=np.uint16)
+        self.class_ids = np.empty((0, 2), dtype=np.uint16)
+        self.cols: dict[str, np.ndarray] = {f.name: np.empty((0, *f.shape), dtype=f.dtype) for f in fields}
+        self.signs: list[str] = []
+        self.briefs: list[str] = []
+        self.pos: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.pos)
+
+    def col(self, name: str) -> np.ndarray:
+        """The live part of a feature column (a view; rows beyond n are unused capacity)."""
+        return self.cols[name][: self.n]
+
+    def append_many(self, seqs: Iterable[int], signs: list[str], briefs: list[str],
+                    tags: np.ndarray, class_ids: np.ndarray, feats: Features) -> None:
+        seq_arr = np.fromiter(seqs, dtype=np.int64)
+        k = len(seq_arr)
+        self._reserve(self.n + k)
+        sl = slice(self.n, self.n + k)
+        self.seq[sl] = seq_arr
+        self.alive[sl] = True
+        self.tags[sl] = tags
+        self.class_ids[sl] = class_ids
+        for f in self.fields:
+            self.cols[f.name][sl] = feats[f.name]
+        for i, s in enumerate(signs):
+            self.pos[s] = self.n + i
+        self.signs.extend(signs)
+        self.briefs.extend(briefs)
+        self.n += k
+
+    def append(self, seq: int, sign: str, brief: str, tags: tuple[int, int],
+               class_ids: tuple[int, int], feats: Features) -> None:
+        one = {name: np.asarray(a)[None] for name, a in feats.items()}
+        self.append_many([seq], [sign], [brief], np.array([tags]), np.array([class_ids]), one)
+
+    def update(self, sign: str, brief: str | None, tags: tuple[int, int] | None,
+               class_ids: tuple[int, int] | None) -> None:
+        p = self.pos[sign]
+        if brief is not None:
+            self.briefs[p] = brief
+        if tags is not None:
+            self.tags[p] = tags
+        if class_ids is not None:
+            self.class_ids[p] = class_ids
+
+    def remove(self, sign: str) -> bool:
+        p = self.pos.pop(sign, None)
+        if p is None:
+            return False
+        self.alive[p] = False
+        if self.n - len(self.pos) > max(_MIN_CAPACITY, self.n // 2):
+            self._compact()
+        return True
+
+    def row(self, p: int) -> Row:
+        return Row(int(self.seq[p]), self.signs[p], self.briefs[p])
+
+    def _reserve(self, need: int) -> None:
+        if need <= self._cap:
+            return
+        cap = max(_MIN_CAPACITY, self._cap * 2, need)
+        self.seq = _grow(self.seq, cap)
+        self.alive = _grow(self.alive, cap)
+        self.tags = _grow(self.tags, cap)
+        self.class_ids = _grow(self.class_ids, cap)
+        self.cols = {k: _grow(v, cap) for k, v in self.cols.items()}
+        self._cap = cap
+
+    def _compact(self) -> None:
+        keep = np.flatnonzero(self.alive[: self.n])
+        k = len(keep)
+        self.seq[:k] = self.seq[keep]
+        self.alive[:k] = True
+        self.alive[k:] = False
+        self.tags[:k] = self.tags[keep]
+        self.class_ids[:k] = self.class_ids[keep]
+        for name, c in self.cols.items():
+            c[:k] = c[keep]
+        self.signs = [self.signs[i] for i in keep]
+        self.briefs = [self.briefs[i] for i in keep]
+        self.pos = {s: i for i, s in enumerate(self.signs)}
+        self.n = k
+
+
+def _grow(a: np.ndarray, cap: int) -> np.ndarray:
+    out = np.zeros((cap, *a.shape[1:]), dtype=a.dtype)
+    out[: len(a)] = a
+    return out

@@ -1,0 +1,151 @@
+"""Running the local gallery: waitress serving GalleryApp, in a thread (tests, embedding) or in the
+foreground (the CLI, stopping cleanly on SIGINT/SIGTERM).
+
+The data dir holds everything that must survive a restart: the engine's SQLite and indexes, the
+issued tokens (tokens.sqlite) and, when no key is given, the server's own key (server-key.json).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from waitress import wasyncore
+from waitress.server import create_server
+
+from imgsync.clock import SYSTEM_CLOCK, Clock
+from imgsync.localgallery.app import GalleryApp
+from imgsync.localgallery.auth import DEFAULT_TOKEN_TTL, Authority, load_or_create_key
+from imgsync.localgallery.fetch import DEFAULT_TIMEOUT, UrlFetcher
+from imgsync.localgallery.ratelimit import RateLimiter
+
+log = logging.getLogger("imgsync.localgallery")
+
+#: waitress refuses bodies above this before reading them (HTTP 413). The image's base64 is at most
+#: 4 MB; url-encoding adds up to 3x for '+', '/' and '=' (%2B ...), so 12 MB leaves room for any valid
+#: call while stopping a client that streams without end.
+MAX_BODY_BYTES = 12 * 1024 * 1024
+
+
+@dataclass
+class RunningGallery:
+    url: str
+    api_key: str
+    secret_key: str
+    data_dir: Path
+    #: True when this start created the key (the CLI prints the secret only then).
+    created_key: bool = False
+    _stop: Callable[[], None] = field(default=lambda: None, repr=False)
+
+    def stop(self) -> None:
+        self._stop()
+
+
+def start_in_thread(data_dir: Path | str, *, host: str = "127.0.0.1", port: int = 0,
+                    keys: list[tuple[str, str]] | None = None, qps: float | None = None,
+                    allow_private_urls: bool = False, allow_url_fetch: bool = True,
+                    token_ttl: int = DEFAULT_TOKEN_TTL, threads: int = 4, clock: Clock = SYSTEM_CLOCK,
+                    fetch_timeout: float = DEFAULT_TIMEOUT) -> RunningGallery:
+    """Start serving on a daemon thread; returns once the socket is listening (port 0 → ephemeral)."""
+    from imgsync.localgallery.engine import Engine  # the search engine; imported late, it is heavy
+
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # One listening socket: a name such as "localhost" may resolve to several addresses, and waitress
+    # would then bind each (on different ephemeral ports for port 0). Serve on the first one.
+    host = str(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0])
+    created = False
+    if not keys:
+        key, created = load_or_create_key(data_dir)
+        keys = [key]
+    authority = Authority(data_dir, keys, ttl=token_ttl, clock=clock)
+    engine = Engine(data_dir)
+    socket_map: dict[int, Any] = {}
+    try:
+        app = GalleryApp(
+            engine, authority,
+            UrlFetcher(enabled=allow_url_fetch, allow_private=allow_private_urls, timeout=fetch_timeout,
+                       clock=clock),
+            limiter=RateLimiter(qps, clock=clock) if qps else None,
+        )
+        server: Any = create_server(app, map=socket_map, host=host, port=port, threads=threads,
+                                    max_request_body_size=MAX_BODY_BYTES, ident="imgsync-localgallery",
+                                    clear_untrusted_proxy_headers=True)
+    except BaseException:
+        # A failed bind leaves waitress's half-made sockets in the map: close them, not leak them.
+        wasyncore.close_all(socket_map, ignore_all=True)
+        engine.close()
+        authority.close()
+        raise
+    thread = threading.Thread(target=server.run, name="localgallery-http", daemon=True)
+    thread.start()
+    stopped = threading.Event()
+
+    def stop() -> None:
+        if stopped.is_set():
+            return
+        stopped.set()
+        # Sockets are closed from inside the server's own loop (closing them from this thread would
+        # race with it). First stop accepting, then let the calls being served finish (queued ones
+        # are cancelled), then close every connection: the loop ends when its socket map is empty.
+        _pull(server, lambda: wasyncore.dispatcher.close(server))
+        server.task_dispatcher.shutdown(timeout=5)
+        _pull(server, lambda: wasyncore.close_all(server._map, ignore_all=True))
+        thread.join(timeout=10)
+        engine.close()
+        authority.close()
+
+    bound_host = server.effective_host
+    shown = f"[{bound_host}]" if ":" in str(bound_host) else bound_host
+    return RunningGallery(url=f"http://{shown}:{server.effective_port}", api_key=keys[0][0],
+                          secret_key=keys[0][1], data_dir=data_dir, created_key=created, _stop=stop)
+
+
+def _pull(server: Any, thunk: Callable[[], None]) -> None:
+    """Run `thunk` in the server's loop. If the wake-up pipe is already gone (EBADF: seen rarely when
+    several servers start and stop in one process), the loop is ending anyway: run it here instead."""
+    try:
+        server.trigger.pull_trigger(thunk)
+    except OSError:
+        log.debug("local gallery wake-up pipe already closed; closing from this thread")
+        try:
+            thunk()
+        except OSError:
+            pass
+
+
+def serve_forever(data_dir: Path | str, *, echo: Callable[[str], None] = print, **options: Any) -> None:
+    """Serve in the foreground until SIGINT or SIGTERM (the CLI's `imgsync gallery serve`).
+
+    Prints the URL and, only when this start created the key, the key and secret: the operator needs
+    them and has no other way to learn them.
+    """
+    done = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    running = start_in_thread(data_dir, **options)
+    try:
+        echo(f"local gallery serving at {running.url} (data: {running.data_dir})")
+        if running.created_key:
+            echo(f"created API key: {running.api_key}")
+            echo(f"secret key: {running.secret_key}")
+            echo(f"(saved in {running.data_dir / 'server-key.json'}; reused on the next start)")
+        elif not options.get("keys"):
+            echo(f"API key: {running.api_key} (secret in {running.data_dir / 'server-key.json'})")
+        while not done.wait(0.5):
+            pass
+    finally:
+        running.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        echo("local gallery stopped")

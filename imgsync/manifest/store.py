@@ -1,0 +1,616 @@
+"""The manifest: imgsync's only record of what each mirror's gallery holds (the cloud has no list call).
+
+Store takes and returns the plain values of imgsync.model (and the small frozen records below), never
+ORM rows. Every method is one transaction. Remote operations are journaled: begin_* commits an intent
+*before* the caller makes the remote call, and finish_* / abort_add / fail commits the outcome, so after a
+kill -9 at any point `open_journal()` lists exactly the calls whose outcome is unknown.
+
+One writer at a time (the reconcile/watch holding StateLock); any number of readers (`imgsync status`)
+alongside it, thanks to WAL. Nothing here takes or stores a key, secret or token.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Row,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    union,
+    update,
+)
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from imgsync.clock import SYSTEM_CLOCK, Clock
+from imgsync.errors import ManifestError
+from imgsync.manifest import migrate
+from imgsync.manifest.engine import create_manifest_engine, writer
+from imgsync.manifest.tables import (
+    VERDICTS,
+    EntryRow,
+    FileRow,
+    JournalRow,
+    MirrorStateRow,
+    RunRow,
+)
+from imgsync.model import Entry, KnownFile, ScannedFile, Verdict
+
+log = logging.getLogger("imgsync.manifest")
+
+JournalOp = Literal["add", "update", "delete"]
+JournalState = Literal["intent", "done", "failed"]
+ClassIds = tuple[int | None, int | None]
+
+#: Finished journal rows are history only; keep them this long (seconds) for support, then prune.
+JOURNAL_KEEP_S = 30 * 24 * 3600
+#: Runs kept per mirror (older ones are pruned when a run finishes).
+RUNS_KEPT = 200
+
+# Core tables: the Store runs Core statements on a Connection and reads plain Rows (no ORM session,
+# no identity map to go stale between transactions).
+_FILES = FileRow.__table__
+_ENTRIES = EntryRow.__table__
+_JOURNAL = JournalRow.__table__
+_RUNS = RunRow.__table__
+_STATES = MirrorStateRow.__table__
+_U64 = 1 << 64
+_I64_MAX = (1 << 63) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class JournalItem:
+    """One journaled remote operation. payload: add → brief, tags, class_ids, spool, content_hash;
+    update → brief, tags, class_ids, cont_sign, old (the previous brief/tags/class_ids);
+    delete → cont_signs (parallel to entry_ids; None for an entry that never got one)."""
+
+    id: int
+    op: JournalOp
+    mirror: str
+    library: str
+    entry_ids: tuple[int, ...]
+    payload: Mapping[str, Any]
+    state: JournalState
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    id: int
+    mirror: str
+    status: str  # running / ok / partial / stopped / skipped / interrupted (killed while running)
+    started_at: datetime
+    finished_at: datetime | None
+    counts: Mapping[str, int]
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorState:
+    """What the folder looked like after the last complete run (for the safety guards)."""
+
+    mirror: str
+    folder: str
+    device: int  # st_dev
+    file_count: int
+    last_run_id: int | None
+    updated_at: datetime
+    judged_as: str | None = None
+
+
+class ContSignTakenError(ManifestError):
+    """finish_add got a gallery id that another entry already holds.
+
+    The gallery answered an add with "already there" (216681) and named an entry this manifest already
+    records: under another mirror on the same library, or under another content hash of this mirror (the
+    cloud judged two different files the same image). Two records for one remote entry would let one of
+    them delete it under the other, so the manifest refuses; the caller should abort the add.
+    """
+
+    def __init__(self, message: str, *, cont_sign: str, other_entry_id: int, other_mirror: str) -> None:
+        super().__init__(message)
+        self.cont_sign = cont_sign
+        self.other_entry_id = other_entry_id
+        self.other_mirror = other_mirror
+
+
+class Store:
+    """The manifest in one SQLite file. Open with Store.open(path); use as a context manager or close()."""
+
+    def __init__(self, engine: Engine, path: Path, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._engine = engine
+        self._writer = writer(engine)
+        self.path = path
+        self._clock = clock
+        self._closed = False
+
+    @classmethod
+    def open(cls, path: Path, *, clock: Clock = SYSTEM_CLOCK) -> Store:
+        """Open (creating it and its directory if needed) and upgrade the manifest to this code's schema.
+
+        Refuses (ManifestError) a file that is not an SQLite database, a database that is not a manifest,
+        and a manifest whose schema is newer than this imgsync; such files are left untouched.
+        """
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ManifestError(f"cannot create the directory for the manifest {path}: {e.strerror}") from None
+        if path.exists() and not path.is_file():
+            raise ManifestError(f"the manifest path {path} exists but is not a file")
+        engine = create_manifest_engine(path)
+        try:
+            migrate.upgrade(engine, path)
+        except ManifestError:
+            engine.dispose()
+            raise
+        except SQLAlchemyError as e:
+            engine.dispose()
+            raise ManifestError(f"cannot open the manifest {path}: {_cause(e)}") from e
+        return cls(engine, path, clock)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def schema_revision(self) -> str | None:
+        return migrate.current_revision(self._engine)
+
+    # ------------------------------------------------------------------ files
+
+    def known_files(self, mirror: str) -> dict[str, KnownFile]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(FileRow.path, FileRow.size, FileRow.mtime_ns, FileRow.inode, FileRow.content_hash,
+                       FileRow.verdict, FileRow.reason, FileRow.entry_id, FileRow.hashed_at_ns)
+                .where(FileRow.mirror == mirror)
+            )
+            return {
+                r.path: KnownFile(r.path, r.size, r.mtime_ns, _from_i64(r.inode), r.content_hash, r.verdict,
+                                  r.reason, r.entry_id, r.hashed_at_ns)
+                for r in rows
+            }
+
+    def save_scan(self, mirror: str, files: Iterable[ScannedFile], gone: Iterable[str] = ()) -> None:
+        """Record a scan in one transaction: upsert `files` (each row keeps its entry_id), forget `gone`.
+
+        A path both scanned and listed as gone is kept (the scan saw it). One executemany per statement,
+        so 100k files take about a second.
+        """
+        now = self._clock.time()
+        rows = []
+        for f in files:
+            if f.verdict not in VERDICTS:
+                raise ManifestError(f"file {f.path!r}: verdict {f.verdict!r} is not one of {', '.join(VERDICTS)}")
+            rows.append({
+                "mirror": mirror, "path": f.path, "size": f.size, "mtime_ns": f.mtime_ns,
+                "inode": _to_i64(f.inode), "content_hash": f.content_hash, "verdict": f.verdict,
+                "reason": f.reason, "hashed_at_ns": f.hashed_at_ns, "updated_at": now,
+            })
+        gone_rows = [{"m": mirror, "p": p} for p in gone]
+        ins = sqlite_insert(_FILES)
+        upsert = ins.on_conflict_do_update(
+            index_elements=[_FILES.c.mirror, _FILES.c.path],
+            set_={c: ins.excluded[c] for c in ("size", "mtime_ns", "inode", "content_hash", "verdict", "reason",
+                                               "hashed_at_ns", "updated_at")},
+        )
+        with self._write() as conn:
+            if gone_rows:
+                conn.execute(
+                    delete(FileRow).where(FileRow.mirror == bindparam("m"), FileRow.path == bindparam("p")),
+                    gone_rows,
+                )
+            if rows:
+                conn.execute(upsert, rows)
+
+    def set_verdict(self, mirror: str, path: str, verdict: Verdict, reason: str | None) -> None:
+        if verdict not in VERDICTS:
+            raise ManifestError(f"verdict {verdict!r} is not one of {', '.join(VERDICTS)}")
+        with self._write() as conn:
+            n = conn.execute(
+                update(FileRow).where(FileRow.mirror == mirror, FileRow.path == path)
+                .values(verdict=verdict, reason=reason, updated_at=self._clock.time())
+            ).rowcount
+            if n == 0:
+                raise ManifestError(f"mirror {mirror!r} has no file {path!r} in the manifest")
+
+    def map_files(self, mirror: str, paths: Iterable[str], entry_id: int | None) -> None:
+        """Point the files at `paths` to `entry_id` (None: to no entry). Paths the manifest does not list
+        are skipped (the next scan and plan map them)."""
+        with self._write() as conn:
+            if entry_id is not None:
+                self._entry_row(conn, entry_id, mirror)
+            self._map(conn, mirror, paths, entry_id)
+
+    # ------------------------------------------------------------------ entries + journal
+
+    def entries(self, mirror: str) -> dict[int, Entry]:
+        with self._read() as conn:
+            rows = conn.execute(select(_ENTRIES).where(EntryRow.mirror == mirror)).all()
+            return {r.id: _entry(r) for r in rows}
+
+    def begin_add(
+        self,
+        mirror: str,
+        library: str,
+        content_hash: str,
+        render_brief: Callable[[int], str],
+        tags: tuple[int, ...],
+        class_ids: ClassIds,
+        spool: str | None,
+    ) -> tuple[Entry, int]:
+        """Insert the entry (state "adding"; brief = render_brief(its id)) and the add intent, together.
+        Returns (entry, journal_id). If render_brief raises, nothing is written."""
+        now = self._clock.time()
+        with self._write() as conn:
+            try:
+                entry_id = conn.execute(
+                    insert(EntryRow).values(
+                        mirror=mirror, library=library, cont_sign=None, content_hash=content_hash, brief="",
+                        tags=_tags_text(tags), class_id1=class_ids[0], class_id2=class_ids[1], state="adding",
+                        created_at=now, updated_at=now,
+                    )
+                ).inserted_primary_key[0]
+            except IntegrityError:
+                other = conn.execute(
+                    select(EntryRow.id, EntryRow.state).where(
+                        EntryRow.mirror == mirror, EntryRow.content_hash == content_hash,
+                        EntryRow.state != "deleting")
+                ).first()
+                if other is None:
+                    raise
+                raise ManifestError(
+                    f"mirror {mirror!r} already has entry {other.id} ({other.state}) for image {content_hash[:12]}…; "
+                    "one entry per distinct image per mirror"
+                ) from None
+            brief = render_brief(entry_id)
+            conn.execute(update(EntryRow).where(EntryRow.id == entry_id).values(brief=brief))
+            payload = {"brief": brief, "tags": list(tags), "class_ids": list(class_ids), "spool": spool,
+                       "content_hash": content_hash}
+            journal_id = self._intent(conn, "add", mirror, library, [entry_id], payload, now)
+            row = conn.execute(select(_ENTRIES).where(EntryRow.id == entry_id)).one()
+            return _entry(row), journal_id
+
+    def finish_add(self, journal_id: int, entry_id: int, cont_sign: str, paths: Iterable[str]) -> None:
+        """The add went through: the entry goes live with `cont_sign`, the files at `paths` map to it."""
+        if not cont_sign:
+            raise ManifestError(f"finish_add of entry {entry_id}: the gallery id (cont_sign) is empty")
+        with self._write() as conn:
+            item = self._open_item(conn, journal_id, "add", entry_id)
+            try:
+                n = conn.execute(
+                    update(EntryRow).where(EntryRow.id == entry_id, EntryRow.state == "adding")
+                    .values(cont_sign=cont_sign, state="live", updated_at=self._clock.time())
+                ).rowcount
+            except IntegrityError:
+                other = conn.execute(
+                    select(EntryRow.id, EntryRow.mirror).where(
+                        EntryRow.library == item.library, EntryRow.cont_sign == cont_sign)
+                ).first()
+                if other is None:
+                    raise
+                raise ContSignTakenError(
+                    f"the gallery returned {cont_sign} for entry {entry_id}, but entry {other.id} of mirror "
+                    f"{other.mirror!r} already holds that id in library {item.library!r}: the gallery treats "
+                    "them as the same image",
+                    cont_sign=cont_sign, other_entry_id=other.id, other_mirror=other.mirror,
+                ) from None
+            if n == 0:
+                raise ManifestError(f"entry {entry_id} is not being added (journal {journal_id})")
+            self._map(conn, item.mirror, paths, entry_id)
+            self._close_item(conn, journal_id, "done", None)
+
+    def abort_add(self, journal_id: int, entry_id: int, error: str) -> None:
+        """The add did not happen (refused, or never sent): forget the entry; the journal says why."""
+        with self._write() as conn:
+            self._open_item(conn, journal_id, "add", entry_id)
+            state = conn.execute(select(EntryRow.state).where(EntryRow.id == entry_id)).scalar_one_or_none()
+            if state not in (None, "adding"):
+                raise ManifestError(f"entry {entry_id} is {state}, not being added; refusing to forget it")
+            self._forget_entries(conn, [entry_id])
+            self._close_item(conn, journal_id, "failed", error)
+
+    def begin_update(self, mirror: str, entry_id: int, brief: str, tags: tuple[int, ...],
+                     class_ids: ClassIds) -> int:
+        """Journal an update of a live entry's brief and labels; the entry changes at finish_update."""
+        now = self._clock.time()
+        with self._write() as conn:
+            row = self._entry_row(conn, entry_id, mirror)
+            if row.state != "live":
+                raise ManifestError(f"entry {entry_id} is {row.state}; only a live entry can be updated")
+            payload = {
+                "brief": brief, "tags": list(tags), "class_ids": list(class_ids), "cont_sign": row.cont_sign,
+                "old": {"brief": row.brief, "tags": list(_tags(row.tags)),
+                        "class_ids": [row.class_id1, row.class_id2]},
+            }
+            return self._intent(conn, "update", mirror, row.library, [entry_id], payload, now)
+
+    def finish_update(self, journal_id: int, paths: Iterable[str] = ()) -> None:
+        with self._write() as conn:
+            item = self._open_item(conn, journal_id, "update")
+            entry_id, p = item.entry_ids[0], item.payload
+            conn.execute(
+                update(EntryRow).where(EntryRow.id == entry_id).values(
+                    brief=p["brief"], tags=_tags_text(p["tags"]), class_id1=p["class_ids"][0],
+                    class_id2=p["class_ids"][1], updated_at=self._clock.time())
+            )
+            self._map(conn, item.mirror, paths, entry_id)
+            self._close_item(conn, journal_id, "done", None)
+
+    def fail(self, journal_id: int, error: str) -> None:
+        """An update or delete did not happen: the journal says why; the entries are left as they were
+        (a delete's entries stay "deleting", so the next plan deletes them again). Adds use abort_add."""
+        with self._write() as conn:
+            item = self._open_item(conn, journal_id)
+            if item.op == "add":
+                raise ManifestError(f"journal {journal_id} is an add: use abort_add, which also forgets the entry")
+            self._close_item(conn, journal_id, "failed", error)
+
+    def begin_delete(self, mirror: str, entry_ids: Sequence[int]) -> int:
+        """Mark the entries "deleting" and journal the delete (with their gallery ids), together."""
+        ids = list(dict.fromkeys(entry_ids))
+        if not ids:
+            raise ManifestError("begin_delete needs at least one entry")
+        now = self._clock.time()
+        with self._write() as conn:
+            rows = {r.id: r for r in conn.execute(select(_ENTRIES).where(EntryRow.id.in_(ids)))}
+            missing = [i for i in ids if i not in rows]
+            if missing:
+                raise ManifestError(f"no entries {missing} in the manifest")
+            strangers = [i for i in ids if rows[i].mirror != mirror]
+            if strangers:
+                raise ManifestError(f"entries {strangers} belong to another mirror than {mirror!r}")
+            libraries = sorted({r.library for r in rows.values()})
+            if len(libraries) > 1:
+                raise ManifestError(f"entries {ids} span libraries {libraries}; delete them one library at a time")
+            conn.execute(update(EntryRow).where(EntryRow.id.in_(ids)).values(state="deleting", updated_at=now))
+            payload = {"cont_signs": [rows[i].cont_sign for i in ids]}
+            return self._intent(conn, "delete", mirror, libraries[0], ids, payload, now)
+
+    def finish_delete(self, journal_id: int) -> None:
+        """The entries are gone from the gallery: forget them; files that mapped to them map to nothing."""
+        with self._write() as conn:
+            item = self._open_item(conn, journal_id, "delete")
+            self._forget_entries(conn, list(item.entry_ids))
+            self._close_item(conn, journal_id, "done", None)
+
+    def open_journal(self) -> list[JournalItem]:
+        """Intents whose outcome was never recorded (the process died), oldest first."""
+        with self._read() as conn:
+            rows = conn.execute(select(_JOURNAL).where(JournalRow.state == "intent").order_by(JournalRow.id))
+            return [_journal_item(r) for r in rows]
+
+    def journal_item(self, journal_id: int) -> JournalItem | None:
+        with self._read() as conn:
+            row = conn.execute(select(_JOURNAL).where(JournalRow.id == journal_id)).one_or_none()
+            return _journal_item(row) if row is not None else None
+
+    # ------------------------------------------------------------------ runs / status
+
+    def start_run(self, mirror: str) -> int:
+        """Record a run's start. A run of this mirror still "running" was killed (the lock is held by one
+        process at a time), so it is marked "interrupted"."""
+        now = self._clock.time()
+        with self._write() as conn:
+            conn.execute(update(RunRow).where(RunRow.mirror == mirror, RunRow.status == "running")
+                         .values(status="interrupted"))
+            return conn.execute(
+                insert(RunRow).values(mirror=mirror, started_at=now, status="running", counts={})
+            ).inserted_primary_key[0]
+
+    def finish_run(self, run_id: int, status: str, counts: Mapping[str, int], error: str | None = None) -> None:
+        """Record a run's end, and prune old history (finished journal rows, all but the last runs)."""
+        now = self._clock.time()
+        with self._write() as conn:
+            mirror = conn.execute(select(RunRow.mirror).where(RunRow.id == run_id)).scalar_one_or_none()
+            if mirror is None:
+                raise ManifestError(f"no run {run_id} in the manifest")
+            conn.execute(update(RunRow).where(RunRow.id == run_id).values(
+                status=status, counts=dict(counts), error=error, finished_at=now))
+            conn.execute(delete(JournalRow).where(JournalRow.state != "intent",
+                                                  JournalRow.finished_at < now - JOURNAL_KEEP_S))
+            keep = select(RunRow.id).where(RunRow.mirror == mirror).order_by(RunRow.id.desc()).limit(RUNS_KEPT)
+            conn.execute(delete(RunRow).where(RunRow.mirror == mirror, RunRow.id.not_in(keep)))
+
+    def last_run(self, mirror: str) -> RunInfo | None:
+        with self._read() as conn:
+            row = conn.execute(
+                select(_RUNS).where(RunRow.mirror == mirror).order_by(RunRow.id.desc()).limit(1)
+            ).one_or_none()
+            if row is None:
+                return None
+            return RunInfo(row.id, row.mirror, row.status, _dt(row.started_at), _dt_or_none(row.finished_at),
+                           dict(row.counts), row.error)
+
+    def mirror_state(self, mirror: str) -> MirrorState | None:
+        with self._read() as conn:
+            row = conn.execute(select(_STATES).where(MirrorStateRow.mirror == mirror)).one_or_none()
+            if row is None:
+                return None
+            return MirrorState(row.mirror, row.folder, _from_i64(row.device), row.file_count, row.last_run_id,
+                               _dt(row.updated_at), row.judged_as)
+
+    def set_mirror_state(self, mirror: str, folder: str, device: int, file_count: int,
+                         judged_as: str | None = None) -> None:
+        """Remember the folder after a complete run; last_run_id is this mirror's latest run."""
+        now = self._clock.time()
+        with self._write() as conn:
+            last = conn.execute(select(func.max(RunRow.id)).where(RunRow.mirror == mirror)).scalar()
+            values = {"folder": folder, "device": _to_i64(device), "file_count": file_count,
+                      "last_run_id": last, "updated_at": now, "judged_as": judged_as}
+            ins = sqlite_insert(_STATES).values(mirror=mirror, **values)
+            conn.execute(ins.on_conflict_do_update(index_elements=[MirrorStateRow.mirror], set_=values))
+
+    def counts(self, mirror: str) -> dict[str, int]:
+        """synced: valid files whose image is live in the gallery; pending: valid files not (yet) there,
+        and files that were still changing; rejected; error (unreadable); plus files and live entries."""
+        ok = FileRow.verdict == "ok"
+        live = EntryRow.state == "live"
+        with self._read() as conn:
+            r = conn.execute(
+                select(
+                    func.count(FileRow.id).label("files"),
+                    func.sum(case((and_(ok, live), 1), else_=0)).label("synced"),
+                    func.sum(case((or_(and_(ok, or_(EntryRow.id.is_(None), ~live)),
+                                       FileRow.verdict == "unstable"), 1), else_=0)).label("pending"),
+                    func.sum(case((FileRow.verdict == "rejected", 1), else_=0)).label("rejected"),
+                    func.sum(case((FileRow.verdict == "error", 1), else_=0)).label("error"),
+                )
+                .select_from(FileRow)
+                .outerjoin(EntryRow, FileRow.entry_id == EntryRow.id)
+                .where(FileRow.mirror == mirror)
+            ).one()
+            entries = conn.execute(
+                select(func.count()).select_from(EntryRow).where(EntryRow.mirror == mirror, live)
+            ).scalar_one()
+        return {"synced": r.synced or 0, "pending": r.pending or 0, "rejected": r.rejected or 0,
+                "error": r.error or 0, "files": r.files, "entries": entries}
+
+    def mirror_names(self) -> list[str]:
+        """Every mirror the manifest has any record of, sorted."""
+        with self._read() as conn:
+            q = union(select(FileRow.mirror), select(EntryRow.mirror), select(RunRow.mirror),
+                      select(MirrorStateRow.mirror))
+            return sorted(conn.execute(q).scalars())
+
+    # ------------------------------------------------------------------ internals
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._transaction(self._engine) as conn:
+            yield conn
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._transaction(self._writer) as conn:
+            yield conn
+
+    @contextmanager
+    def _transaction(self, engine: Engine) -> Iterator[Connection]:
+        if self._closed:
+            raise ManifestError(f"the manifest {self.path} is closed")
+        try:
+            with engine.begin() as conn:
+                yield conn
+        except IntegrityError as e:
+            raise ManifestError(f"manifest {self.path}: refused a change that breaks its rules: {_cause(e)}") from e
+        except SQLAlchemyError as e:
+            raise ManifestError(f"manifest {self.path}: {_cause(e)}") from e
+
+    def _intent(self, conn: Connection, op: JournalOp, mirror: str, library: str, entry_ids: list[int],
+                payload: dict[str, Any], now: float) -> int:
+        return conn.execute(
+            insert(JournalRow).values(op=op, mirror=mirror, library=library, entry_ids=entry_ids,
+                                      payload=payload, state="intent", created_at=now)
+        ).inserted_primary_key[0]
+
+    def _open_item(self, conn: Connection, journal_id: int, op: JournalOp | None = None,
+                   entry_id: int | None = None) -> JournalItem:
+        row = conn.execute(select(_JOURNAL).where(JournalRow.id == journal_id)).one_or_none()
+        if row is None:
+            raise ManifestError(f"no journal item {journal_id}")
+        if row.state != "intent":
+            raise ManifestError(f"journal item {journal_id} ({row.op}) is already {row.state}")
+        if op is not None and row.op != op:
+            raise ManifestError(f"journal item {journal_id} is an {row.op}, not an {op}")
+        if entry_id is not None and entry_id not in row.entry_ids:
+            raise ManifestError(f"journal item {journal_id} is about entries {row.entry_ids}, not {entry_id}")
+        return _journal_item(row)
+
+    def _close_item(self, conn: Connection, journal_id: int, state: JournalState, error: str | None) -> None:
+        conn.execute(update(JournalRow).where(JournalRow.id == journal_id)
+                     .values(state=state, error=error, finished_at=self._clock.time()))
+
+    def _entry_row(self, conn: Connection, entry_id: int, mirror: str) -> Row[Any]:
+        row = conn.execute(select(_ENTRIES).where(EntryRow.id == entry_id)).one_or_none()
+        if row is None:
+            raise ManifestError(f"no entry {entry_id} in the manifest")
+        if row.mirror != mirror:
+            raise ManifestError(f"entry {entry_id} belongs to mirror {row.mirror!r}, not {mirror!r}")
+        return row
+
+    def _map(self, conn: Connection, mirror: str, paths: Iterable[str], entry_id: int | None) -> None:
+        params = [{"m": mirror, "p": p} for p in paths]
+        if params:
+            conn.execute(
+                update(FileRow).where(FileRow.mirror == bindparam("m"), FileRow.path == bindparam("p"))
+                .values(entry_id=entry_id),
+                params,
+            )
+
+    def _forget_entries(self, conn: Connection, ids: list[int]) -> None:
+        # Explicit, not only ON DELETE SET NULL: the file records must survive even if foreign keys were off.
+        conn.execute(update(FileRow).where(FileRow.entry_id.in_(ids)).values(entry_id=None))
+        conn.execute(delete(EntryRow).where(EntryRow.id.in_(ids)))
+
+
+# ---------------------------------------------------------------------- conversions (pure)
+
+
+def _to_i64(n: int) -> int:
+    """st_ino / st_dev are unsigned 64-bit; SQLite integers are signed. Wrap the top half (bijective)."""
+    if not 0 <= n < _U64:
+        raise ManifestError(f"{n} does not fit an unsigned 64-bit inode/device number")
+    return n - _U64 if n > _I64_MAX else n
+
+
+def _from_i64(n: int) -> int:
+    return n + _U64 if n < 0 else n
+
+
+def _tags_text(tags: Iterable[int]) -> str:
+    return ",".join(str(int(t)) for t in tags)
+
+
+def _tags(text: str) -> tuple[int, ...]:
+    return tuple(int(t) for t in text.split(",") if t)
+
+
+def _entry(row: Row[Any]) -> Entry:
+    return Entry(row.id, row.mirror, row.library, row.cont_sign, row.content_hash, row.brief, _tags(row.tags),
+                 row.class_id1, row.class_id2, row.state)  # type: ignore[arg-type]
+
+
+def _journal_item(row: Row[Any]) -> JournalItem:
+    return JournalItem(row.id, row.op, row.mirror, row.library, tuple(row.entry_ids), dict(row.payload),
+                       row.state, row.error, _dt(row.created_at), _dt_or_none(row.finished_at))  # type: ignore[arg-type]
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+def _dt_or_none(ts: float | None) -> datetime | None:
+    return None if ts is None else _dt(ts)
+
+
+def _cause(e: SQLAlchemyError) -> str:
+    """The database's own words (no SQL or parameters: those could be long, and are not for users)."""
+    orig = getattr(e, "orig", None)
+    return str(orig) if orig is not None else str(e).split("\n")[0]

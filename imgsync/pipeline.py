@@ -1,0 +1,163 @@
+"""reconcile: snapshot → scan → plan → execute, per mirror. The composition root that `imgsync reconcile`
+and (later) `imgsync watch` both call, so there is one code path for the work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from imgsync.config import MirrorConfig
+from imgsync.errors import ConfigError, GalleryError
+from imgsync.execute import Executor, Gallery, Report, UploadChangedError, sweep_spool
+from imgsync.manifest import Store
+from imgsync.plan import Plan, make_plan
+from imgsync.scan import ScanResult, scan_folder
+from imgsync.shrink import ShrinkError, prepare_upload
+
+log = logging.getLogger("imgsync.pipeline")
+
+
+@dataclass(frozen=True, slots=True)
+class FolderCheck:
+    fatal: str | None = None  # the mirror cannot run at all (nothing is changed)
+    suspect: str | None = None  # deletes withheld unless --force
+    device: int = 0
+
+
+def check_folder(mirror: MirrorConfig, last_device: int | None) -> FolderCheck:
+    """Is the mirror's folder there, a directory, and on the device it was on last time?"""
+    folder = mirror.folder
+    try:
+        st = os.stat(folder)
+    except FileNotFoundError:
+        return FolderCheck(fatal=f"folder {folder} does not exist (unmounted disk or renamed?); nothing changed")
+    except OSError as e:
+        return FolderCheck(fatal=f"folder {folder} cannot be read ({e.strerror}); nothing changed")
+    if not os.path.isdir(folder):
+        return FolderCheck(fatal=f"{folder} is not a directory; nothing changed")
+    suspect = None
+    if last_device is not None and last_device != st.st_dev:
+        suspect = (f"folder {folder} is on another device than last time "
+                   f"(device {last_device} → {st.st_dev}: a different disk mounted there?)")
+    return FolderCheck(suspect=suspect, device=st.st_dev)
+
+
+def make_reader(mirror: MirrorConfig) -> Callable[[Path, str, str], bytes]:
+    """The executor's way to read an upload: the bytes must still hash to what the scan saw."""
+
+    def read(folder: Path, path: str, content_hash: str) -> bytes:
+        full = folder / path
+        try:
+            data = full.read_bytes()
+        except FileNotFoundError:
+            raise UploadChangedError("vanished before upload; will retry") from None
+        except OSError as e:
+            raise UploadChangedError(f"cannot be read ({e.strerror}); will retry") from None
+        if hashlib.sha256(data).hexdigest() != content_hash:
+            raise UploadChangedError("changed since the scan; will upload it once it is stable")
+        try:
+            return prepare_upload(data, mirror.library, mirror.fit)
+        except ShrinkError as e:
+            raise UploadChangedError(f"cannot be made to fit: {e}") from None
+
+    return read
+
+
+@dataclass
+class MirrorRun:
+    mirror: MirrorConfig
+    plan: Plan | None
+    report: Report
+    fatal: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    plan: Plan
+    scan: ScanResult
+    check: FolderCheck
+
+
+def judged_as(mirror: MirrorConfig) -> str:
+    """The settings a file's verdict depends on; when they change, every file is judged again."""
+    return f"{mirror.library}:{mirror.fit}"
+
+
+def plan_mirror(mirror: MirrorConfig, store: Store | None, *, force: bool, report: Report,
+                now_ns: int | None = None) -> Planned | str:
+    """Scan and plan one mirror, reading only. Returns the plan, or why the mirror cannot run."""
+    state = store.mirror_state(mirror.name) if store is not None else None
+    check = check_folder(mirror, state.device if state else None)
+    if check.fatal:
+        return check.fatal
+    known = store.known_files(mirror.name) if store is not None else {}
+    entries = store.entries(mirror.name) if store is not None else {}
+    reusable = known
+    if state is not None and state.judged_as != judged_as(mirror):
+        # Verdicts were given under another library or fit: don't reuse them (hashes are re-read too).
+        reusable = {p: replace(k, hashed_at_ns=0) for p, k in known.items()}
+    scan = scan_folder(mirror.folder, mirror, reusable, now_ns=now_ns or time.time_ns())
+    report.pending += [(path, f"directory not readable: {reason}") for path, reason in scan.errors]
+    plan = make_plan(mirror, scan.files, known, entries, scan_complete=scan.complete,
+                     suspect_folder=check.suspect, force=force)
+    return Planned(plan, scan, check)
+
+
+def reconcile_mirror(
+    mirror: MirrorConfig,
+    store: Store,
+    gallery: Gallery,
+    *,
+    spool_dir: Path,
+    force: bool = False,
+    on_planned: Callable[[Plan], None] = lambda plan: None,
+    on_progress: Callable[[int], None] = lambda n: None,
+) -> MirrorRun:
+    """Recover, scan, plan and execute one mirror. A gallery error that stops the run is report.stopped."""
+    executor = Executor(mirror, store, gallery, spool_dir=spool_dir, read_upload=make_reader(mirror),
+                        on_progress=on_progress)
+    report = Report(mirror.name)
+    run_id = store.start_run(mirror.name)
+    try:
+        executor.recover(store.open_journal(), report)
+    except GalleryError as e:  # the gallery is unreachable, out of quota or refusing us: try next run
+        report.stopped = e
+        store.finish_run(run_id, "stopped", report.counts(), str(e))
+        return MirrorRun(mirror, None, report)
+    planned = plan_mirror(mirror, store, force=force, report=report)
+    if isinstance(planned, str):
+        store.finish_run(run_id, "skipped", report.counts(), planned)
+        return MirrorRun(mirror, None, report, fatal=planned)
+    scan = planned.scan
+    # Paths under a directory that could not be listed are kept: they are not known to be gone.
+    gone = [p for p in store.known_files(mirror.name) if p not in scan.files] if scan.complete else []
+    store.save_scan(mirror.name, scan.files.values(), gone=gone)
+    on_planned(planned.plan)
+    executor.run(planned.plan, report)
+    if report.stopped is None and scan.complete:
+        store.set_mirror_state(mirror.name, str(mirror.folder), planned.check.device, len(scan.files),
+                               judged_as(mirror))
+    status = "stopped" if report.stopped else ("ok" if report.ok else "partial")
+    store.finish_run(run_id, status, report.counts(), str(report.stopped) if report.stopped else None)
+    return MirrorRun(mirror, planned.plan, report)
+
+
+def sweep_unreferenced_spool(store: Store, spool_dir: Path) -> None:
+    referenced = {i.payload.get("spool") for i in store.open_journal() if i.op == "add"}
+    sweep_spool(spool_dir, {r for r in referenced if r})
+
+
+def select_mirrors(all_mirrors: Sequence[MirrorConfig], names: Sequence[str]) -> list[MirrorConfig]:
+    if not names:
+        return list(all_mirrors)
+    by_name = {m.name: m for m in all_mirrors}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise ConfigError(f"no mirror named {missing[0]!r} (known: {', '.join(by_name) or 'none configured'})")
+    return [by_name[n] for n in names]

@@ -1,0 +1,343 @@
+"""Walk a mirror's folder: which image files are there, what their content is, and whether the gallery
+would take them. Filesystem reads and Pillow; the decisions (`is_included`, `can_reuse`) are pure.
+
+The walk is iterative os.scandir: one stat per candidate file, nothing else when the manifest already
+knows the file (a no-op scan of 100k files costs about what `find -printf '%s %T@'` costs).
+
+Which files (MirrorConfig.include / exclude, fnmatch, case-insensitive so IMG.JPG matches *.jpg):
+a pattern without '/' matches a file or directory *name*, one with '/' the relative POSIX path.
+An excluded directory prunes its whole subtree; include applies to files only. Symlinks are skipped
+unless follow_symlinks; then a directory already on the current path (same st_dev, st_ino) is skipped,
+which breaks loops (a directory reached through two different links is listed under both paths, as
+two paths of the same content). FIFOs, sockets and devices are never opened. File names that are not
+valid UTF-8 keep their bytes as surrogate escapes (os.fsdecode), so the path opens the same file again.
+
+Change detection (git's racy-timestamp rule): a file whose size, mtime_ns and inode match the manifest,
+and whose hash was taken at least SETTLE_NS after its mtime, keeps its hash and verdict without being
+opened. A hash taken sooner may predate a second write within the same timestamp tick, so it is redone.
+Otherwise the file is read whole, hashed (sha256) and judged:
+
+  stat before and after the read differ      → unstable (retried next run; never uploaded half-written)
+  modified less than SETTLE_NS before now    → unstable, hashed (re-checked next run: it may still be
+  (or up to FUTURE_GRACE_NS after it)          being written; the watch daemon relies on this)
+  vanished (before or while being read)      → absent: not an error
+  cannot be opened (permission, I/O error)   → error, with the reason; the scan stays complete
+  larger than MAX_READ_BYTES                 → rejected from its size, never read into memory
+  otherwise                                  → validate.judge_image: ok or rejected (fit="shrink" does
+                                               a trial re-encode, so "ok" is a promise)
+
+A directory that cannot be listed makes the scan incomplete (`complete=False`, with the reason in
+`errors`): the reconciler must not delete entries for files it merely could not see.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import gc
+import hashlib
+import os
+import re
+import stat
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imgsync.config import MirrorConfig
+from imgsync.libraries import get_library
+from imgsync.model import KnownFile, ScannedFile, Verdict
+from imgsync.shrink import ShrinkError, shrink_image
+from imgsync.validate import (
+    REJECT_MAX_PIXELS,
+    SHRINK_MAX_PIXELS,
+    inspect_image,
+    judge_image,
+    needs_shrink,
+)
+
+#: Timestamp granularity we allow for (FAT has 2 s) and the age a file must have before it is trusted.
+SETTLE_NS = 2_000_000_000
+#: An mtime up to this far ahead of now counts as "just written" (a write during the scan, a server's
+#: clock slightly ahead); further ahead it is a wrong clock, and waiting for it would mean never uploading.
+#: (Such files are re-read on every run: their hash can never be trusted by the racy rule.)
+FUTURE_GRACE_NS = 3600 * 10**9
+#: Files larger than this are rejected from their size without being read (even shrinking needs a decode).
+MAX_READ_BYTES = 256 * 1024 * 1024
+
+#: Reads a file's bytes given its full path (the injectable seam for fault tests).
+ReadFile = Callable[[str], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    files: dict[str, ScannedFile]
+    #: (relative directory path, reason) for directories that could not be listed
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    #: False when some directory could not be listed: absent paths may only be unseen
+    complete: bool = True
+
+
+def read_file(path: str) -> bytes:
+    """The whole file. Opened non-blocking so a FIFO swapped in after the stat cannot hang the scan."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError("not a regular file (replaced after the scan listed it?)")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- pure decisions
+
+
+class PathFilter:
+    """include/exclude globs, compiled once into two case-insensitive regexes each (names, paths)."""
+
+    def __init__(self, include: tuple[str, ...], exclude: tuple[str, ...]) -> None:
+        self._inc_name, self._inc_path = _compile(include)
+        self._exc_name, self._exc_path = _compile(exclude)
+        self._has_path_patterns = any("/" in p for p in (*include, *exclude))
+        self._include, self._exclude = include, exclude
+
+    def excludes(self, name: str, path: str) -> bool:
+        return bool(self._exc_name(name) or self._exc_path(path))
+
+    def includes_file(self, name: str, path: str) -> bool:
+        return bool(self._inc_name(name) or self._inc_path(path)) and not self.excludes(name, path)
+
+    def file_matcher(self) -> Callable[[str, str], object]:
+        """includes_file, faster: when no pattern has a '/' (the usual case) only the name is tested,
+        and "*.jpg" / ".*" style patterns become str.endswith / str.startswith (half a regex's cost)."""
+        if self._has_path_patterns:
+            return self.includes_file
+        return _name_filter(self._include, self._exclude)
+
+
+def _compile(patterns: tuple[str, ...]) -> tuple[Callable[[str], object], Callable[[str], object]]:
+    def one(pats: list[str]) -> Callable[[str], object]:
+        if not pats:
+            return lambda s: None
+        return re.compile("|".join(fnmatch.translate(p) for p in pats), re.IGNORECASE).match
+
+    return one([p for p in patterns if "/" not in p]), one([p.strip("/") for p in patterns if "/" in p])
+
+
+_WILD = re.compile(r"[*?\[\]]")
+
+
+def _split(patterns: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...], Callable[[str], object] | None]:
+    """("*.jpg", ".*", "a?c") → suffixes (".jpg",), prefixes (".",), a regex for the rest; lower-cased."""
+    suffixes, prefixes, rest = [], [], []
+    for p in patterns:
+        if p.startswith("*") and not _WILD.search(p[1:]):
+            suffixes.append(p[1:].lower())
+        elif p.endswith("*") and not _WILD.search(p[:-1]):
+            prefixes.append(p[:-1].lower())
+        else:
+            rest.append(fnmatch.translate(p))
+    rx = re.compile("|".join(rest), re.IGNORECASE).match if rest else None
+    return tuple(suffixes), tuple(prefixes), rx
+
+
+def _name_filter(include: tuple[str, ...], exclude: tuple[str, ...]) -> Callable[[str, str], bool]:
+    isfx, ipfx, irx = _split(include)
+    esfx, epfx, erx = _split(exclude)
+
+    def wanted(name: str, path: str) -> bool:
+        low = name.lower()
+        if not (low.endswith(isfx) or low.startswith(ipfx) or (irx is not None and irx(name))):
+            return False
+        return not (low.endswith(esfx) or low.startswith(epfx) or (erx is not None and erx(name)))
+
+    return wanted
+
+
+def is_included(path: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
+    """Would the scan list the file at relative POSIX `path`? (Directories on the way are checked too.)"""
+    f = PathFilter(include, exclude)
+    parts = path.split("/")
+    for i in range(len(parts) - 1):
+        if f.excludes(parts[i], "/".join(parts[: i + 1])):
+            return False
+    return f.includes_file(parts[-1], path)
+
+
+def can_reuse(known: KnownFile | None, size: int, mtime_ns: int, inode: int) -> bool:
+    """May the scan keep `known`'s hash and verdict without opening the file?"""
+    return (
+        known is not None
+        and known.size == size
+        and known.mtime_ns == mtime_ns
+        and known.inode == inode
+        and (known.verdict == "rejected" or (known.verdict == "ok" and known.content_hash is not None))
+        and known.hashed_at_ns - known.mtime_ns >= SETTLE_NS
+    )
+
+
+# --------------------------------------------------------------------------- the walk
+
+
+def scan_folder(
+    root: Path | str,
+    mirror: MirrorConfig,
+    known: Mapping[str, KnownFile],
+    *,
+    now_ns: int,
+    read: ReadFile = read_file,
+) -> ScanResult:
+    """Every included file under `root` as a ScannedFile keyed by relative POSIX path (see module doc)."""
+    walker = _Walker(mirror, known, now_ns, read)
+    # The scan allocates one small acyclic object per file while `known` holds as many more: the
+    # cyclic GC would traverse all of them several times for nothing (~15 % of a no-op scan).
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        walker.walk(os.fspath(root))
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return ScanResult(walker.files, walker.errors, not walker.errors)
+
+
+class _Walker:
+    def __init__(self, mirror: MirrorConfig, known: Mapping[str, KnownFile], now_ns: int,
+                 read: ReadFile) -> None:
+        self.mirror = mirror
+        self.known = known
+        self.now_ns = now_ns
+        self.read = read
+        self.filter = PathFilter(mirror.include, mirror.exclude)
+        self.follow = mirror.follow_symlinks
+        self.files: dict[str, ScannedFile] = {}
+        self.errors: list[tuple[str, str]] = []
+
+    def walk(self, root: str) -> None:
+        try:
+            top = os.stat(root)
+        except OSError as e:
+            self.errors.append((".", _why(e)))
+            return
+        # (full dir path, relative prefix ending in "/" or "", ids of the dirs on the path to it)
+        stack: list[tuple[str, str, frozenset[tuple[int, int]]]] = [
+            (root, "", frozenset({(top.st_dev, top.st_ino)}))
+        ]
+        while stack:
+            full, prefix, ancestors = stack.pop()
+            try:
+                # Listing through a directory fd makes each entry's stat an fstatat(fd, name): the
+                # kernel does not walk the whole path again for every file (~15 % of a no-op scan).
+                fd = os.open(full, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+                try:
+                    self._list(fd, full, prefix, ancestors, stack)
+                finally:
+                    os.close(fd)
+            except OSError as e:  # unreadable or vanished mid-scan: absent files here are unseen, not gone
+                self.errors.append((prefix.rstrip("/") or ".", _why(e)))
+
+    def _list(self, fd: int, full: str, prefix: str, ancestors: frozenset[tuple[int, int]],
+              stack: list[tuple[str, str, frozenset[tuple[int, int]]]]) -> None:
+        """One directory. The hot loop of a no-op scan: one stat and one dict lookup per file, no calls
+        that are not needed (it is deliberately inlined; see benchmarks/bench_scan.py)."""
+        follow, files, known_get = self.follow, self.files, self.known.get
+        excludes, wanted = self.filter.excludes, self.filter.file_matcher()
+        with os.scandir(fd) as it:
+            for entry in it:
+                name = entry.name
+                if entry.is_dir(follow_symlinks=follow):
+                    if excludes(name, prefix + name):
+                        continue
+                    try:
+                        st = entry.stat(follow_symlinks=follow)
+                    except OSError:
+                        continue  # vanished (or a link that broke) between listing and stat
+                    key = (st.st_dev, st.st_ino)
+                    if key not in ancestors:  # else a symlink (or bind mount) back up the tree
+                        stack.append((f"{full}/{name}", f"{prefix}{name}/", ancestors | {key}))
+                    continue
+                path = prefix + name
+                if not wanted(name, path):
+                    continue
+                if not entry.is_file(follow_symlinks=follow):
+                    if follow and entry.is_symlink() and not os.path.exists(f"{full}/{name}"):
+                        files[path] = ScannedFile(path, 0, 0, 0, None, "error",
+                                                  "broken symlink (its target does not exist)")
+                    continue  # FIFOs, sockets and devices are not images and are never opened
+                try:
+                    st = entry.stat(follow_symlinks=follow)
+                except FileNotFoundError:
+                    continue
+                except OSError as e:
+                    files[path] = ScannedFile(path, 0, 0, 0, None, "error", f"cannot stat: {_why(e)}")
+                    continue
+                size, mtime, inode = st.st_size, st.st_mtime_ns, st.st_ino
+                k = known_get(path)
+                # can_reuse(k, size, mtime, inode), inlined: a call per file is ~10 % of a no-op scan
+                if (k is not None and k.size == size and k.mtime_ns == mtime and k.inode == inode
+                        and k.hashed_at_ns - mtime >= SETTLE_NS
+                        and (k.verdict == "rejected" or (k.verdict == "ok" and k.content_hash is not None))):
+                    files[path] = ScannedFile(path, size, mtime, inode, k.content_hash, k.verdict, k.reason,
+                                              k.hashed_at_ns)
+                    continue
+                scanned = self._examine(f"{full}/{name}", path, size, mtime, inode)
+                if scanned is not None:
+                    files[path] = scanned
+
+    def _examine(self, full: str, path: str, size: int, mtime: int, inode: int) -> ScannedFile | None:
+        """Read, hash and judge one file; None if it vanished. With the GC running (see scan_folder):
+        Pillow's objects are its business."""
+        paused = not gc.isenabled()
+        if paused:
+            gc.enable()
+        try:
+            return self._read_and_judge(full, path, size, mtime, inode)
+        finally:
+            if paused:
+                gc.disable()
+
+    def _read_and_judge(self, full: str, path: str, size: int, mtime: int, inode: int) -> ScannedFile | None:
+        def result(verdict: Verdict, reason: str | None, digest: str | None = None) -> ScannedFile:
+            return ScannedFile(path, size, mtime, inode, digest, verdict, reason, self.now_ns if digest else 0)
+
+        if size > MAX_READ_BYTES:
+            return result("rejected", f"{size / 2**20:.0f} MB file: over the {MAX_READ_BYTES >> 20} MB imgsync "
+                                      f"reads into memory (and far over the gallery's 4 MB base64 limit)")
+        try:
+            data = self.read(full)
+            after = os.stat(full, follow_symlinks=self.follow)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            return result("error", f"cannot read: {_why(e)}")
+        if (after.st_size, after.st_mtime_ns, after.st_ino) != (size, mtime, inode) or len(data) != size:
+            return result("unstable", "changed while being read; will check again next run")
+        digest = hashlib.sha256(data).hexdigest()
+        if self.now_ns - SETTLE_NS < mtime < self.now_ns + FUTURE_GRACE_NS:
+            return result("unstable", "modified less than 2 s ago (or its mtime is ahead of this clock); "
+                                      "will check again next run", digest)
+        verdict, reason = judge_bytes(data, self.mirror)
+        return result(verdict, reason, digest)
+
+
+def judge_bytes(data: bytes, mirror: MirrorConfig) -> tuple[Verdict, str | None]:
+    """("ok" | "rejected", reason or note) for a file's bytes under the mirror's library and fit."""
+    shrinking = mirror.fit == "shrink"
+    info = inspect_image(data, max_pixels=SHRINK_MAX_PIXELS if shrinking else REJECT_MAX_PIXELS)
+    reason = judge_image(info, mirror.library, mirror.fit)
+    if reason:
+        return "rejected", reason
+    if not shrinking:
+        return "ok", None
+    lib = get_library(mirror.library)
+    if not needs_shrink(info, lib):
+        return "ok", None
+    try:  # the trial re-encode: "ok" must mean the upload will fit
+        shrunk = shrink_image(data, lib)
+    except ShrinkError as e:
+        return "rejected", str(e)
+    return "ok", shrunk.note(f"{info.format} {info.width}x{info.height} px")
+
+
+def _why(e: OSError) -> str:
+    """"permission denied", "input/output error", ...: the OS's words, without the path (logged apart)."""
+    return e.strerror.lower() if e.strerror else (str(e) or type(e).__name__)

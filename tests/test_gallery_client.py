@@ -1,0 +1,238 @@
+"""GalleryClient against the real local gallery over HTTP on 127.0.0.1: every library × every operation,
+inputs by image bytes, URL and cont_sign, the token's life cycle, and batch deletes.
+
+Requests are observed with a requests.Session subclass that records what went out (the request is sent
+unchanged; nothing is mocked)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+
+from conftest import make_image
+from imgsync.clock import FakeClock
+from imgsync.errors import GalleryDuplicateError, GalleryNotFoundError, GalleryRejectedError
+from imgsync.gallery.client import GalleryClient
+from imgsync.libraries import LIBRARIES, TOKEN_PATH
+
+TOKEN = TOKEN_PATH
+
+
+class RecordingSession(requests.Session):
+    """Records (path, query, form body) of every request sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[tuple[str, dict[str, list[str]], dict[str, list[str]]]] = []
+
+    def request(self, method, url, *args, **kwargs):  # type: ignore[no-untyped-def,override]
+        response = super().request(method, url, *args, **kwargs)
+        prepared = response.request
+        parts = urlsplit(prepared.url or url)
+        body = prepared.body or ""
+        body = body.decode() if isinstance(body, bytes) else body
+        self.sent.append((parts.path, parse_qs(parts.query), parse_qs(body)))
+        return response
+
+    def paths(self) -> list[str]:
+        return [p for p, _, _ in self.sent]
+
+    def tokens_used(self) -> list[str]:
+        return [q["access_token"][0] for p, q, _ in self.sent if p != TOKEN]
+
+
+def _client(server, session: RecordingSession | None = None, **kw) -> GalleryClient:  # type: ignore[no-untyped-def]
+    return GalleryClient(server.url, server.api_key, server.secret_key, session=session, **kw)
+
+
+@pytest.fixture
+def image_site(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A plain HTTP server on 127.0.0.1 serving files from a temp dir, for url= inputs."""
+    root = tmp_path / "site"
+    root.mkdir()
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", root
+    server.shutdown()
+    server.server_close()
+
+
+def _labels(library: str, n: int) -> dict[str, object]:
+    return {"class_ids": (n, None)} if LIBRARIES[library].labels == "class_id" else {"tags": [n]}
+
+
+@pytest.mark.parametrize("library", list(LIBRARIES))
+def test_all_operations_round_trip(library: str, gallery_server, image_site) -> None:
+    site, root = image_site
+    one, two = make_image(101, (400, 400)), make_image(202, (400, 400))
+    (root / "two.png").write_bytes(two)
+    session = RecordingSession()
+    with _client(gallery_server, session) as client:
+        a = client.add(library, image=one, brief="first", **_labels(library, 1))  # type: ignore[arg-type]
+        b = client.add(library, url=f"{site}/two.png", brief="second", **_labels(library, 2))  # type: ignore[arg-type]
+        assert a != b
+
+        hits = client.search(library, image=one).hits
+        assert hits[0].cont_sign == a and hits[0].brief == "first" and hits[0].score > 0.9
+        assert client.search(library, url=f"{site}/two.png").hits[0].cont_sign == b
+        # The label filter is applied by the gallery: only the entry labelled 2 comes back.
+        filtered = client.search(library, image=two, **_labels(library, 2)).hits  # type: ignore[arg-type]
+        assert [h.cont_sign for h in filtered] == [b]
+
+        client.update(library, cont_sign=a, brief="first, renamed")
+        client.update(library, image=two, brief="second, renamed")
+        assert [(h.cont_sign, h.brief) for h in client.search(library, image=one).hits] == [(a, "first, renamed")]
+        assert [(h.cont_sign, h.brief) for h in client.search(library, image=two).hits] == [(b, "second, renamed")]
+
+        client.delete(library, cont_sign=a)
+        client.delete(library, url=f"{site}/two.png")
+        assert client.search(library, image=one).hits == []
+        assert client.search(library, image=two).hits == []
+        assert client.stats.requests == 13 and client.stats.token_fetches == 1
+
+    lib = LIBRARIES[library]
+    assert {p for p in session.paths() if p != TOKEN} == {lib.path(op) for op in ("add", "search", "update", "delete")}
+    # Wire format: every API call carries the token in the query and a form body of strings.
+    add_body = next(body for p, _, body in session.sent if p == lib.path("add"))
+    assert not add_body["image"][0].startswith("data:")
+    assert add_body["brief"] == ["first"]
+
+
+def test_token_is_fetched_once_and_reused(gallery_server) -> None:
+    session = RecordingSession()
+    image = make_image(1)
+    with _client(gallery_server, session) as client:
+        for _ in range(20):
+            client.search("same_hq", image=image)
+    assert session.paths().count(TOKEN) == 1
+    assert len(set(session.tokens_used())) == 1
+    token_form = next(body for p, _, body in session.sent if p == TOKEN)
+    assert token_form["grant_type"] == ["client_credentials"]  # POSTed as a form, not in the URL
+    assert not any("client_secret" in q for _, q, _ in session.sent)
+
+
+def test_token_is_refreshed_before_it_expires(tmp_path: Path) -> None:
+    from imgsync.localgallery.server import start_in_thread
+
+    clock = FakeClock()  # shared: the server's expiry and the client's refresh see the same time
+    server = start_in_thread(tmp_path / "g", keys=[("k-refresh", "s-refresh")], token_ttl=1000, clock=clock)
+    session = RecordingSession()
+    try:
+        with GalleryClient(server.url, "k-refresh", "s-refresh", session=session, clock=clock) as client:
+            client.search("same_hq", image=make_image(1))
+            clock.advance(950)  # inside the refresh margin (a tenth of 1000 s) but not yet expired
+            client.search("same_hq", image=make_image(1))
+    finally:
+        server.stop()
+    assert session.paths().count(TOKEN) == 2
+    assert len([p for p in session.paths() if p != TOKEN]) == 2  # no call was refused on the way
+    assert len(set(session.tokens_used())) == 2
+
+
+def test_expired_token_111_is_refreshed_and_the_call_retried(tmp_path: Path) -> None:
+    from imgsync.localgallery.server import start_in_thread
+
+    server_clock = FakeClock()  # the client's clock stands still: it believes its token is still good
+    server = start_in_thread(tmp_path / "g", keys=[("k-111", "s-111")], token_ttl=1000, clock=server_clock)
+    session = RecordingSession()
+    try:
+        with GalleryClient(server.url, "k-111", "s-111", session=session, clock=FakeClock()) as client:
+            client.search("same_hq", image=make_image(1))
+            server_clock.advance(5000)
+            result = client.search("same_hq", image=make_image(1))
+    finally:
+        server.stop()
+    assert result.hits == []
+    assert session.paths().count(TOKEN) == 2
+    assert len(session.tokens_used()) == 3  # ok, refused with 111, retried with the new token
+    assert session.tokens_used()[1] != session.tokens_used()[2]
+
+
+def test_unknown_token_110_after_a_gallery_restart(tmp_path: Path) -> None:
+    from imgsync.localgallery.server import start_in_thread
+
+    first = start_in_thread(tmp_path / "g1", keys=[("k-110", "s-110")])
+    port = urlsplit(first.url).port
+    session = RecordingSession()
+    client = GalleryClient(first.url, "k-110", "s-110", session=session)
+    try:
+        client.add("same_hq", image=make_image(1), brief="before")
+        first.stop()
+        # Same address, fresh data dir: the gallery has never issued the client's token.
+        second = start_in_thread(tmp_path / "g2", port=port or 0, keys=[("k-110", "s-110")])
+        try:
+            assert client.add("same_hq", image=make_image(1), brief="after")
+        finally:
+            second.stop()
+    finally:
+        client.close()
+        first.stop()
+    assert session.paths().count(TOKEN) == 2
+    assert len(session.tokens_used()) == 3
+
+
+def test_duplicate_add_gives_the_existing_cont_sign(gallery_server) -> None:
+    image = make_image(7)
+    with _client(gallery_server) as client:
+        cont_sign = client.add("similar", image=image, brief="one")
+        with pytest.raises(GalleryDuplicateError) as info:
+            client.add("similar", image=image, brief="two")
+    assert info.value.cont_sign == cont_sign
+    assert str(info.value).startswith("similar add failed: 216681")
+
+
+def test_update_and_delete_of_a_missing_entry_are_not_found(gallery_server) -> None:
+    with _client(gallery_server) as client:
+        with pytest.raises(GalleryNotFoundError, match="same_hq update failed: 216680"):
+            client.update("same_hq", cont_sign="1,2", brief="x")
+        with pytest.raises(GalleryNotFoundError, match="same_hq delete failed: 216680"):
+            client.delete("same_hq", image=make_image(9))
+
+
+def test_rejected_input_says_what_and_why(gallery_server) -> None:
+    with _client(gallery_server) as client, pytest.raises(GalleryRejectedError) as info:
+        client.add("same_hq", image=b"this is not an image", brief="x")
+    assert str(info.value).startswith("same_hq add failed: 2162")
+    assert info.value.exit_code == 1
+
+
+def test_delete_many_batches_at_the_library_cap(gallery_server) -> None:
+    session = RecordingSession()
+    with _client(gallery_server, session) as client:
+        real = [client.add("picturebook", image=make_image(300 + i, (300, 300)), brief=f"pb{i}") for i in range(3)]
+        absent = [f"1,{n}" for n in range(147)]
+        client.delete_many("picturebook", real + absent + real)  # duplicates are sent once
+        for i in range(3):
+            assert client.search("picturebook", image=make_image(300 + i, (300, 300))).hits == []
+        with pytest.raises(GalleryNotFoundError):  # nothing left to delete in any batch
+            client.delete_many("picturebook", real)
+        client.delete_many("picturebook", [])  # nothing to do: no call
+    deletes = [body["cont_sign"][0] for p, _, body in session.sent if p.endswith("/picturebook/delete")]
+    assert [len(d.split(";")) for d in deletes] == [100, 50, 3]
+    assert deletes[0].split(";")[:3] == real
+
+
+def test_search_paging(gallery_server) -> None:
+    # Five encodings of one picture: distinct files (and entries), all similar to the query.
+    variants = [make_image(500, quality=q) for q in (95, 85, 75, 65, 55)]
+    with _client(gallery_server) as client:
+        for i, data in enumerate(variants):
+            client.add("similar", image=data, brief=f"s{i}")
+        page1 = client.search("similar", image=variants[0], pn=0, rn=2)
+        page2 = client.search("similar", image=variants[0], pn=2, rn=2)
+        everything = client.search("similar", image=variants[0], rn=50)
+    assert len(page1.hits) == 2 and page1.has_more is True
+    assert [h.cont_sign for h in page1.hits + page2.hits] == [h.cont_sign for h in everything.hits[:4]]
+    assert len(everything.hits) == 5 and everything.has_more is False

@@ -1,0 +1,188 @@
+"""`imgsync search` end to end: CliRunner, the embedded local gallery in a temp state dir (started in-process
+by open_gallery, real HTTP on 127.0.0.1), real images on disk."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import imgsync.cli.search_cmd  # noqa: F401 - registers `search` on the root group
+from conftest import make_image
+from imgsync.cli import cli
+from imgsync.cli.search_cmd import Row, hits_to_rows, parse_tags
+from imgsync.config import load_config
+from imgsync.errors import ConfigError, UsageError
+from imgsync.gallery.client import Hit
+from imgsync.gallery.embedded import open_gallery
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    return {"IMGSYNC_STATE_DIR": str(tmp_path / "state"), "IMGSYNC_CONFIG": str(config)}
+
+
+def _populate(env: dict[str, str], library: str = "same_hq") -> dict[str, str]:
+    """Add three images to the embedded gallery; returns {brief: cont_sign}."""
+    config = load_config(env=env)
+    with open_gallery(config) as gallery:
+        return {f"photo-{i}.jpg": gallery.add(library, image=make_image(40 + i), brief=f"photo-{i}.jpg")
+                for i in range(3)}
+
+
+def test_search_prints_a_ranked_table(env: dict[str, str], tmp_path: Path) -> None:
+    signs = _populate(env)
+    query = tmp_path / "query.png"
+    query.write_bytes(make_image(41, fmt="PNG"))  # the same picture as photo-1, in another format
+    result = CliRunner().invoke(cli, ["search", str(query)], env=env)
+    assert result.exit_code == 0, (result.output, result.exception)
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["#", "score", "cont_sign", "brief"]
+    rank, score, cont_sign, brief = lines[1].split()
+    assert (rank, cont_sign, brief) == ("1", signs["photo-1.jpg"], "photo-1.jpg")
+    assert 0.5 < float(score) <= 1.0
+
+
+def test_search_json(env: dict[str, str], tmp_path: Path) -> None:
+    signs = _populate(env)
+    query = tmp_path / "q.jpg"
+    query.write_bytes(make_image(42))
+    result = CliRunner().invoke(cli, ["search", str(query), "--json", "--top", "1"], env=env)
+    assert result.exit_code == 0, (result.output, result.exception)
+    rows = json.loads(result.stdout)
+    assert len(rows) == 1
+    assert rows[0]["cont_sign"] == signs["photo-2.jpg"] and rows[0]["brief"] == "photo-2.jpg"
+    assert set(rows[0]) == {"cont_sign", "score", "brief"} and isinstance(rows[0]["score"], float)
+
+
+def test_no_match_is_not_an_error(env: dict[str, str], tmp_path: Path) -> None:
+    _populate(env)
+    query = tmp_path / "other.jpg"
+    query.write_bytes(make_image(999))
+    result = CliRunner().invoke(cli, ["search", str(query), "--json"], env=env)
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert json.loads(result.stdout) == []
+
+
+def test_tags_filter_reaches_the_gallery(env: dict[str, str], tmp_path: Path) -> None:
+    config = load_config(env=env)
+    image = make_image(77)
+    with open_gallery(config) as gallery:
+        gallery.add("same_hq", image=image, brief="tagged", tags=[5])
+    query = tmp_path / "q.jpg"
+    query.write_bytes(image)
+    hit = CliRunner().invoke(cli, ["search", str(query), "--tags", "5", "--json"], env=env)
+    miss = CliRunner().invoke(cli, ["search", str(query), "--tags", "6", "--json"], env=env)
+    assert (hit.exit_code, miss.exit_code) == (0, 0), (hit.output, miss.output, hit.exception, miss.exception)
+    assert [r["brief"] for r in json.loads(hit.stdout)] == ["tagged"]
+    assert json.loads(miss.stdout) == []
+
+
+def test_library_defaults_to_the_mirrors_library(env: dict[str, str], tmp_path: Path) -> None:
+    Path(env["IMGSYNC_CONFIG"]).write_text(
+        f'[[mirror]]\nname = "pics"\nfolder = "{tmp_path / "pics"}"\nlibrary = "similar"\n')
+    signs = _populate(env, library="similar")
+    query = tmp_path / "q.jpg"
+    query.write_bytes(make_image(40))
+    result = CliRunner().invoke(cli, ["search", str(query), "--json"], env=env)
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert [r["cont_sign"] for r in json.loads(result.stdout)][:1] == [signs["photo-0.jpg"]]
+
+
+def test_missing_file_is_a_usage_error(env: dict[str, str], tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["search", str(tmp_path / "nope.jpg")], env=env)
+    assert result.exit_code == 2
+    assert "nope.jpg: no such file" in result.output
+
+
+@pytest.mark.parametrize("tags", ["1,2,3", "0", "70000", "a"])
+def test_bad_tags_are_a_usage_error(env: dict[str, str], tmp_path: Path, tags: str) -> None:
+    query = tmp_path / "q.jpg"
+    query.write_bytes(make_image(1))
+    result = CliRunner().invoke(cli, ["search", str(query), "--tags", tags], env=env)
+    assert result.exit_code == 2
+    assert "--tags" in result.output
+
+
+def test_tags_on_product_are_refused(env: dict[str, str], tmp_path: Path) -> None:
+    query = tmp_path / "q.jpg"
+    query.write_bytes(make_image(1))
+    result = CliRunner().invoke(cli, ["search", str(query), "--library", "product", "--tags", "1"], env=env)
+    assert result.exit_code == 2 and "class ids, not tags" in result.output
+
+
+def test_a_url_is_sent_for_the_gallery_to_fetch(env: dict[str, str]) -> None:
+    # The embedded gallery refuses loopback URLs (no SSRF): the refusal proves the URL went as url=.
+    result = CliRunner().invoke(cli, ["search", "http://127.0.0.1:9/x.jpg"], env=env)
+    assert result.exit_code == 1
+    assert "same_hq search failed: 2821" in result.output
+
+
+def test_embedded_key_is_created_once_and_private(env: dict[str, str]) -> None:
+    config = load_config(env=env)
+    with open_gallery(config) as first:
+        first.add("same_hq", image=make_image(1), brief="kept")
+    key_file = config.state_dir / "gallery" / "server-key.json"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    saved = key_file.read_text()
+    with open_gallery(config) as second:  # a new process would do the same: same key, same data
+        assert second.search("same_hq", image=make_image(1)).hits[0].brief == "kept"
+    assert key_file.read_text() == saved
+
+
+def test_remote_endpoint_needs_keys(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[gallery]\nendpoint = "https://aip.baidubce.com"\n')
+    config = load_config(cfg, env={}, state_dir=tmp_path / "s")
+    with pytest.raises(ConfigError, match="IMGSYNC_API_KEY"), open_gallery(config):
+        pass
+    config = load_config(cfg, env={"IMGSYNC_API_KEY": "k"}, state_dir=tmp_path / "s")
+    with pytest.raises(ConfigError, match="IMGSYNC_SECRET_KEY"), open_gallery(config):
+        pass
+
+
+def test_remote_endpoint_with_keys_from_the_environment(gallery_server, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[gallery]\nendpoint = "{gallery_server.url}"\n')
+    env = {"IMGSYNC_CONFIG": str(cfg), "IMGSYNC_STATE_DIR": str(tmp_path / "s"),
+           "IMGSYNC_API_KEY": gallery_server.api_key, "IMGSYNC_SECRET_KEY": gallery_server.secret_key}
+    with open_gallery(load_config(env=env)) as gallery:
+        sign = gallery.add("same_hq", image=make_image(8), brief="remote")
+    query = tmp_path / "q.jpg"
+    query.write_bytes(make_image(8))
+    result = CliRunner().invoke(cli, ["search", str(query), "--json"], env=env)
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert json.loads(result.stdout)[0]["cont_sign"] == sign
+    assert not (tmp_path / "s" / "gallery").exists()  # nothing started locally
+
+
+def test_bad_secret_exits_4_without_showing_it(gallery_server, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[gallery]\nendpoint = "{gallery_server.url}"\n')
+    env = {"IMGSYNC_CONFIG": str(cfg), "IMGSYNC_STATE_DIR": str(tmp_path / "s"),
+           "IMGSYNC_API_KEY": gallery_server.api_key, "IMGSYNC_SECRET_KEY": "not-the-secret"}
+    query = tmp_path / "q.jpg"
+    query.write_bytes(make_image(8))
+    result = CliRunner().invoke(cli, ["search", str(query)], env=env)
+    assert result.exit_code == 4
+    assert "secret key does not match" in result.output and "not-the-secret" not in result.output
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def test_hits_to_rows_ranks_best_first() -> None:
+    rows = hits_to_rows([Hit("1,1", 0.5, "b"), Hit("2,2", 0.9, "a")])
+    assert rows == [Row(1, 0.9, "2,2", "a"), Row(2, 0.5, "1,1", "b")]
+
+
+def test_parse_tags() -> None:
+    assert parse_tags("1, 65535") == (1, 65535)
+    assert parse_tags(None) == () and parse_tags(" ") == ()
+    with pytest.raises(UsageError):
+        parse_tags("1,,2")
