@@ -1,0 +1,74 @@
+"""The reconcile / status / search commands as a user runs them, on the embedded local gallery."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from imgsync.cli import cli
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def invoke(state: Path, *args: str):
+    return CliRunner().invoke(cli, ["--state-dir", str(state), *args], catch_exceptions=False)
+
+
+def test_quick_start_mirrors_the_examples_and_finds_the_query(tmp_path):
+    folder = tmp_path / "catalogue"
+    shutil.copytree(EXAMPLES / "catalogue", folder)
+    state = tmp_path / "state"
+
+    dry = invoke(state, "reconcile", str(folder), "--dry-run")
+    assert dry.exit_code == 0 and dry.output.count("+ ") == 6
+    assert not (state / "manifest.sqlite3").exists()  # a dry run changes nothing locally
+
+    first = invoke(state, "reconcile", str(folder), "--json")
+    assert first.exit_code == 0, first.output
+    (report,) = json.loads(first.output)
+    assert report["counts"]["added"] == 6
+
+    again = invoke(state, "reconcile", str(folder), "--json")
+    assert json.loads(again.output)[0]["counts"]["added"] == 0
+
+    found = invoke(state, "search", str(EXAMPLES / "query.jpg"), "--json")
+    assert found.exit_code == 0, found.output
+    hits = json.loads(found.output)
+    assert "boat.jpg" in hits[0]["brief"] and hits[0]["score"] > 0.9
+
+    status = invoke(state, "status", "--json")
+    (mirror,) = json.loads(status.output)["mirrors"]
+    assert mirror["counts"]["synced"] == 6
+
+
+def test_rejected_file_gives_exit_1_and_names_the_file(tmp_path):
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    shutil.copy(EXAMPLES / "catalogue" / "boat.jpg", folder / "ok.jpg")
+    (folder / "broken.jpg").write_bytes(b"not an image at all")
+    for f in folder.iterdir():  # old enough to be judged now, not left for a later run as still changing
+        os.utime(f, (1_600_000_000, 1_600_000_000))
+    result = invoke(tmp_path / "state", "reconcile", str(folder))
+    assert result.exit_code == 1
+    assert "broken.jpg" in result.output
+
+
+def test_second_reconcile_while_locked_gets_exit_7(tmp_path):
+    from imgsync.manifest import StateLock
+
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    state = tmp_path / "state"
+    state.mkdir()
+    with StateLock(state):
+        result = CliRunner().invoke(cli, ["--state-dir", str(state), "reconcile", str(folder)])
+    assert result.exit_code == 7 and "holds" in result.output
+
+
+def test_unknown_target_is_a_usage_error(tmp_path):
+    result = CliRunner().invoke(cli, ["--state-dir", str(tmp_path), "reconcile", "nosuchmirror"])
+    assert result.exit_code == 2

@@ -1,0 +1,143 @@
+"""reconcile end to end: real folder, real SQLite manifest, real local gallery over HTTP."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import make_image
+from imgsync.config import MirrorConfig
+from imgsync.gallery.client import GalleryClient
+from imgsync.manifest import Store
+from imgsync.pipeline import reconcile_mirror
+
+
+class Rig:
+    def __init__(self, tmp_path: Path, server) -> None:
+        self.folder = tmp_path / "pics"
+        self.folder.mkdir()
+        self.state = tmp_path / "state"
+        self.server = server
+        self.store = Store.open(self.state / "manifest.sqlite3")
+        self.client = GalleryClient(server.url, server.api_key, server.secret_key)
+        self.mirror = MirrorConfig(name="m", folder=self.folder, library="same_hq")
+
+    def put(self, rel: str, seed: int) -> Path:
+        p = self.folder / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(make_image(seed))
+        t = os.stat(p).st_mtime_ns - 10**10  # old enough to be stable
+        os.utime(p, ns=(t, t))
+        return p
+
+    def run(self, **kw):
+        before = self.client.stats.requests
+        run = reconcile_mirror(self.mirror, self.store, self.client, spool_dir=self.state / "spool", **kw)
+        return run, self.client.stats.requests - before
+
+    def remote(self) -> list[tuple[str, str]]:
+        from imgsync.localgallery.engine import Engine
+
+        eng = Engine(self.server.data_dir)
+        try:
+            return sorted((e["cont_sign"], e["brief"]) for e in eng.entries("same_hq"))
+        finally:
+            eng.close()
+
+
+@pytest.fixture
+def rig(tmp_path, gallery_server):
+    r = Rig(tmp_path, gallery_server)
+    yield r
+    r.client.close()
+    r.store.close()
+
+
+def test_first_run_adds_each_distinct_image_once_and_second_run_makes_no_call(rig):
+    rig.put("a.jpg", 1)
+    rig.put("sub/b.jpg", 2)
+    (rig.folder / "copy.jpg").write_bytes((rig.folder / "a.jpg").read_bytes())
+    run, calls = rig.run()
+    assert len(run.report.added) == 2 and run.report.ok
+    assert len(rig.remote()) == 2
+    run, calls = rig.run()
+    assert calls == 0 and run.plan.is_empty
+
+
+def test_rename_is_one_update_and_no_upload(rig):
+    rig.put("a.jpg", 1)
+    rig.run()
+    (rig.folder / "a.jpg").rename(rig.folder / "renamed.jpg")
+    run, calls = rig.run()
+    assert run.report.updated == ["renamed.jpg"] and run.report.added == [] and calls == 1
+    assert [b for _, b in rig.remote()] == ['{"id":1,"path":"renamed.jpg"}']
+
+
+def test_changed_and_deleted_files(rig):
+    rig.put("a.jpg", 1)
+    rig.put("b.jpg", 2)
+    rig.put("c.jpg", 3)
+    rig.run()
+    rig.put("a.jpg", 11)  # content changed
+    (rig.folder / "b.jpg").unlink()
+    run, _ = rig.run()
+    assert run.report.added == ["a.jpg"] and run.report.deleted == 2
+    assert len(rig.remote()) == 2
+
+
+def test_bad_images_are_rejected_with_a_reason_and_nothing_uploaded(rig):
+    rig.put("good.jpg", 1)
+    (rig.folder / "broken.jpg").write_bytes(make_image(2)[:500])
+    (rig.folder / "tiny.png").write_bytes(make_image(3, size=(20, 20), fmt="PNG"))
+    for name in ("broken.jpg", "tiny.png"):
+        t = os.stat(rig.folder / name).st_mtime_ns - 10**10
+        os.utime(rig.folder / name, ns=(t, t))
+    run, _ = rig.run()
+    rejected = dict(run.report.rejected)
+    assert set(rejected) == {"broken.jpg", "tiny.png"} and all(rejected.values())
+    assert len(rig.remote()) == 1
+
+
+def test_crash_after_the_add_reached_the_gallery_is_adopted_not_duplicated(rig):
+    rig.put("a.jpg", 1)
+
+    class CrashAfterAdd(RuntimeError):
+        pass
+
+    real_finish = rig.store.finish_add
+
+    def crash(*a, **k):  # fault injection: the process "dies" after the remote add, before recording it
+        raise CrashAfterAdd()
+
+    rig.store.finish_add = crash
+    with pytest.raises(CrashAfterAdd):
+        rig.run()
+    rig.store.finish_add = real_finish
+    assert len(rig.remote()) == 1 and len(rig.store.open_journal()) == 1
+    run, _ = rig.run()
+    assert run.report.recovered == 1 and rig.store.open_journal() == []
+    assert len(rig.remote()) == 1  # no duplicate
+    run, calls = rig.run()
+    assert calls == 0
+
+
+def test_missing_folder_deletes_nothing(rig):
+    rig.put("a.jpg", 1)
+    rig.run()
+    moved = rig.folder.with_name("elsewhere")
+    rig.folder.rename(moved)
+    run, calls = rig.run()
+    assert run.fatal and "does not exist" in run.fatal and calls == 0
+    assert len(rig.remote()) == 1
+
+
+def test_emptied_folder_withholds_deletes_until_forced(rig):
+    rig.put("a.jpg", 1)
+    rig.run()
+    (rig.folder / "a.jpg").unlink()
+    run, _ = rig.run()
+    assert run.report.withheld_reason and len(rig.remote()) == 1
+    run, _ = rig.run(force=True)
+    assert run.report.deleted == 1 and rig.remote() == []
