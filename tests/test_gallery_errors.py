@@ -453,3 +453,18 @@ def test_token_is_refreshed_once_per_try_not_forever(scripted: Scripted) -> None
     assert scripted.seen.count(SEARCH) == 2  # the call, then once more with a fresh token
     assert scripted.seen.count("/oauth/2.0/token") == 2
     assert clock.sleeps == []  # auth errors are not retried by the backoff loop
+
+
+def test_fast_form_encoding_matches_urlencode():
+    import base64
+    import os
+    from urllib.parse import urlencode
+
+    from imgsync.gallery.client import encode_form
+
+    for form in (
+        {"image": base64.b64encode(os.urandom(3000)).decode(), "brief": '{"id":1,"path":"a b/ü+&=.jpg"}',
+         "tags": "1,2"},
+        {"image": "short+/=", "url": "http://x/y?z=1&w=ä"},
+    ):
+        assert encode_form(form) == urlencode(form).encode("ascii")

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, NoReturn
-from urllib.parse import urlsplit
+from urllib.parse import quote_plus, urlsplit
 
 import requests
 
@@ -198,6 +198,25 @@ def _labels(lib: Library, tags: Sequence[int] | None, class_ids: ClassIds | None
     if tags:  # an empty tag list is "no tags": the API has no way to send "clear the tags"
         form["tags"] = ",".join(str(int(t)) for t in tags)
     return form
+
+
+_BASE64_TEXT = re.compile(r"[A-Za-z0-9+/=]*")
+
+
+def encode_form(form: Mapping[str, str]) -> bytes:
+    """The form as an application/x-www-form-urlencoded body.
+
+    Same bytes as urllib's urlencode, much faster for the image: base64 text only needs '+', '/' and
+    '=' escaped, which str.replace does in C (urlencode walks a 400 KB image character by character:
+    14 ms per 1 MP JPEG, more than the gallery spends on the whole add)."""
+    parts = []
+    for key, value in form.items():
+        if len(value) > 256 and _BASE64_TEXT.fullmatch(value):
+            encoded = value.replace("+", "%2B").replace("/", "%2F").replace("=", "%3D")
+        else:
+            encoded = quote_plus(value)
+        parts.append(f"{quote_plus(key)}={encoded}")
+    return "&".join(parts).encode("ascii")
 
 
 def build_form(
@@ -391,7 +410,7 @@ class GalleryClient:
         self.limiter.acquire()
         self._count("requests")
         log.debug("POST %s", what)
-        return self._send(what, url, data=form, params={"access_token": token})
+        return self._send(what, url, data=encode_form(form), params={"access_token": token})
 
     def _fetch_token(self) -> Token:
         what = "getting an access token"
@@ -403,7 +422,7 @@ class GalleryClient:
         log.debug("got an access token valid for %.0f s", token.expires_in)
         return token
 
-    def _send(self, what: str, url: str, *, data: Mapping[str, str],
+    def _send(self, what: str, url: str, *, data: Mapping[str, str] | bytes,
               params: Mapping[str, str] | None = None) -> dict[str, Any]:
         """The one boundary: requests' exceptions and the gallery's answers become imgsync errors here,
         with every secret redacted. Raw exceptions are not chained (their texts hold the token)."""
@@ -411,7 +430,9 @@ class GalleryClient:
         # raw exception (and its URL with the token) as __context__, even with `from None`.
         failure: str | None = None
         try:
-            response = self._session.post(url, data=data, params=params, timeout=self._timeout)
+            headers = {"Content-Type": "application/x-www-form-urlencoded"} if isinstance(data, bytes) else None
+            response = self._session.post(url, data=data, params=params, headers=headers,
+                                          timeout=self._timeout)
         except requests.Timeout as e:
             failure = _timeout_text(e, self._timeout)
         except requests.RequestException as e:
