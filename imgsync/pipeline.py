@@ -8,7 +8,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from imgsync.config import MirrorConfig
 from imgsync.errors import ConfigError, GalleryError
 from imgsync.execute import Executor, Gallery, Report, UploadChangedError, sweep_spool
 from imgsync.manifest import Store
+from imgsync.model import KnownFile
 from imgsync.plan import Plan, make_plan
 from imgsync.scan import ScanResult, scan_folder
 from imgsync.shrink import ShrinkError, prepare_upload
@@ -82,6 +83,7 @@ class Planned:
     plan: Plan
     scan: ScanResult
     check: FolderCheck
+    known: Mapping[str, KnownFile]
 
 
 def judged_as(mirror: MirrorConfig) -> str:
@@ -106,7 +108,7 @@ def plan_mirror(mirror: MirrorConfig, store: Store | None, *, force: bool, repor
     report.pending += [(path, f"directory not readable: {reason}") for path, reason in scan.errors]
     plan = make_plan(mirror, scan.files, known, entries, scan_complete=scan.complete,
                      suspect_folder=check.suspect, force=force)
-    return Planned(plan, scan, check)
+    return Planned(plan, scan, check, known)
 
 
 def reconcile_mirror(
@@ -136,7 +138,7 @@ def reconcile_mirror(
         return MirrorRun(mirror, None, report, fatal=planned)
     scan = planned.scan
     # Paths under a directory that could not be listed are kept: they are not known to be gone.
-    gone = [p for p in store.known_files(mirror.name) if p not in scan.files] if scan.complete else []
+    gone = [p for p in planned.known if p not in scan.files] if scan.complete else []
     store.save_scan(mirror.name, scan.files.values(), gone=gone)
     on_planned(planned.plan)
     executor.run(planned.plan, report)
