@@ -8,7 +8,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from imgsync.execute import Executor, Gallery, Report, UploadChangedError, sweep
 from imgsync.manifest import Store
 from imgsync.model import KnownFile
 from imgsync.plan import Plan, make_plan
-from imgsync.scan import ScanResult, scan_folder
+from imgsync.scan import SETTLE_NS, ScanResult, scan_folder
 from imgsync.shrink import ShrinkError, prepare_upload
 
 log = logging.getLogger("imgsync.pipeline")
@@ -92,8 +92,10 @@ def judged_as(mirror: MirrorConfig) -> str:
 
 
 def plan_mirror(mirror: MirrorConfig, store: Store | None, *, force: bool, report: Report,
-                now_ns: int | None = None) -> Planned | str:
-    """Scan and plan one mirror, reading only. Returns the plan, or why the mirror cannot run."""
+                now_ns: int | None = None, scope: Collection[str] | None = None,
+                min_age_ns: int = SETTLE_NS) -> Planned | str:
+    """Scan and plan one mirror, reading only. Returns the plan, or why the mirror cannot run.
+    scope / min_age_ns: see scan.scan_folder (a scoped scan re-examines only those paths)."""
     state = store.mirror_state(mirror.name) if store is not None else None
     check = check_folder(mirror, state.device if state else None)
     if check.fatal:
@@ -104,7 +106,10 @@ def plan_mirror(mirror: MirrorConfig, store: Store | None, *, force: bool, repor
     if state is not None and state.judged_as != judged_as(mirror):
         # Verdicts were given under another library or fit: don't reuse them (hashes are re-read too).
         reusable = {p: replace(k, hashed_at_ns=0) for p, k in known.items()}
-    scan = scan_folder(mirror.folder, mirror, reusable, now_ns=now_ns or time.time_ns())
+    if reusable is not known:
+        scope = None  # every verdict must be given again
+    scan = scan_folder(mirror.folder, mirror, reusable, now_ns=now_ns or time.time_ns(), scope=scope,
+                       min_age_ns=min_age_ns)
     report.pending += [(path, f"directory not readable: {reason}") for path, reason in scan.errors]
     plan = make_plan(mirror, scan.files, known, entries, scan_complete=scan.complete,
                      suspect_folder=check.suspect, force=force)
@@ -120,8 +125,14 @@ def reconcile_mirror(
     force: bool = False,
     on_planned: Callable[[Plan], None] = lambda plan: None,
     on_progress: Callable[[int], None] = lambda n: None,
+    scope: Collection[str] | None = None,
+    min_age_ns: int = SETTLE_NS,
 ) -> MirrorRun:
-    """Recover, scan, plan and execute one mirror. A gallery error that stops the run is report.stopped."""
+    """Recover, scan, plan and execute one mirror. A gallery error that stops the run is report.stopped.
+
+    scope: re-examine only these relative paths (files or directories) and take every other path
+    from the manifest as unchanged — the watch daemon's cheap run after events; None = full scan.
+    """
     executor = Executor(mirror, store, gallery, spool_dir=spool_dir, read_upload=make_reader(mirror),
                         on_progress=on_progress)
     report = Report(mirror.name)
@@ -132,17 +143,19 @@ def reconcile_mirror(
         report.stopped = e
         store.finish_run(run_id, "stopped", report.counts(), str(e))
         return MirrorRun(mirror, None, report)
-    planned = plan_mirror(mirror, store, force=force, report=report)
+    planned = plan_mirror(mirror, store, force=force, report=report, scope=scope, min_age_ns=min_age_ns)
     if isinstance(planned, str):
         store.finish_run(run_id, "skipped", report.counts(), planned)
         return MirrorRun(mirror, None, report, fatal=planned)
     scan = planned.scan
     # Paths under a directory that could not be listed are kept: they are not known to be gone.
     gone = [p for p in planned.known if p not in scan.files] if scan.complete else []
-    store.save_scan(mirror.name, scan.files.values(), gone=gone)
+    # A scoped scan carried the rest over unchanged: write only what it looked at.
+    saved = scan.files.values() if scan.examined is None else [scan.files[p] for p in scan.examined]
+    store.save_scan(mirror.name, saved, gone=gone)
     on_planned(planned.plan)
     executor.run(planned.plan, report)
-    if report.stopped is None and scan.complete:
+    if report.stopped is None and scan.complete and scan.scope is None:
         store.set_mirror_state(mirror.name, str(mirror.folder), planned.check.device, len(scan.files),
                                judged_as(mirror))
     status = "stopped" if report.stopped else ("ok" if report.ok else "partial")

@@ -38,7 +38,7 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,6 +74,10 @@ class ScanResult:
     errors: list[tuple[str, str]] = field(default_factory=list)
     #: False when some directory could not be listed: absent paths may only be unseen
     complete: bool = True
+    #: A scoped scan: the paths found under the scope (the rest were carried over from the manifest)
+    examined: list[str] | None = None
+    #: A scoped scan: the normalised scope (known paths under it that were not found are gone)
+    scope: frozenset[str] | None = None
 
 
 def read_file(path: str) -> bytes:
@@ -185,25 +189,80 @@ def scan_folder(
     *,
     now_ns: int,
     read: ReadFile = read_file,
+    scope: Collection[str] | None = None,
+    min_age_ns: int = SETTLE_NS,
 ) -> ScanResult:
-    """Every included file under `root` as a ScannedFile keyed by relative POSIX path (see module doc)."""
-    walker = _Walker(mirror, known, now_ns, read)
+    """Every included file under `root` as a ScannedFile keyed by relative POSIX path (see module doc).
+
+    scope: relative paths (files or directories) to look at; every other known path is carried over
+    from `known` as unchanged without touching the disk (the watch daemon's cheap rescan of what its
+    events marked dirty). None or a scope containing "" / "." is the whole folder.
+    min_age_ns: a file modified more recently than this is "unstable" (retried later). The one-shot
+    reconcile waits SETTLE_NS; the daemon, which has already seen the file sit quiet, may pass less.
+    """
+    walker = _Walker(mirror, known, now_ns, read, min_age_ns)
+    roots = normalise_scope(scope)
     # The scan allocates one small acyclic object per file while `known` holds as many more: the
     # cyclic GC would traverse all of them several times for nothing (~15 % of a no-op scan).
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        walker.walk(os.fspath(root))
+        if roots is None:
+            walker.walk(os.fspath(root))
+        else:
+            for k in known.values():
+                if not _under_any(k.path, roots):
+                    walker.files[k.path] = ScannedFile(k.path, k.size, k.mtime_ns, k.inode, k.content_hash,
+                                                       k.verdict, k.reason, k.hashed_at_ns)
+            for rel in sorted(roots):
+                walker.walk_scoped(os.fspath(root), rel)
     finally:
         if gc_was_enabled:
             gc.enable()
-    return ScanResult(walker.files, walker.errors, not walker.errors)
+    examined = None if roots is None else [p for p in walker.files if _under_any(p, roots)]
+    return ScanResult(walker.files, walker.errors, not walker.errors, examined, roots)
+
+
+def normalise_scope(scope: Collection[str] | None) -> frozenset[str] | None:
+    """Scope paths without "./", duplicate slashes or paths under another scope path; None = everything."""
+    if scope is None:
+        return None
+    clean = set()
+    for p in scope:
+        parts = [x for x in p.split("/") if x not in ("", ".")]
+        if not parts:
+            return None
+        if ".." in parts:
+            raise ValueError(f"scope path {p!r} leaves the folder")
+        clean.add("/".join(parts))
+    return frozenset(p for p in clean if not any(_under(p, q) for q in clean if q != p))
+
+
+def in_scope(path: str, roots: frozenset[str] | None) -> bool:
+    return roots is None or _under_any(path, roots)
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root + "/")
+
+
+def _under_any(path: str, roots: frozenset[str]) -> bool:
+    # Check each ancestor (few) rather than each root (may be thousands after a burst of events).
+    if path in roots:
+        return True
+    i = path.find("/")
+    while i != -1:
+        if path[:i] in roots:
+            return True
+        i = path.find("/", i + 1)
+    return False
 
 
 class _Walker:
     def __init__(self, mirror: MirrorConfig, known: Mapping[str, KnownFile], now_ns: int,
-                 read: ReadFile) -> None:
+                 read: ReadFile, min_age_ns: int = SETTLE_NS) -> None:
         self.mirror = mirror
+        self.min_age_ns = min_age_ns
         self.known = known
         self.now_ns = now_ns
         self.read = read
@@ -219,9 +278,9 @@ class _Walker:
             self.errors.append((".", _why(e)))
             return
         # (full dir path, relative prefix ending in "/" or "", ids of the dirs on the path to it)
-        stack: list[tuple[str, str, frozenset[tuple[int, int]]]] = [
-            (root, "", frozenset({(top.st_dev, top.st_ino)}))
-        ]
+        self._walk_from([(root, "", frozenset({(top.st_dev, top.st_ino)}))])
+
+    def _walk_from(self, stack: list[tuple[str, str, frozenset[tuple[int, int]]]]) -> None:
         while stack:
             full, prefix, ancestors = stack.pop()
             try:
@@ -234,6 +293,48 @@ class _Walker:
                     os.close(fd)
             except OSError as e:  # unreadable or vanished mid-scan: absent files here are unseen, not gone
                 self.errors.append((prefix.rstrip("/") or ".", _why(e)))
+
+    def walk_scoped(self, root: str, rel: str) -> None:
+        """One scope path: a file (examined alone) or a directory (walked), if the mirror includes it.
+        Each directory on the way must be one the full walk would enter (not excluded, no symlink unless
+        followed), so a scoped scan never sees more than a full one."""
+        parts = rel.split("/")
+        ancestors: set[tuple[int, int]] = set()
+        full = root
+        for i, name in enumerate(parts):
+            try:
+                st = os.stat(full, follow_symlinks=self.follow or i == 0)
+            except FileNotFoundError:
+                return  # gone: the known paths under it are absent from the result
+            except OSError as e:
+                self.errors.append(("/".join(parts[:i]) or ".", _why(e)))
+                return
+            if not stat.S_ISDIR(st.st_mode):
+                return
+            ancestors.add((st.st_dev, st.st_ino))
+            if self.filter.excludes(name, "/".join(parts[: i + 1])):
+                return
+            full = f"{full}/{name}"
+        try:
+            st = os.stat(full, follow_symlinks=self.follow)
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            self.errors.append((rel, _why(e)))
+            return
+        if stat.S_ISDIR(st.st_mode):
+            if (st.st_dev, st.st_ino) in ancestors:
+                return
+            self._walk_from([(full, rel + "/", frozenset(ancestors | {(st.st_dev, st.st_ino)}))])
+        elif stat.S_ISREG(st.st_mode) and self.filter.file_matcher()(parts[-1], rel):
+            k = self.known.get(rel)
+            if k is not None and can_reuse(k, st.st_size, st.st_mtime_ns, st.st_ino):
+                self.files[rel] = ScannedFile(rel, st.st_size, st.st_mtime_ns, st.st_ino, k.content_hash,
+                                              k.verdict, k.reason, k.hashed_at_ns)
+                return
+            scanned = self._examine(full, rel, st.st_size, st.st_mtime_ns, st.st_ino)
+            if scanned is not None:
+                self.files[rel] = scanned
 
     def _list(self, fd: int, full: str, prefix: str, ancestors: frozenset[tuple[int, int]],
               stack: list[tuple[str, str, frozenset[tuple[int, int]]]]) -> None:
@@ -312,9 +413,9 @@ class _Walker:
         if (after.st_size, after.st_mtime_ns, after.st_ino) != (size, mtime, inode) or len(data) != size:
             return result("unstable", "changed while being read; will check again next run")
         digest = hashlib.sha256(data).hexdigest()
-        if self.now_ns - SETTLE_NS < mtime < self.now_ns + FUTURE_GRACE_NS:
-            return result("unstable", "modified less than 2 s ago (or its mtime is ahead of this clock); "
-                                      "will check again next run", digest)
+        if self.now_ns - self.min_age_ns < mtime < self.now_ns + FUTURE_GRACE_NS:
+            return result("unstable", f"modified less than {self.min_age_ns / 1e9:g} s ago (or its mtime is "
+                                      f"ahead of this clock); will check again next run", digest)
         verdict, reason = judge_bytes(data, self.mirror)
         return result(verdict, reason, digest)
 

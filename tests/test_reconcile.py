@@ -141,3 +141,64 @@ def test_emptied_folder_withholds_deletes_until_forced(rig):
     assert run.report.withheld_reason and len(rig.remote()) == 1
     run, _ = rig.run(force=True)
     assert run.report.deleted == 1 and rig.remote() == []
+
+
+# --- scoped runs (the watch daemon re-examines only what its events marked dirty) -----------------
+
+
+def test_scoped_run_sees_only_its_scope_and_keeps_the_rest(rig):
+    rig.put("a.jpg", 1)
+    rig.put("dir/b.jpg", 2)
+    rig.run()
+    rig.put("new.jpg", 3)            # outside the scope: not seen yet
+    rig.put("dir/c.jpg", 4)          # inside
+    (rig.folder / "a.jpg").unlink()  # outside: a scoped run must not take it as gone
+    run, calls = rig.run(scope=["dir"])
+    assert run.report.added == ["dir/c.jpg"] and run.report.deleted == 0 and calls == 1
+    assert set(rig.store.known_files("m")) == {"a.jpg", "dir/b.jpg", "dir/c.jpg"}
+    run, _ = rig.run()               # the full scan is the truth
+    assert run.report.added == ["new.jpg"] and run.report.deleted == 1
+
+
+def test_scoped_move_pairs_into_one_update(rig):
+    rig.put("old/a.jpg", 1)
+    rig.put("old/b.jpg", 2)
+    rig.run()
+    (rig.folder / "old").rename(rig.folder / "new")
+    run, calls = rig.run(scope=["old", "new"])
+    assert sorted(run.report.updated) == ["new/a.jpg", "new/b.jpg"] and run.report.added == []
+    assert calls == 2 and run.report.deleted == 0
+    run, calls = rig.run()
+    assert calls == 0 and run.plan.is_empty
+
+
+def test_scoped_run_of_a_deleted_file_deletes_its_entry(rig):
+    rig.put("a.jpg", 1)
+    rig.put("b.jpg", 2)
+    rig.put("c.jpg", 3)
+    rig.run()
+    (rig.folder / "b.jpg").unlink()
+    run, calls = rig.run(scope=["b.jpg", "./b.jpg", "zzz/none.jpg"])
+    assert run.report.deleted == 1 and calls == 1
+    assert len(rig.remote()) == 2
+
+
+def test_scoped_run_respects_excludes_and_symlinks(rig, tmp_path):
+    rig.mirror = MirrorConfig(name="m", folder=rig.folder, library="same_hq", exclude=("skip",))
+    rig.put("skip/a.jpg", 1)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "o.jpg").write_bytes(make_image(5))
+    os.symlink(outside, rig.folder / "link")
+    run, calls = rig.run(scope=["skip/a.jpg", "skip", "link", "link/o.jpg"])
+    assert calls == 0 and run.report.added == []
+
+
+def test_fresh_file_waits_for_min_age(rig):
+    p = rig.folder / "fresh.jpg"
+    p.write_bytes(make_image(1))  # mtime = now
+    run, calls = rig.run(scope=["fresh.jpg"])
+    assert calls == 0
+    assert rig.store.known_files("m")["fresh.jpg"].verdict == "unstable"
+    run, calls = rig.run(scope=["fresh.jpg"], min_age_ns=0)
+    assert run.report.added == ["fresh.jpg"] and calls == 1

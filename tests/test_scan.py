@@ -505,3 +505,78 @@ def test_every_ok_verdict_uploads_bytes_the_gallery_accepts(tmp_path: Path, libr
     for path, f in ok.items():
         data = prepare_upload(tmp_path / path, library, "shrink", expected_hash=f.content_hash)
         load_image(data, get_library(library))  # raises if the gallery would refuse it
+
+
+# --- scoped scans -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_scoped_scan_of_the_changed_paths_equals_a_full_scan(tmp_path: Path, seed: int) -> None:
+    """Whatever changed, a scan scoped to the changed paths (files, or their directories) sees exactly
+    what a full scan sees — the promise the watch daemon relies on."""
+    import random
+
+    rnd = random.Random(seed)
+    images = [make_image(i, size=(64, 64)) for i in range(6)]
+    dirs = ["", "a/", "a/b/", "c/", ".hidden/"]
+    for i in range(12):
+        put(tmp_path, f"{rnd.choice(dirs)}f{i}.jpg", rnd.choice(images))
+    before = scan(tmp_path)
+    known = as_known(before.files)
+    changed: set[str] = set()
+    for _ in range(6):
+        op = rnd.choice(["add", "modify", "delete", "move", "movedir"])
+        paths = sorted(p for p in before.files if (tmp_path / p).exists())
+        if op == "add" or not paths:
+            rel = f"{rnd.choice(dirs)}n{rnd.randrange(1000)}.jpg"
+            put(tmp_path, rel, rnd.choice(images))
+            changed.add(rel)
+        elif op == "modify":
+            rel = rnd.choice(paths)
+            put(tmp_path, rel, make_image(100 + rnd.randrange(100), size=(64, 64)))
+            changed.add(rel)
+        elif op == "delete":
+            rel = rnd.choice(paths)
+            (tmp_path / rel).unlink()
+            changed.add(rel)
+        elif op == "move":
+            rel = rnd.choice(paths)
+            dest = f"{rnd.choice(dirs)}m{rnd.randrange(1000)}.jpg"
+            (tmp_path / dest).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp_path / rel, tmp_path / dest)
+            changed |= {rel, dest}
+        elif (tmp_path / "a").exists() and not (tmp_path / "moved").exists():
+            os.rename(tmp_path / "a", tmp_path / "moved")
+            changed |= {"a", "moved"}
+    now = time.time_ns()
+    full = scan(tmp_path, known, now_ns=now)
+    scoped = scan_folder(tmp_path, mirror(tmp_path), known, now_ns=now, scope=sorted(changed))
+    assert scoped.files == full.files
+    assert scoped.complete and set(scoped.examined or ()) <= set(full.files)
+    dirs_scope = {p.rsplit("/", 1)[0] if "/" in p else "." for p in changed}
+    by_dir = scan_folder(tmp_path, mirror(tmp_path), known, now_ns=now, scope=dirs_scope)
+    assert by_dir.files == full.files
+
+
+def test_scope_normalisation() -> None:
+    from imgsync.scan import normalise_scope
+
+    assert normalise_scope(None) is None
+    assert normalise_scope(["a/b", "./a", "a//c", "x/y.jpg"]) == frozenset({"a", "x/y.jpg"})
+    assert normalise_scope(["sub", "."]) is None
+    assert normalise_scope([]) == frozenset()
+    with pytest.raises(ValueError, match="leaves the folder"):
+        normalise_scope(["../etc"])
+
+
+def test_scope_in_an_unreadable_directory_is_an_incomplete_scan(shared_dir: Path) -> None:
+    put(shared_dir, "locked/a.jpg", make_image(1))
+    known = as_known(scan(shared_dir).files)
+    os.chmod(shared_dir / "locked", 0)
+    try:
+        res = scan_folder(shared_dir, mirror(shared_dir), known, now_ns=time.time_ns(), scope=["locked"])
+    finally:
+        os.chmod(shared_dir / "locked", 0o755)
+    if os.geteuid() == 0:
+        pytest.skip("root reads any directory")
+    assert not res.complete and res.errors[0][0] == "locked"
