@@ -57,7 +57,8 @@ def test_search_json(env: dict[str, str], tmp_path: Path) -> None:
     rows = json.loads(result.stdout)
     assert len(rows) == 1
     assert rows[0]["cont_sign"] == signs["photo-2.jpg"] and rows[0]["brief"] == "photo-2.jpg"
-    assert set(rows[0]) == {"cont_sign", "score", "brief"} and isinstance(rows[0]["score"], float)
+    assert set(rows[0]) == {"cont_sign", "score", "brief", "paths"} and isinstance(rows[0]["score"], float)
+    assert rows[0]["paths"] == []  # nothing reconciled here: no file to lead back to
 
 
 def test_no_match_is_not_an_error(env: dict[str, str], tmp_path: Path) -> None:
@@ -186,3 +187,29 @@ def test_parse_tags() -> None:
     assert parse_tags(None) == () and parse_tags(" ") == ()
     with pytest.raises(UsageError):
         parse_tags("1,,2")
+
+
+def test_hits_lead_back_to_local_files_through_the_manifest(env: dict[str, str], tmp_path: Path) -> None:
+    import imgsync.cli.reconcile_cmd  # noqa: F401 - registers `reconcile`
+
+    folder = tmp_path / "pics"
+    (folder / "sub").mkdir(parents=True)
+    image = make_image(5)
+    for rel in ("a.jpg", "sub/copy.jpg"):  # one entry, two files
+        (folder / rel).write_bytes(image)
+    (folder / "b.jpg").write_bytes(make_image(6))
+    for p in folder.rglob("*.jpg"):
+        p.touch()
+        import os
+        t = p.stat().st_mtime_ns - 10**10
+        os.utime(p, ns=(t, t))
+    done = CliRunner().invoke(cli, ["reconcile", str(folder)], env=env)
+    assert done.exit_code == 0, (done.output, done.exception)
+    query = tmp_path / "q.png"
+    query.write_bytes(make_image(5, fmt="PNG"))
+    result = CliRunner().invoke(cli, ["search", str(query), "--json", "--top", "1"], env=env)
+    assert result.exit_code == 0, (result.output, result.exception)
+    [row] = json.loads(result.stdout)
+    assert row["paths"] == [str(folder / "a.jpg"), str(folder / "sub" / "copy.jpg")]
+    table = CliRunner().invoke(cli, ["search", str(query), "--top", "1"], env=env)
+    assert str(folder / "a.jpg") in table.stdout and str(folder / "sub" / "copy.jpg") in table.stdout

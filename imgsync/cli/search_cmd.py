@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,22 +17,30 @@ from imgsync.libraries import LIBRARIES, MAX_RESULTS, MAX_TAGS, TAG_RANGE
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One line of output. A later issue adds the local path(s) of each hit, from the manifest."""
+    """One line of output: a hit and the local file(s) it stands for (from the manifest)."""
 
     rank: int
     score: float
     cont_sign: str
     brief: str
+    paths: tuple[str, ...] = ()
 
 
-def hits_to_rows(hits: Sequence[object]) -> list[Row]:
-    """Search hits (anything with cont_sign, score, brief) → numbered rows, best first.
+#: cont_sign → [(mirror, folder, relative path)], as Store.locate answers
+Locations = Mapping[str, Sequence[tuple[str, str, str]]]
 
-    The seam for mapping results back to local files: enrich the rows here.
-    """
+
+def hits_to_rows(hits: Sequence[object], where: Locations | None = None) -> list[Row]:
+    """Search hits (anything with cont_sign, score, brief) → numbered rows, best first, each with the
+    full paths of the local files the manifest maps its entry to."""
+    where = where or {}
     ordered = sorted(hits, key=lambda h: -float(getattr(h, "score")))
-    return [Row(i, float(getattr(h, "score")), str(getattr(h, "cont_sign")), str(getattr(h, "brief")))
-            for i, h in enumerate(ordered, 1)]
+    rows = []
+    for i, h in enumerate(ordered, 1):
+        sign = str(getattr(h, "cont_sign"))
+        paths = tuple(str(Path(folder) / path) if folder else path for _, folder, path in where.get(sign, ()))
+        rows.append(Row(i, float(getattr(h, "score")), sign, str(getattr(h, "brief")), paths))
+    return rows
 
 
 def parse_tags(text: str | None) -> tuple[int, ...]:
@@ -55,8 +63,13 @@ def default_library(config: Config) -> str:
 
 def render_table(rows: Sequence[Row]) -> list[str]:
     width = max((len(r.cont_sign) for r in rows), default=9)
-    lines = [f"{'#':>3}  {'score':>6}  {'cont_sign':<{width}}  brief"]
-    lines += [f"{r.rank:>3}  {r.score:6.4f}  {r.cont_sign:<{width}}  {r.brief}" for r in rows]
+    # Hits no mirror here maps (added by another tool or machine) show their brief instead of a file.
+    last = "file" if any(r.paths for r in rows) else "brief"
+    lines = [f"{'#':>3}  {'score':>6}  {'cont_sign':<{width}}  {last}"]
+    for r in rows:
+        first, *more = r.paths or (r.brief,)
+        lines.append(f"{r.rank:>3}  {r.score:6.4f}  {r.cont_sign:<{width}}  {first}")
+        lines += [f"{'':>3}  {'':>6}  {'':<{width}}  {p}" for p in more]
     return lines
 
 
@@ -69,7 +82,7 @@ def render_table(rows: Sequence[Row]) -> list[str]:
               help="With two tags: entries having both (and) or either (or).")
 @click.option("--top", type=click.IntRange(1, MAX_RESULTS), default=10, show_default=True,
               help="How many results to show.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {cont_sign, score, brief}.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {cont_sign, score, brief, paths}.")
 @pass_app
 def search(app: App, target: str, library: str | None, tags: str | None, tag_logic: str, top: int,
            as_json: bool) -> None:
@@ -84,15 +97,27 @@ def search(app: App, target: str, library: str | None, tags: str | None, tag_log
     with open_gallery(app.config) as gallery:
         result = gallery.search(library, **source, tags=tag_values, tag_logic=tag_logic,  # type: ignore[arg-type]
                                 rn=top)
-    rows = hits_to_rows(result.hits)[:top]
+    rows = hits_to_rows(result.hits, _locate(app, library, [h.cont_sign for h in result.hits]))[:top]
     if as_json:
-        click.echo(json.dumps([{k: v for k, v in asdict(r).items() if k != "rank"} for r in rows],
-                              ensure_ascii=False, indent=2))
+        click.echo(json.dumps([{**{k: v for k, v in asdict(r).items() if k != "rank"}, "paths": list(r.paths)}
+                               for r in rows], ensure_ascii=False, indent=2))
     elif rows:
         for line in render_table(rows):
             click.echo(line)
     else:
         click.echo(f"no matches in {library}", err=True)
+
+
+def _locate(app: App, library: str, cont_signs: list[str]) -> Locations:
+    """Where the manifest says each hit's files are; nothing when there is no manifest yet. Read-only:
+    a search never takes the state lock, so it works while `imgsync watch` runs."""
+    path = app.manifest_path()
+    if not cont_signs or not path.exists():
+        return {}
+    from imgsync.manifest import Store
+
+    with Store.open(path) as store:
+        return store.locate(library, cont_signs)
 
 
 def _source(target: str) -> dict[str, bytes | str]:

@@ -255,6 +255,26 @@ class Store:
             rows = conn.execute(select(_ENTRIES).where(EntryRow.mirror == mirror)).all()
             return {r.id: _entry(r) for r in rows}
 
+    def locate(self, library: str, cont_signs: Iterable[str]) -> dict[str, list[tuple[str, str, str]]]:
+        """cont_sign → [(mirror, mirror's folder as last reconciled, relative path)] of the local files
+        each of `library`'s entries stands for (how a search hit leads back to files). Unknown signs are
+        absent from the answer."""
+        signs = list(dict.fromkeys(cont_signs))
+        if not signs:
+            return {}
+        out: dict[str, list[tuple[str, str, str]]] = {}
+        with self._read() as conn:
+            rows = conn.execute(
+                select(EntryRow.cont_sign, FileRow.mirror, MirrorStateRow.folder, FileRow.path)
+                .join(FileRow, FileRow.entry_id == EntryRow.id)
+                .outerjoin(MirrorStateRow, MirrorStateRow.mirror == FileRow.mirror)
+                .where(EntryRow.library == library, EntryRow.cont_sign.in_(signs))
+                .order_by(EntryRow.cont_sign, FileRow.mirror, FileRow.path)
+            ).all()
+        for sign, mirror, folder, path in rows:
+            out.setdefault(sign, []).append((mirror, folder or "", path))
+        return out
+
     def begin_add(
         self,
         mirror: str,
