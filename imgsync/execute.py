@@ -35,7 +35,7 @@ from imgsync.errors import (
 )
 from imgsync.libraries import get_library
 from imgsync.manifest import ContSignTakenError
-from imgsync.plan import Add, Delete, Plan, Remap, Update
+from imgsync.plan import Add, Delete, Plan, Readd, Remap, Update
 
 log = logging.getLogger("imgsync.execute")
 
@@ -117,6 +117,9 @@ class Executor:
             for update in plan.updates:
                 self._update(update, report)
                 self.on_progress(1)
+            for readd in plan.readds:
+                self._readd(readd, report)
+                self.on_progress(2)
             # Adds before deletes: a changed file's new image is in before its old one goes.
             for add in plan.adds:
                 self._add(add, report)
@@ -211,6 +214,18 @@ class Executor:
             return
         self.store.finish_update(jid, update.paths)
         report.updated.append(update.path)
+
+    def _readd(self, readd: Readd, report: Report) -> None:
+        """Delete, then add anew (the old entry must go first: the gallery refuses an identical image).
+        A crash in between leaves no entry for the image, so the next plan adds it: nothing is lost."""
+        entry = readd.entry
+        jid = self.store.begin_delete(self.mirror.name, [entry.id])
+        self._send_delete(entry.library, [entry.cont_sign] if entry.cont_sign else [])
+        self.store.finish_delete(jid)
+        self._add(readd.add, report)
+        if report.added and report.added[-1] == readd.add.path:
+            report.added.pop()
+            report.updated.append(readd.add.path)
 
     def _delete(self, deletes: Iterable[Delete], report: Report) -> None:
         # An entry is deleted from the library it was added to (the mirror's library may have changed).

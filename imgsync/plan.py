@@ -7,6 +7,8 @@ The decision table (one remote entry per distinct image per mirror; `h` = conten
   ≥ 1 valid                  none                                               Add (one upload, however many paths)
   ≥ 1 valid                  live             brief or labels would change      Update by cont_sign (rename/move,
                                                                                  tag rule or template change)
+  ≥ 1 valid                  live             labels would be cleared (all      Readd: delete, then add again (an
+                                              tags, or a class id, removed)     update cannot clear a label)
   ≥ 1 valid                  live             only the set of paths changed     Remap (manifest only, no call)
   none valid                 live             no unstable/unreadable file       Delete (batched per library cap)
                                               still maps to it
@@ -58,6 +60,15 @@ class Update:
 
 
 @dataclass(frozen=True, slots=True)
+class Readd:
+    """Delete `entry`, then add its image again with `add`'s labels: for a label change the update call
+    cannot express (the API has no way to clear an entry's tags or a class id, only to set them)."""
+
+    entry: Entry
+    add: Add
+
+
+@dataclass(frozen=True, slots=True)
 class Remap:
     entry: Entry
     paths: tuple[str, ...]
@@ -78,6 +89,7 @@ class Reject:
 class Plan:
     adds: tuple[Add, ...] = ()
     updates: tuple[Update, ...] = ()
+    readds: tuple[Readd, ...] = ()
     remaps: tuple[Remap, ...] = ()
     deletes: tuple[Delete, ...] = ()
     rejects: tuple[Reject, ...] = ()
@@ -92,11 +104,11 @@ class Plan:
     @property
     def calls(self) -> int:
         """Remote actions in this plan (deletes count one each; the executor batches them)."""
-        return len(self.adds) + len(self.updates) + len(self.deletes)
+        return len(self.adds) + len(self.updates) + 2 * len(self.readds) + len(self.deletes)
 
     @property
     def is_empty(self) -> bool:
-        return not (self.adds or self.updates or self.remaps or self.deletes)
+        return not (self.adds or self.updates or self.readds or self.remaps or self.deletes)
 
 
 def make_plan(
@@ -138,6 +150,7 @@ def make_plan(
 
     adds: list[Add] = []
     updates: list[Update] = []
+    readds: list[Readd] = []
     remaps: list[Remap] = []
     for h in sorted(wanted, key=lambda h: wanted[h][0]):
         paths = tuple(wanted[h])
@@ -149,7 +162,9 @@ def make_plan(
         primary = _keep_primary(mirror, entry, paths)
         brief = _brief(mirror, entry.id, primary)
         tags, class_ids = _labels(mirror, primary)
-        if (brief, tags, class_ids) != (entry.brief, entry.tags, (entry.class_id1, entry.class_id2)):
+        if _clears_labels(entry, tags, class_ids):
+            readds.append(Readd(entry, Add(h, primary, paths, tags, class_ids)))
+        elif (brief, tags, class_ids) != (entry.brief, entry.tags, (entry.class_id1, entry.class_id2)):
             updates.append(Update(entry, primary, paths, brief, tags, class_ids))
         elif any(known.get(p) is None or known[p].entry_id != entry.id for p in paths):
             remaps.append(Remap(entry, paths))
@@ -167,6 +182,7 @@ def make_plan(
     return Plan(
         adds=tuple(adds),
         updates=tuple(updates),
+        readds=tuple(readds),
         remaps=tuple(remaps),
         deletes=tuple(deletes),
         rejects=tuple(rejects),
@@ -211,6 +227,14 @@ def _why_withhold(
             "use --force to delete them anyway"
         ), True
     return None, False
+
+
+def _clears_labels(entry: Entry, tags: tuple[int, ...], class_ids: ClassIds) -> bool:
+    """Would the entry lose all its tags, or a class id? An update can only set labels (an omitted
+    field is left as it is), so that takes a delete and a fresh add."""
+    if entry.tags and not tags:
+        return True
+    return any(old is not None and new is None for old, new in zip((entry.class_id1, entry.class_id2), class_ids))
 
 
 def _brief(mirror: MirrorConfig, entry_id: int, path: str) -> str:

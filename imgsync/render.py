@@ -22,6 +22,7 @@ def plan_lines(plan: Plan, report: Report | None = None) -> list[str]:
     for u in plan.updates:
         was = _brief_path(u.entry.brief)
         lines.append(f"~ {u.path}" + (f"  (was {was})" if was != u.path else "  (labels)"))
+    lines += [f"~ {r.add.path}  (labels cleared: deleted and added again)" for r in plan.readds]
     lines += [f"- {_brief_path(d.entry.brief)}" for d in plan.deletes]
     lines += [f"! {r.path}: {r.reason}" for r in plan.rejects]
     lines += [f"? {p}: {why}" for p, why in plan.pending]
@@ -31,7 +32,7 @@ def plan_lines(plan: Plan, report: Report | None = None) -> list[str]:
 
 
 def describe_plan(plan: Plan) -> str:
-    return (f"{len(plan.adds)} to add, {len(plan.updates)} to update, {len(plan.deletes)} to delete, "
+    return (f"{len(plan.adds)} to add, {len(plan.updates) + len(plan.readds)} to update, {len(plan.deletes)} to delete, "
             f"{len(plan.rejects)} rejected")
 
 

@@ -93,6 +93,23 @@ def test_tag_rule_change_is_an_update():
     assert [(u.path, u.tags) for u in plan.updates] == [("shoes/a.jpg", (7,))]
 
 
+def test_clearing_every_tag_is_a_delete_then_add_because_update_cannot_clear():
+    m = replace(MIRROR, labels=(LabelRule("shoes/*", (7,)),))
+    e = entry(1, "h1", "shoes/a.jpg", mirror=m, tags=(7,))
+    moved = plan_for([scanned("a.jpg", "h1")], [known("shoes/a.jpg", "h1", 1)], [e], mirror=m)
+    assert moved.updates == () and [(r.entry.id, r.add.path, r.add.tags) for r in moved.readds] == [(1, "a.jpg", ())]
+    assert moved.calls == 2 and moved.adds == () and moved.deletes == ()
+    retagged = plan_for([scanned("shoes/b.jpg", "h1")], [known("shoes/a.jpg", "h1", 1)], [e], mirror=m)
+    assert retagged.readds == () and [u.tags for u in retagged.updates] == [(7,)]
+
+
+def test_clearing_a_product_class_id_is_a_readd():
+    m = MirrorConfig(name="p", folder=Path("/p"), library="product", labels=(LabelRule("*", (), 3, None),))
+    e = Entry(1, "p", "product", "1,1", "h1", '{"id":1,"path":"x.jpg"}', (), 3, 4)
+    plan = plan_for([scanned("x.jpg", "h1")], [known("x.jpg", "h1", 1)], [e], mirror=m)
+    assert [r.add.class_ids for r in plan.readds] == [(3, None)]
+
+
 def test_brief_template_change_is_an_update():
     e = entry(1, "h1", "a.jpg")
     m = replace(MIRROR, brief="{id} {name}")
@@ -183,7 +200,9 @@ def simulate(plan: Plan, mirror: MirrorConfig, files: dict[str, ScannedFile], kn
         ents[u.entry.id] = replace(u.entry, brief=u.brief, tags=u.tags, class_id1=u.class_ids[0],
                                    class_id2=u.class_ids[1])
         mapping.update({p: u.entry.id for p in u.paths})
-    for a in plan.adds:
+    for r in plan.readds:
+        ents.pop(r.entry.id)
+    for a in [*plan.adds, *(r.add for r in plan.readds)]:
         eid = max(ents, default=0) + 1
         brief = render_brief(mirror.brief, entry_id=eid, path=a.path, mirror=mirror.name, library=mirror.library)
         ents[eid] = Entry(eid, mirror.name, mirror.library, f"{eid},0", a.content_hash, brief, a.tags,

@@ -202,3 +202,27 @@ def test_fresh_file_waits_for_min_age(rig):
     assert rig.store.known_files("m")["fresh.jpg"].verdict == "unstable"
     run, calls = rig.run(scope=["fresh.jpg"], min_age_ns=0)
     assert run.report.added == ["fresh.jpg"] and calls == 1
+
+
+def test_moving_a_file_out_of_its_tag_rule_clears_its_tags_remotely(rig):
+    from imgsync.config import LabelRule
+    from imgsync.localgallery.engine import Engine
+
+    rig.mirror = MirrorConfig(name="m", folder=rig.folder, library="same_hq", labels=(LabelRule("shoes/*", (7,)),))
+    rig.put("shoes/a.jpg", 1)
+    rig.run()
+    (rig.folder / "shoes" / "a.jpg").rename(rig.folder / "a.jpg")
+    run, calls = rig.run()
+    assert run.report.updated == ["a.jpg"] and calls == 2 and run.report.ok
+
+    def remote_tags():
+        eng = Engine(rig.server.data_dir)
+        try:
+            return [(e["tags"], e["brief"]) for e in eng.entries("same_hq")]
+        finally:
+            eng.close()
+
+    [(tags, brief)] = remote_tags()
+    assert tags == [] and '"path":"a.jpg"' in brief
+    run, calls = rig.run()
+    assert calls == 0 and run.plan.is_empty

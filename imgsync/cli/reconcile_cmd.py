@@ -159,7 +159,7 @@ def _json_run(run: MirrorRun, dry_run: bool) -> dict:
     if dry_run and plan is not None:
         out["plan"] = {
             "add": [a.path for a in plan.adds],
-            "update": [u.path for u in plan.updates],
+            "update": [u.path for u in plan.updates] + [r.add.path for r in plan.readds],
             "delete": [d.entry.brief for d in plan.deletes],
             "rejected": [{"path": x.path, "reason": x.reason} for x in plan.rejects],
             "pending": [{"path": p, "reason": why} for p, why in plan.pending],
