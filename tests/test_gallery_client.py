@@ -2,7 +2,10 @@
 inputs by image bytes, URL and cont_sign, the token's life cycle, and batch deletes.
 
 Requests are observed with a requests.Session subclass that records what went out (the request is sent
-unchanged; nothing is mocked)."""
+unchanged; nothing is mocked).
+
+Tests taking `target` also run against Baidu's cloud with `pytest -m live` (tests/conftest.py,
+docs/fidelity.md); the others depend on the local gallery (its clock, restarts, loopback URLs)."""
 
 from __future__ import annotations
 
@@ -74,47 +77,64 @@ def _labels(library: str, n: int) -> dict[str, object]:
 
 
 @pytest.mark.parametrize("library", list(LIBRARIES))
-def test_all_operations_round_trip(library: str, gallery_server, image_site) -> None:
-    site, root = image_site
-    one, two = make_image(101, (400, 400)), make_image(202, (400, 400))
-    (root / "two.png").write_bytes(two)
+def test_all_operations_round_trip(library: str, target) -> None:
+    target.need(library)
+    one, two = target.image(101, (400, 400)), target.image(202, (400, 400))
+    first, second = target.brief("first"), target.brief("second")
     session = RecordingSession()
-    with _client(gallery_server, session) as client:
-        a = client.add(library, image=one, brief="first", **_labels(library, 1))  # type: ignore[arg-type]
-        b = client.add(library, url=f"{site}/two.png", brief="second", **_labels(library, 2))  # type: ignore[arg-type]
+    with target.client(session) as client:
+        a = client.add(library, image=one, brief=first, **_labels(library, target.tag))  # type: ignore[arg-type]
+        b = client.add(library, image=two, brief=second, **_labels(library, target.tag + 1))  # type: ignore[arg-type]
         assert a != b
 
         hits = client.search(library, image=one).hits
-        assert hits[0].cont_sign == a and hits[0].brief == "first" and hits[0].score > 0.9
-        assert client.search(library, url=f"{site}/two.png").hits[0].cont_sign == b
-        # The label filter is applied by the gallery: only the entry labelled 2 comes back.
-        filtered = client.search(library, image=two, **_labels(library, 2)).hits  # type: ignore[arg-type]
+        assert hits[0].cont_sign == a and hits[0].brief == first and hits[0].score > 0.9
+        # The label filter is applied by the gallery: only the entry labelled tag + 1 comes back.
+        filtered = client.search(library, image=two, **_labels(library, target.tag + 1)).hits  # type: ignore[arg-type]
         assert [h.cont_sign for h in filtered] == [b]
 
-        client.update(library, cont_sign=a, brief="first, renamed")
-        client.update(library, image=two, brief="second, renamed")
-        assert [(h.cont_sign, h.brief) for h in client.search(library, image=one).hits] == [(a, "first, renamed")]
-        assert [(h.cont_sign, h.brief) for h in client.search(library, image=two).hits] == [(b, "second, renamed")]
+        client.update(library, cont_sign=a, brief=first + ", renamed")
+        client.update(library, image=two, brief=second + ", renamed")
+        assert (a, first + ", renamed") in [(h.cont_sign, h.brief) for h in client.search(library, image=one).hits]
+        assert (b, second + ", renamed") in [(h.cont_sign, h.brief) for h in client.search(library, image=two).hits]
 
         client.delete(library, cont_sign=a)
-        client.delete(library, url=f"{site}/two.png")
-        assert client.search(library, image=one).hits == []
-        assert client.search(library, image=two).hits == []
-        assert client.stats.requests == 13 and client.stats.token_fetches == 1
+        client.delete(library, image=two)
+        # The cloud documents a delete delay of up to ~4 h for picturebook only (api.md §4); the local
+        # gallery deletes at once. For the other libraries the live run checks the cloud does too.
+        if target.is_local or library != "picturebook":
+            assert a not in {h.cont_sign for h in client.search(library, image=one).hits}
+            assert b not in {h.cont_sign for h in client.search(library, image=two).hits}
+        assert client.stats.token_fetches == 1
 
     lib = LIBRARIES[library]
     assert {p for p in session.paths() if p != TOKEN} == {lib.path(op) for op in ("add", "search", "update", "delete")}
     # Wire format: every API call carries the token in the query and a form body of strings.
     add_body = next(body for p, _, body in session.sent if p == lib.path("add"))
     assert not add_body["image"][0].startswith("data:")
-    assert add_body["brief"] == ["first"]
+    assert add_body["brief"] == [first]
 
 
-def test_token_is_fetched_once_and_reused(gallery_server) -> None:
+@pytest.mark.parametrize("library", list(LIBRARIES))
+def test_url_inputs(library: str, gallery_server, image_site) -> None:
+    """url= inputs (local only: the cloud cannot fetch from this machine's loopback site)."""
+    site, root = image_site
+    (root / "two.png").write_bytes(make_image(202, (400, 400)))
+    with _client(gallery_server) as client:
+        b = client.add(library, url=f"{site}/two.png", brief="second")
+        assert client.search(library, url=f"{site}/two.png").hits[0].cont_sign == b
+        client.update(library, url=f"{site}/two.png", brief="second, renamed")
+        assert client.search(library, url=f"{site}/two.png").hits[0].brief == "second, renamed"
+        client.delete(library, url=f"{site}/two.png")
+        assert client.search(library, url=f"{site}/two.png").hits == []
+        assert client.stats.requests == 6
+
+
+def test_token_is_fetched_once_and_reused(target) -> None:
     session = RecordingSession()
-    image = make_image(1)
-    with _client(gallery_server, session) as client:
-        for _ in range(20):
+    image = target.image(1)
+    with target.client(session) as client:
+        for _ in range(5):
             client.search("same_hq", image=image)
     assert session.paths().count(TOKEN) == 1
     assert len(set(session.tokens_used())) == 1
@@ -183,28 +203,36 @@ def test_unknown_token_110_after_a_gallery_restart(tmp_path: Path) -> None:
     assert len(session.tokens_used()) == 3
 
 
-def test_duplicate_add_gives_the_existing_cont_sign(gallery_server) -> None:
-    image = make_image(7)
-    with _client(gallery_server) as client:
-        cont_sign = client.add("similar", image=image, brief="one")
+def test_duplicate_add_gives_the_existing_cont_sign(target) -> None:
+    # Observed on the cloud (api.md §5, F216681); the executor falls back to search-and-match by brief
+    # when an answer lacks the cont_sign (docs/fidelity.md).
+    library = target.libraries[0]
+    image = target.image(7)
+    with target.client() as client:
+        cont_sign = client.add(library, image=image, brief=target.brief("one"))
         with pytest.raises(GalleryDuplicateError) as info:
-            client.add("similar", image=image, brief="two")
+            client.add(library, image=image, brief=target.brief("two"))
     assert info.value.cont_sign == cont_sign
-    assert str(info.value).startswith("similar add failed: 216681")
+    assert str(info.value).startswith(f"{library} add failed: 216681")
 
 
-def test_update_and_delete_of_a_missing_entry_are_not_found(gallery_server) -> None:
-    with _client(gallery_server) as client:
-        with pytest.raises(GalleryNotFoundError, match="same_hq update failed: 216680"):
-            client.update("same_hq", cont_sign="1,2", brief="x")
-        with pytest.raises(GalleryNotFoundError, match="same_hq delete failed: 216680"):
-            client.delete("same_hq", image=make_image(9))
+def test_update_and_delete_of_a_missing_entry_are_not_found(target) -> None:
+    # The doc's code for "not in the library"; that update/delete really answer it is unconfirmed
+    # (api.md §9.2): the live run is what checks it. "1,2" is no entry any real account holds (the
+    # chance is 2**-64 per entry), and the image is this run's own, never added.
+    library = target.libraries[0]
+    with target.client() as client:
+        with pytest.raises(GalleryNotFoundError, match=f"{library} update failed: 216680"):
+            client.update(library, cont_sign="1,2", brief=target.brief("x"))
+        with pytest.raises(GalleryNotFoundError, match=f"{library} delete failed: 216680"):
+            client.delete(library, image=target.image(9))
 
 
-def test_rejected_input_says_what_and_why(gallery_server) -> None:
-    with _client(gallery_server) as client, pytest.raises(GalleryRejectedError) as info:
-        client.add("same_hq", image=b"this is not an image", brief="x")
-    assert str(info.value).startswith("same_hq add failed: 2162")
+def test_rejected_input_says_what_and_why(target) -> None:
+    library = target.libraries[0]
+    with target.client() as client, pytest.raises(GalleryRejectedError) as info:
+        client.add(library, image=b"this is not an image", brief=target.brief("x"))
+    assert str(info.value).startswith(f"{library} add failed: 2162")
     assert info.value.exit_code == 1
 
 
@@ -224,15 +252,19 @@ def test_delete_many_batches_at_the_library_cap(gallery_server) -> None:
     assert deletes[0].split(";")[:3] == real
 
 
-def test_search_paging(gallery_server) -> None:
-    # Five encodings of one picture: distinct files (and entries), all similar to the query.
-    variants = [make_image(500, quality=q) for q in (95, 85, 75, 65, 55)]
-    with _client(gallery_server) as client:
+def test_search_paging(target) -> None:
+    target.need("similar")
+    # Five encodings of one picture: distinct files (and entries), all similar to the query. Searches
+    # are filtered by this run's tag, so a live account's other entries stay out of the pages.
+    variants = [target.image(500, quality=q) for q in (95, 85, 75, 65, 55)]
+    tags = [target.tag]
+    with target.client() as client:
         for i, data in enumerate(variants):
-            client.add("similar", image=data, brief=f"s{i}")
-        page1 = client.search("similar", image=variants[0], pn=0, rn=2)
-        page2 = client.search("similar", image=variants[0], pn=2, rn=2)
-        everything = client.search("similar", image=variants[0], rn=50)
+            client.add("similar", image=data, brief=target.brief(f"s{i}"), tags=tags)
+        page1 = client.search("similar", image=variants[0], tags=tags, pn=0, rn=2)
+        page2 = client.search("similar", image=variants[0], tags=tags, pn=2, rn=2)
+        everything = client.search("similar", image=variants[0], tags=tags, rn=50)
+    # has_more: a bool in the field tables, a string in one example (api.md §5); the client reads both.
     assert len(page1.hits) == 2 and page1.has_more is True
     assert [h.cont_sign for h in page1.hits + page2.hits] == [h.cont_sign for h in everything.hits[:4]]
     assert len(everything.hits) == 5 and everything.has_more is False

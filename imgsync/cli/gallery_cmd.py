@@ -38,6 +38,17 @@ def gallery() -> None:
     """The local gallery: an image-search server speaking the cloud's protocol."""
 
 
+def _parse_libraries(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    names = tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
+    unknown = [n for n in names if n not in LIBRARIES]
+    if unknown or not names:
+        raise click.BadParameter(f"expected a comma-separated list of {', '.join(LIBRARIES)}"
+                                 + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+    return names
+
+
 @gallery.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (loopback by default; the gallery has no TLS).")
@@ -51,14 +62,18 @@ def gallery() -> None:
 @click.option("--allow-private-urls", is_flag=True,
               help="Let url= inputs fetch from loopback/private/link-local addresses.")
 @click.option("--no-url-fetch", is_flag=True, help="Refuse url= inputs altogether (error 282111).")
+@click.option("--libraries", callback=_parse_libraries, metavar="LIB,LIB,...", default=None,
+              help="Enable only these libraries; calls to the others answer 216017 \"not initialized\", as the "
+                   "cloud does for a library the account has not created. Default: all five.")
 def serve(host: str, port: int, data_dir: Path | None, keys: list[tuple[str, str]], qps: float | None,
-          allow_private_urls: bool, no_url_fetch: bool) -> None:
+          allow_private_urls: bool, no_url_fetch: bool, libraries: tuple[str, ...] | None) -> None:
     """Serve the local gallery until Ctrl-C or SIGTERM."""
     from imgsync.localgallery.server import serve_forever
 
     try:
         serve_forever(data_dir or default_data_dir(), echo=click.echo, host=host, port=port, keys=keys or None,
-                      qps=qps, allow_private_urls=allow_private_urls, allow_url_fetch=not no_url_fetch)
+                      qps=qps, allow_private_urls=allow_private_urls, allow_url_fetch=not no_url_fetch,
+                      libraries=libraries)
     except OSError as e:  # port taken, address not ours, host unresolvable, data dir unwritable
         raise ImgsyncError(f"cannot serve the local gallery on {host}:{port}: {e.strerror or e}") from e
 

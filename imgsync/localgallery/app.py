@@ -1,7 +1,7 @@
 """The local gallery's WSGI application: routing and HTTP concerns only.
 
     request ─► route (path, method) ─► token check (110/111) ─► QPS limit (18)
-            ─► form body ─► protocol.parse_request (216xxx) ─► url fetch (2821xx) ─► Engine ─► JSON
+            ─► library enabled? (216017) ─► form body ─► protocol.parse_request (216xxx) ─► url fetch (2821xx) ─► Engine ─► JSON
 
 Every answer is JSON. API errors go out with HTTP 200 as {"error_code", "error_msg", "log_id"}, as the
 cloud does (api.md §5); only the token endpoint uses 400/401 for its OAuth-style errors. An unexpected
@@ -15,14 +15,14 @@ import json
 import logging
 import secrets
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
-from imgsync.libraries import MAX_RESULTS, TOKEN_PATH, route_table
+from imgsync.libraries import LIBRARIES, MAX_RESULTS, TOKEN_PATH, route_table
 from imgsync.localgallery import protocol
 from imgsync.localgallery.auth import Authority, TokenAnswer
-from imgsync.localgallery.errors import INTERNAL_ERROR, QPS_LIMIT, UNSUPPORTED_METHOD, ApiError
+from imgsync.localgallery.errors import INTERNAL_ERROR, NOT_INITIALIZED, QPS_LIMIT, UNSUPPORTED_METHOD, ApiError
 from imgsync.localgallery.fetch import UrlFetcher
 from imgsync.localgallery.protocol import (
     AddRequest,
@@ -62,6 +62,23 @@ class Engine(Protocol):
     def delete(self, library: str, cont_signs: Sequence[str]) -> int: ...
 
 
+def library_not_enabled(library: str) -> ApiError:
+    """The cloud's answer for a library the account has not created (api.md §6.1: 216017 "not
+    initialized", 未建库). Which of 6 "No permission" or 216017 the cloud gives for a library that is
+    not enabled is unconfirmed; we answer 216017, the per-library one."""
+    return ApiError(NOT_INITIALIZED)
+
+
+def check_libraries(libraries: Collection[str] | None) -> frozenset[str] | None:
+    """The enabled-library set (None: all), ValueError naming an unknown library."""
+    if libraries is None:
+        return None
+    unknown = sorted(set(libraries) - set(LIBRARIES))
+    if unknown:
+        raise ValueError(f"unknown library {unknown[0]!r} (known: {', '.join(LIBRARIES)})")
+    return frozenset(libraries)
+
+
 def new_log_id() -> int:
     """A random 63-bit log id (fits int64 and JSON integers; like the cloud's ~19-digit ids)."""
     return secrets.randbits(63)
@@ -69,7 +86,11 @@ def new_log_id() -> int:
 
 class GalleryApp:
     def __init__(self, engine: Engine, authority: Authority, fetcher: UrlFetcher, *,
-                 limiter: RateLimiter | None = None) -> None:
+                 limiter: RateLimiter | None = None, libraries: Collection[str] | None = None) -> None:
+        """`libraries`: the libraries this gallery's account has (None: all five). The others answer
+        216017 "not initialized" to every call, as a cloud account answers for a library it never
+        created; `imgsync doctor` tests its library check against this."""
+        self._libraries = check_libraries(libraries)
         self._engine = engine
         self._authority = authority
         self._fetcher = fetcher
@@ -106,6 +127,8 @@ class GalleryApp:
         api_key = self._authority.check(protocol.clean_access_token(query.get("access_token")))
         if self._limiter is not None and not self._limiter.allow(api_key):
             raise ApiError(QPS_LIMIT)
+        if self._libraries is not None and library.name not in self._libraries:
+            raise library_not_enabled(library.name)
         form = _read_form(environ)
         request = protocol.parse_request(library, op, form)
         return 200, {"log_id": new_log_id(), **self._execute(request)}

@@ -28,6 +28,7 @@ IMAGE_SIZE_ERROR = 216202
 IMAGE_DECODE_ERROR = 216203
 ITEM_NOT_EXIST = 216680
 ITEM_EXIST = 216681
+NOT_INITIALIZED = 216017  # the library was never created for this account (未建库)
 INTERNAL_ERROR = 282000
 URL_NOT_EXIST = 282110
 URL_FORMAT_ILLEGAL = 282111
@@ -57,6 +58,7 @@ MESSAGES: dict[int, str] = {
     IMAGE_DECODE_ERROR: "image size error",
     ITEM_NOT_EXIST: "item not exist",
     ITEM_EXIST: "item has existed",
+    NOT_INITIALIZED: "not initialized",
     INTERNAL_ERROR: "internal error",
     URL_NOT_EXIST: "urls not exit",
     URL_FORMAT_ILLEGAL: "url format illegal",

@@ -11,7 +11,7 @@ import logging
 import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -21,7 +21,7 @@ from waitress import wasyncore
 from waitress.server import create_server
 
 from imgsync.clock import SYSTEM_CLOCK, Clock
-from imgsync.localgallery.app import GalleryApp
+from imgsync.localgallery.app import GalleryApp, check_libraries
 from imgsync.localgallery.auth import DEFAULT_TOKEN_TTL, Authority, load_or_create_key
 from imgsync.localgallery.fetch import DEFAULT_TIMEOUT, UrlFetcher
 from imgsync.localgallery.ratelimit import RateLimiter
@@ -42,6 +42,8 @@ class RunningGallery:
     data_dir: Path
     #: True when this start created the key (the CLI prints the secret only then).
     created_key: bool = False
+    #: The enabled libraries, or None when all are.
+    libraries: tuple[str, ...] | None = None
     _stop: Callable[[], None] = field(default=lambda: None, repr=False)
 
     def stop(self) -> None:
@@ -52,10 +54,14 @@ def start_in_thread(data_dir: Path | str, *, host: str = "127.0.0.1", port: int 
                     keys: list[tuple[str, str]] | None = None, qps: float | None = None,
                     allow_private_urls: bool = False, allow_url_fetch: bool = True,
                     token_ttl: int = DEFAULT_TOKEN_TTL, threads: int = 4, clock: Clock = SYSTEM_CLOCK,
-                    fetch_timeout: float = DEFAULT_TIMEOUT) -> RunningGallery:
-    """Start serving on a daemon thread; returns once the socket is listening (port 0 → ephemeral)."""
+                    fetch_timeout: float = DEFAULT_TIMEOUT,
+                    libraries: Collection[str] | None = None) -> RunningGallery:
+    """Start serving on a daemon thread; returns once the socket is listening (port 0 → ephemeral).
+
+    `libraries`: the libraries enabled (None: all); calls to the others answer 216017 "not initialized"."""
     from imgsync.localgallery.engine import Engine  # the search engine; imported late, it is heavy
 
+    enabled = check_libraries(libraries)  # ValueError before anything is started
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     # One listening socket: a name such as "localhost" may resolve to several addresses, and waitress
@@ -74,6 +80,7 @@ def start_in_thread(data_dir: Path | str, *, host: str = "127.0.0.1", port: int 
             UrlFetcher(enabled=allow_url_fetch, allow_private=allow_private_urls, timeout=fetch_timeout,
                        clock=clock),
             limiter=RateLimiter(qps, clock=clock) if qps else None,
+            libraries=enabled,
         )
         server: Any = create_server(app, map=socket_map, host=host, port=port, threads=threads,
                                     max_request_body_size=MAX_BODY_BYTES, ident="imgsync-localgallery",
@@ -105,7 +112,8 @@ def start_in_thread(data_dir: Path | str, *, host: str = "127.0.0.1", port: int 
     bound_host = server.effective_host
     shown = f"[{bound_host}]" if ":" in str(bound_host) else bound_host
     return RunningGallery(url=f"http://{shown}:{server.effective_port}", api_key=keys[0][0],
-                          secret_key=keys[0][1], data_dir=data_dir, created_key=created, _stop=stop)
+                          secret_key=keys[0][1], data_dir=data_dir, created_key=created,
+                          libraries=tuple(sorted(enabled)) if enabled is not None else None, _stop=stop)
 
 
 def _pull(server: Any, thunk: Callable[[], None]) -> None:
@@ -136,6 +144,8 @@ def serve_forever(data_dir: Path | str, *, echo: Callable[[str], None] = print, 
     running = start_in_thread(data_dir, **options)
     try:
         echo(f"local gallery serving at {running.url} (data: {running.data_dir})")
+        if running.libraries is not None:
+            echo(f"libraries enabled: {', '.join(running.libraries)} (the others answer 216017 not initialized)")
         if running.created_key:
             echo(f"created API key: {running.api_key}")
             echo(f"secret key: {running.secret_key}")

@@ -1,0 +1,39 @@
+"""`imgsync doctor`: the preflight. The checks are imgsync.doctor's; this renders them and sets the exit code."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from imgsync.cli import App, cli, pass_app
+from imgsync.config import load_config
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@pass_app
+def doctor(app: App, as_json: bool) -> None:
+    """Check the setup before a first sync, or when something is wrong.
+
+    Config, folders, state dir, manifest schema, the gallery, the token and its scope, each
+    configured library, clock skew and inotify limits: one line per finding, with what to do.
+    Exit 0 when nothing blocks a sync (warnings included); otherwise the exit code the sync would end
+    with, from the first blocking finding: 2 config/folder/state dir, 3 gallery unreachable,
+    4 key refused or library not enabled, 5 quota, 8 manifest.
+    """
+    from imgsync.doctor import open_configured_gallery, run_doctor
+
+    # Loaded here, not through app.config: a broken config is a finding, not an early exit.
+    report = run_doctor(lambda: load_config(app.config_path, state_dir=app.state_dir),
+                        open_gallery=open_configured_gallery)
+    if as_json:
+        click.echo(json.dumps(report.as_json(), ensure_ascii=False, indent=2))
+    else:
+        for finding in report.findings:
+            click.echo(finding.line())
+        blocking = sum(f.level == "fail" for f in report.findings)
+        warnings = sum(f.level == "warn" for f in report.findings)
+        click.echo(f"{blocking} blocking, {warnings} warning{'s' if warnings != 1 else ''}"
+                   + ("" if blocking else ": ready to sync"))
+    raise click.exceptions.Exit(report.exit_code)
