@@ -249,6 +249,18 @@ class Executor:
             self.gallery.delete_many(library, cont_signs)
         except GalleryNotFoundError:
             pass  # already gone: that is what we wanted
+        except GalleryRequestError as e:
+            if len(cont_signs) == 1:
+                raise
+            # A refused batch (the separator or batch cap for this library is unconfirmed, see
+            # docs/fidelity.md): fall back to one call per entry rather than stall on it every run.
+            log.warning("%s refused a batch delete of %d entries (%s); deleting one by one",
+                        library, len(cont_signs), e)
+            for sign in cont_signs:
+                try:
+                    self.gallery.delete_many(library, [sign])
+                except GalleryNotFoundError:
+                    pass
 
     def _spool(self, data: bytes) -> Path:
         """Keep the bytes of an in-flight add, so recovery can finish or undo it even if the file is gone."""

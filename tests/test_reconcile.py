@@ -226,3 +226,28 @@ def test_moving_a_file_out_of_its_tag_rule_clears_its_tags_remotely(rig):
     assert tags == [] and '"path":"a.jpg"' in brief
     run, calls = rig.run()
     assert calls == 0 and run.plan.is_empty
+
+
+def test_a_refused_batch_delete_falls_back_to_one_call_per_entry(rig):
+    from imgsync.errors import GalleryRejectedError
+
+    class NoBatches:  # fault injection: a gallery that refuses the batch form of delete
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def delete_many(self, library, cont_signs):
+            if len(cont_signs) > 1:
+                raise GalleryRejectedError("216100 invalid param (injected: batch refused)")
+            return self.inner.delete_many(library, cont_signs)
+
+    for i in range(3):
+        rig.put(f"{i}.jpg", i)
+    rig.run()
+    for i in range(3):
+        (rig.folder / f"{i}.jpg").unlink()
+    run = reconcile_mirror(rig.mirror, rig.store, NoBatches(rig.client), spool_dir=rig.state / "spool", force=True)
+    assert run.report.deleted == 3 and run.report.stopped is None
+    assert rig.remote() == [] and rig.store.open_journal() == []
