@@ -9,6 +9,7 @@ mid-character or mid-escape; when the template is JSON the result is valid JSON.
 
 from __future__ import annotations
 
+import functools
 import json
 import posixpath
 import re
@@ -33,10 +34,12 @@ def render_brief(
     template: str, *, entry_id: int, path: str, mirror: str, library: str, limit: int = MAX_BRIEF_BYTES
 ) -> str:
     """The brief for entry `entry_id` whose primary file is `path`; at most `limit` UTF-8 bytes."""
-    as_json = is_json_template(template)
+    parts, as_json = _compiled(template)
     # A file name that is not valid UTF-8 reaches us with surrogate escapes; the brief must be UTF-8 on
     # the wire, so show those bytes as U+FFFD (the id keeps the brief unique anyway).
-    path = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if not path.isascii():
+        path = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    escape = _json_escape if as_json else _plain
 
     def fill(p: str) -> str:
         name = posixpath.basename(p)
@@ -48,17 +51,11 @@ def render_brief(
             "mirror": mirror,
             "library": library,
         }
-
-        def sub(m: re.Match[str]) -> str:
-            v = values[m.group(1)]
-            # json.dumps(...)[1:-1] escapes quotes, backslashes and control characters; ensure_ascii=False
-            # keeps non-ASCII names readable (and shorter than \uXXXX escapes).
-            return json.dumps(v, ensure_ascii=False)[1:-1] if as_json else v
-
-        return _FIELD.sub(sub, template)
+        # Literal text at even positions, field names at odd ones (see _compiled).
+        return "".join(part if i % 2 == 0 else escape(values[part]) for i, part in enumerate(parts))
 
     text = fill(path)
-    if _size(text) <= limit:
+    if len(text) <= limit and (text.isascii() or _size(text) <= limit):
         return text
     # Too long: keep the tail of the path, dropping whole characters from the front.
     chars = list(path)
@@ -75,6 +72,28 @@ def render_brief(
         # should catch that; fall back to the id alone, which always fits.
         return str(entry_id)
     return text
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(template: str) -> tuple[tuple[str, ...], bool]:
+    """The template split into literal text and field names (alternating), and whether it is JSON.
+    Cached: a plan renders one brief per entry, 100k of them for a big folder."""
+    return tuple(_FIELD.split(template)), is_json_template(template)
+
+
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')  # what json.dumps(ensure_ascii=False) escapes
+
+
+def _json_escape(value: str) -> str:
+    # json.dumps(...)[1:-1] escapes quotes, backslashes and control characters; ensure_ascii=False
+    # keeps non-ASCII names readable (and shorter than \uXXXX escapes). Most paths need none of it.
+    if _NEEDS_ESCAPE.search(value) is None:
+        return value
+    return json.dumps(value, ensure_ascii=False)[1:-1]
+
+
+def _plain(value: str) -> str:
+    return value
 
 
 def _size(text: str) -> int:

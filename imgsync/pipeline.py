@@ -8,7 +8,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -16,9 +16,9 @@ from imgsync.config import MirrorConfig
 from imgsync.errors import ConfigError, GalleryError
 from imgsync.execute import Executor, Gallery, Report, UploadChangedError, sweep_spool
 from imgsync.manifest import Store
-from imgsync.model import KnownFile
+from imgsync.model import KnownFile, ScannedFile
 from imgsync.plan import Plan, make_plan
-from imgsync.scan import SETTLE_NS, ScanResult, scan_folder
+from imgsync.scan import SETTLE_NS, ScanResult, digest_of, scan_folder, stat_digest
 from imgsync.shrink import ShrinkError, prepare_upload
 
 log = logging.getLogger("imgsync.pipeline")
@@ -143,6 +143,12 @@ def reconcile_mirror(
         report.stopped = e
         store.finish_run(run_id, "stopped", report.counts(), str(e))
         return MirrorRun(mirror, None, report)
+    if scope is None and not report.recovered and _still_settled(mirror, store):
+        # Nothing on disk changed since a clean run left everything in step: the plan is empty.
+        report.rejected += store.rejected_files(mirror.name)
+        store.finish_run(run_id, "ok" if report.ok else "partial", report.counts())
+        return MirrorRun(mirror, Plan(), report)
+    store.unsettle(mirror.name)  # from here on, only a clean end of a full run may claim it again
     planned = plan_mirror(mirror, store, force=force, report=report, scope=scope, min_age_ns=min_age_ns)
     if isinstance(planned, str):
         store.finish_run(run_id, "skipped", report.counts(), planned)
@@ -150,17 +156,68 @@ def reconcile_mirror(
     scan = planned.scan
     # Paths under a directory that could not be listed are kept: they are not known to be gone.
     gone = [p for p in planned.known if p not in scan.files] if scan.complete else []
-    # A scoped scan carried the rest over unchanged: write only what it looked at.
-    saved = scan.files.values() if scan.examined is None else [scan.files[p] for p in scan.examined]
-    store.save_scan(mirror.name, saved, gone=gone)
+    # Write only what differs from the manifest: a no-op run over 100k files writes nothing.
+    looked_at = scan.files.values() if scan.examined is None else (scan.files[p] for p in scan.examined)
+    store.save_scan(mirror.name, changed_files(looked_at, planned.known), gone=gone)
     on_planned(planned.plan)
     executor.run(planned.plan, report)
     if report.stopped is None and scan.complete and scan.scope is None:
         store.set_mirror_state(mirror.name, str(mirror.folder), planned.check.device, len(scan.files),
-                               judged_as(mirror))
+                               judged_as(mirror), settled=_settled_value(mirror, scan, planned.plan, report))
     status = "stopped" if report.stopped else ("ok" if report.ok else "partial")
     store.finish_run(run_id, status, report.counts(), str(report.stopped) if report.stopped else None)
     return MirrorRun(mirror, planned.plan, report)
+
+
+# --- the no-op fast path ----------------------------------------------------------------------------
+#
+# A full reconcile of a big folder that changed nothing should cost about one stat walk. After a full
+# run that ended clean (every file stable and judged, nothing failed, pending or withheld, nothing in
+# the journal) the mirror records "<fingerprint>:<digest>": the fingerprint of every setting the plan
+# depends on, and scan.digest_of the files. The next full run walks the folder computing the same
+# digest (scan.stat_digest: no file opened, no record built); if both match, the scan would reuse every
+# hash and verdict and the plan would be empty, so neither is computed. Any other run clears the mark
+# first (Store.unsettle), so a run that dies or fails midway can never leave a stale claim behind.
+
+#: Bump when plan rules change, so marks left by an older imgsync are not trusted.
+PLAN_RULES_VERSION = 1
+
+
+def settled_fingerprint(mirror: MirrorConfig) -> str:
+    return hashlib.sha256(f"{PLAN_RULES_VERSION}|{mirror!r}".encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def _still_settled(mirror: MirrorConfig, store: Store) -> bool:
+    state = store.mirror_state(mirror.name)
+    if state is None or not state.settled or not state.settled.startswith(settled_fingerprint(mirror) + ":"):
+        return False
+    check = check_folder(mirror, state.device)
+    if check.fatal or check.suspect or any(i.mirror == mirror.name for i in store.open_journal()):
+        return False
+    digest = stat_digest(mirror.folder, mirror)
+    return digest is not None and state.settled == f"{settled_fingerprint(mirror)}:{digest}"
+
+
+def _settled_value(mirror: MirrorConfig, scan: ScanResult, plan: Plan, report: Report) -> str | None:
+    """The mark for a run that left everything in step, else None."""
+    if report.failed or report.pending or report.stopped or report.withheld_reason or plan.withheld:
+        return None
+    for f in scan.files.values():
+        if f.verdict not in ("ok", "rejected") or f.hashed_at_ns - f.mtime_ns < SETTLE_NS:
+            return None  # the next scan would look at it again, so the walk alone cannot vouch for it
+    return f"{settled_fingerprint(mirror)}:{digest_of(scan.files.values())}"
+
+
+def changed_files(files: Iterable[ScannedFile], known: Mapping[str, KnownFile]) -> list[ScannedFile]:
+    """The scanned files whose record would change (new, or any field the scan sets differs)."""
+    out = []
+    for f in files:
+        k = known.get(f.path)
+        if (k is None or k.size != f.size or k.mtime_ns != f.mtime_ns or k.inode != f.inode
+                or k.content_hash != f.content_hash or k.verdict != f.verdict or k.reason != f.reason
+                or k.hashed_at_ns != f.hashed_at_ns):
+            out.append(f)
+    return out
 
 
 def sweep_unreferenced_spool(store: Store, spool_dir: Path) -> None:

@@ -159,8 +159,7 @@ def make_plan(
             tags, class_ids = _labels(mirror, paths[0])
             adds.append(Add(h, paths[0], paths, tags, class_ids))
             continue
-        primary = _keep_primary(mirror, entry, paths)
-        brief = _brief(mirror, entry.id, primary)
+        primary, brief = _keep_primary(mirror, entry, paths)
         tags, class_ids = _labels(mirror, primary)
         if _clears_labels(entry, tags, class_ids):
             readds.append(Readd(entry, Add(h, primary, paths, tags, class_ids)))
@@ -241,12 +240,14 @@ def _brief(mirror: MirrorConfig, entry_id: int, path: str) -> str:
     return render_brief(mirror.brief, entry_id=entry_id, path=path, mirror=mirror.name, library=mirror.library)
 
 
-def _keep_primary(mirror: MirrorConfig, entry: Entry, paths: tuple[str, ...]) -> str:
-    """Keep the path the entry's brief already names, if it is still valid: no needless update."""
+def _keep_primary(mirror: MirrorConfig, entry: Entry, paths: tuple[str, ...]) -> tuple[str, str]:
+    """(primary path, its brief): the path the entry's brief already names if it is still valid (no
+    needless update), else the first."""
     for p in paths:
-        if _brief(mirror, entry.id, p) == entry.brief:
-            return p
-    return paths[0]
+        brief = _brief(mirror, entry.id, p)
+        if brief == entry.brief:
+            return p, brief
+    return paths[0], brief if len(paths) == 1 else _brief(mirror, entry.id, paths[0])
 
 
 def _labels(mirror: MirrorConfig, path: str) -> tuple[tuple[int, ...], ClassIds]:

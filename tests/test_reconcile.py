@@ -251,3 +251,48 @@ def test_a_refused_batch_delete_falls_back_to_one_call_per_entry(rig):
     run = reconcile_mirror(rig.mirror, rig.store, NoBatches(rig.client), spool_dir=rig.state / "spool", force=True)
     assert run.report.deleted == 3 and run.report.stopped is None
     assert rig.remote() == [] and rig.store.open_journal() == []
+
+
+# --- the no-op fast path: one stat walk vouches for a settled mirror -----------------------------
+
+
+def test_settled_mirror_is_vouched_for_by_a_stat_walk_and_any_change_breaks_it(rig):
+    from imgsync.config import LabelRule
+    from imgsync.pipeline import settled_fingerprint
+
+    rig.put("a.jpg", 1)
+    rig.put("sub/b.jpg", 2)
+    (rig.folder / "bad.jpg").write_bytes(b"not an image")
+    t = os.stat(rig.folder / "bad.jpg").st_mtime_ns - 10**10
+    os.utime(rig.folder / "bad.jpg", ns=(t, t))
+    rig.run()
+    state = rig.store.mirror_state("m")
+    assert state.settled and state.settled.startswith(settled_fingerprint(rig.mirror) + ":")
+    run, calls = rig.run()
+    assert calls == 0 and run.plan.is_empty and [p for p, _ in run.report.rejected] == ["bad.jpg"]
+    assert rig.store.mirror_state("m").settled == state.settled  # still vouched for
+
+    os.utime(rig.folder / "sub" / "b.jpg", ns=(t - 10**9, t - 10**9))  # same bytes, other mtime: re-read
+    run, calls = rig.run()
+    assert calls == 0 and rig.store.mirror_state("m").settled != state.settled
+
+    rig.put("sub/c.jpg", 3)                     # a new file breaks the digest
+    run, calls = rig.run()
+    assert run.report.added == ["sub/c.jpg"]
+    rig.mirror = MirrorConfig(name="m", folder=rig.folder, library="same_hq", labels=(LabelRule("sub/*", (4,)),))
+    run, calls = rig.run()                      # a config change breaks the fingerprint
+    assert sorted(run.report.updated) == ["sub/b.jpg", "sub/c.jpg"] and calls == 2
+
+
+def test_a_run_that_does_not_end_clean_leaves_no_settled_mark(rig):
+    rig.put("a.jpg", 1)
+    fresh = rig.folder / "fresh.jpg"
+    fresh.write_bytes(make_image(2))  # too fresh to trust: pending
+    run, _ = rig.run()
+    assert run.report.pending and rig.store.mirror_state("m").settled is None
+    t = os.stat(fresh).st_mtime_ns - 10**10
+    os.utime(fresh, ns=(t, t))
+    run, _ = rig.run()
+    assert run.report.added == ["fresh.jpg"] and rig.store.mirror_state("m").settled
+    rig.run(scope=["a.jpg"])  # any other run clears the mark first
+    assert rig.store.mirror_state("m").settled is None

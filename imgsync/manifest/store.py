@@ -114,6 +114,7 @@ class MirrorState:
     last_run_id: int | None
     updated_at: datetime
     judged_as: str | None = None
+    settled: str | None = None
 
 
 class ContSignTakenError(ManifestError):
@@ -474,18 +475,32 @@ class Store:
             if row is None:
                 return None
             return MirrorState(row.mirror, row.folder, _from_i64(row.device), row.file_count, row.last_run_id,
-                               _dt(row.updated_at), row.judged_as)
+                               _dt(row.updated_at), row.judged_as, row.settled)
 
     def set_mirror_state(self, mirror: str, folder: str, device: int, file_count: int,
-                         judged_as: str | None = None) -> None:
+                         judged_as: str | None = None, settled: str | None = None) -> None:
         """Remember the folder after a complete run; last_run_id is this mirror's latest run."""
         now = self._clock.time()
         with self._write() as conn:
             last = conn.execute(select(func.max(RunRow.id)).where(RunRow.mirror == mirror)).scalar()
             values = {"folder": folder, "device": _to_i64(device), "file_count": file_count,
-                      "last_run_id": last, "updated_at": now, "judged_as": judged_as}
+                      "last_run_id": last, "updated_at": now, "judged_as": judged_as, "settled": settled}
             ins = sqlite_insert(_STATES).values(mirror=mirror, **values)
             conn.execute(ins.on_conflict_do_update(index_elements=[MirrorStateRow.mirror], set_=values))
+
+    def rejected_files(self, mirror: str) -> list[tuple[str, str]]:
+        """(path, reason) of the mirror's rejected files, by path."""
+        with self._read() as conn:
+            rows = conn.execute(select(FileRow.path, FileRow.reason)
+                                .where(FileRow.mirror == mirror, FileRow.verdict == "rejected")
+                                .order_by(FileRow.path)).all()
+        return [(p, r or "rejected") for p, r in rows]
+
+    def unsettle(self, mirror: str) -> None:
+        """Forget that the mirror was in step: its next full run plans from scratch."""
+        with self._write() as conn:
+            conn.execute(update(MirrorStateRow).where(MirrorStateRow.mirror == mirror, MirrorStateRow.settled.is_not(None))
+                         .values(settled=None))
 
     def counts(self, mirror: str) -> dict[str, int]:
         """synced: valid files whose image is live in the gallery; pending: valid files not (yet) there,

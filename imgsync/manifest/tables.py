@@ -187,5 +187,8 @@ class MirrorStateRow(Base):
     file_count: Mapped[int] = mapped_column(Integer)
     #: the settings the files' verdicts were judged under ("library:fit"); a change means re-judging
     judged_as: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: "<config fingerprint>:<stat digest>" when the last full run left folder, manifest and gallery in
+    #: step; NULL as soon as anything else happens (see pipeline.py, the no-op fast path)
+    settled: Mapped[str | None] = mapped_column(Text, nullable=True)
     last_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
     updated_at: Mapped[float] = mapped_column(Float)
