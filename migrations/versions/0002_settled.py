@@ -22,8 +22,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("mirror_state") as batch:
-        batch.add_column(sa.Column("settled", sa.Text(), nullable=True))
+    # A nullable column: SQLite's own ADD COLUMN, no table rebuild (quick, short write lock).
+    op.add_column("mirror_state", sa.Column("settled", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
