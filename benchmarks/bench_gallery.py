@@ -100,8 +100,9 @@ def synthetic_same_hq(n: int, start: int, rng: np.random.Generator) -> list[Bulk
     fine = rng.normal(size=(n, len(CROPS), FINE_DIM)).astype(np.float32)
     fine /= np.linalg.norm(fine, axis=2, keepdims=True)
     fine16 = fine.astype(np.float16)
+    no_votes = np.zeros((32, 32), np.uint8)  # no keypoints: the hash stage alone must reject them
     return [BulkEntry(f"{start + k},{4_000_000_000 - start - k}", f"synthetic-{start + k}",
-                      {"phash": hashes[k], "fine": fine16[k]}) for k in range(n)]
+                      {"phash": hashes[k], "fine": fine16[k], "vote": no_votes}) for k in range(n)]
 
 
 def bench_search(sizes: list[int], n_queries: int) -> None:

@@ -359,13 +359,14 @@ def test_everything_survives_a_restart(tmp_path: Path) -> None:
         e.close()
 
 
-def test_features_from_another_matcher_version_are_refused_clearly(tmp_path: Path) -> None:
+def test_features_from_another_matcher_without_working_copies_are_refused_clearly(tmp_path: Path) -> None:
     e = Engine(tmp_path)
     e.add("same_hq", make_image(14), brief="x")
     e.close()
     with sqlite3.connect(tmp_path / "gallery.sqlite3") as db:
         db.execute("UPDATE libraries SET matcher = 'old-matcher' WHERE name = 'same_hq'")
-    with pytest.raises(IndexVersionError, match="same_hq.*1 entries.*old-matcher"):
+        db.execute("DELETE FROM copies")      # as in a data dir made by the first release
+    with pytest.raises(IndexVersionError, match="same_hq.*1 entries.*old-matcher.*1 of them have no stored"):
         Engine(tmp_path)
 
 

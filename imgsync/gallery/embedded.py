@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from imgsync.config import Config
-from imgsync.errors import ConfigError
+from imgsync.errors import ConfigError, ManifestError
 from imgsync.gallery.client import GalleryClient
 
 GALLERY_DIR = "gallery"
@@ -61,7 +61,17 @@ def _embedded(config: Config) -> Iterator[GalleryClient]:
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     data_dir.mkdir(exist_ok=True, mode=0o700)
     os.chmod(data_dir, 0o700)
-    running = start_in_thread(data_dir, host="127.0.0.1", port=0)
+    from imgsync.localgallery.engine import IndexVersionError
+    from imgsync.localgallery.store import StoreVersionError
+
+    try:
+        running = start_in_thread(data_dir, host="127.0.0.1", port=0)
+    except (IndexVersionError, StoreVersionError) as e:
+        manifest = config.state_dir / "manifest.sqlite3"
+        raise ManifestError(
+            f"the embedded gallery in {data_dir} cannot be opened by this imgsync: {e}. Move {data_dir} and "
+            f"{manifest} aside (or delete them) and run `imgsync reconcile` again: every image is uploaded anew"
+        ) from None
     try:
         with GalleryClient(running.url, running.api_key, running.secret_key, qps=config.gallery.qps,
                            timeout=_timeouts(config.gallery.timeout)) as client:

@@ -11,11 +11,20 @@ holds an entry the file lacks. Decoding and feature extraction (the slow part) r
 lock, so concurrent requests only serialise for the short store/table step.
 
 Identical image = identical bytes (images.py explains cont_sign).
+
+Each add also stores a reduced working copy of the image (images.encode_copy) and the matcher's
+variable-length data (keypoints) next to the entry. When a library's matcher changes between
+versions, the engine re-extracts every entry's features from those copies at startup (one log
+line per library); only entries without a copy (a data dir from the first release) make that
+impossible, and then the engine refuses to start with IndexVersionError rather than compare
+incompatible features. Matchers with their own index (faiss) keep it under <data dir>/index/<library>/.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,19 +33,23 @@ import numpy as np
 
 from imgsync.libraries import LIBRARIES, MAX_RESULTS, get_library
 from imgsync.localgallery.errors import ITEM_EXIST, ITEM_NOT_EXIST, ApiError
-from imgsync.localgallery.images import cont_sign_of, load_image
+from imgsync.localgallery.images import cont_sign_of, decode_copy, encode_copy, load_image
 from imgsync.localgallery.matchers import Features, Matcher, matcher_for
 from imgsync.localgallery.matchers.ranking import filter_mask, rank_page
 from imgsync.localgallery.matchers.table import FeatureTable
 from imgsync.localgallery.store import DuplicateEntry, NewEntry, Store
 
 DB_NAME = "gallery.sqlite3"
+INDEX_DIR = "index"
+
+log = logging.getLogger(__name__)
 
 ClassIds = tuple[int | None, int | None]
 
 
 class IndexVersionError(RuntimeError):
-    """A library's stored features were made by another matcher than this version uses."""
+    """A library's stored features were made by another matcher than this version uses, and some
+    entries have no working copy to re-extract them from."""
 
 
 @dataclass(slots=True)
@@ -59,6 +72,7 @@ class BulkEntry:
 class Engine:
     def __init__(self, data_dir: Path) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
+        self._dir = data_dir
         self._store = Store(data_dir / DB_NAME)
         self._lock = threading.Lock()
         self._libs: dict[str, _Library] = {}
@@ -71,6 +85,8 @@ class Engine:
 
     def close(self) -> None:
         with self._lock:
+            for name, lib in self._libs.items():
+                lib.matcher.save_index(self._index_dir(name))
             self._store.close()
 
     # --- the five operations ---------------------------------------------------------------------
@@ -82,7 +98,8 @@ class Engine:
         sign = cont_sign_of(image)
         self._refuse_duplicate(lib, sign)           # cheap early answer before extraction
         feats = lib.matcher.extract(decoded.pixels)
-        entry = NewEntry(sign, brief, _tags(tags), _classes(class_ids), lib.matcher.pack(feats))
+        entry = NewEntry(sign, brief, _tags(tags), _classes(class_ids), lib.matcher.pack(feats),
+                         extra=lib.matcher.pack_extra(feats), copy=encode_copy(decoded.pixels))
         with self._lock:
             self._refuse_duplicate(lib, sign)       # again: another thread may have won meanwhile
             try:
@@ -97,7 +114,7 @@ class Engine:
                ) -> tuple[list[tuple[str, float, str]], bool]:
         assert pn >= 0 and rn >= 1 and tag_logic in (0, 1), (pn, rn, tag_logic)
         lib = self._lib(library)
-        query = lib.matcher.extract(load_image(image, get_library(library)).pixels)
+        query = lib.matcher.extract_query(load_image(image, get_library(library)).pixels)
         if pn >= MAX_RESULTS:
             return [], False
         with self._lock:
@@ -163,8 +180,8 @@ class Engine:
         return n
 
     def _bulk_batch(self, library: str, lib: _Library, batch: list[BulkEntry]) -> int:
-        news = [NewEntry(e.cont_sign, e.brief, _tags(e.tags), _classes(e.class_ids), lib.matcher.pack(e.features))
-                for e in batch]
+        news = [NewEntry(e.cont_sign, e.brief, _tags(e.tags), _classes(e.class_ids), lib.matcher.pack(e.features),
+                         extra=lib.matcher.pack_extra(e.features)) for e in batch]
         with self._lock:
             try:
                 seqs = self._store.insert_many(library, news)
@@ -187,21 +204,44 @@ class Engine:
         if sign in lib.table.pos:
             raise ApiError(ITEM_EXIST, "this image is already in the library", cont_sign=sign)
 
+    def _index_dir(self, library: str) -> Path:
+        return self._dir / INDEX_DIR / library
+
     def _load(self, name: str) -> _Library:
         matcher = matcher_for(name)
         stored = self._store.matcher_of(name)
         if stored != matcher.name:
             if stored is not None and self._store.count(name):
-                raise IndexVersionError(
-                    f"library {name}: its {self._store.count(name)} entries have features from matcher "
-                    f"{stored!r}, but this version uses {matcher.name!r}; re-add the images into a new data dir")
+                self._reextract(name, stored, matcher)
             self._store.set_matcher(name, matcher.name)
         table = FeatureTable(matcher.fields)
         for rows in self._store.scan(name):
             table.append_many((r.seq for r in rows), [r.cont_sign for r in rows], [r.brief for r in rows],
                               np.array([r.tags for r in rows]), np.array([r.class_ids for r in rows]),
                               matcher.unpack_many([r.features for r in rows]))
+        table.extra_loader = self._store.extras
+        matcher.open_index(table, self._index_dir(name))
         return _Library(matcher, table)
+
+    def _reextract(self, name: str, stored: str, matcher: Matcher) -> None:
+        """Recompute every entry's features with `matcher` from the stored working copies."""
+        total = self._store.count(name)
+        missing = self._store.count_without_copy(name)
+        if missing:
+            raise IndexVersionError(
+                f"library {name}: its {total} entries have features from matcher {stored!r}, but this version "
+                f"uses {matcher.name!r}, and {missing} of them have no stored working copy to re-extract from "
+                f"(added by an older imgsync, or bulk-loaded); re-add the images into a new data dir")
+        log.warning("library %s: matcher changed from %s to %s; re-extracting features of %d entries from "
+                    "their stored copies", name, stored, matcher.name, total)
+        t0 = time.monotonic()
+        for batch in self._store.scan_copies(name):
+            rows = []
+            for seq, jpeg in batch:
+                feats = matcher.extract(decode_copy(jpeg))
+                rows.append((seq, matcher.pack(feats), matcher.pack_extra(feats)))
+            self._store.replace_features(rows)
+        log.warning("library %s: re-extracted %d entries in %.1f s", name, total, time.monotonic() - t0)
 
 
 def _tags(tags: tuple[int, ...]) -> tuple[int, int]:

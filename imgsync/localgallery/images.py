@@ -42,6 +42,8 @@ from imgsync.localgallery.errors import (
 
 #: Extraction works on pictures no larger than this (longest side); matchers resize further.
 WORK_SIDE = 512
+#: Quality of the working copy the store keeps of each added image (for re-extraction).
+COPY_QUALITY = 90
 #: JPEG draft mode may decode at 1/2, 1/4 or 1/8 scale as long as both sides stay ≥ this.
 DRAFT_MIN_SIDE = 256
 
@@ -87,6 +89,20 @@ def load_image(data: bytes, library: Library) -> Decoded:
     if img.format not in ACCEPTED_FORMATS:
         raise ApiError(IMAGE_FORMAT_ERROR, f"image is {img.format}; only JPEG, PNG and BMP are accepted")
     return Decoded(img.format, img.width, img.height, _decode(img))
+
+
+def encode_copy(pixels: Image.Image) -> bytes:
+    """The working copy the store keeps: the decoded RGB picture (≤ WORK_SIDE) as a JPEG.
+    ~2 ms and ~30-60 kB for 512 px; enough to re-extract any matcher's features later."""
+    buf = io.BytesIO()
+    pixels.save(buf, "JPEG", quality=COPY_QUALITY)
+    return buf.getvalue()
+
+
+def decode_copy(jpeg: bytes) -> Image.Image:
+    """A stored working copy back to RGB pixels (no library limits: it was checked when added)."""
+    with Image.open(io.BytesIO(jpeg)) as img:
+        return img.convert("RGB")
 
 
 def _open(data: bytes) -> Image.Image:

@@ -5,6 +5,15 @@ ids, the matcher's features as one blob, and `seq`, an AUTOINCREMENT key that re
 order (never reused, so it also breaks ranking ties the same way after a restart). Tags and class
 ids use 0 for "none" (the valid range is 1..65535).
 
+Two side tables, keyed by seq, hold what does not belong in the entries row: `extras`, a
+matcher's variable-length data (keypoints; read only for the few rows a search verifies), and
+`copies`, a reduced working copy of each added image (JPEG, ≤ images.WORK_SIDE px) from which the
+engine re-extracts features when a library's matcher changes.
+
+Schema versions (PRAGMA user_version): 0 = the first release (entries + libraries only); 2 = with
+extras and copies. Opening a version-0 file migrates it in place (the side tables are added
+empty: its entries have no copies). A file from a newer version is refused (StoreVersionError).
+
 Concurrency: one connection shared by all threads, serialised by a lock (SQLite allows one writer
 at a time anyway). WAL journal + synchronous=NORMAL make each single-row commit cheap while a crash
 can lose at most the last commits, never corrupt the file. Only one process may open a data dir.
@@ -37,6 +46,19 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 """
 
+_SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS extras (
+    seq   INTEGER PRIMARY KEY,       -- entries.seq
+    data  BLOB    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS copies (
+    seq   INTEGER PRIMARY KEY,       -- entries.seq
+    jpeg  BLOB    NOT NULL
+);
+"""
+
+SCHEMA_VERSION = 2
+
 
 @dataclass(frozen=True, slots=True)
 class StoredEntry:
@@ -55,10 +77,18 @@ class NewEntry:
     tags: tuple[int, int]
     class_ids: tuple[int, int]
     features: bytes
+    #: the matcher's variable-length data, if any
+    extra: bytes | None = None
+    #: the reduced working copy (JPEG), if any
+    copy: bytes | None = None
 
 
 class DuplicateEntry(Exception):
     """The library already holds this cont_sign."""
+
+
+class StoreVersionError(RuntimeError):
+    """The data dir was written by a newer imgsync than this one."""
 
 
 class Store:
@@ -69,7 +99,27 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            self._db.close()
+            raise StoreVersionError(f"{self.path} has store schema {version}; this imgsync reads up to "
+                                    f"{SCHEMA_VERSION}: upgrade imgsync or use another data dir")
+        if version == SCHEMA_VERSION:
+            return
+        # 0 → 2 (a new file, or one from the first release): add the side tables, in one transaction.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in (_SCHEMA + _SCHEMA_V2).split(";"):
+                if stmt.strip():
+                    self._db.execute(stmt)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -104,7 +154,12 @@ class Store:
                         "INSERT INTO entries (library, cont_sign, brief, tag1, tag2, class_id1, class_id2, features)"
                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (library, e.cont_sign, e.brief, *e.tags, *e.class_ids, e.features))
-                    seqs.append(int(cur.lastrowid or 0))
+                    seq = int(cur.lastrowid or 0)
+                    seqs.append(seq)
+                    if e.extra is not None:
+                        self._db.execute("INSERT INTO extras (seq, data) VALUES (?, ?)", (seq, e.extra))
+                    if e.copy is not None:
+                        self._db.execute("INSERT INTO copies (seq, jpeg) VALUES (?, ?)", (seq, e.copy))
                 self._db.execute("COMMIT")
             except sqlite3.IntegrityError as err:
                 self._db.execute("ROLLBACK")
@@ -147,9 +202,13 @@ class Store:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for s in dict.fromkeys(cont_signs):
-                    cur = self._db.execute("DELETE FROM entries WHERE library = ? AND cont_sign = ?", (library, s))
-                    if cur.rowcount:
-                        gone.append(s)
+                    row = self._db.execute("SELECT seq FROM entries WHERE library = ? AND cont_sign = ?",
+                                           (library, s)).fetchone()
+                    if row is None:
+                        continue
+                    for table in ("entries", "extras", "copies"):
+                        self._db.execute(f"DELETE FROM {table} WHERE seq = ?", (row[0],))
+                    gone.append(s)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -168,3 +227,50 @@ class Store:
                 return
             yield [StoredEntry(r[0], r[1], r[2], (r[3], r[4]), (r[5], r[6]), r[7]) for r in rows]
             last = rows[-1][0]
+
+    # --- variable-length data and working copies ------------------------------------------------
+
+    def extras(self, seqs: Sequence[int]) -> dict[int, bytes]:
+        """{seq: variable-length blob} for those of `seqs` that have one."""
+        out: dict[int, bytes] = {}
+        with self._lock:
+            for i in range(0, len(seqs), 500):
+                chunk = seqs[i:i + 500]
+                marks = ",".join("?" * len(chunk))
+                out.update(self._db.execute(f"SELECT seq, data FROM extras WHERE seq IN ({marks})", chunk))
+        return out
+
+    def count_without_copy(self, library: str) -> int:
+        """Entries of `library` that have no working copy (added by the first release, or bulk-loaded)."""
+        with self._lock:
+            return int(self._db.execute(
+                "SELECT count(*) FROM entries e WHERE e.library = ? AND NOT EXISTS "
+                "(SELECT 1 FROM copies c WHERE c.seq = e.seq)", (library,)).fetchone()[0])
+
+    def scan_copies(self, library: str, batch: int = 256) -> Iterator[list[tuple[int, bytes]]]:
+        """(seq, working copy JPEG) of every entry of `library` that has one, in insertion order."""
+        last = 0
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT e.seq, c.jpeg FROM entries e JOIN copies c ON c.seq = e.seq"
+                    " WHERE e.library = ? AND e.seq > ? ORDER BY e.seq LIMIT ?", (library, last, batch)).fetchall()
+            if not rows:
+                return
+            yield [(int(r[0]), r[1]) for r in rows]
+            last = rows[-1][0]
+
+    def replace_features(self, rows: Sequence[tuple[int, bytes, bytes | None]]) -> None:
+        """Overwrite (seq, features, extra) of existing entries in one transaction (re-extraction)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for seq, feats, extra in rows:
+                    self._db.execute("UPDATE entries SET features = ? WHERE seq = ?", (feats, seq))
+                    self._db.execute("DELETE FROM extras WHERE seq = ?", (seq,))
+                    if extra is not None:
+                        self._db.execute("INSERT INTO extras (seq, data) VALUES (?, ?)", (seq, extra))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise

@@ -8,9 +8,21 @@
   every row the filters allow (mask), never a fixed top-k taken before filtering.
 - verify(query, table, rows) → a score in 0..1 for each shortlisted row.
 
-Search results are the verified rows with score ≥ `floor`. Issue #5 replaces matchers per library
-(ONNX embeddings, keypoints); a new matcher gets a new `name`, and the engine refuses to load
-features written by another matcher version rather than compare incompatible vectors.
+Search results are the verified rows with score ≥ `floor`. A changed matcher gets a new `name`;
+the engine then re-extracts every entry's features from the store's working copies at startup
+(engine.py) rather than compare incompatible vectors.
+
+Optional parts, for matchers that need more than fixed-size columns (keypoint matchers):
+
+- variable-length data: extract() may also return the key EXTRA, a uint8 array of any length
+  (e.g. serialised keypoints). The store keeps it as one blob per entry, outside the in-memory
+  table; verify() reads it for the shortlisted rows only, with `table.extras(rows)`, so a library
+  of 100k entries does not keep 100k keypoint sets in memory. The query's features carry their
+  EXTRA too.
+- extract_query(): features of a search query, when they differ from an entry's (e.g. the
+  mirrored picture as well, for flipped copies). Defaults to extract().
+- open_index() / save_index(): a matcher that keeps its own index (faiss) next to the table is
+  told where the data dir is after the table is loaded, and asked to save it at shutdown.
 """
 
 from __future__ import annotations
@@ -18,6 +30,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -27,6 +40,9 @@ if TYPE_CHECKING:
     from imgsync.localgallery.matchers.table import FeatureTable
 
 Features = Mapping[str, np.ndarray]
+
+#: The features key holding an entry's variable-length data (uint8 array), if the matcher has any.
+EXTRA = "extra"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +77,17 @@ class Matcher(ABC):
     def verify(self, query: Features, table: FeatureTable, rows: np.ndarray) -> np.ndarray:
         """Scores in 0..1 (float64) for `rows`, in the same order."""
 
+    def extract_query(self, img: Image.Image) -> dict[str, np.ndarray]:
+        """Features of a search query; by default the same as an entry's."""
+        return self.extract(img)
+
+    def open_index(self, table: FeatureTable, directory: Path) -> None:
+        """Called once the library's table is loaded; `directory` is where the matcher may keep
+        index files. Default: the table is the whole index."""
+
+    def save_index(self, directory: Path) -> None:
+        """Called at shutdown; persist whatever open_index() would otherwise rebuild."""
+
     def match(self, query: Features, table: FeatureTable, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(rows, scores) at or above the floor."""
         rows = self.shortlist(query, table, mask)
@@ -78,6 +105,12 @@ class Matcher(ABC):
                 raise ValueError(f"{self.name}: feature {f.name} has shape {a.shape}, expected {f.shape}")
             parts.append(a.tobytes())
         return b"".join(parts)
+
+    @staticmethod
+    def pack_extra(feats: Features) -> bytes | None:
+        """The entry's variable-length blob, or None when the matcher has none."""
+        extra = feats.get(EXTRA)
+        return None if extra is None else np.ascontiguousarray(extra, dtype=np.uint8).tobytes()
 
     def unpack_many(self, blobs: Sequence[bytes]) -> dict[str, np.ndarray]:
         """Blobs of n entries → {field: array of shape (n, *field.shape)}, without a Python loop per field."""

@@ -1,13 +1,17 @@
 """The in-memory index of one library: dense numpy columns, one row per entry.
 
 Rows are appended in insertion order; a delete only clears `alive` (cheap, keeps positions
-stable) and the table compacts itself once half of it is dead. Not thread-safe: the engine holds
-its lock around every call.
+stable) and the table compacts itself once half of it is dead. Compaction keeps the order, so
+`seq` stays sorted ascending: seq → position is a binary search (positions_of). Not thread-safe:
+the engine holds its lock around every call.
+
+Variable-length per-entry data (matchers/base.py EXTRA) is not held here: `extras(rows)` reads
+it through the loader the engine installs (the store), for the few rows a search verifies.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +44,8 @@ class FeatureTable:
         self.signs: list[str] = []
         self.briefs: list[str] = []
         self.pos: dict[str, int] = {}
+        #: seqs → {seq: blob}; set by the engine. Rows without variable-length data are absent.
+        self.extra_loader: Callable[[Sequence[int]], dict[int, bytes]] | None = None
 
     def __len__(self) -> int:
         return len(self.pos)
@@ -89,6 +95,22 @@ class FeatureTable:
         if self.n - len(self.pos) > max(_MIN_CAPACITY, self.n // 2):
             self._compact()
         return True
+
+    def extras(self, rows: np.ndarray) -> list[bytes | None]:
+        """The variable-length blobs of `rows` (positions), None where an entry has none."""
+        if self.extra_loader is None or len(rows) == 0:
+            return [None] * len(rows)
+        seqs = [int(s) for s in self.seq[rows]]
+        found = self.extra_loader(seqs)
+        return [found.get(s) for s in seqs]
+
+    def positions_of(self, seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, found) for seqs: found[i] says whether seqs[i] is a row of the table."""
+        live = self.seq[: self.n]
+        pos = np.searchsorted(live, seqs)
+        pos = np.minimum(pos, max(self.n - 1, 0))
+        found = (live[pos] == seqs) if self.n else np.zeros(len(seqs), dtype=bool)
+        return pos, found
 
     def row(self, p: int) -> Row:
         return Row(int(self.seq[p]), self.signs[p], self.briefs[p])

@@ -1,0 +1,30 @@
+"""same_hq: find the same picture, also when it was cropped, watermarked, rotated a few degrees,
+mirrored, or pasted into a larger image (Baidu: "a large image containing the local content").
+
+Hash stage for the easy edits (resize, re-compression, brightness, format); ORB keypoints with a
+*similarity* transform (rotation + uniform scale + shift: what copying, cropping and pasting do to
+a picture) for the rest; the mirrored query is tried when the picture is not found as it is.
+Only results scoring ≥ 0.6 are returned: same_hq is a same-image search, an unrelated picture is
+not a result at all. See local.py for the stages and the score.
+
+Memory per entry in the in-memory table: 24 B pHash + 858 B fine descriptor + 32 x 32 B vote
+descriptors ≈ 1.9 kB (≈ 190 MB at 100k entries), plus the faiss copy of the vote descriptors
+(≈ 40 B per descriptor). The full keypoint sets (~400 x 36 B ≈ 14 kB per entry) stay in SQLite.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from imgsync.localgallery.matchers.local import LocalFeatureMatcher
+
+
+class SameImageKeypointMatcher(LocalFeatureMatcher):
+    name: ClassVar[str] = "same-image/phash64x3+dct143+orb400-sim-v1"
+    n_keypoints: ClassVar[int] = 400
+    vote_cap: ClassVar[int] = 32
+    model: ClassVar[Literal["homography", "similarity"]] = "similarity"
+    mirror: ClassVar[bool] = True
+    verify_cap: ClassVar[int] = 12
+    coverage_weight: ClassVar[float] = 0.1
+    floor: ClassVar[float] = 0.6
