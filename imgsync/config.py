@@ -97,11 +97,24 @@ class GalleryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WatchConfig:
+    """`imgsync watch` timing, in seconds (see imgsync.watch.debounce)."""
+
+    debounce: float = 1.0  # quiet time a path needs before it is looked at
+    delete_delay: float = 3.0  # longer for deletes, so a move arriving as delete + create pairs up
+    max_delay: float = 10.0  # a path that never goes quiet is looked at after this anyway
+    min_age: float = 1.0  # a file is uploaded only once its mtime is at least this old
+    full_scan_interval: float = 3600.0  # the full reconcile that catches what the watcher missed
+    fallback_scan_interval: float = 300.0  # full scans when the folder cannot be watched (inotify limit)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     state_dir: Path
     gallery: GalleryConfig = GalleryConfig()
     mirrors: tuple[MirrorConfig, ...] = ()
     source: Path | None = None
+    watch: WatchConfig = WatchConfig()
 
     def mirror(self, name: str) -> MirrorConfig:
         for m in self.mirrors:
@@ -175,6 +188,7 @@ def parse_config(
     gallery = _parse_gallery(top.get("gallery", dict, {}), env)
     raw_mirrors = top.get("mirror", list, [])
     mirrors = tuple(_parse_mirror(m, f"mirror[{i}]") for i, m in enumerate(raw_mirrors))
+    watch = _parse_watch(top.get("watch", dict, {}))
     top.finish()
     names = [m.name for m in mirrors]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -185,6 +199,7 @@ def parse_config(
         gallery=gallery,
         mirrors=mirrors,
         source=source,
+        watch=watch,
     )
 
 
@@ -208,6 +223,21 @@ def _parse_gallery(table: Any, env: Mapping[str, str]) -> GalleryConfig:
         raise ConfigError(f"gallery.timeout: must be > 0 seconds, got {timeout}")
     r.finish()
     return GalleryConfig(endpoint.rstrip("/"), api_key, secret_key, float(qps) if qps else None, float(timeout))
+
+
+def _parse_watch(table: Any) -> WatchConfig:
+    r = _Reader(table, "watch")
+    values = {}
+    for name, lowest in (("debounce", 0.0), ("delete_delay", 0.0), ("max_delay", 0.0), ("min_age", 0.0),
+                         ("full_scan_interval", 1.0), ("fallback_scan_interval", 1.0)):
+        value = r.get(name, (int, float), None)
+        if value is None:
+            continue
+        if value < lowest:
+            raise ConfigError(f"watch.{name}: must be ≥ {lowest:g} seconds, got {value}")
+        values[name] = float(value)
+    r.finish()
+    return WatchConfig(**values)
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

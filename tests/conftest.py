@@ -252,3 +252,15 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
         yield t
     finally:
         t.cleanup()
+
+
+def wait_until(pred, timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll `pred` until it holds (a generous deadline, never a timing assertion)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.1)
+    assert pred(), f"timed out waiting for {what}"

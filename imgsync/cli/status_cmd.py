@@ -14,8 +14,10 @@ from imgsync.cli import App, cli, pass_app
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @pass_app
 def status(app: App, as_json: bool) -> None:
-    """Per mirror: synced / pending / rejected counts (rejected files with reasons) and the last run."""
+    """Per mirror: synced / pending / rejected counts (rejected files with reasons) and the last run;
+    whether `imgsync watch` is running on this state dir, since when, its queue and its last error."""
     from imgsync.manifest import Store
+    from imgsync.watch.statusfile import read_status
 
     config = app.config
     path = app.manifest_path()
@@ -30,10 +32,14 @@ def status(app: App, as_json: bool) -> None:
     finally:
         if store is not None:
             store.close()
+    daemon = read_status(config.state_dir)
     if as_json:
-        click.echo(json.dumps({"state_dir": str(config.state_dir), "mirrors": rows}, ensure_ascii=False, indent=2))
+        click.echo(json.dumps({"state_dir": str(config.state_dir), "mirrors": rows, "daemon": daemon},
+                              ensure_ascii=False, indent=2))
         return
     click.echo(f"state dir: {config.state_dir}")
+    for line in _daemon_lines(daemon):
+        click.echo(line)
     if not rows:
         click.echo("no mirrors yet: run `imgsync reconcile FOLDER` or configure [[mirror]]")
     for row in rows:
@@ -70,3 +76,25 @@ def _plain(value):
         return None
     d = asdict(value) if is_dataclass(value) else dict(value)
     return {k: (v if isinstance(v, (str, int, float, bool, type(None), dict, list)) else str(v)) for k, v in d.items()}
+
+
+def _daemon_lines(d: dict | None) -> list[str]:
+    """What `imgsync watch` last said about itself (statusfile.read_status checked that it is alive)."""
+    if d is None:
+        return ["daemon: not running (imgsync watch was never started on this state dir)"]
+    if not d.get("running"):
+        why = "it did not stop cleanly (killed or crashed)" if d.get("stale") else "stopped"
+        lines = [f"daemon: not running ({why}; last seen {d.get('updated_at', '?')})"]
+    else:
+        lines = [f"daemon: running since {d.get('started_at')} (pid {d.get('pid')}), {d.get('queue', 0)} queued"]
+        gallery = d.get("gallery")
+        if gallery:
+            lines.append(f"  gallery paused: {gallery.get('paused')} (retry in {gallery.get('retry_in_s')} s)")
+        for name, m in (d.get("mirrors") or {}).items():
+            state = f"paused: {m['paused']}" if m.get("paused") else m.get("mode", "?")
+            lines.append(f"  {name}: {state}, {m.get('queue', 0)} queued" + (f"; {m['note']}" if m.get("note") else ""))
+    if d.get("last_error"):
+        lines.append(f"  last error ({d.get('last_error_at', '?')}): {d['last_error']}")
+    if d.get("error"):
+        lines.append(f"  {d['error']}")
+    return lines
