@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from benchmarks.bench_scan import best_of
 from imgsync.config import DeleteGuard, MirrorConfig
 from imgsync.manifest import Store
 from imgsync.pipeline import reconcile_mirror
@@ -53,15 +54,6 @@ def jpeg(seed: int, size: tuple[int, int], quality: int = 85) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=quality)
     return buf.getvalue()
-
-
-def best_of(n: int, fn) -> float:  # type: ignore[no-untyped-def]
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 class NoCalls:
