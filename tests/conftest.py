@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+# Tests use benchmarks.photos (real photos shipped in wheels) and benchmarks.variants. The repo root goes
+# at the *end* of sys.path: an installed imgsync (CI installs the wheel) still wins over the checkout's.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.append(_ROOT)
 
 
 @pytest.fixture(autouse=True)
