@@ -580,3 +580,22 @@ def test_scope_in_an_unreadable_directory_is_an_incomplete_scan(shared_dir: Path
     if os.geteuid() == 0:
         pytest.skip("root reads any directory")
     assert not res.complete and res.errors[0][0] == "locked"
+
+
+def test_stat_digest_matches_the_digest_of_a_scan_and_moves_with_any_change(tmp_path: Path) -> None:
+    from imgsync.scan import digest_of, stat_digest
+
+    for rel in ("a.jpg", "sub/b.jpg", "sub/deeper/c.png", "ü ñ/d.jpg", ".hidden/e.jpg"):
+        put(tmp_path, rel, make_image(len(rel), size=(60, 60), fmt="PNG" if rel.endswith("png") else "JPEG"))
+    (tmp_path / "empty").mkdir()
+    m = mirror(tmp_path)
+    listed = scan(tmp_path).files
+    assert stat_digest(tmp_path, m) == digest_of(listed.values())
+    before = stat_digest(tmp_path, m)
+    os.utime(tmp_path / "sub" / "b.jpg", ns=(10**18, 10**18))
+    touched = stat_digest(tmp_path, m)
+    os.rename(tmp_path / "sub" / "b.jpg", tmp_path / "sub" / "b2.jpg")
+    renamed = stat_digest(tmp_path, m)
+    assert len({before, touched, renamed}) == 3
+    put(tmp_path, ".hidden/f.jpg", make_image(9))  # excluded: no change
+    assert stat_digest(tmp_path, m) == renamed
