@@ -48,7 +48,8 @@ def status(app: App, as_json: bool) -> None:
                    f"{c.get('rejected', 0)} rejected, {c.get('error', 0)} unreadable")
         last = row["last_run"]
         if last:
-            click.echo(f"  last run: {last.get('status')} at {last.get('finished_at') or last.get('started_at')}"
+            when = str(last.get("finished_at") or last.get("started_at") or "")[:19].replace("T", " ")
+            click.echo(f"  last run: {last.get('status')} at {when} UTC"
                        + (f": {last['error']}" if last.get("error") else ""))
         for item in row["rejected"]:
             click.echo(f"  ! {item['path']}: {item['reason']}")
