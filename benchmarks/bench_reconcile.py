@@ -95,8 +95,9 @@ def seed_manifest(store: Store, mirror: MirrorConfig) -> None:
     with store._engine.begin() as conn:  # noqa: SLF001 - benchmark seeding
         conn.execute(insert(EntryRow), rows)
         conn.execute(text("UPDATE files SET entry_id = (SELECT e.id FROM entries e WHERE "
-                          "e.mirror = files.mirror AND e.library = :lib AND e.content_hash = files.content_hash) "
-                          "WHERE mirror = :m"),  # all three: the unique index is (mirror, library, content_hash)
+                          "e.mirror = files.mirror AND e.library = :lib AND e.content_hash = files.content_hash "
+                          "AND e.state != 'deleting') "
+                          "WHERE mirror = :m"),  # the partial unique index (mirror, library, content_hash) WHERE state != 'deleting'
                      {"m": mirror.name, "lib": mirror.library})
     store.set_mirror_state(mirror.name, str(mirror.folder), os.stat(mirror.folder).st_dev, len(rows),
                            f"{mirror.library}:{mirror.fit}")

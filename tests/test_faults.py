@@ -157,7 +157,7 @@ def _valid_contents(folder: Folder) -> dict[str, list[str]]:
 def _remote(server, mirror_name: str) -> dict[str, str]:
     from imgsync.localgallery.engine import Engine
 
-    eng = Engine(server.data_dir)
+    eng = Engine(server.data_dir, read_only=True)
     try:
         return {e["cont_sign"]: e["brief"] for e in eng.entries("same_hq")
                 if json.loads(e["brief"]).get("m") == mirror_name}

@@ -91,7 +91,7 @@ def test_kill_9_at_any_moment_never_loses_or_duplicates(tmp_path: Path, gallery_
         out, err = done.communicate(timeout=120)
         assert done.returncode == 0, err.decode()
     want = {cont_sign_of(p.read_bytes()) for p in folder.rglob("*.jpg")}
-    eng = Engine(gallery_server.data_dir)
+    eng = Engine(gallery_server.data_dir, read_only=True)
     try:
         remote = [e["cont_sign"] for e in eng.entries("same_hq")]
     finally:

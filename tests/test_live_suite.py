@@ -65,7 +65,7 @@ def test_live_suite_runs_against_a_stand_in_and_leaves_nothing_behind(tmp_path: 
             "IMGSYNC_LIVE_API_KEY": "live-ak", "IMGSYNC_LIVE_SECRET_KEY": "live-sk",
             "IMGSYNC_LIVE_ENDPOINT": stand_in.url, "IMGSYNC_LIVE_LIBRARIES": "same_hq,similar,product",
             "IMGSYNC_LIVE_QPS": "100"})
-        engine = Engine(stand_in.data_dir)
+        engine = Engine(stand_in.data_dir, read_only=True)
         try:
             left = {lib: engine.entries(lib) for lib in LIBRARIES}
         finally:

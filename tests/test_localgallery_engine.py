@@ -423,3 +423,21 @@ def test_racing_duplicate_adds_store_exactly_one(engine: Engine) -> None:
         th.join()
     assert sorted(outcomes, key=lambda o: o != "ok") == ["ok"] + [f"dup:{cont_sign_of(data)}"] * 7
     assert len(engine.entries("same_hq")) == 1
+
+
+def test_a_data_dir_has_one_engine_at_a_time_but_can_be_read_alongside(tmp_path: Path) -> None:
+    from imgsync.localgallery.engine import DataDirInUseError
+
+    e = Engine(tmp_path)
+    try:
+        e.add("same_hq", make_image(1), brief="one")
+        with pytest.raises(DataDirInUseError, match=f"{tmp_path} is in use by another process \\(pid \\d+\\)"):
+            Engine(tmp_path)
+        reader = Engine(tmp_path, read_only=True)
+        try:
+            assert [x["brief"] for x in reader.entries("same_hq")] == ["one"]
+        finally:
+            reader.close()
+    finally:
+        e.close()
+    Engine(tmp_path).close()  # released on close

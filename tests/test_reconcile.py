@@ -40,7 +40,7 @@ class Rig:
     def remote(self) -> list[tuple[str, str]]:
         from imgsync.localgallery.engine import Engine
 
-        eng = Engine(self.server.data_dir)
+        eng = Engine(self.server.data_dir, read_only=True)
         try:
             return sorted((e["cont_sign"], e["brief"]) for e in eng.entries("same_hq"))
         finally:
@@ -216,7 +216,7 @@ def test_moving_a_file_out_of_its_tag_rule_clears_its_tags_remotely(rig):
     assert run.report.updated == ["a.jpg"] and calls == 2 and run.report.ok
 
     def remote_tags():
-        eng = Engine(rig.server.data_dir)
+        eng = Engine(rig.server.data_dir, read_only=True)
         try:
             return [(e["tags"], e["brief"]) for e in eng.entries("same_hq")]
         finally:

@@ -213,3 +213,20 @@ def test_hits_lead_back_to_local_files_through_the_manifest(env: dict[str, str],
     assert row["paths"] == [str(folder / "a.jpg"), str(folder / "sub" / "copy.jpg")]
     table = CliRunner().invoke(cli, ["search", str(query), "--top", "1"], env=env)
     assert str(folder / "a.jpg") in table.stdout and str(folder / "sub" / "copy.jpg") in table.stdout
+
+
+def test_search_reaches_the_embedded_gallery_another_process_holds(env: dict[str, str], tmp_path: Path) -> None:
+    """While `imgsync watch` (or a reconcile) holds the embedded gallery, `imgsync search` talks to it
+    over HTTP instead of opening the same data dir twice."""
+    config = load_config(env=env)
+    image = make_image(61)
+    with open_gallery(config) as holder:  # the holder: its engine has the data dir's lock
+        holder.add("same_hq", image=image, brief="held")
+        query = tmp_path / "q.png"
+        query.write_bytes(make_image(61, fmt="PNG"))
+        result = CliRunner().invoke(cli, ["search", str(query), "--json"], env=env)
+        assert result.exit_code == 0, (result.output, result.exception)
+        assert [r["brief"] for r in json.loads(result.stdout)] == ["held"]
+    # once the holder is gone, search opens the gallery itself again
+    result = CliRunner().invoke(cli, ["search", str(query), "--json"], env=env)
+    assert result.exit_code == 0 and [r["brief"] for r in json.loads(result.stdout)] == ["held"]

@@ -83,7 +83,7 @@ class DaemonRig:
         """The briefs in the gallery, read from its own storage (not through our client)."""
         from imgsync.localgallery.engine import Engine
 
-        eng = Engine(self.server.data_dir)
+        eng = Engine(self.server.data_dir, read_only=True)
         try:
             return sorted(str(e["brief"]) for e in eng.entries("same_hq"))
         finally:

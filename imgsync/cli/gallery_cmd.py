@@ -68,6 +68,7 @@ def _parse_libraries(ctx: click.Context, param: click.Parameter, value: str | No
 def serve(host: str, port: int, data_dir: Path | None, keys: list[tuple[str, str]], qps: float | None,
           allow_private_urls: bool, no_url_fetch: bool, libraries: tuple[str, ...] | None) -> None:
     """Serve the local gallery until Ctrl-C or SIGTERM."""
+    from imgsync.localgallery.engine import DataDirInUseError
     from imgsync.localgallery.server import serve_forever
 
     try:
@@ -76,6 +77,8 @@ def serve(host: str, port: int, data_dir: Path | None, keys: list[tuple[str, str
                       libraries=libraries)
     except OSError as e:  # port taken, address not ours, host unresolvable, data dir unwritable
         raise ImgsyncError(f"cannot serve the local gallery on {host}:{port}: {e.strerror or e}") from e
+    except DataDirInUseError as e:
+        raise ImgsyncError(f"cannot serve the local gallery: {e}") from None
 
 
 @gallery.command("ls")
@@ -89,7 +92,7 @@ def ls(data_dir: Path | None, library: str, as_json: bool) -> None:
     data_dir = data_dir or default_data_dir()
     if not data_dir.is_dir():
         raise UsageError(f"no local gallery data at {data_dir} (see --data)")
-    engine = Engine(data_dir)
+    engine = Engine(data_dir, read_only=True)  # works while a server or `imgsync watch` holds the dir
     try:
         entries = engine.entries(library)
     finally:

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from imgsync.config import Config
-from imgsync.errors import ConfigError, ManifestError
+from imgsync.errors import ConfigError, GalleryUnavailableError, ManifestError
 from imgsync.gallery.client import GalleryClient
 
 GALLERY_DIR = "gallery"
@@ -61,11 +61,16 @@ def _embedded(config: Config) -> Iterator[GalleryClient]:
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     data_dir.mkdir(exist_ok=True, mode=0o700)
     os.chmod(data_dir, 0o700)
-    from imgsync.localgallery.engine import IndexVersionError
+    from imgsync.localgallery.engine import DataDirInUseError, IndexVersionError
     from imgsync.localgallery.store import StoreVersionError
 
     try:
         running = start_in_thread(data_dir, host="127.0.0.1", port=0)
+    except DataDirInUseError as e:
+        # Another imgsync (`watch`, a reconcile, `gallery serve`) holds the gallery: talk to it.
+        with _client_of_the_holder(config, data_dir, e) as client:
+            yield client
+        return
     except (IndexVersionError, StoreVersionError) as e:
         manifest = config.state_dir / "manifest.sqlite3"
         raise ManifestError(
@@ -78,3 +83,17 @@ def _embedded(config: Config) -> Iterator[GalleryClient]:
             yield client
     finally:
         running.stop()
+
+
+@contextmanager
+def _client_of_the_holder(config: Config, data_dir: Path, busy: Exception) -> Iterator[GalleryClient]:
+    from imgsync.localgallery.auth import load_or_create_key
+    from imgsync.localgallery.server import serving_url
+
+    url = serving_url(data_dir)
+    if url is None:
+        raise GalleryUnavailableError(f"{busy}, which does not serve it over HTTP; try again when it is done")
+    (api_key, secret_key), _ = load_or_create_key(data_dir)
+    with GalleryClient(url, api_key, secret_key, qps=config.gallery.qps,
+                       timeout=_timeouts(config.gallery.timeout)) as client:
+        yield client

@@ -69,25 +69,45 @@ class BulkEntry:
     class_ids: ClassIds = (None, None)
 
 
+class DataDirInUseError(RuntimeError):
+    """Another process serves this data dir (its in-memory indexes would diverge from ours)."""
+
+
 class Engine:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, read_only: bool = False) -> None:
+        """read_only: for looking at a data dir another process serves (listing entries): takes no
+        lock and never writes the indexes back. Otherwise the data dir is this engine's alone."""
         data_dir.mkdir(parents=True, exist_ok=True)
         self._dir = data_dir
-        self._store = Store(data_dir / DB_NAME)
+        self._read_only = read_only
+        self._dir_lock = None if read_only else _lock_data_dir(data_dir)
         self._lock = threading.Lock()
         self._libs: dict[str, _Library] = {}
+        try:
+            self._store = Store(data_dir / DB_NAME)
+        except BaseException:
+            self._release()
+            raise
         try:
             for name in LIBRARIES:
                 self._libs[name] = self._load(name)
         except BaseException:
             self._store.close()
+            self._release()
             raise
 
     def close(self) -> None:
         with self._lock:
-            for name, lib in self._libs.items():
-                lib.matcher.save_index(self._index_dir(name))
+            if not self._read_only:
+                for name, lib in self._libs.items():
+                    lib.matcher.save_index(self._index_dir(name))
             self._store.close()
+            self._release()
+
+    def _release(self) -> None:
+        if self._dir_lock is not None:
+            self._dir_lock.close()  # closing the file drops the flock
+            self._dir_lock = None
 
     # --- the five operations ---------------------------------------------------------------------
 
@@ -242,6 +262,29 @@ class Engine:
                 rows.append((seq, matcher.pack(feats), matcher.pack_extra(feats)))
             self._store.replace_features(rows)
         log.warning("library %s: re-extracted %d entries in %.1f s", name, total, time.monotonic() - t0)
+
+
+def _lock_data_dir(data_dir: Path):  # -> the open lock file
+    """An exclusive flock on <data_dir>/lock, held while the engine is open (released by the kernel if
+    the process dies). Two engines on one data dir would each keep their own in-memory indexes and
+    save them over each other's."""
+    import fcntl
+    import os
+
+    f = open(data_dir / "lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip()
+        f.close()
+        raise DataDirInUseError(f"the gallery data dir {data_dir} is in use by another process"
+                                + (f" (pid {holder})" if holder else "")) from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
 
 
 def _tags(tags: tuple[int, ...]) -> tuple[int, int]:

@@ -7,7 +7,9 @@ issued tokens (tokens.sqlite) and, when no key is given, the server's own key (s
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
 import socket
 import threading
@@ -68,13 +70,15 @@ def start_in_thread(data_dir: Path | str, *, host: str = "127.0.0.1", port: int 
     # would then bind each (on different ephemeral ports for port 0). Serve on the first one.
     host = str(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0])
     created = False
+    own_key = not keys
     if not keys:
         key, created = load_or_create_key(data_dir)
         keys = [key]
-    authority = Authority(data_dir, keys, ttl=token_ttl, clock=clock)
-    engine = Engine(data_dir)
+    engine = Engine(data_dir)  # takes the data dir's lock: DataDirInUseError if another process serves it
     socket_map: dict[int, Any] = {}
+    authority = None
     try:
+        authority = Authority(data_dir, keys, ttl=token_ttl, clock=clock)
         app = GalleryApp(
             engine, authority,
             UrlFetcher(enabled=allow_url_fetch, allow_private=allow_private_urls, timeout=fetch_timeout,
@@ -89,7 +93,8 @@ def start_in_thread(data_dir: Path | str, *, host: str = "127.0.0.1", port: int 
         # A failed bind leaves waitress's half-made sockets in the map: close them, not leak them.
         wasyncore.close_all(socket_map, ignore_all=True)
         engine.close()
-        authority.close()
+        if authority is not None:
+            authority.close()
         raise
     thread = threading.Thread(target=server.run, name="localgallery-http", daemon=True)
     thread.start()
@@ -106,14 +111,45 @@ def start_in_thread(data_dir: Path | str, *, host: str = "127.0.0.1", port: int 
         server.task_dispatcher.shutdown(timeout=5)
         _pull(server, lambda: wasyncore.close_all(server._map, ignore_all=True))
         thread.join(timeout=10)
+        if own_key:
+            _forget_serving(data_dir, url)
         engine.close()
         authority.close()
 
     bound_host = server.effective_host
     shown = f"[{bound_host}]" if ":" in str(bound_host) else bound_host
-    return RunningGallery(url=f"http://{shown}:{server.effective_port}", api_key=keys[0][0],
+    url = f"http://{shown}:{server.effective_port}"
+    if own_key:
+        _announce_serving(data_dir, url)
+    return RunningGallery(url=url, api_key=keys[0][0],
                           secret_key=keys[0][1], data_dir=data_dir, created_key=created,
                           libraries=tuple(sorted(enabled)) if enabled is not None else None, _stop=stop)
+
+
+SERVING_FILE = "serving.json"
+
+
+def serving_url(data_dir: Path) -> str | None:
+    """The URL a process serving `data_dir` with its own key (server-key.json) listens on, if any: how
+    `imgsync search` reaches the gallery `imgsync watch` holds. (Stale after a kill -9; callers must
+    expect the URL not to answer.)"""
+    try:
+        return str(json.loads((Path(data_dir) / SERVING_FILE).read_text(encoding="utf-8"))["url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _announce_serving(data_dir: Path, url: str) -> None:
+    tmp = data_dir / (SERVING_FILE + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump({"url": url, "pid": os.getpid()}, f)
+    os.replace(tmp, data_dir / SERVING_FILE)
+
+
+def _forget_serving(data_dir: Path, url: str) -> None:
+    if serving_url(data_dir) == url:
+        (data_dir / SERVING_FILE).unlink(missing_ok=True)
 
 
 def _pull(server: Any, thunk: Callable[[], None]) -> None:
