@@ -44,6 +44,16 @@ class UploadChangedError(Exception):
     """The file is no longer what the scan saw (changed, vanished, unreadable): retry on a later run."""
 
 
+class StillDeletingError(Exception):
+    """The gallery calls the image a duplicate of an entry we deleted lately: its delete has not taken
+    effect yet (the cloud documents a delay of up to ~4 h for picturebook). Adopting that entry would
+    record one that is about to vanish, so the add is retried on a later run instead."""
+
+
+#: How long after our delete of an entry a duplicate answer naming it means "not deleted yet".
+DELETE_SETTLE_S = 24 * 3600
+
+
 #: Reads the bytes to upload for (folder, relative path, expected content hash); raises UploadChangedError.
 ReadUpload = Callable[[Path, str, str], bytes]
 
@@ -153,6 +163,11 @@ class Executor:
         except GalleryRequestError as e:
             self._refuse(jid, entry.id, add.path, f"refused by the gallery: {e}", spool, report)
             return
+        except StillDeletingError as e:
+            self.store.abort_add(jid, entry.id, str(e))
+            spool.unlink(missing_ok=True)
+            report.failed.append((add.path, str(e)))
+            return
         try:
             self.store.finish_add(jid, entry.id, cont_sign, add.paths)
         except ContSignTakenError as e:
@@ -177,6 +192,10 @@ class Executor:
             return self.gallery.add(library, image=data, brief=brief, tags=tags,
                                     class_ids=_class_ids_or_none(class_ids))
         except GalleryDuplicateError as e:
+            if e.cont_sign and self.store.deleted_lately(library, e.cont_sign, DELETE_SETTLE_S):
+                raise StillDeletingError(
+                    f"the gallery still holds entry {e.cont_sign}, deleted lately (deletes can take hours to take "
+                    "effect); will add it again on a later run") from None
             if e.cont_sign:
                 log.info("gallery already had this image (%s); adopting it", e.cont_sign)
                 return e.cont_sign
@@ -299,7 +318,7 @@ class Executor:
             cont_sign = self._send_add(data, payload["brief"], payload.get("tags", []),
                                        tuple(payload.get("class_ids", (None, None))), library=item.library)
             self.store.finish_add(item.id, entry_id, cont_sign, ())
-        except GalleryRequestError as e:
+        except (GalleryRequestError, StillDeletingError) as e:
             self.store.abort_add(item.id, entry_id, str(e))
         except ContSignTakenError as e:
             self.store.abort_add(item.id, entry_id, _taken_reason(e))

@@ -296,3 +296,51 @@ def test_a_run_that_does_not_end_clean_leaves_no_settled_mark(rig):
     assert run.report.added == ["fresh.jpg"] and rig.store.mirror_state("m").settled
     rig.run(scope=["a.jpg"])  # any other run clears the mark first
     assert rig.store.mirror_state("m").settled is None
+
+
+def test_a_duplicate_answer_naming_an_entry_we_just_deleted_is_retried_not_adopted(rig):
+    """The cloud may take hours to carry out a delete (picturebook: up to ~4 h). A file put back in that
+    window gets a duplicate answer naming the dying entry: adopting it would record an entry that is
+    about to vanish, so the add waits for a later run."""
+    from imgsync.errors import GalleryDuplicateError
+
+    class SlowDeletes:  # fault injection: deletes are accepted but take effect later
+        def __init__(self, inner):
+            self.inner, self.dying = inner, set()
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def delete_many(self, library, cont_signs):
+            self.dying |= set(cont_signs)
+
+        def add(self, library, *, image, **kw):
+            from imgsync.localgallery.images import cont_sign_of
+
+            if cont_sign_of(image) in self.dying:
+                raise GalleryDuplicateError("216681 item has existed", code=216681, cont_sign=cont_sign_of(image))
+            return self.inner.add(library, image=image, **kw)
+
+        def finish_deletes(self):
+            self.inner.delete_many("same_hq", sorted(self.dying))
+            self.dying.clear()
+
+    gallery = SlowDeletes(rig.client)
+
+    def run():
+        return reconcile_mirror(rig.mirror, rig.store, gallery, spool_dir=rig.state / "spool", force=True)
+
+    p = rig.put("a.jpg", 1)
+    data = p.read_bytes()
+    run()
+    p.unlink()
+    assert run().report.deleted == 1
+    p.write_bytes(data)  # put back while the gallery is still deleting it
+    t = os.stat(p).st_mtime_ns - 10**10
+    os.utime(p, ns=(t, t))
+    again = run()
+    assert again.report.added == [] and [x for x, _ in again.report.failed] == ["a.jpg"]
+    assert "deleted lately" in again.report.failed[0][1] and rig.store.entries("m") == {}
+    gallery.finish_deletes()  # the delete takes effect
+    done = run()
+    assert done.report.added == ["a.jpg"] and len(rig.remote()) == 1

@@ -11,6 +11,7 @@ alongside it, thanks to WAL. Nothing here takes or stores a key, secret or token
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -26,7 +27,9 @@ from sqlalchemy import (
     Row,
     and_,
     bindparam,
+    Text,
     case,
+    cast,
     delete,
     func,
     insert,
@@ -420,6 +423,20 @@ class Store:
             item = self._open_item(conn, journal_id, "delete")
             self._forget_entries(conn, list(item.entry_ids))
             self._close_item(conn, journal_id, "done", None)
+
+    def deleted_lately(self, library: str, cont_sign: str, within_s: float) -> bool:
+        """Did a delete of `cont_sign` in `library` finish within the last `within_s` seconds? From the
+        journal's history (kept JOURNAL_KEEP_S), so any mirror's delete counts."""
+        since = self._clock.time() - within_s
+        needle = json.dumps(cont_sign)  # as it appears inside the payload's JSON list
+        with self._read() as conn:
+            rows = conn.execute(
+                select(JournalRow.payload).where(
+                    JournalRow.op == "delete", JournalRow.state == "done", JournalRow.library == library,
+                    JournalRow.finished_at >= since,
+                    cast(JournalRow.payload, Text).contains(needle, autoescape=True))
+            ).all()
+        return any(cont_sign in (r.payload or {}).get("cont_signs", []) for r in rows)
 
     def open_journal(self) -> list[JournalItem]:
         """Intents whose outcome was never recorded (the process died), oldest first."""
