@@ -291,6 +291,41 @@ def check_manifest(path: Path, schema: SchemaInfo) -> Finding:
     return judge_schema(revisions, other_tables, schema, path)
 
 
+def read_binding(path: Path) -> tuple[str | None, int]:
+    """(the gallery the manifest's entries live in, how many entries), read-only; (None, 0) for a
+    manifest from before the binding was recorded."""
+    con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"settings", "entries"} <= tables:
+            return None, 0
+        row = con.execute("SELECT value FROM settings WHERE key = 'gallery'").fetchone()
+        count = con.execute("SELECT count(*) FROM entries").fetchone()[0]
+        return (row[0] if row else None), int(count)
+    finally:
+        con.close()
+
+
+def judge_binding(bound: str | None, entries: int, configured: str) -> Finding | None:
+    """Pure: do the manifest's entries live in the configured gallery? None when there is nothing to say."""
+    if bound is None or entries == 0 or bound == configured:
+        return None
+    return fail("gallery binding", f"the manifest's {entries} entries live in another gallery than the configured "
+                                   "one, so its images would look uploaded already",
+                "run `imgsync reconcile --rebind` to add every image to the configured gallery, or point [gallery] "
+                "back at the old one", EXIT_CONFIG)
+
+
+def check_binding(path: Path, configured: str) -> Finding | None:
+    if not path.exists():
+        return None
+    try:
+        bound, entries = read_binding(path)
+    except sqlite3.Error:
+        return None  # check_manifest has said what is wrong with the file
+    return judge_binding(bound, entries, configured)
+
+
 # --------------------------------------------------------------------------- gallery
 
 
@@ -518,6 +553,11 @@ def run_doctor(
         report.findings.append(check_folder(mirror.name, mirror.folder, scandir=scandir))
     report.findings.append(check_state_dir(config.state_dir))
     report.findings.append(check_manifest(config.state_dir / MANIFEST_NAME, schema()))
+    from imgsync.gallery.embedded import gallery_identity
+
+    binding = check_binding(config.state_dir / MANIFEST_NAME, gallery_identity(config))
+    if binding is not None:
+        report.findings.append(binding)
     keys = check_gallery_keys(config)
     if keys is not None:
         report.findings.append(keys)

@@ -5,6 +5,7 @@ One tree, one top-level handler (imgsync.cli.main), as borg does it::
     ImgsyncError                      exit 1   str(e) is shown as "Error: ..."
     ├── UsageError                    exit 2   bad command-line input
     ├── ConfigError                   exit 2   bad or missing config key (the message names the key)
+    │   └── GalleryChangedError       exit 2   the config points at another gallery than the manifest's entries
     ├── ManifestError                 exit 8   manifest unreadable, schema newer than this imgsync, ...
     ├── LockHeldError                 exit 7   another reconcile/watch holds the state dir
     ├── DeletesRefusedError           exit 6   a safety guard refused deletes (max_delete, missing folder, ...)
@@ -35,6 +36,10 @@ class UsageError(ImgsyncError):
 
 class ConfigError(ImgsyncError):
     exit_code = 2
+
+
+class GalleryChangedError(ConfigError):
+    """The manifest's entries live in another gallery than the configured one (see pipeline.bind_gallery)."""
 
 
 class ManifestError(ImgsyncError):

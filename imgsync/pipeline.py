@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from imgsync.config import MirrorConfig
-from imgsync.errors import ConfigError, GalleryError
+from imgsync.errors import ConfigError, GalleryChangedError, GalleryError
 from imgsync.execute import Executor, Gallery, Report, UploadChangedError, sweep_spool
 from imgsync.manifest import Store
 from imgsync.model import KnownFile, ScannedFile
@@ -223,6 +223,36 @@ def changed_files(files: Iterable[ScannedFile], known: Mapping[str, KnownFile]) 
 def sweep_unreferenced_spool(store: Store, spool_dir: Path) -> None:
     referenced = {i.payload.get("spool") for i in store.open_journal() if i.op == "add"}
     sweep_spool(spool_dir, {r for r in referenced if r})
+
+
+def bind_gallery(store: Store, identity: str, *, rebind: bool = False) -> int:
+    """Check that the manifest's entries live in the gallery the config points at (`identity`, from
+    gallery.embedded.gallery_identity). A first use binds the state dir to it. Pointing the config at
+    another gallery (the cloud after trying the embedded one, another account, a deleted embedded
+    gallery) would otherwise make every image look uploaded already: refuse, unless `rebind`, which
+    forgets the old gallery's entries so that every image is added to the new one. Returns how many
+    entries were forgotten."""
+    bound = store.setting("gallery")
+    if bound == identity:
+        return 0
+    if bound is None or store.entry_count() == 0:
+        store.set_setting("gallery", identity)  # first use, or a manifest from before this check
+        return 0
+    if not rebind:
+        raise GalleryChangedError(
+            f"this state dir's manifest records {store.entry_count()} entries in gallery {_shown(bound)}, but the "
+            f"config now points at gallery {_shown(identity)}: those images would look uploaded already. Run "
+            "`imgsync reconcile --rebind` to forget them and add every image to the new gallery (they stay in "
+            "the old one), or point [gallery] back at the old gallery")
+    n = store.forget_gallery(identity)
+    log.warning("gallery changed from %s to %s: forgot %d entries of the old gallery; every image will be added "
+                "to the new one", _shown(bound), _shown(identity), n)
+    return n
+
+
+def _shown(identity: str) -> str:
+    where, _, key = identity.rpartition("#")
+    return f"{'the embedded local gallery' if where == 'local' else where} (key {key})"
 
 
 def select_mirrors(all_mirrors: Sequence[MirrorConfig], names: Sequence[str]) -> list[MirrorConfig]:

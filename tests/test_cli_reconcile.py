@@ -72,3 +72,31 @@ def test_second_reconcile_while_locked_gets_exit_7(tmp_path):
 def test_unknown_target_is_a_usage_error(tmp_path):
     result = CliRunner().invoke(cli, ["--state-dir", str(tmp_path), "reconcile", "nosuchmirror"])
     assert result.exit_code == 2
+
+
+def test_pointing_the_config_at_another_gallery_is_refused_until_rebind(tmp_path: Path) -> None:
+    """Entries recorded for one gallery must not make images look uploaded to another (the cloud after
+    trying the embedded gallery, another account, a deleted embedded gallery)."""
+    import shutil
+
+    from conftest import make_image
+
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    for i in range(2):
+        p = folder / f"{i}.jpg"
+        p.write_bytes(make_image(i))
+        t = p.stat().st_mtime_ns - 10**10
+        os.utime(p, ns=(t, t))
+    (tmp_path / "empty.toml").write_text("")
+    env = {"IMGSYNC_STATE_DIR": str(tmp_path / "state"), "IMGSYNC_CONFIG": str(tmp_path / "empty.toml")}
+    first = CliRunner().invoke(cli, ["reconcile", str(folder)], env=env)
+    assert first.exit_code == 0, first.output
+    shutil.rmtree(tmp_path / "state" / "gallery")  # the embedded gallery is gone: a new, empty one
+    refused = CliRunner().invoke(cli, ["reconcile", str(folder)], env=env)
+    assert refused.exit_code == 2 and "--rebind" in refused.output and "2 entries" in refused.output
+    rebound = CliRunner().invoke(cli, ["reconcile", "--rebind", "--json", str(folder)], env=env)
+    assert rebound.exit_code == 0, rebound.output
+    assert json.loads(rebound.stdout)[0]["counts"]["added"] == 2
+    again = CliRunner().invoke(cli, ["reconcile", "--json", str(folder)], env=env)
+    assert again.exit_code == 0 and json.loads(again.stdout)[0]["counts"]["added"] == 0

@@ -327,3 +327,37 @@ def test_serve_libraries_option_is_checked(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "unknown: nope" in result.output
     with pytest.raises(ValueError, match="unknown library 'nope'"):
         start_in_thread(tmp_path / "g", libraries=("nope",))
+
+
+def test_binding_judged_from_the_manifest_and_the_config() -> None:
+    from imgsync.doctor import judge_binding
+
+    assert judge_binding(None, 5, "local#a") is None          # a manifest from before the binding
+    assert judge_binding("local#a", 0, "local#b") is None     # nothing recorded: nothing would be skipped
+    assert judge_binding("local#a", 5, "local#a") is None
+    moved = judge_binding("local#a", 5, "https://aip.baidubce.com#b")
+    assert moved is not None and moved.level == "fail" and "--rebind" in moved.fix and moved.exit_code == 2
+
+
+def test_doctor_sees_a_manifest_bound_to_another_gallery(tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    from click.testing import CliRunner
+
+    from conftest import make_image
+    from imgsync.cli import cli
+
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    p = folder / "a.jpg"
+    p.write_bytes(make_image(1))
+    t = p.stat().st_mtime_ns - 10**10
+    os.utime(p, ns=(t, t))
+    (tmp_path / "c.toml").write_text("")
+    env = {"IMGSYNC_STATE_DIR": str(tmp_path / "state"), "IMGSYNC_CONFIG": str(tmp_path / "c.toml")}
+    assert CliRunner().invoke(cli, ["reconcile", str(folder)], env=env).exit_code == 0
+    assert CliRunner().invoke(cli, ["doctor"], env=env).exit_code == 0
+    shutil.rmtree(tmp_path / "state" / "gallery")
+    result = CliRunner().invoke(cli, ["doctor"], env=env)
+    assert result.exit_code == 2 and "gallery binding" in result.output and "--rebind" in result.output

@@ -344,3 +344,20 @@ def test_a_duplicate_answer_naming_an_entry_we_just_deleted_is_retried_not_adopt
     gallery.finish_deletes()  # the delete takes effect
     done = run()
     assert done.report.added == ["a.jpg"] and len(rig.remote()) == 1
+
+
+def test_bind_gallery_binds_on_first_use_and_refuses_another_gallery(rig):
+    from imgsync.errors import GalleryChangedError
+    from imgsync.pipeline import bind_gallery
+
+    rig.put("a.jpg", 1)
+    rig.run()
+    assert rig.store.setting("gallery") is None  # a manifest from before the binding was recorded
+    assert bind_gallery(rig.store, "local#one") == 0 and rig.store.setting("gallery") == "local#one"
+    assert bind_gallery(rig.store, "local#one") == 0
+    with pytest.raises(GalleryChangedError, match="records 1 entries .* --rebind"):
+        bind_gallery(rig.store, "https://aip.baidubce.com#two")
+    assert len(rig.store.entries("m")) == 1  # refusing changed nothing
+    assert bind_gallery(rig.store, "https://aip.baidubce.com#two", rebind=True) == 1
+    assert rig.store.entries("m") == {} and rig.store.known_files("m")["a.jpg"].entry_id is None
+    assert rig.store.setting("gallery") == "https://aip.baidubce.com#two"

@@ -28,10 +28,14 @@ if TYPE_CHECKING:
 @click.option("--dry-run", is_flag=True, help="Print the plan (+ add, ~ update, - delete, ! rejected); change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--force", is_flag=True, help="Allow deletes that the max_delete or empty/moved-folder guards refuse.")
+@click.option("--rebind", is_flag=True,
+              help="The config points at another gallery than the manifest's entries live in: forget those "
+                   "entries and add every image to the configured gallery.")
 @click.option("--library", type=click.Choice(sorted(LIBRARIES)), default="same_hq", show_default=True,
               help="Library for a FOLDER given on the command line (configured mirrors name their own).")
 @pass_app
-def reconcile(app: App, targets: tuple[str, ...], dry_run: bool, as_json: bool, force: bool, library: str) -> None:
+def reconcile(app: App, targets: tuple[str, ...], dry_run: bool, as_json: bool, force: bool, rebind: bool,
+              library: str) -> None:
     """Mirror each configured mirror (or the MIRRORs / FOLDERs named) into its gallery library.
 
     A FOLDER that no mirror names is mirrored with defaults into LIBRARY (zero config). Only what
@@ -41,7 +45,7 @@ def reconcile(app: App, targets: tuple[str, ...], dry_run: bool, as_json: bool, 
     mirrors = _targets(config, targets, library)
     if not mirrors:
         raise click.UsageError("no mirror configured: name a FOLDER, or add a [[mirror]] to the config")
-    runs = _dry_run(app, mirrors, force) if dry_run else _run(app, mirrors, force, as_json)
+    runs = _dry_run(app, mirrors, force) if dry_run else _run(app, mirrors, force, as_json, rebind)
     if as_json:
         click.echo(json.dumps([_json_run(r, dry_run) for r in runs], ensure_ascii=False, indent=2))
     elif not dry_run:
@@ -92,10 +96,10 @@ def _dry_run(app: App, mirrors: list[MirrorConfig], force: bool) -> list[MirrorR
     return runs
 
 
-def _run(app: App, mirrors: list[MirrorConfig], force: bool, quiet: bool) -> list[MirrorRun]:
-    from imgsync.gallery.embedded import open_gallery
+def _run(app: App, mirrors: list[MirrorConfig], force: bool, quiet: bool, rebind: bool = False) -> list[MirrorRun]:
+    from imgsync.gallery.embedded import gallery_identity, open_gallery
     from imgsync.manifest import StateLock, Store
-    from imgsync.pipeline import sweep_unreferenced_spool
+    from imgsync.pipeline import bind_gallery, sweep_unreferenced_spool
 
     config = app.config
     runs: list[MirrorRun] = []
@@ -103,6 +107,10 @@ def _run(app: App, mirrors: list[MirrorConfig], force: bool, quiet: bool) -> lis
         stack.enter_context(StateLock(config.state_dir))
         store = stack.enter_context(Store.open(app.manifest_path()))
         gallery = stack.enter_context(open_gallery(config))
+        forgot = bind_gallery(store, gallery_identity(config), rebind=rebind)
+        if forgot and not quiet:
+            click.echo(f"forgot {forgot} entries of the previous gallery; adding every image to the configured one",
+                       err=True)
         spool_dir = config.state_dir / "spool"
         for mirror in mirrors:
             run = _run_one(mirror, store, gallery, spool_dir, force, quiet)

@@ -73,8 +73,9 @@ def watch(app: App, targets: tuple[str, ...], library: str) -> None:
     READY / STATUS / WATCHDOG; `imgsync service install` writes the unit.
     """
     from imgsync.cli.reconcile_cmd import _targets
-    from imgsync.gallery.embedded import open_gallery
+    from imgsync.gallery.embedded import gallery_identity, open_gallery
     from imgsync.manifest import StateLock, Store
+    from imgsync.pipeline import bind_gallery
     from imgsync.watch import timing_from
     from imgsync.watch.daemon import Daemon, Reloaded
     from imgsync.watch.notify import Notifier
@@ -91,6 +92,7 @@ def watch(app: App, targets: tuple[str, ...], library: str) -> None:
         gallery_stack = ExitStack()
         stack.callback(lambda: gallery_stack.close())
         gallery = gallery_stack.enter_context(open_gallery(config))
+        bind_gallery(store, gallery_identity(config))  # another gallery than the entries': exit 2, say why
         current = {"config": config, "gallery_stack": gallery_stack}
 
         def reload() -> Reloaded:
@@ -105,6 +107,11 @@ def watch(app: App, targets: tuple[str, ...], library: str) -> None:
             if new.gallery != current["config"].gallery:
                 fresh = ExitStack()
                 new_gallery = fresh.enter_context(open_gallery(new))
+                try:
+                    bind_gallery(store, gallery_identity(new))  # refused: the reload fails, the old config stays
+                except BaseException:
+                    fresh.close()
+                    raise
                 current["gallery_stack"], old = fresh, current["gallery_stack"]
                 stack.callback(lambda: current["gallery_stack"].close())
                 old.close()

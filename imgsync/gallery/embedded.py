@@ -12,6 +12,8 @@ naming where to set it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +28,27 @@ GALLERY_DIR = "gallery"
 
 def local_data_dir(config: Config) -> Path:
     return config.state_dir / GALLERY_DIR
+
+
+def gallery_identity(config: Config) -> str:
+    """Which gallery the config points at, as the manifest records it: the endpoint and a digest of the
+    API key (an account; never the key itself). For the embedded gallery, its data dir's own key: a
+    gallery dir deleted and made anew is another gallery."""
+    g = config.gallery
+    if g.endpoint == "local":
+        from imgsync.localgallery.auth import KEY_FILE
+
+        try:
+            saved = json.loads((local_data_dir(config) / KEY_FILE).read_text(encoding="utf-8"))
+            key = str(saved["api_key"])
+        except (OSError, ValueError, KeyError, TypeError):
+            key = "(new)"
+        return f"local#{_digest(key)}"
+    return f"{g.endpoint}#{_digest(g.api_key or '')}"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _timeouts(timeout: float) -> tuple[float, float]:

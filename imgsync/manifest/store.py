@@ -46,6 +46,7 @@ from imgsync.errors import ManifestError
 from imgsync.manifest import migrate
 from imgsync.manifest.engine import create_manifest_engine, writer
 from imgsync.manifest.tables import (
+    SettingRow,
     VERDICTS,
     EntryRow,
     FileRow,
@@ -73,6 +74,7 @@ _ENTRIES = EntryRow.__table__
 _JOURNAL = JournalRow.__table__
 _RUNS = RunRow.__table__
 _STATES = MirrorStateRow.__table__
+_SETTINGS = SettingRow.__table__
 _U64 = 1 << 64
 _I64_MAX = (1 << 63) - 1
 
@@ -504,6 +506,34 @@ class Store:
                       "last_run_id": last, "updated_at": now, "judged_as": judged_as, "settled": settled}
             ins = sqlite_insert(_STATES).values(mirror=mirror, **values)
             conn.execute(ins.on_conflict_do_update(index_elements=[MirrorStateRow.mirror], set_=values))
+
+    def setting(self, key: str) -> str | None:
+        with self._read() as conn:
+            return conn.execute(select(SettingRow.value).where(SettingRow.key == key)).scalar()
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self._write() as conn:
+            ins = sqlite_insert(_SETTINGS).values(key=key, value=value)
+            conn.execute(ins.on_conflict_do_update(index_elements=[SettingRow.key], set_={"value": value}))
+
+    def entry_count(self) -> int:
+        """Entries of every mirror (any state)."""
+        with self._read() as conn:
+            return int(conn.execute(select(func.count()).select_from(EntryRow)).scalar() or 0)
+
+    def forget_gallery(self, new_gallery: str) -> int:
+        """Forget every entry of every mirror (they live in a gallery this state dir no longer uses) and
+        bind the state dir to `new_gallery`, in one transaction. Files stay; the next runs add them to
+        the new gallery. Returns how many entries were forgotten."""
+        with self._write() as conn:
+            n = conn.execute(select(func.count()).select_from(EntryRow)).scalar() or 0
+            conn.execute(update(FileRow).values(entry_id=None))
+            conn.execute(delete(JournalRow).where(JournalRow.state == "intent"))
+            conn.execute(delete(EntryRow))
+            conn.execute(update(MirrorStateRow).values(settled=None))
+            ins = sqlite_insert(_SETTINGS).values(key="gallery", value=new_gallery)
+            conn.execute(ins.on_conflict_do_update(index_elements=[SettingRow.key], set_={"value": new_gallery}))
+        return int(n)
 
     def rejected_files(self, mirror: str) -> list[tuple[str, str]]:
         """(path, reason) of the mirror's rejected files, by path."""

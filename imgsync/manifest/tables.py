@@ -192,3 +192,13 @@ class MirrorStateRow(Base):
     settled: Mapped[str | None] = mapped_column(Text, nullable=True)
     last_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
     updated_at: Mapped[float] = mapped_column(Float)
+
+
+class SettingRow(Base):
+    """Facts about the whole state dir: "gallery" = which gallery the entries live in (see
+    pipeline.bind_gallery)."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
