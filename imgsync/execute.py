@@ -44,6 +44,10 @@ class UploadChangedError(Exception):
     """The file is no longer what the scan saw (changed, vanished, unreadable): retry on a later run."""
 
 
+class _Interrupted(Exception):
+    """should_stop() said so between two actions."""
+
+
 class StillDeletingError(Exception):
     """The gallery calls the image a duplicate of an entry we deleted lately: its delete has not taken
     effect yet (the cloud documents a delay of up to ~4 h for picturebook). Adopting that entry would
@@ -82,10 +86,11 @@ class Report:
     withheld: int = 0
     withheld_reason: str | None = None
     stopped: GalleryError | None = None  # the error that ended the run early, if any
+    interrupted: bool = False  # the caller asked to stop (should_stop) before the plan was done
 
     @property
     def ok(self) -> bool:
-        return not (self.failed or self.rejected or self.stopped or self.withheld_reason)
+        return not (self.failed or self.rejected or self.stopped or self.withheld_reason or self.interrupted)
 
     def counts(self) -> dict[str, int]:
         return {
@@ -105,6 +110,7 @@ class Executor:
         spool_dir: Path,
         read_upload: ReadUpload,
         on_progress: Callable[[int], None] = lambda n: None,
+        should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self.mirror = mirror
         self.library = get_library(mirror.library)
@@ -112,7 +118,8 @@ class Executor:
         self.gallery = gallery
         self.spool_dir = spool_dir
         self.read_upload = read_upload
-        self.on_progress = on_progress
+        self._on_progress = on_progress
+        self.should_stop = should_stop
 
     # ------------------------------------------------------------------ the plan
 
@@ -137,7 +144,15 @@ class Executor:
             self._delete(plan.deletes, report)
         except GalleryError as e:  # transient (after retries), quota, auth: every later call would fail too
             report.stopped = e
+        except _Interrupted:  # the caller is shutting down: the rest of the plan is for the next run
+            report.interrupted = True
         return report
+
+    def on_progress(self, n: int) -> None:
+        """After each finished action (its outcome recorded): report it, then stop here if asked to."""
+        self._on_progress(n)
+        if self.should_stop():
+            raise _Interrupted
 
     def _remap(self, remap: Remap, report: Report) -> None:
         self.store.map_files(self.mirror.name, remap.paths, remap.entry.id)

@@ -125,6 +125,7 @@ def reconcile_mirror(
     force: bool = False,
     on_planned: Callable[[Plan], None] = lambda plan: None,
     on_progress: Callable[[int], None] = lambda n: None,
+    should_stop: Callable[[], bool] = lambda: False,
     scope: Collection[str] | None = None,
     min_age_ns: int = SETTLE_NS,
 ) -> MirrorRun:
@@ -134,7 +135,7 @@ def reconcile_mirror(
     from the manifest as unchanged — the watch daemon's cheap run after events; None = full scan.
     """
     executor = Executor(mirror, store, gallery, spool_dir=spool_dir, read_upload=make_reader(mirror),
-                        on_progress=on_progress)
+                        on_progress=on_progress, should_stop=should_stop)
     report = Report(mirror.name)
     run_id = store.start_run(mirror.name)
     try:
@@ -164,7 +165,8 @@ def reconcile_mirror(
     if report.stopped is None and scan.complete and scan.scope is None:
         store.set_mirror_state(mirror.name, str(mirror.folder), planned.check.device, len(scan.files),
                                judged_as(mirror), settled=_settled_value(mirror, scan, planned.plan, report))
-    status = "stopped" if report.stopped else ("ok" if report.ok else "partial")
+    status = ("stopped" if report.stopped else "interrupted" if report.interrupted
+              else "ok" if report.ok else "partial")
     store.finish_run(run_id, status, report.counts(), str(report.stopped) if report.stopped else None)
     return MirrorRun(mirror, planned.plan, report)
 
@@ -200,7 +202,8 @@ def _still_settled(mirror: MirrorConfig, store: Store) -> bool:
 
 def _settled_value(mirror: MirrorConfig, scan: ScanResult, plan: Plan, report: Report) -> str | None:
     """The mark for a run that left everything in step, else None."""
-    if report.failed or report.pending or report.stopped or report.withheld_reason or plan.withheld:
+    if (report.failed or report.pending or report.stopped or report.interrupted or report.withheld_reason
+            or plan.withheld):
         return None
     for f in scan.files.values():
         if f.verdict not in ("ok", "rejected") or f.hashed_at_ns - f.mtime_ns < SETTLE_NS:

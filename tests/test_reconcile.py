@@ -361,3 +361,16 @@ def test_bind_gallery_binds_on_first_use_and_refuses_another_gallery(rig):
     assert bind_gallery(rig.store, "https://aip.baidubce.com#two", rebind=True) == 1
     assert rig.store.entries("m") == {} and rig.store.known_files("m")["a.jpg"].entry_id is None
     assert rig.store.setting("gallery") == "https://aip.baidubce.com#two"
+
+
+def test_should_stop_ends_the_run_between_actions_and_the_next_run_finishes(rig):
+    for i in range(4):
+        rig.put(f"{i}.jpg", i)
+    done: list[int] = []
+    run = reconcile_mirror(rig.mirror, rig.store, rig.client, spool_dir=rig.state / "spool",
+                           on_progress=done.append, should_stop=lambda: len(done) >= 2)
+    assert run.report.interrupted and len(run.report.added) == 2 and not run.report.ok
+    assert rig.store.last_run("m").status == "interrupted" and rig.store.mirror_state("m").settled is None
+    assert rig.store.open_journal() == []  # stopped between actions, never inside one
+    run, calls = rig.run()
+    assert len(run.report.added) == 2 and len(rig.remote()) == 4

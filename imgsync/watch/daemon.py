@@ -39,7 +39,6 @@ from imgsync.errors import (
     GalleryAuthError,
     GalleryError,
     GalleryQuotaError,
-    GalleryUnavailableError,
     ImgsyncError,
 )
 from imgsync.execute import Gallery
@@ -55,11 +54,6 @@ log = logging.getLogger("imgsync.watch")
 ROOT_CHECK = 2.0
 #: The least time between two writes of daemon.json.
 PUBLISH_EVERY = 1.0
-
-
-class _Stopping(GalleryUnavailableError):
-    """Raised from the executor's progress callback when the daemon stops: the executor ends the run
-    after the call that just finished, as it does when the gallery goes away (report.stopped)."""
 
 
 @dataclass
@@ -264,7 +258,8 @@ class Daemon:
         self.busy_since = self.clock.monotonic()
         try:
             run = reconcile_mirror(mirror, self.store, self.gallery, spool_dir=self.spool_dir, scope=scope,
-                                   min_age_ns=int(self.timing.min_age * 1e9), on_progress=self._progress)
+                                   min_age_ns=int(self.timing.min_age * 1e9), on_progress=self._progress,
+                                   should_stop=lambda: self._stop)
         except ImgsyncError as e:  # the manifest failed, a config value the pipeline refuses, ...
             self._mirror_failed(slot, work, str(e))
             return
@@ -277,7 +272,7 @@ class Daemon:
         now = self.clock.monotonic()
         report = run.report
         slot.last_run = {"at": _iso(self.clock.time()), "what": what, **report.counts()}
-        if isinstance(report.stopped, _Stopping):
+        if report.interrupted:  # stopping: the rest of the plan runs at the next start
             slot.queue.requeue(work, now)
             return
         if run.fatal:
@@ -320,8 +315,6 @@ class Daemon:
 
     def _progress(self, n: int) -> None:
         self.heartbeat = self.clock.monotonic()
-        if self._stop:
-            raise _Stopping("the daemon is stopping; the rest of the plan runs at the next start")
 
     def _mirror_failed(self, slot: _Slot, work: Work, message: str) -> None:
         now = self.clock.monotonic()
