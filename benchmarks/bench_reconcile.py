@@ -31,13 +31,12 @@ import shutil
 import subprocess
 import tempfile
 import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from benchmarks.bench_scan import best_of
+from benchmarks.bench_scan import best_of, traced_peak
 from imgsync.config import DeleteGuard, MirrorConfig
 from imgsync.manifest import Store
 from imgsync.pipeline import reconcile_mirror
@@ -126,10 +125,7 @@ def bench_noop(files: int) -> None:
         noop()  # warm the page cache and SQLite's
         find_s = best_of(3, find)
         noop_s = best_of(3, noop)
-        tracemalloc.start()
-        noop()
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
+        _, peak = traced_peak(noop)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"find -printf '%s %T@':          {find_s:7.3f} s")
         print(f"no-op reconcile (end to end):   {noop_s:7.3f} s  ({noop_s / files * 1e6:.1f} µs/file)")

@@ -72,6 +72,16 @@ def best_of(n: int, fn) -> float:  # type: ignore[no-untyped-def]
     return min(times)
 
 
+def traced_peak(fn):  # type: ignore[no-untyped-def]
+    """(fn's result, the peak bytes tracemalloc saw it allocate)."""
+    tracemalloc.start()
+    try:
+        result = fn()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def as_known(files: dict[str, ScannedFile]) -> dict[str, KnownFile]:
     return {p: KnownFile(f.path, f.size, f.mtime_ns, f.inode, f.content_hash, f.verdict, f.reason, None,
                          f.hashed_at_ns) for p, f in files.items()}
@@ -99,10 +109,7 @@ def main() -> None:
         known = as_known(cold.files)
         del cold
         noop_s = best_of(3, lambda: scan_folder(root, mirror, known, now_ns=time.time_ns()))
-        tracemalloc.start()
-        result = scan_folder(root, mirror, known, now_ns=time.time_ns())
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
+        result, peak = traced_peak(lambda: scan_folder(root, mirror, known, now_ns=time.time_ns()))
         maxrss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"find -printf '%s %T@':        {find_s:7.3f} s")
         print(f"cold scan (read+hash+judge):  {cold_s:7.3f} s  ({ok} ok, {cold_s / args.files * 1e6:.0f} µs/file)")

@@ -35,6 +35,7 @@ from imgsync.errors import (
 )
 from imgsync.libraries import get_library
 from imgsync.manifest import ContSignTakenError
+from imgsync.model import Entry
 from imgsync.plan import Add, Delete, Plan, Readd, Remap, Update
 
 log = logging.getLogger("imgsync.execute")
@@ -158,7 +159,8 @@ class Executor:
         self.store.map_files(self.mirror.name, remap.paths, remap.entry.id)
         report.remapped += 1
 
-    def _add(self, add: Add, report: Report) -> None:
+    def _add(self, add: Add, report: Report, *, done: list[str] | None = None) -> None:
+        """Journaled add; on success the path goes to `done` (default: report.added)."""
         try:
             data = self.read_upload(self.mirror.folder, add.path, add.content_hash)
         except UploadChangedError as e:
@@ -191,7 +193,7 @@ class Executor:
             self._refuse(jid, entry.id, add.path, _taken_reason(e), spool, report)
             return
         spool.unlink(missing_ok=True)
-        report.added.append(add.path)
+        (report.added if done is None else done).append(add.path)
 
     def _refuse(self, jid: int, entry_id: int, path: str, reason: str, spool: Path, report: Report) -> None:
         self.store.abort_add(jid, entry_id, reason)
@@ -252,14 +254,8 @@ class Executor:
     def _readd(self, readd: Readd, report: Report) -> None:
         """Delete, then add anew (the old entry must go first: the gallery refuses an identical image).
         A crash in between leaves no entry for the image, so the next plan adds it: nothing is lost."""
-        entry = readd.entry
-        jid = self.store.begin_delete(self.mirror.name, [entry.id])
-        self._send_delete(entry.library, [entry.cont_sign] if entry.cont_sign else [])
-        self.store.finish_delete(jid)
-        self._add(readd.add, report)
-        if report.added and report.added[-1] == readd.add.path:
-            report.added.pop()
-            report.updated.append(readd.add.path)
+        self._delete_batch(readd.entry.library, [readd.entry])
+        self._add(readd.add, report, done=report.updated)  # to the user, a relabel is an update
 
     def _delete(self, deletes: Iterable[Delete], report: Report) -> None:
         # An entry is deleted from the library it was added to (the mirror's library may have changed).
@@ -270,11 +266,15 @@ class Executor:
             cap = get_library(library).batch_delete_max
             for i in range(0, len(entries), cap):
                 batch = entries[i : i + cap]
-                jid = self.store.begin_delete(self.mirror.name, [e.id for e in batch])
-                self._send_delete(library, [e.cont_sign for e in batch if e.cont_sign])
-                self.store.finish_delete(jid)
+                self._delete_batch(library, batch)
                 report.deleted += len(batch)
                 self.on_progress(len(batch))
+
+    def _delete_batch(self, library: str, entries: Sequence[Entry]) -> None:
+        """One journaled delete call: intent, call, outcome."""
+        jid = self.store.begin_delete(self.mirror.name, [e.id for e in entries])
+        self._send_delete(library, [e.cont_sign for e in entries if e.cont_sign])
+        self.store.finish_delete(jid)
 
     def _send_delete(self, library: str, cont_signs: Sequence[str]) -> None:
         if not cont_signs:

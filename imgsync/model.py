@@ -56,6 +56,11 @@ class KnownFile:
     entry_id: int | None  # the remote entry this file maps to (None until it has one)
     hashed_at_ns: int = 0
 
+    def as_scanned(self) -> ScannedFile:
+        """The file as a scan that found it unchanged would list it."""
+        return ScannedFile(self.path, self.size, self.mtime_ns, self.inode, self.content_hash, self.verdict,
+                           self.reason, self.hashed_at_ns)
+
 
 EntryState = Literal["live", "adding", "deleting"]
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from imgsync.config import MirrorConfig
 from imgsync.errors import ConfigError, GalleryChangedError, GalleryError
 from imgsync.execute import Executor, Gallery, Report, UploadChangedError, sweep_spool
-from imgsync.manifest import Store
+from imgsync.manifest import MirrorState, Store
 from imgsync.model import KnownFile, ScannedFile
 from imgsync.plan import Plan, make_plan
-from imgsync.scan import SETTLE_NS, ScanResult, digest_of, scan_folder, stat_digest
+from imgsync.scan import SETTLE_NS, ScanResult, digest_of, is_trusted, scan_folder, stat_digest
 from imgsync.shrink import ShrinkError, prepare_upload
 
 log = logging.getLogger("imgsync.pipeline")
@@ -144,12 +144,14 @@ def reconcile_mirror(
         report.stopped = e
         store.finish_run(run_id, "stopped", report.counts(), str(e))
         return MirrorRun(mirror, None, report)
-    if scope is None and not report.recovered and _still_settled(mirror, store):
+    state = store.mirror_state(mirror.name)
+    if scope is None and not report.recovered and _still_settled(mirror, store, state):
         # Nothing on disk changed since a clean run left everything in step: the plan is empty.
         report.rejected += store.rejected_files(mirror.name)
         store.finish_run(run_id, "ok" if report.ok else "partial", report.counts())
         return MirrorRun(mirror, Plan(), report)
-    store.unsettle(mirror.name)  # from here on, only a clean end of a full run may claim it again
+    if state is not None and state.settled:
+        store.unsettle(mirror.name)  # from here on, only a clean end of a full run may claim it again
     planned = plan_mirror(mirror, store, force=force, report=report, scope=scope, min_age_ns=min_age_ns)
     if isinstance(planned, str):
         store.finish_run(run_id, "skipped", report.counts(), planned)
@@ -189,15 +191,15 @@ def settled_fingerprint(mirror: MirrorConfig) -> str:
     return hashlib.sha256(f"{PLAN_RULES_VERSION}|{mirror!r}".encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
-def _still_settled(mirror: MirrorConfig, store: Store) -> bool:
-    state = store.mirror_state(mirror.name)
-    if state is None or not state.settled or not state.settled.startswith(settled_fingerprint(mirror) + ":"):
+def _still_settled(mirror: MirrorConfig, store: Store, state: MirrorState | None) -> bool:
+    fingerprint = settled_fingerprint(mirror)
+    if state is None or not state.settled or not state.settled.startswith(fingerprint + ":"):
         return False
     check = check_folder(mirror, state.device)
     if check.fatal or check.suspect or any(i.mirror == mirror.name for i in store.open_journal()):
         return False
     digest = stat_digest(mirror.folder, mirror)
-    return digest is not None and state.settled == f"{settled_fingerprint(mirror)}:{digest}"
+    return digest is not None and state.settled == f"{fingerprint}:{digest}"
 
 
 def _settled_value(mirror: MirrorConfig, scan: ScanResult, plan: Plan, report: Report) -> str | None:
@@ -205,9 +207,8 @@ def _settled_value(mirror: MirrorConfig, scan: ScanResult, plan: Plan, report: R
     if (report.failed or report.pending or report.stopped or report.interrupted or report.withheld_reason
             or plan.withheld):
         return None
-    for f in scan.files.values():
-        if f.verdict not in ("ok", "rejected") or f.hashed_at_ns - f.mtime_ns < SETTLE_NS:
-            return None  # the next scan would look at it again, so the walk alone cannot vouch for it
+    if not all(is_trusted(f) for f in scan.files.values()):
+        return None  # the next scan would look at some file again, so the walk alone cannot vouch for it
     return f"{settled_fingerprint(mirror)}:{digest_of(scan.files.values())}"
 
 
@@ -238,12 +239,13 @@ def bind_gallery(store: Store, identity: str, *, rebind: bool = False) -> int:
     bound = store.setting("gallery")
     if bound == identity:
         return 0
-    if bound is None or store.entry_count() == 0:
+    entries = store.entry_count()
+    if bound is None or entries == 0:
         store.set_setting("gallery", identity)  # first use, or a manifest from before this check
         return 0
     if not rebind:
         raise GalleryChangedError(
-            f"this state dir's manifest records {store.entry_count()} entries in gallery {_shown(bound)}, but the "
+            f"this state dir's manifest records {entries} entries in gallery {_shown(bound)}, but the "
             f"config now points at gallery {_shown(identity)}: those images would look uploaded already. Run "
             "`imgsync reconcile --rebind` to forget them and add every image to the new gallery (they stay in "
             "the old one), or point [gallery] back at the old gallery")

@@ -243,11 +243,13 @@ def _brief(mirror: MirrorConfig, entry_id: int, path: str) -> str:
 def _keep_primary(mirror: MirrorConfig, entry: Entry, paths: tuple[str, ...]) -> tuple[str, str]:
     """(primary path, its brief): the path the entry's brief already names if it is still valid (no
     needless update), else the first."""
+    first = ""
     for p in paths:
         brief = _brief(mirror, entry.id, p)
         if brief == entry.brief:
             return p, brief
-    return paths[0], brief if len(paths) == 1 else _brief(mirror, entry.id, paths[0])
+        first = first or brief
+    return paths[0], first
 
 
 def _labels(mirror: MirrorConfig, path: str) -> tuple[tuple[int, ...], ClassIds]:

@@ -32,13 +32,14 @@ A directory that cannot be listed makes the scan incomplete (`complete=False`, w
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import gc
 import hashlib
 import os
 import re
 import stat
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -174,9 +175,15 @@ def can_reuse(known: KnownFile | None, size: int, mtime_ns: int, inode: int) -> 
         and known.size == size
         and known.mtime_ns == mtime_ns
         and known.inode == inode
-        and (known.verdict == "rejected" or (known.verdict == "ok" and known.content_hash is not None))
-        and known.hashed_at_ns - known.mtime_ns >= SETTLE_NS
+        and is_trusted(known)
     )
+
+
+def is_trusted(f: KnownFile | ScannedFile) -> bool:
+    """Is this record final for as long as the file's stat stays the same: a verdict that needs no
+    retry, and (the racy-mtime rule) a hash taken long enough after the last write?"""
+    return ((f.verdict == "rejected" or (f.verdict == "ok" and f.content_hash is not None))
+            and f.hashed_at_ns - f.mtime_ns >= SETTLE_NS)
 
 
 # --------------------------------------------------------------------------- the walk
@@ -202,25 +209,30 @@ def scan_folder(
     """
     walker = _Walker(mirror, known, now_ns, read, min_age_ns)
     roots = normalise_scope(scope)
-    # The scan allocates one small acyclic object per file while `known` holds as many more: the
-    # cyclic GC would traverse all of them several times for nothing (~15 % of a no-op scan).
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with _gc_paused():
         if roots is None:
             walker.walk(os.fspath(root))
         else:
             for k in known.values():
                 if not _under_any(k.path, roots):
-                    walker.files[k.path] = ScannedFile(k.path, k.size, k.mtime_ns, k.inode, k.content_hash,
-                                                       k.verdict, k.reason, k.hashed_at_ns)
+                    walker.files[k.path] = k.as_scanned()
             for rel in sorted(roots):
                 walker.walk_scoped(os.fspath(root), rel)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
     examined = None if roots is None else [p for p in walker.files if _under_any(p, roots)]
     return ScanResult(walker.files, walker.errors, not walker.errors, examined, roots)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """A walk allocates one small acyclic object per file while `known` holds as many more: the cyclic
+    GC would traverse all of them several times for nothing (~15 % of a no-op scan)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def stat_digest(root: Path | str, mirror: MirrorConfig) -> str | None:
@@ -229,13 +241,8 @@ def stat_digest(root: Path | str, mirror: MirrorConfig) -> str | None:
     listed when none of them changed since: the no-op reconcile's whole cost (see pipeline)."""
     walker = _Walker(mirror, {}, 0, read_file)
     walker.digest = 0
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with _gc_paused():
         walker.walk(os.fspath(root))
-    finally:
-        if gc_was_enabled:
-            gc.enable()
     if walker.errors or walker.dirty:
         return None
     return f"{walker.count}:{walker.digest % 2**64:016x}"
@@ -274,10 +281,6 @@ def normalise_scope(scope: Collection[str] | None) -> frozenset[str] | None:
             raise ValueError(f"scope path {p!r} leaves the folder")
         clean.add("/".join(parts))
     return frozenset(p for p in clean if not any(_under(p, q) for q in clean if q != p))
-
-
-def in_scope(path: str, roots: frozenset[str] | None) -> bool:
-    return roots is None or _under_any(path, roots)
 
 
 def _under(path: str, root: str) -> bool:
@@ -371,8 +374,7 @@ class _Walker:
         elif stat.S_ISREG(st.st_mode) and self.filter.file_matcher()(parts[-1], rel):
             k = self.known.get(rel)
             if k is not None and can_reuse(k, st.st_size, st.st_mtime_ns, st.st_ino):
-                self.files[rel] = ScannedFile(rel, st.st_size, st.st_mtime_ns, st.st_ino, k.content_hash,
-                                              k.verdict, k.reason, k.hashed_at_ns)
+                self.files[rel] = k.as_scanned()
                 return
             scanned = self._examine(full, rel, st.st_size, st.st_mtime_ns, st.st_ino)
             if scanned is not None:
@@ -433,11 +435,12 @@ class _Walker:
                     files[path] = scanned
 
         if digest_rows:
-            self.digest = (self.digest or 0) + directory_key(prefix, digest_rows)
+            assert self.digest is not None  # digest mode
+            self.digest += directory_key(prefix, digest_rows)
             self.count += len(digest_rows)
 
     def _examine(self, full: str, path: str, size: int, mtime: int, inode: int) -> ScannedFile | None:
-        """Read, hash and judge one file; None if it vanished. With the GC running (see scan_folder):
+        """Read, hash and judge one file; None if it vanished. With the GC running (see _gc_paused):
         Pillow's objects are its business."""
         paused = not gc.isenabled()
         if paused:

@@ -13,7 +13,6 @@ naming where to set it.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,14 +35,13 @@ def gallery_identity(config: Config) -> str:
     gallery dir deleted and made anew is another gallery."""
     g = config.gallery
     if g.endpoint == "local":
-        from imgsync.localgallery.auth import KEY_FILE
+        from imgsync.localgallery.auth import read_key
 
         try:
-            saved = json.loads((local_data_dir(config) / KEY_FILE).read_text(encoding="utf-8"))
-            key = str(saved["api_key"])
+            key = read_key(local_data_dir(config))
         except (OSError, ValueError, KeyError, TypeError):
-            key = "(new)"
-        return f"local#{_digest(key)}"
+            key = None
+        return f"local#{_digest(key[0] if key else '(new)')}"
     return f"{g.endpoint}#{_digest(g.api_key or '')}"
 
 

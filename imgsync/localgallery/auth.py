@@ -123,6 +123,15 @@ class Authority:
         return str(row[0])
 
 
+def read_key(data_dir: Path) -> tuple[str, str] | None:
+    """The server's own key pair from `<data_dir>/server-key.json`, or None if it has none yet."""
+    path = data_dir / KEY_FILE
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    return str(saved["api_key"]), str(saved["secret_key"])
+
+
 def load_or_create_key(data_dir: Path) -> tuple[tuple[str, str], bool]:
     """The server's own key pair from `<data_dir>/server-key.json`, created (mode 0600) on first use.
 
@@ -130,9 +139,9 @@ def load_or_create_key(data_dir: Path) -> tuple[tuple[str, str], bool]:
     must be able to use it; the file is readable by its owner only.
     """
     path = data_dir / KEY_FILE
-    if path.exists():
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        return (str(saved["api_key"]), str(saved["secret_key"])), False
+    saved = read_key(data_dir)
+    if saved is not None:
+        return saved, False
     data_dir.mkdir(parents=True, exist_ok=True)
     key = (secrets.token_urlsafe(18), secrets.token_urlsafe(24))
     tmp = path.with_suffix(".tmp")
