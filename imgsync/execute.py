@@ -210,6 +210,10 @@ class Executor:
                                     class_ids=_class_ids_or_none(class_ids))
         except GalleryDuplicateError as e:
             if e.cont_sign and self.store.deleted_lately(library, e.cont_sign, DELETE_SETTLE_S):
+                # Either our own add landed before (a retry after a crash or a lost answer): the entry
+                # carries this add's brief, unique by its id; or it is the entry we deleted, still dying.
+                if self._find_by_brief(library, data, brief) == e.cont_sign:
+                    return e.cont_sign
                 raise StillDeletingError(
                     f"the gallery still holds entry {e.cont_sign}, deleted lately (deletes can take hours to take "
                     "effect); will add it again on a later run") from None
