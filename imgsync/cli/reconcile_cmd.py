@@ -13,14 +13,13 @@ import click
 from imgsync.cli import App, cli, pass_app
 from imgsync.config import Config, MirrorConfig, adhoc_mirror
 from imgsync.errors import DeletesRefusedError, ImgsyncError
-from imgsync.execute import Report
 from imgsync.libraries import LIBRARIES
-from imgsync.plan import Plan
-from imgsync.render import describe_plan, plan_lines, render_report
 
 # The pipeline (scan, Pillow, SQLAlchemy) is imported inside the commands: `imgsync --help` stays light.
 if TYPE_CHECKING:
+    from imgsync.execute import Report
     from imgsync.pipeline import MirrorRun
+    from imgsync.plan import Plan
 
 
 @cli.command()
@@ -49,6 +48,8 @@ def reconcile(app: App, targets: tuple[str, ...], dry_run: bool, as_json: bool, 
     if as_json:
         click.echo(json.dumps([_json_run(r, dry_run) for r in runs], ensure_ascii=False, indent=2))
     elif not dry_run:
+        from imgsync.render import render_report
+
         for run in runs:
             click.echo(render_report(run.report, fatal=run.fatal))
     raise click.exceptions.Exit(_exit_code(runs, dry_run))
@@ -75,8 +76,10 @@ def _targets(config: Config, targets: tuple[str, ...], library: str) -> list[Mir
 
 def _dry_run(app: App, mirrors: list[MirrorConfig], force: bool) -> list[MirrorRun]:
     """Plan only: no lock, no gallery, and no manifest is created or written."""
+    from imgsync.execute import Report
     from imgsync.manifest import Store
     from imgsync.pipeline import MirrorRun, plan_mirror
+    from imgsync.render import describe_plan, plan_lines
 
     runs = []
     path = app.manifest_path()
