@@ -161,3 +161,17 @@ def test_embedded_gallery_that_cannot_be_upgraded_says_what_to_do(tmp_path: Path
     with pytest.raises(ManifestError, match=r"cannot be opened by this imgsync.*Move .*gallery and .*manifest.sqlite3"):
         with open_gallery(config):
             pass
+
+
+def test_vote_index_is_written_only_when_it_changed(tmp_path: Path, pics: dict[str, Image.Image]) -> None:
+    e = Engine(tmp_path)
+    e.add("same_hq", encode(pics["rocket"], "PNG"), brief="rocket")
+    e.close()
+    saved = tmp_path / "index" / "same_hq" / "votes.faiss"
+    first = saved.stat().st_mtime_ns
+    Engine(tmp_path).close()  # opened and closed, nothing added: the file is left alone
+    assert saved.stat().st_mtime_ns == first
+    e = Engine(tmp_path)
+    e.add("same_hq", encode(pics["coffee"], "PNG"), brief="coffee")
+    e.close()
+    assert saved.stat().st_mtime_ns != first

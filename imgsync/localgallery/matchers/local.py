@@ -82,6 +82,7 @@ class LocalFeatureMatcher(Matcher):
 
     def __init__(self) -> None:
         self._votes = VoteIndex("vote")
+        self._table: FeatureTable | None = None  # set by open_index
 
     def __init_subclass__(cls, **kw: object) -> None:
         super().__init_subclass__(**kw)
@@ -107,12 +108,16 @@ class LocalFeatureMatcher(Matcher):
     # --- index -----------------------------------------------------------------------------------
 
     def open_index(self, table: FeatureTable, directory: Path) -> None:
-        self._dir = directory
+        self._table = table
         if not self._votes.load(directory / "votes.faiss", self.name):
             self._votes.rebuild(table)
         self._votes.sync(table)
 
     def save_index(self, directory: Path) -> None:
+        # Entries added since the last search are not in the index yet (it catches up lazily): add them
+        # first, so the file is whole and the next start has nothing to catch up on.
+        if self._table is not None:
+            self._votes.sync(self._table)
         self._votes.save(directory / "votes.faiss", self.name)
 
     # --- query -----------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ class VoteIndex:
         self._index: faiss.IndexBinary = _flat()
         self._max_seq = 0
         self._trained_at = 0   # codes when the IVF was trained (0: exact index)
+        self._on_disk: tuple[int, int, int] | None = None  # _state() as last saved or loaded
 
     @property
     def ntotal(self) -> int:
@@ -93,13 +94,21 @@ class VoteIndex:
 
     # --- persistence ------------------------------------------------------------------------------
 
+    def _state(self) -> tuple[int, int, int]:
+        return self._max_seq, self._trained_at, self.ntotal
+
     def save(self, path: Path, stamp: str) -> None:
+        """Write the index next to its meta; skipped when the file already holds this index (every
+        close saves, and at 100k entries the file is over 100 MB)."""
+        if self._on_disk == self._state() and path.exists():
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         faiss.write_index_binary(self._index, str(tmp))
         tmp.replace(path)
         meta = {"stamp": stamp, "max_seq": self._max_seq, "trained_at": self._trained_at}
         path.with_suffix(".json").write_text(json.dumps(meta))
+        self._on_disk = self._state()
 
     def load(self, path: Path, stamp: str) -> bool:
         """Read a saved index; False (and nothing changed) if it is missing, stale or unreadable."""
@@ -113,6 +122,7 @@ class VoteIndex:
         if isinstance(index, faiss.IndexBinaryIVF):
             index.nprobe = self.nprobe
         self._index, self._max_seq, self._trained_at = index, int(meta["max_seq"]), int(meta["trained_at"])
+        self._on_disk = self._state()
         return True
 
 
