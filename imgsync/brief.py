@@ -35,10 +35,11 @@ def render_brief(
 ) -> str:
     """The brief for entry `entry_id` whose primary file is `path`; at most `limit` UTF-8 bytes."""
     parts, as_json = _compiled(template)
-    # A file name that is not valid UTF-8 reaches us with surrogate escapes; the brief must be UTF-8 on
-    # the wire, so show those bytes as U+FFFD (the id keeps the brief unique anyway).
-    if not path.isascii():
-        path = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    # A file name that is not valid UTF-8 reaches us with surrogate escapes (os.fsdecode), which UTF-8 on
+    # the wire cannot carry. A JSON brief (the default) keeps them as JSON escapes ("\udcff"): json.loads
+    # gives back the very str, and os.fsencode the file's bytes. A plain template shows them as "\xff".
+    if not as_json and not path.isascii():
+        path = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     escape = _json_escape if as_json else _plain
 
     def fill(p: str) -> str:
@@ -81,7 +82,8 @@ def _compiled(template: str) -> tuple[tuple[str, ...], bool]:
     return tuple(_FIELD.split(template)), is_json_template(template)
 
 
-_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')  # what json.dumps(ensure_ascii=False) escapes
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f\ud800-\udfff]')  # json.dumps' escapes, and lone surrogates
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def _json_escape(value: str) -> str:
@@ -89,7 +91,13 @@ def _json_escape(value: str) -> str:
     # keeps non-ASCII names readable (and shorter than \uXXXX escapes). Most paths need none of it.
     if _NEEDS_ESCAPE.search(value) is None:
         return value
-    return json.dumps(value, ensure_ascii=False)[1:-1]
+    return escape_surrogates(json.dumps(value, ensure_ascii=False)[1:-1])
+
+
+def escape_surrogates(json_text: str) -> str:
+    """JSON text from json.dumps(ensure_ascii=False) with its lone surrogates (undecodable bytes of a file
+    name) written as \\uXXXX escapes, so the text is valid UTF-8 and json.loads returns the same str."""
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", json_text)
 
 
 def _plain(value: str) -> str:

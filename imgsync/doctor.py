@@ -33,9 +33,10 @@ from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 from imgsync.clock import SYSTEM_CLOCK, Clock
-from imgsync.config import Config
+from imgsync.config import Config, MirrorConfig
 from imgsync.errors import (
     ConfigError,
+    DeletesRefusedError,
     GalleryAuthError,
     GalleryError,
     GalleryPermissionError,
@@ -44,12 +45,15 @@ from imgsync.errors import (
     GalleryUnavailableError,
     ManifestError,
 )
+from imgsync.folder import check_folder as check_folder_state
+from imgsync.folder import unreadable_folder
 from imgsync.libraries import LIBRARIES, TOKEN_PATH
 
 Level = Literal["ok", "warn", "fail"]
 
 #: Exit codes of blocking findings (the codes a sync would end with; see imgsync.errors.EXIT_CODES).
-EXIT_CONFIG = ConfigError.exit_code  # 2: config, folder, state dir
+EXIT_CONFIG = ConfigError.exit_code  # 2: config, state dir
+EXIT_FOLDER = DeletesRefusedError.exit_code  # 6: a folder missing, not a directory, unreadable
 EXIT_UNAVAILABLE = GalleryUnavailableError.exit_code  # 3: gallery unreachable
 EXIT_AUTH = GalleryAuthError.exit_code  # 4: key, secret, token scope, library not enabled
 EXIT_QUOTA = GalleryQuotaError.exit_code  # 5: quota exhausted
@@ -168,22 +172,46 @@ def _scandir(path: Path) -> AbstractContextManager[Iterator[os.DirEntry[str]]]:
 
 
 def check_folder(name: str, folder: Path, *, scandir: ScanDir = _scandir) -> Finding:
+    """The pipeline's folder check (imgsync.folder), in its words; a folder a sync could not list ends
+    that sync with exit 6 (deletes withheld, nothing done), so doctor says the same."""
     check = f"folder {name}"
+    found = check_folder_state(folder)
+    if not found.usable:
+        return fail(check, found.message or str(folder), found.fix or "", EXIT_FOLDER)
     try:
-        if not folder.exists():
-            return fail(check, f"{folder} does not exist",
-                        "create it, mount the disk it lives on, or fix the mirror's folder in the config",
-                        EXIT_CONFIG)
-        if not folder.is_dir():
-            return fail(check, f"{folder} is not a directory", "point the mirror's folder at a directory",
-                        EXIT_CONFIG)
         with scandir(folder) as entries:
             next(iter(entries), None)  # listing needs read and search (x) permission
     except OSError as e:
-        return fail(check, f"{folder} cannot be read ({e.strerror or e})",
-                    f"give this user read access: chmod u+rx {folder} (or run imgsync as its owner)",
-                    EXIT_CONFIG)
+        found = unreadable_folder(folder, e.strerror or str(e))
+        return fail(check, found.message or str(folder), found.fix or "", EXIT_FOLDER)
     return ok(check, f"{folder} is readable")
+
+
+def check_guards(mirrors: Sequence[MirrorConfig], manifest: Path) -> list[Finding]:
+    """Would a sync withhold deletes because the folder is not the one synced last time, or holds no
+    image while entries came from it? (The folders that cannot be listed at all are check_folder's.)
+    Read through the manifest's Store; only called when its schema is current (opening writes nothing)."""
+    from imgsync.manifest import Store
+    from imgsync.scan import stat_digest
+
+    out = []
+    with Store.open(manifest) as store:
+        for mirror in mirrors:
+            state = store.mirror_state(mirror.name)
+            found = check_folder_state(mirror.folder, *((state.device, state.fsid) if state else (None, None)))
+            if not found.usable:
+                continue
+            check = f"folder {mirror.name}"
+            entries = store.counts(mirror.name)["entries"]
+            if found.moved and entries:
+                out.append(fail(check, f"{found.message}: a sync withholds deletes of its {entries} entries",
+                                found.fix or "", EXIT_FOLDER))
+            elif entries and (stat_digest(mirror.folder, mirror) or "").startswith("0:"):
+                out.append(fail(check, f"{mirror.folder} holds no image now, but {entries} entries came from it: "
+                                       "a sync withholds their deletes",
+                                "mount or restore the folder; if you emptied it on purpose, "
+                                "`imgsync reconcile --force` deletes the entries", EXIT_FOLDER))
+    return out
 
 
 def check_state_dir(state_dir: Path) -> Finding:
@@ -300,7 +328,8 @@ def read_binding(path: Path) -> tuple[str | None, int]:
         if not {"settings", "entries"} <= tables:
             return None, 0
         row = con.execute("SELECT value FROM settings WHERE key = 'gallery'").fetchone()
-        count = con.execute("SELECT count(*) FROM entries").fetchone()[0]
+        # Only entries a gallery acknowledged (an add that never got an answer has no cont_sign).
+        count = con.execute("SELECT count(*) FROM entries WHERE cont_sign IS NOT NULL").fetchone()[0]
         return (row[0] if row else None), int(count)
     finally:
         con.close()
@@ -552,7 +581,10 @@ def run_doctor(
     for mirror in config.mirrors:
         report.findings.append(check_folder(mirror.name, mirror.folder, scandir=scandir))
     report.findings.append(check_state_dir(config.state_dir))
-    report.findings.append(check_manifest(config.state_dir / MANIFEST_NAME, schema()))
+    manifest = check_manifest(config.state_dir / MANIFEST_NAME, schema())
+    report.findings.append(manifest)
+    if manifest.level == "ok" and (config.state_dir / MANIFEST_NAME).exists():
+        report.findings.extend(check_guards(config.mirrors, config.state_dir / MANIFEST_NAME))
     from imgsync.gallery.embedded import gallery_identity
 
     binding = check_binding(config.state_dir / MANIFEST_NAME, gallery_identity(config))

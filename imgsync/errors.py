@@ -7,8 +7,9 @@ One tree, one top-level handler (imgsync.cli.main), as borg does it::
     ├── ConfigError                   exit 2   bad or missing config key (the message names the key)
     │   └── GalleryChangedError       exit 2   the config points at another gallery than the manifest's entries
     ├── ManifestError                 exit 8   manifest unreadable, schema newer than this imgsync, ...
+    │   └── DiskFullError             exit 8   no space left where the state dir lives (nothing is lost)
     ├── LockHeldError                 exit 7   another reconcile/watch holds the state dir
-    ├── DeletesRefusedError           exit 6   a safety guard refused deletes (max_delete, missing folder, ...)
+    ├── DeletesRefusedError           exit 6   a safety guard withheld deletes (missing/moved/empty folder, max_delete)
     └── GalleryError                  exit 3   .code = the gallery's error_code (int or str) or None
         ├── GalleryUnavailableError   exit 3   network down, timeout, 5xx, codes 1/2/4/282000: transient
         │   └── GalleryRateError      exit 3   code 18: QPS over the limit: slow down and retry
@@ -44,6 +45,20 @@ class GalleryChangedError(ConfigError):
 
 class ManifestError(ImgsyncError):
     exit_code = 8
+
+
+class DiskFullError(ManifestError):
+    """The file system of the state dir (manifest, spool, embedded gallery) is full or over quota. Every
+    write is a transaction or a whole file, so nothing is lost: free space and run again."""
+
+
+#: errno values that mean "no room to write": full file system, quota exceeded.
+DISK_FULL_ERRNOS = frozenset({28, 122})  # ENOSPC, EDQUOT (Linux)
+
+
+def disk_full(where: object, what: str = "") -> DiskFullError:
+    return DiskFullError(f"no space left on the file system of {where}{f' ({what})' if what else ''}; "
+                         "nothing was lost: free some space and run again")
 
 
 class LockHeldError(ImgsyncError):
@@ -105,12 +120,12 @@ class GalleryNotFoundError(GalleryRequestError):
 #: Exit codes, for the README and `--help`.
 EXIT_CODES = {
     0: "all done",
-    1: "done, but some files were rejected or failed (each is named)",
+    1: "done, but some files were rejected, failed or still being written (each is named)",
     2: "usage or config error",
     3: "gallery unreachable or failing (transient; run again later)",
     4: "gallery refused the credentials or the library is not enabled",
     5: "gallery quota exhausted (daily or total)",
-    6: "deletes refused by a safety guard (see --force)",
+    6: "deletes withheld by a safety guard: folder missing, on another disk, emptied, ... (see --force)",
     7: "another imgsync holds the state-dir lock",
-    8: "manifest error",
+    8: "manifest error, or no space left for the state dir",
 }

@@ -28,10 +28,13 @@ from typing import Protocol
 from imgsync.brief import render_brief
 from imgsync.config import MirrorConfig
 from imgsync.errors import (
+    DISK_FULL_ERRNOS,
     GalleryDuplicateError,
     GalleryError,
     GalleryNotFoundError,
     GalleryRequestError,
+    ManifestError,
+    disk_full,
 )
 from imgsync.libraries import get_library
 from imgsync.manifest import ContSignTakenError
@@ -42,7 +45,12 @@ log = logging.getLogger("imgsync.execute")
 
 
 class UploadChangedError(Exception):
-    """The file is no longer what the scan saw (changed, vanished, unreadable): retry on a later run."""
+    """The file is no longer what the scan saw (changed, vanished, unreadable): retry on a later run.
+    still_changing: it changed or vanished since the scan (a write in progress: pending, not a failure)."""
+
+    def __init__(self, message: str, *, still_changing: bool = False) -> None:
+        super().__init__(message)
+        self.still_changing = still_changing
 
 
 class _Interrupted(Exception):
@@ -86,12 +94,15 @@ class Report:
     pending: list[tuple[str, str]] = field(default_factory=list)
     withheld: int = 0
     withheld_reason: str | None = None
+    #: the folder could not be listed (missing, not a directory, unreadable): nothing was done from it
+    folder_problem: str | None = None
     stopped: GalleryError | None = None  # the error that ended the run early, if any
     interrupted: bool = False  # the caller asked to stop (should_stop) before the plan was done
 
     @property
     def ok(self) -> bool:
-        return not (self.failed or self.rejected or self.stopped or self.withheld_reason or self.interrupted)
+        return not (self.failed or self.rejected or self.pending or self.stopped or self.withheld_reason
+                    or self.folder_problem or self.interrupted)
 
     def counts(self) -> dict[str, int]:
         return {
@@ -164,7 +175,7 @@ class Executor:
         try:
             data = self.read_upload(self.mirror.folder, add.path, add.content_hash)
         except UploadChangedError as e:
-            report.failed.append((add.path, str(e)))
+            (report.pending if e.still_changing else report.failed).append((add.path, str(e)))
             return
         spool = self._spool(data)
 
@@ -302,10 +313,16 @@ class Executor:
 
     def _spool(self, data: bytes) -> Path:
         """Keep the bytes of an in-flight add, so recovery can finish or undo it even if the file is gone."""
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
         path = self.spool_dir / f"{uuid.uuid4().hex}.img"
-        with open(path, "wb") as f:
-            f.write(data)
+        try:
+            self.spool_dir.mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(data)
+        except OSError as e:
+            path.unlink(missing_ok=True)  # no intent refers to it yet: nothing to recover
+            if e.errno in DISK_FULL_ERRNOS:
+                raise disk_full(self.spool_dir.parent, "spooling an upload") from None
+            raise ManifestError(f"cannot spool an upload in {self.spool_dir}: {e.strerror}") from None
         return path
 
     # ------------------------------------------------------------------ crash recovery

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from imgsync.clock import SYSTEM_CLOCK, Clock
 from imgsync.config import MirrorConfig
 from imgsync.errors import ConfigError, GalleryChangedError, GalleryError
+from imgsync.folder import FolderCheck, check_folder
 from imgsync.execute import Executor, Gallery, Report, UploadChangedError, sweep_spool
 from imgsync.manifest import MirrorState, Store
 from imgsync.model import KnownFile, ScannedFile
@@ -24,31 +25,6 @@ from imgsync.shrink import ShrinkError, prepare_upload
 log = logging.getLogger("imgsync.pipeline")
 
 
-@dataclass(frozen=True, slots=True)
-class FolderCheck:
-    fatal: str | None = None  # the mirror cannot run at all (nothing is changed)
-    suspect: str | None = None  # deletes withheld unless --force
-    device: int = 0
-
-
-def check_folder(mirror: MirrorConfig, last_device: int | None) -> FolderCheck:
-    """Is the mirror's folder there, a directory, and on the device it was on last time?"""
-    folder = mirror.folder
-    try:
-        st = os.stat(folder)
-    except FileNotFoundError:
-        return FolderCheck(fatal=f"folder {folder} does not exist (unmounted disk or renamed?); nothing changed")
-    except OSError as e:
-        return FolderCheck(fatal=f"folder {folder} cannot be read ({e.strerror}); nothing changed")
-    if not os.path.isdir(folder):
-        return FolderCheck(fatal=f"{folder} is not a directory; nothing changed")
-    suspect = None
-    if last_device is not None and last_device != st.st_dev:
-        suspect = (f"folder {folder} is on another device than last time "
-                   f"(device {last_device} → {st.st_dev}: a different disk mounted there?)")
-    return FolderCheck(suspect=suspect, device=st.st_dev)
-
-
 def make_reader(mirror: MirrorConfig) -> Callable[[Path, str, str], bytes]:
     """The executor's way to read an upload: the bytes must still hash to what the scan saw."""
 
@@ -57,11 +33,12 @@ def make_reader(mirror: MirrorConfig) -> Callable[[Path, str, str], bytes]:
         try:
             data = full.read_bytes()
         except FileNotFoundError:
-            raise UploadChangedError("vanished before upload; will retry") from None
+            raise UploadChangedError("vanished before upload; will retry", still_changing=True) from None
         except OSError as e:
             raise UploadChangedError(f"cannot be read ({e.strerror}); will retry") from None
         if hashlib.sha256(data).hexdigest() != content_hash:
-            raise UploadChangedError("changed since the scan; will upload it once it is stable")
+            raise UploadChangedError("changed since the scan; will upload it once it is stable",
+                                     still_changing=True)
         try:
             return prepare_upload(data, mirror.library, mirror.fit)
         except ShrinkError as e:
@@ -75,7 +52,6 @@ class MirrorRun:
     mirror: MirrorConfig
     plan: Plan | None
     report: Report
-    fatal: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,17 +67,38 @@ def judged_as(mirror: MirrorConfig) -> str:
     return f"{mirror.library}:{mirror.fit}"
 
 
+@dataclass(frozen=True)
+class SettleWait:
+    """A one-shot run finishes what it can see: files that are only too young to trust (saved a moment
+    ago, or changed while being read) are looked at again until they are settled, for at most `limit_s`
+    in all, and synced in the same run. What still changes after that stays pending. (The watch daemon
+    has its own debounce and does not wait here.)"""
+
+    clock: Clock = SYSTEM_CLOCK
+    limit_s: float = 10.0
+    #: told once, before the first wait: (how many files, the limit in seconds)
+    on_wait: Callable[[int, float], None] = lambda n, limit_s: None
+
+
 def plan_mirror(mirror: MirrorConfig, store: Store | None, *, force: bool, report: Report,
                 now_ns: int | None = None, scope: Collection[str] | None = None,
-                min_age_ns: int = SETTLE_NS) -> Planned | str:
-    """Scan and plan one mirror, reading only. Returns the plan, or why the mirror cannot run.
-    scope / min_age_ns: see scan.scan_folder (a scoped scan re-examines only those paths)."""
+                min_age_ns: int = SETTLE_NS, settle: SettleWait | None = None) -> Planned:
+    """Scan and plan one mirror, reading only. A folder that cannot be listed (missing, not a directory,
+    unreadable) scans as empty and its problem goes to report.folder_problem: the plan withholds every
+    delete (see plan.py). scope / min_age_ns: see scan.scan_folder (a scoped scan re-examines only those
+    paths); settle: wait for young files (see SettleWait)."""
     state = store.mirror_state(mirror.name) if store is not None else None
-    check = check_folder(mirror, state.device if state else None)
-    if check.fatal:
-        return check.fatal
+    check = check_folder(mirror.folder, *((state.device, state.fsid) if state else (None, None)))
     known = store.known_files(mirror.name) if store is not None else {}
     entries = store.entries(mirror.name) if store is not None else {}
+    if not check.usable:
+        report.folder_problem = check.message
+        # Missing or not a directory: there is nothing to scan (and --force may delete what came from it);
+        # unreadable: files may still be there, so the scan counts as incomplete.
+        scan = ScanResult({}, complete=check.problem != "unreadable")
+        plan = make_plan(mirror, {}, known, entries, scan_complete=scan.complete, folder_problem=check.message,
+                         force=force)
+        return Planned(plan, scan, check, known)
     reusable = known
     if state is not None and state.judged_as != judged_as(mirror):
         # Verdicts were given under another library or fit: don't reuse them (hashes are re-read too).
@@ -110,10 +107,61 @@ def plan_mirror(mirror: MirrorConfig, store: Store | None, *, force: bool, repor
         scope = None  # every verdict must be given again
     scan = scan_folder(mirror.folder, mirror, reusable, now_ns=now_ns or time.time_ns(), scope=scope,
                        min_age_ns=min_age_ns)
+    if settle is not None:
+        scan = wait_until_settled(mirror, scan, settle, min_age_ns)
     report.pending += [(path, f"directory not readable: {reason}") for path, reason in scan.errors]
+    _tell_skipped(mirror, scan.skipped)
     plan = make_plan(mirror, scan.files, known, entries, scan_complete=scan.complete,
-                     suspect_folder=check.suspect, force=force)
+                     moved_folder=check.message if check.moved else None, force=force)
     return Planned(plan, scan, check, known)
+
+
+#: (mirror, path, what) already told this process: a daemon's hourly scans do not repeat them.
+_TOLD_SKIPPED: set[tuple[str, str, str]] = set()
+
+
+def _tell_skipped(mirror: MirrorConfig, skipped: Iterable[tuple[str, str]]) -> None:
+    """Names the include patterns match that are no image files (a FIFO or a directory called x.jpg):
+    said once, at -v, so a user wondering why x.jpg is not in the gallery can find out."""
+    for path, what in skipped:
+        key = (mirror.name, path, what)
+        if key not in _TOLD_SKIPPED:
+            _TOLD_SKIPPED.add(key)
+            log.info("%s: %s: %s", mirror.name, path, what)
+
+
+def wait_until_settled(mirror: MirrorConfig, scan: ScanResult, settle: SettleWait, min_age_ns: int) -> ScanResult:
+    """Look again at the scan's unstable files (too young, or changed while being read) until each is
+    settled or `settle.limit_s` has passed; each look re-reads only those files."""
+    clock = settle.clock
+    deadline = clock.monotonic() + settle.limit_s
+    files = scan.files
+    errors = list(scan.errors)
+    told = False
+    while True:
+        young = [f for f in files.values() if f.verdict == "unstable"]
+        left = deadline - clock.monotonic()
+        if not young or left <= 0:
+            break
+        # The youngest file is old enough at its mtime + min_age; one that keeps changing moves that on.
+        wait = (max(f.mtime_ns for f in young) + min_age_ns) / 1e9 - clock.time() + SETTLE_MARGIN_S
+        if wait > left:
+            break  # cannot settle within the bound (still being written, or an mtime in the future)
+        if not told:
+            settle.on_wait(len(young), settle.limit_s)
+            told = True
+        clock.sleep(min(max(wait, SETTLE_MARGIN_S), left))
+        again = scan_folder(mirror.folder, mirror, {}, now_ns=int(clock.time() * 1e9),
+                            scope=[f.path for f in young], min_age_ns=min_age_ns)
+        files = {p: f for p, f in files.items() if f.verdict != "unstable"} | again.files
+        errors += again.errors
+    if files is scan.files:
+        return scan
+    return replace(scan, files=files, errors=errors, complete=scan.complete and not errors)
+
+
+#: Looked at again this long after a young file should have settled (timestamps are not exact).
+SETTLE_MARGIN_S = 0.1
 
 
 def reconcile_mirror(
@@ -128,11 +176,14 @@ def reconcile_mirror(
     should_stop: Callable[[], bool] = lambda: False,
     scope: Collection[str] | None = None,
     min_age_ns: int = SETTLE_NS,
+    settle: SettleWait | None = SettleWait(),
 ) -> MirrorRun:
     """Recover, scan, plan and execute one mirror. A gallery error that stops the run is report.stopped.
 
     scope: re-examine only these relative paths (files or directories) and take every other path
     from the manifest as unchanged — the watch daemon's cheap run after events; None = full scan.
+    settle: a one-shot run waits (bounded) for files still being written and syncs them too; the daemon,
+    which debounces, passes None.
     """
     executor = Executor(mirror, store, gallery, spool_dir=spool_dir, read_upload=make_reader(mirror),
                         on_progress=on_progress, should_stop=should_stop)
@@ -152,25 +203,35 @@ def reconcile_mirror(
         return MirrorRun(mirror, Plan(), report)
     if state is not None and state.settled:
         store.unsettle(mirror.name)  # from here on, only a clean end of a full run may claim it again
-    planned = plan_mirror(mirror, store, force=force, report=report, scope=scope, min_age_ns=min_age_ns)
-    if isinstance(planned, str):
-        store.finish_run(run_id, "skipped", report.counts(), planned)
-        return MirrorRun(mirror, None, report, fatal=planned)
-    scan = planned.scan
-    # Paths under a directory that could not be listed are kept: they are not known to be gone.
-    gone = [p for p in planned.known if p not in scan.files] if scan.complete else []
+    planned = plan_mirror(mirror, store, force=force, report=report, scope=scope, min_age_ns=min_age_ns,
+                          settle=settle)
+    if scope is not None and (planned.plan.deletes or planned.plan.withheld):
+        # A scoped scan takes the rest of the folder from the manifest, so a guard cannot tell a few
+        # deleted files from a folder emptied or unmounted under the watcher: deletes are decided on a
+        # full scan, every time.
+        report.pending.clear()
+        planned = plan_mirror(mirror, store, force=force, report=report, min_age_ns=min_age_ns, settle=settle)
+    scan, plan = planned.scan, planned.plan
+    # A run whose deletes were withheld confirms no disappearance: files not found stay in the manifest
+    # (with their entries) until a run that may delete, so nothing a guard protects is forgotten.
+    trusted_absence = scan.complete and not plan.withheld and planned.check.usable
+    gone = [p for p in planned.known if p not in scan.files] if trusted_absence else []
     # Write only what differs from the manifest: a no-op run over 100k files writes nothing.
     looked_at = scan.files.values() if scan.examined is None else (scan.files[p] for p in scan.examined)
     store.save_scan(mirror.name, changed_files(looked_at, planned.known), gone=gone)
-    on_planned(planned.plan)
-    executor.run(planned.plan, report)
-    if report.stopped is None and scan.complete and scan.scope is None:
-        store.set_mirror_state(mirror.name, str(mirror.folder), planned.check.device, len(scan.files),
-                               judged_as(mirror), settled=_settled_value(mirror, scan, planned.plan, report))
+    on_planned(plan)
+    executor.run(plan, report)
+    if report.stopped is None and trusted_absence and scan.scope is None:
+        store.set_mirror_state(mirror.name, str(mirror.folder), planned.check.device or 0, len(scan.files),
+                               judged_as(mirror), settled=_settled_value(mirror, scan, plan, report),
+                               fsid=planned.check.fsid)
+    # Otherwise the last good device and file count stay what they were: a guard that withheld deletes
+    # fires again next run (and the one after) until its condition clears or --force confirms it.
     status = ("stopped" if report.stopped else "interrupted" if report.interrupted
               else "ok" if report.ok else "partial")
-    store.finish_run(run_id, status, report.counts(), str(report.stopped) if report.stopped else None)
-    return MirrorRun(mirror, planned.plan, report)
+    store.finish_run(run_id, status, report.counts(),
+                     str(report.stopped) if report.stopped else report.folder_problem or report.withheld_reason)
+    return MirrorRun(mirror, plan, report)
 
 
 # --- the no-op fast path ----------------------------------------------------------------------------
@@ -184,7 +245,7 @@ def reconcile_mirror(
 # first (Store.unsettle), so a run that dies or fails midway can never leave a stale claim behind.
 
 #: Bump when plan rules change, so marks left by an older imgsync are not trusted.
-PLAN_RULES_VERSION = 1
+PLAN_RULES_VERSION = 2  # 2: briefs keep undecodable file-name bytes as JSON escapes
 
 
 def settled_fingerprint(mirror: MirrorConfig) -> str:
@@ -195,8 +256,8 @@ def _still_settled(mirror: MirrorConfig, store: Store, state: MirrorState | None
     fingerprint = settled_fingerprint(mirror)
     if state is None or not state.settled or not state.settled.startswith(fingerprint + ":"):
         return False
-    check = check_folder(mirror, state.device)
-    if check.fatal or check.suspect or any(i.mirror == mirror.name for i in store.open_journal()):
+    check = check_folder(mirror.folder, state.device, state.fsid)
+    if not check.usable or check.moved or any(i.mirror == mirror.name for i in store.open_journal()):
         return False
     digest = stat_digest(mirror.folder, mirror)
     return digest is not None and state.settled == f"{fingerprint}:{digest}"
@@ -231,21 +292,28 @@ def sweep_unreferenced_spool(store: Store, spool_dir: Path) -> None:
 
 def bind_gallery(store: Store, identity: str, *, rebind: bool = False) -> int:
     """Check that the manifest's entries live in the gallery the config points at (`identity`, from
-    gallery.embedded.gallery_identity). A first use binds the state dir to it. Pointing the config at
-    another gallery (the cloud after trying the embedded one, another account, a deleted embedded
-    gallery) would otherwise make every image look uploaded already: refuse, unless `rebind`, which
-    forgets the old gallery's entries so that every image is added to the new one. Returns how many
-    entries were forgotten."""
+    gallery.embedded.gallery_identity). Pointing the config at another gallery (the cloud after trying
+    the embedded one, another account, a deleted embedded gallery) would otherwise make every image look
+    uploaded already: refuse, unless `rebind`, which forgets the old gallery's entries so that every
+    image is added to the new one. Returns how many entries were forgotten.
+
+    A manifest is bound to a gallery by the first answer it gets from it (Store.expect_gallery): entries
+    that no gallery ever acknowledged (a wrong port, refused credentials) bind it to nothing."""
     bound = store.setting("gallery")
     if bound == identity:
         return 0
-    entries = store.entry_count()
-    if bound is None or entries == 0:
-        store.set_setting("gallery", identity)  # first use, or a manifest from before this check
+    acknowledged = store.entry_count(acknowledged=True)
+    if bound is None and acknowledged:
+        store.set_setting("gallery", identity)  # a manifest from before the binding was recorded
+        return 0
+    if acknowledged == 0:
+        if bound is not None:
+            store.unbind_gallery()  # nothing of ours lives there (never reached, or all deleted)
+        store.expect_gallery(identity)
         return 0
     if not rebind:
         raise GalleryChangedError(
-            f"this state dir's manifest records {entries} entries in gallery {_shown(bound)}, but the "
+            f"this state dir's manifest records {acknowledged} entries in gallery {_shown(bound)}, but the "
             f"config now points at gallery {_shown(identity)}: those images would look uploaded already. Run "
             "`imgsync reconcile --rebind` to forget them and add every image to the new gallery (they stay in "
             "the old one), or point [gallery] back at the old gallery")

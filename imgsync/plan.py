@@ -20,10 +20,12 @@ Consequences: a rename/move costs one update and no upload; a changed file costs
 image then a delete of the old entry; identical copies share one entry and the last copy to go
 deletes it; a file that is still being written or cannot be read right now keeps its old entry.
 
-Deletes are withheld (and the reason reported) when the scan was incomplete, when the caller found
-the folder unsafe (missing, not a directory), when it is on another device than last time, when the
-folder is empty while the manifest says it held files, or when they exceed the mirror's max_delete
-guard. `force` lifts the last three only.
+Deletes are withheld (and the reason reported) when the folder is missing, not a directory or
+unreadable (folder.check_folder), when the scan could not read every directory, when the folder is on
+another device than at the last run that left it in step, when it holds no valid image while entries
+came from it, or when they exceed the mirror's max_delete guard. The plan is computed afresh on every
+run and the pipeline keeps the last good device, so a guard keeps withholding until its condition
+clears. `force` lifts all of them but an unreadable folder or directory (a file there may still exist).
 """
 
 from __future__ import annotations
@@ -118,10 +120,12 @@ def make_plan(
     entries: Mapping[int, Entry],
     *,
     scan_complete: bool = True,
-    unsafe_folder: str | None = None,
-    suspect_folder: str | None = None,
+    folder_problem: str | None = None,
+    moved_folder: str | None = None,
     force: bool = False,
 ) -> Plan:
+    """folder_problem: why the folder could not be listed (missing, not a directory, unreadable; then
+    `scanned` is empty); moved_folder: why it may not be the folder synced last time (another device)."""
     wanted: dict[str, list[str]] = defaultdict(list)  # content hash → valid paths
     held: set[int] = set()  # entries kept alive by files we cannot judge right now
     rejects: list[Reject] = []
@@ -170,8 +174,8 @@ def make_plan(
     deletes += [Delete(e) for e in by_hash.values() if e.id not in held]
 
     withheld_reason, forceable = _why_withhold(
-        deletes, entries, scanned, known, scan_complete=scan_complete, unsafe_folder=unsafe_folder,
-        suspect_folder=suspect_folder, mirror=mirror,
+        deletes, entries, scanned, scan_complete=scan_complete, folder_problem=folder_problem,
+        moved_folder=moved_folder, mirror=mirror,
     )
     withheld: tuple[Delete, ...] = ()
     if withheld_reason and not (force and forceable):
@@ -196,25 +200,27 @@ def _why_withhold(
     deletes: list[Delete],
     entries: Mapping[int, Entry],
     scanned: Mapping[str, ScannedFile],
-    known: Mapping[str, KnownFile],
     *,
     scan_complete: bool,
-    unsafe_folder: str | None,
-    suspect_folder: str | None,
+    folder_problem: str | None,
+    moved_folder: str | None,
     mirror: MirrorConfig,
 ) -> tuple[str | None, bool]:
-    """(reason, forceable) when deletes must not go ahead."""
-    if not deletes:
+    """(reason, forceable) when deletes must not go ahead. An entry already being deleted (a delete
+    decided and sent by an earlier run) is finished whatever the folder looks like now."""
+    if not any(d.entry.state != "deleting" for d in deletes):
         return None, False
-    if unsafe_folder:
-        return unsafe_folder, False
+    if folder_problem:
+        if not scan_complete:  # unreadable: the files may all still be there
+            return f"{folder_problem}; nothing deleted", False
+        return f"{folder_problem}; nothing deleted (use --force if you removed it on purpose)", True
     if not scan_complete:
         return "the scan could not read every directory, so missing files may only be unreadable", False
-    if suspect_folder:
-        return f"{suspect_folder}; use --force if that is expected", True
-    if not scanned and known:
+    if moved_folder:
+        return f"{moved_folder}; use --force if that is expected", True
+    if not scanned:
         return (
-            f"the folder {mirror.folder} is empty but held {len(known)} file(s) last time "
+            f"the folder {mirror.folder} is empty now, but {len(deletes)} entries came from it "
             "(an unmounted disk?); use --force if you really emptied it"
         ), True
     live = sum(1 for e in entries.values() if e.state != "deleting")

@@ -36,9 +36,7 @@ def describe_plan(plan: Plan) -> str:
             f"{len(plan.rejects)} rejected")
 
 
-def render_report(report: Report, *, fatal: str | None = None) -> str:
-    if fatal:
-        return f"{report.mirror}: skipped: {fatal}"
+def render_report(report: Report) -> str:
     c = report.counts()
     head = (f"{report.mirror}: {c['added']} added, {c['updated']} updated, {c['deleted']} deleted"
             + (f", {c['recovered']} recovered" if c["recovered"] else "")
@@ -51,6 +49,8 @@ def render_report(report: Report, *, fatal: str | None = None) -> str:
     lines += [f"  ? {p}: {why}" for p, why in report.pending]
     if report.withheld_reason:
         lines.append(f"  deletes refused ({report.withheld}): {report.withheld_reason}")
+    elif report.folder_problem:
+        lines.append(f"  {report.folder_problem}; nothing done")
     if report.stopped is not None:
         lines.append(f"  stopped: {report.stopped} (what was done is kept; the rest is retried next run)")
     return "\n".join(lines)

@@ -79,6 +79,8 @@ class ScanResult:
     examined: list[str] | None = None
     #: A scoped scan: the normalised scope (known paths under it that were not found are gone)
     scope: frozenset[str] | None = None
+    #: (path, what it is): names the include patterns match that are not image files (FIFOs, directories)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 def read_file(path: str) -> bytes:
@@ -219,7 +221,7 @@ def scan_folder(
             for rel in sorted(roots):
                 walker.walk_scoped(os.fspath(root), rel)
     examined = None if roots is None else [p for p in walker.files if _under_any(p, roots)]
-    return ScanResult(walker.files, walker.errors, not walker.errors, examined, roots)
+    return ScanResult(walker.files, walker.errors, not walker.errors, examined, roots, walker.skipped)
 
 
 @contextlib.contextmanager
@@ -315,6 +317,8 @@ class _Walker:
         self.digest: int | None = None
         self.count = 0
         self.dirty = False  # digest mode: met something a settled folder cannot hold
+        #: (path, what it is) for names the include patterns match that are not regular files
+        self.skipped: list[tuple[str, str]] = []
 
     def walk(self, root: str) -> None:
         try:
@@ -364,8 +368,8 @@ class _Walker:
             st = os.stat(full, follow_symlinks=self.follow)
         except FileNotFoundError:
             return
-        except OSError as e:
-            self.errors.append((rel, _why(e)))
+        except OSError as e:  # this one path (a looping link, say): its own message, the scan stays complete
+            self._unfollowable(parts[-1], rel, e)
             return
         if stat.S_ISDIR(st.st_mode):
             if (st.st_dev, st.st_ino) in ancestors:
@@ -390,9 +394,16 @@ class _Walker:
         with os.scandir(fd) as it:
             for entry in it:
                 name = entry.name
-                if entry.is_dir(follow_symlinks=follow):
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=follow)
+                except OSError as e:  # a link that loops or cannot be followed: this entry alone
+                    self._unfollowable(name, prefix + name, e)
+                    continue
+                if is_dir:
                     if excludes(name, prefix + name):
                         continue
+                    if digest_rows is None and wanted(name, prefix + name):
+                        self.skipped.append((prefix + name, "a directory, not an image file (its files are scanned)"))
                     try:
                         st = entry.stat(follow_symlinks=follow)
                     except OSError:
@@ -404,12 +415,19 @@ class _Walker:
                 path = prefix + name
                 if not wanted(name, path):
                     continue
-                if not entry.is_file(follow_symlinks=follow):
+                try:
+                    is_file = entry.is_file(follow_symlinks=follow)
+                except OSError as e:
+                    self._unfollowable(name, path, e)
+                    continue
+                if not is_file:
                     if follow and entry.is_symlink() and not os.path.exists(f"{full}/{name}"):
                         self.dirty = True
                         files[path] = ScannedFile(path, 0, 0, 0, None, "error",
                                                   "broken symlink (its target does not exist)")
-                    continue  # FIFOs, sockets and devices are not images and are never opened
+                    elif digest_rows is None:  # FIFOs, sockets and devices are not images: never opened
+                        self.skipped.append((path, _kind_of(entry, follow)))
+                    continue
                 try:
                     st = entry.stat(follow_symlinks=follow)
                 except FileNotFoundError:
@@ -438,6 +456,13 @@ class _Walker:
             assert self.digest is not None  # digest mode
             self.digest += directory_key(prefix, digest_rows)
             self.count += len(digest_rows)
+
+    def _unfollowable(self, name: str, path: str, e: OSError) -> None:
+        """A symlink that loops (`ln -s x.jpg x.jpg`) or cannot be followed: its own message; the rest of
+        its directory is scanned as usual."""
+        if self.filter.file_matcher()(name, path):
+            self.dirty = True
+            self.files[path] = ScannedFile(path, 0, 0, 0, None, "error", f"cannot follow the link: {_why(e)}")
 
     def _examine(self, full: str, path: str, size: int, mtime: int, inode: int) -> ScannedFile | None:
         """Read, hash and judge one file; None if it vanished. With the GC running (see _gc_paused):
@@ -492,6 +517,17 @@ def judge_bytes(data: bytes, mirror: MirrorConfig) -> tuple[Verdict, str | None]
     except ShrinkError as e:
         return "rejected", str(e)
     return "ok", shrunk.note(f"{info.format} {info.width}x{info.height} px")
+
+
+def _kind_of(entry: os.DirEntry[str], follow: bool) -> str:
+    try:
+        mode = entry.stat(follow_symlinks=follow).st_mode
+    except OSError:
+        return "not a regular file"
+    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a symlink (follow_symlinks is off)" if stat.S_ISLNK(mode) else "not a regular file")
+    return f"{kind}, not an image file: skipped"
 
 
 def _why(e: OSError) -> str:

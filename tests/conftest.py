@@ -261,7 +261,7 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
         t.cleanup()
 
 
-def wait_until(pred, timeout: float = 30.0, what: str = "condition") -> None:
+def wait_until(pred, timeout: float = 60.0, what: str = "condition") -> None:
     """Poll `pred` until it holds (a generous deadline, never a timing assertion)."""
     import time
 

@@ -40,7 +40,16 @@ def test_other_placeholders():
     assert b == "1|c.d.jpg|c.d|m|similar"
 
 
-def test_undecodable_file_name_gives_valid_utf8():
-    path = b"caf\xe9/\xff.jpg".decode("utf-8", "surrogateescape")
+def test_undecodable_file_name_gives_valid_utf8_that_leads_back_to_the_exact_bytes():
+    import os
+
+    path = b"caf\xe9/\xff \"q\".jpg".decode("utf-8", "surrogateescape")
     b = render_brief(TEMPLATE, entry_id=3, path=path, mirror="m", library="same_hq")
-    assert json.loads(b.encode("utf-8")) == {"id": 3, "path": "caf\ufffd/\ufffd.jpg"}
+    value = json.loads(b.encode("utf-8"))  # valid UTF-8 on the wire
+    assert value["id"] == 3 and os.fsencode(value["path"]) == b"caf\xe9/\xff \"q\".jpg"  # reversible
+
+
+def test_undecodable_file_name_in_a_plain_template_shows_its_bytes():
+    path = b"caf\xe9/\xff.jpg".decode("utf-8", "surrogateescape")
+    b = render_brief("{id} {path}", entry_id=3, path=path, mirror="m", library="same_hq")
+    assert b == "3 caf\\xe9/\\xff.jpg" and b.encode("utf-8")

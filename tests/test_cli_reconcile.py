@@ -100,3 +100,84 @@ def test_pointing_the_config_at_another_gallery_is_refused_until_rebind(tmp_path
     assert json.loads(rebound.stdout)[0]["counts"]["added"] == 2
     again = CliRunner().invoke(cli, ["reconcile", "--json", str(folder)], env=env)
     assert again.exit_code == 0 and json.loads(again.stdout)[0]["counts"]["added"] == 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_run_that_never_reached_a_gallery_binds_the_state_dir_to_nothing(tmp_path, gallery_server):
+    """A wrong port, then refused credentials, then the right gallery: no --rebind is asked for, because
+    no gallery ever acknowledged an entry before."""
+    from conftest import make_image
+
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    for i in range(2):
+        (folder / f"{i}.jpg").write_bytes(make_image(i))
+        os.utime(folder / f"{i}.jpg", (1_600_000_000, 1_600_000_000))
+    config = tmp_path / "config.toml"
+
+    def run(endpoint: str, secret: str):
+        config.write_text(f'[gallery]\nendpoint = "{endpoint}"\napi_key = "{gallery_server.api_key}"\n'
+                          f'secret_key = "{secret}"\n'
+                          f'[[mirror]]\nname = "m"\nfolder = "{folder}"\n')
+        config.chmod(0o600)
+        return CliRunner().invoke(cli, ["--state-dir", str(tmp_path / "state"), "--config", str(config),
+                                        "reconcile", "--json"], catch_exceptions=False)
+
+    nobody = run(f"http://127.0.0.1:{_free_port()}", gallery_server.secret_key)
+    assert nobody.exit_code == 3, nobody.output
+    refused = run(gallery_server.url, "not-the-secret")
+    assert refused.exit_code == 4, refused.output
+    right = run(gallery_server.url, gallery_server.secret_key)
+    assert right.exit_code == 0, right.output
+    counts = json.loads(right.stdout)[0]["counts"]
+    assert counts["added"] + counts["recovered"] == 2  # the add left in flight by the first run is finished
+    moved = run(f"http://127.0.0.1:{_free_port()}", gallery_server.secret_key)  # now it is bound: refused
+    assert moved.exit_code == 2 and "--rebind" in moved.output
+
+
+def test_a_file_name_that_is_not_utf8_leads_back_to_its_exact_bytes(tmp_path):
+    """The brief (what the gallery returns with each hit) and every --json output carry the name's bytes
+    reversibly: json.loads then os.fsencode gives the file name back."""
+    from conftest import make_image
+
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    raw = b"bad_\xff\xfe.jpg"
+    (folder / os.fsdecode(raw)).write_bytes(make_image(7))
+    os.utime(folder / os.fsdecode(raw), (1_600_000_000, 1_600_000_000))
+    state = tmp_path / "state"
+    assert invoke(state, "reconcile", str(folder)).exit_code == 0
+    query = tmp_path / "q.jpg"
+    query.write_bytes(make_image(7))
+    found = invoke(state, "search", str(query), "--json")
+    assert found.exit_code == 0
+    (hit,) = json.loads(found.stdout_bytes.decode("utf-8"))  # valid UTF-8, strictly
+    assert os.fsencode(json.loads(hit["brief"])["path"]) == raw
+    assert [os.fsencode(p) for p in hit["paths"]] == [os.fsencode(folder) + b"/" + raw]
+    status = json.loads(invoke(state, "status", "--json").stdout_bytes.decode("utf-8"))
+    assert status["mirrors"][0]["counts"]["synced"] == 1
+
+
+def test_verbose_names_what_looks_like_an_image_but_is_not_once_and_nothing_else(tmp_path):
+    import subprocess
+    import sys
+
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    os.mkfifo(folder / "pipe.jpg")
+    shutil.copy(EXAMPLES / "catalogue" / "boat.jpg", folder / "boat.jpg")
+    os.utime(folder / "boat.jpg", (1_600_000_000, 1_600_000_000))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMGSYNC_")}
+    env.update(IMGSYNC_STATE_DIR=str(tmp_path / "state"), HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path))
+    done = subprocess.run([sys.executable, "-m", "imgsync", "-v", "reconcile", str(folder)], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("pipe.jpg: a FIFO, not an image file: skipped") == 1
+    assert "alembic" not in done.stderr and "faiss" not in done.stderr  # -v is imgsync's own lines

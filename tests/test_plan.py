@@ -161,9 +161,9 @@ def test_empty_folder_that_held_files_withholds_deletes_unless_forced():
 def test_other_device_withholds_deletes_unless_forced():
     e1, e2 = entry(1, "h1", "a.jpg"), entry(2, "h2", "b.jpg")
     kn = [known("a.jpg", "h1", 1), known("b.jpg", "h2", 2)]
-    plan = plan_for([scanned("b.jpg", "h2")], kn, [e1, e2], suspect_folder="folder on another device")
+    plan = plan_for([scanned("b.jpg", "h2")], kn, [e1, e2], moved_folder="folder on another device")
     assert plan.deletes == () and "another device" in plan.withheld_reason
-    assert len(plan_for([scanned("b.jpg", "h2")], kn, [e1, e2], suspect_folder="x", force=True).deletes) == 1
+    assert len(plan_for([scanned("b.jpg", "h2")], kn, [e1, e2], moved_folder="x", force=True).deletes) == 1
 
 
 def test_max_delete_guard_default_half_when_more_than_ten():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -129,8 +130,8 @@ def test_missing_folder_deletes_nothing(rig):
     moved = rig.folder.with_name("elsewhere")
     rig.folder.rename(moved)
     run, calls = rig.run()
-    assert run.fatal and "does not exist" in run.fatal and calls == 0
-    assert len(rig.remote()) == 1
+    assert "does not exist" in run.report.folder_problem and calls == 0
+    assert run.report.withheld == 1 and len(rig.remote()) == 1
 
 
 def test_emptied_folder_withholds_deletes_until_forced(rig):
@@ -197,7 +198,7 @@ def test_scoped_run_respects_excludes_and_symlinks(rig, tmp_path):
 def test_fresh_file_waits_for_min_age(rig):
     p = rig.folder / "fresh.jpg"
     p.write_bytes(make_image(1))  # mtime = now
-    run, calls = rig.run(scope=["fresh.jpg"])
+    run, calls = rig.run(scope=["fresh.jpg"], settle=None)  # the daemon's run: it debounces, never waits
     assert calls == 0
     assert rig.store.known_files("m")["fresh.jpg"].verdict == "unstable"
     run, calls = rig.run(scope=["fresh.jpg"], min_age_ns=0)
@@ -287,10 +288,12 @@ def test_settled_mirror_is_vouched_for_by_a_stat_walk_and_any_change_breaks_it(r
 def test_a_run_that_does_not_end_clean_leaves_no_settled_mark(rig):
     rig.put("a.jpg", 1)
     fresh = rig.folder / "fresh.jpg"
-    fresh.write_bytes(make_image(2))  # too fresh to trust: pending
+    fresh.write_bytes(make_image(2))
+    ahead = os.stat(fresh).st_mtime_ns + 60 * 10**9  # "modified" a minute from now: cannot settle in this run
+    os.utime(fresh, ns=(ahead, ahead))
     run, _ = rig.run()
     assert run.report.pending and rig.store.mirror_state("m").settled is None
-    t = os.stat(fresh).st_mtime_ns - 10**10
+    t = time.time_ns() - 10**10
     os.utime(fresh, ns=(t, t))
     run, _ = rig.run()
     assert run.report.added == ["fresh.jpg"] and rig.store.mirror_state("m").settled

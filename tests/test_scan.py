@@ -463,6 +463,31 @@ def test_symlink_loops_end(tmp_path: Path) -> None:
     assert sorted(res.files) == ["a/b/c.jpg"] and res.complete
 
 
+def test_a_link_to_itself_is_its_own_error_and_its_siblings_are_scanned(tmp_path: Path) -> None:
+    names = ["a.jpg", "m.jpg", "zzz.jpg"]  # before and after the loop in any listing order
+    for i, name in enumerate(names):
+        put(tmp_path, name, make_image(i))
+    (tmp_path / "zz.jpg").symlink_to("zz.jpg")  # ELOOP when followed
+    res = scan(tmp_path, follow_symlinks=True)
+    assert res.complete and res.errors == []  # the directory was read: deletes are not withheld for it
+    assert sorted(p for p, f in res.files.items() if f.verdict == "ok") == names
+    loop = res.files["zz.jpg"]
+    assert loop.verdict == "error" and "too many levels of symbolic links" in (loop.reason or "")
+    scoped = scan_folder(tmp_path, mirror(tmp_path, follow_symlinks=True), {}, now_ns=time.time_ns(),
+                         scope=["zz.jpg"])
+    assert scoped.complete and scoped.files["zz.jpg"].verdict == "error"
+
+
+def test_names_that_look_like_images_but_are_not_files_are_said_once(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.jpg")
+    (tmp_path / "folder.jpg").mkdir()
+    put(tmp_path, "folder.jpg/inside.jpg", JPEG)
+    res = scan(tmp_path)
+    assert list(res.files) == ["folder.jpg/inside.jpg"]
+    assert dict(res.skipped) == {"pipe.jpg": "a FIFO, not an image file: skipped",
+                                 "folder.jpg": "a directory, not an image file (its files are scanned)"}
+
+
 def test_dangling_symlink_is_an_error_when_following(tmp_path: Path) -> None:
     (tmp_path / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
     assert scan(tmp_path).files == {}

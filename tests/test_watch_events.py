@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import os
 import threading
 import time
 
@@ -33,7 +32,7 @@ ROOT = "/data/pics"
 RELEVANT = Relevance(DEFAULT_INCLUDE, DEFAULT_EXCLUDE)
 
 
-def wait_until(pred, timeout=10.0):
+def wait_until(pred, timeout=60.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():

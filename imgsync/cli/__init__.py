@@ -7,7 +7,9 @@ into imgsync and renders the result. Errors become exit codes in exactly one pla
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ import click
 
 from imgsync import __version__
 from imgsync.config import Config, load_config
-from imgsync.errors import EXIT_CODES, ImgsyncError
+from imgsync.errors import DISK_FULL_ERRNOS, EXIT_CODES, ImgsyncError, disk_full
 
 
 class _Group(click.Group):
@@ -26,6 +28,21 @@ class _Group(click.Group):
         except ImgsyncError as e:
             click.echo(f"Error: {e}", err=True)
             ctx.exit(e.exit_code)
+        except OSError as e:
+            if e.errno not in DISK_FULL_ERRNOS:
+                raise
+            # A write the code did not expect to fail (each known one converts it itself): still one line.
+            error = disk_full(os.path.dirname(e.filename) if e.filename else _state_dir_of(ctx))
+            click.echo(f"Error: {error}", err=True)
+            ctx.exit(error.exit_code)
+
+
+def _state_dir_of(ctx: click.Context) -> str:
+    app = ctx.find_object(App)
+    try:
+        return str(app.config.state_dir) if app is not None else "the state dir"
+    except ImgsyncError:
+        return "the state dir"
 
 
 @click.group(
@@ -42,8 +59,11 @@ class _Group(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None, state_dir: Path | None, verbose: int) -> None:
     """Mirror image folders into an image-search gallery."""
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # -v: imgsync's own INFO lines; -vv: DEBUG, and the libraries' INFO (alembic, faiss, ...) too.
+    logging.basicConfig(level=logging.INFO if verbose >= 2 else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if verbose:
+        logging.getLogger("imgsync").setLevel(logging.DEBUG if verbose >= 2 else logging.INFO)
     ctx.obj = App(config_path, state_dir)
 
 
@@ -66,6 +86,15 @@ class App:
 
 
 pass_app = click.make_pass_decorator(App)
+
+
+def echo_json(value: Any) -> None:
+    """Print `value` as JSON for scripts: valid UTF-8 always. A file name that is not valid UTF-8 (its
+    bytes held as lone surrogates) is written as \\uDCxx escapes, which json.loads turns back into the
+    same str, and os.fsencode into the file's exact bytes."""
+    from imgsync.brief import escape_surrogates
+
+    click.echo(escape_surrogates(json.dumps(value, ensure_ascii=False, indent=2)))
 
 
 def main() -> None:

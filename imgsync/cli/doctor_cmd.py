@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 
 import click
 
-from imgsync.cli import App, cli, pass_app
+from imgsync.cli import App, cli, echo_json, pass_app
 from imgsync.config import load_config
 
 
@@ -28,7 +27,7 @@ def doctor(app: App, as_json: bool) -> None:
     report = run_doctor(lambda: load_config(app.config_path, state_dir=app.state_dir),
                         open_gallery=open_configured_gallery)
     if as_json:
-        click.echo(json.dumps(report.as_json(), ensure_ascii=False, indent=2))
+        echo_json(report.as_json())
     else:
         for finding in report.findings:
             click.echo(finding.line())

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 import platformdirs
 
-from imgsync.cli import cli
+from imgsync.cli import cli, echo_json
 from imgsync.errors import ImgsyncError, UsageError
 from imgsync.libraries import LIBRARIES
 
@@ -98,7 +97,7 @@ def ls(data_dir: Path | None, library: str, as_json: bool) -> None:
     finally:
         engine.close()
     if as_json:
-        click.echo(json.dumps(entries, ensure_ascii=False, indent=2))
+        echo_json(entries)
         return
     for e in entries:
         click.echo(f"{e['cont_sign']}\t{_labels(library, e)}\t{e['brief']}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from imgsync.cli import App, cli, pass_app
+from imgsync.cli import App, cli, echo_json, pass_app
 from imgsync.config import Config, MirrorConfig, adhoc_mirror
 from imgsync.errors import DeletesRefusedError, ImgsyncError
 from imgsync.libraries import LIBRARIES
@@ -46,12 +45,12 @@ def reconcile(app: App, targets: tuple[str, ...], dry_run: bool, as_json: bool, 
         raise click.UsageError("no mirror configured: name a FOLDER, or add a [[mirror]] to the config")
     runs = _dry_run(app, mirrors, force) if dry_run else _run(app, mirrors, force, as_json, rebind)
     if as_json:
-        click.echo(json.dumps([_json_run(r, dry_run) for r in runs], ensure_ascii=False, indent=2))
+        echo_json([_json_run(r, dry_run) for r in runs])
     elif not dry_run:
         from imgsync.render import render_report
 
         for run in runs:
-            click.echo(render_report(run.report, fatal=run.fatal))
+            click.echo(render_report(run.report))
     raise click.exceptions.Exit(_exit_code(runs, dry_run))
 
 
@@ -66,9 +65,11 @@ def _targets(config: Config, targets: tuple[str, ...], library: str) -> list[Mir
             mirror_names.append(t)
             continue
         path = Path(t).expanduser()
-        if not path.exists() and not path.is_absolute() and "/" not in t:
-            raise click.UsageError(f"{t!r} is neither a configured mirror nor an existing folder")
         by_folder = [m for m in config.mirrors if m.folder.expanduser().resolve() == path.resolve()]
+        if not by_folder and not path.is_dir():
+            # A typo must not become a mirror that `status` shows forever: nothing is recorded.
+            what = "not a directory" if path.exists() else "neither a configured mirror nor an existing folder"
+            raise click.UsageError(f"{t!r} is {what}")
         chosen += by_folder or [adhoc_mirror(path, library=library)]
     chosen += select_mirrors(config.mirrors, mirror_names) if mirror_names else []
     return chosen if targets else list(config.mirrors)
@@ -88,11 +89,9 @@ def _dry_run(app: App, mirrors: list[MirrorConfig], force: bool) -> list[MirrorR
         for mirror in mirrors:
             report = Report(mirror.name)
             planned = plan_mirror(mirror, store, force=force, report=report)
-            if isinstance(planned, str):
-                runs.append(MirrorRun(mirror, None, report, fatal=planned))
-                click.echo(f"{mirror.name}: {planned}", err=True)
-                continue
             runs.append(MirrorRun(mirror, planned.plan, report))
+            if report.folder_problem:
+                click.echo(f"{mirror.name}: {report.folder_problem}", err=True)
             for line in plan_lines(planned.plan, report):
                 click.echo(line)
             click.echo(f"{mirror.name}: {describe_plan(planned.plan)} (dry run: nothing changed)", err=True)
@@ -125,7 +124,11 @@ def _run(app: App, mirrors: list[MirrorConfig], force: bool, quiet: bool, rebind
 
 
 def _run_one(mirror: MirrorConfig, store, gallery, spool_dir: Path, force: bool, quiet: bool) -> MirrorRun:
-    from imgsync.pipeline import reconcile_mirror
+    from imgsync.pipeline import SettleWait, reconcile_mirror
+
+    def waiting(n: int, limit_s: float) -> None:
+        if not quiet:
+            click.echo(f"{mirror.name}: waiting up to {limit_s:g} s for {n} file(s) still being written", err=True)
 
     bar = None
     show_bar = not quiet and sys.stderr.isatty()
@@ -142,7 +145,7 @@ def _run_one(mirror: MirrorConfig, store, gallery, spool_dir: Path, force: bool,
 
     try:
         return reconcile_mirror(mirror, store, gallery, spool_dir=spool_dir, force=force,
-                                on_planned=planned, on_progress=progress)
+                                on_planned=planned, on_progress=progress, settle=SettleWait(on_wait=waiting))
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
@@ -152,9 +155,13 @@ def _exit_code(runs: list[MirrorRun], dry_run: bool) -> int:
     for run in runs:
         if run.report.stopped is not None:
             return run.report.stopped.exit_code
-    if any(r.report.withheld_reason or (r.plan and r.plan.withheld_reason) for r in runs):
+    if any(r.report.folder_problem or r.report.withheld_reason or (r.plan and r.plan.withheld_reason)
+           for r in runs):
         return DeletesRefusedError.exit_code
-    if any(r.fatal or r.report.failed or r.report.rejected or (r.plan and r.plan.rejects) for r in runs):
+    # A file still being written (pending) means the library is not yet the folder: not 0. A dry run
+    # does not wait for such files, so only its rejections count.
+    if any(r.report.failed or r.report.rejected or (r.report.pending and not dry_run) or (r.plan and r.plan.rejects)
+           for r in runs):
         return ImgsyncError.exit_code
     return 0
 
@@ -163,9 +170,8 @@ def _json_run(run: MirrorRun, dry_run: bool) -> dict:
     r: Report = run.report
     out: dict = {"mirror": run.mirror.name, "folder": str(run.mirror.folder), "library": run.mirror.library,
                  "dry_run": dry_run}
-    if run.fatal:
-        out["error"] = run.fatal
-        return out
+    if r.folder_problem:
+        out["folder_problem"] = r.folder_problem
     plan = run.plan
     if dry_run and plan is not None:
         out["plan"] = {

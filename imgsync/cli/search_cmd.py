@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import click
 
-from imgsync.cli import App, cli, pass_app
+from imgsync.cli import App, cli, echo_json, pass_app
 from imgsync.config import Config
 from imgsync.errors import UsageError
 from imgsync.libraries import LIBRARIES, MAX_RESULTS, MAX_TAGS, TAG_RANGE
@@ -99,8 +98,7 @@ def search(app: App, target: str, library: str | None, tags: str | None, tag_log
                                 rn=top)
     rows = hits_to_rows(result.hits, _locate(app, library, [h.cont_sign for h in result.hits]))[:top]
     if as_json:
-        click.echo(json.dumps([{**{k: v for k, v in asdict(r).items() if k != "rank"}, "paths": list(r.paths)}
-                               for r in rows], ensure_ascii=False, indent=2))
+        echo_json([{**{k: v for k, v in asdict(r).items() if k != "rank"}, "paths": list(r.paths)} for r in rows])
     elif rows:
         for line in render_table(rows):
             click.echo(line)

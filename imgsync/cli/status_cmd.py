@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, is_dataclass
 
 import click
 
-from imgsync.cli import App, cli, pass_app
+from imgsync.cli import App, cli, echo_json, pass_app
 
 
 @cli.command()
@@ -34,8 +33,7 @@ def status(app: App, as_json: bool) -> None:
             store.close()
     daemon = read_status(config.state_dir)
     if as_json:
-        click.echo(json.dumps({"state_dir": str(config.state_dir), "mirrors": rows, "daemon": daemon},
-                              ensure_ascii=False, indent=2))
+        echo_json({"state_dir": str(config.state_dir), "mirrors": rows, "daemon": daemon})
         return
     click.echo(f"state dir: {config.state_dir}")
     for line in _daemon_lines(daemon):

@@ -13,6 +13,7 @@ naming where to set it.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,8 @@ from imgsync.errors import ConfigError, GalleryUnavailableError, ManifestError
 from imgsync.gallery.client import GalleryClient
 
 GALLERY_DIR = "gallery"
+
+log = logging.getLogger("imgsync.gallery")
 
 
 def local_data_dir(config: Config) -> Path:
@@ -102,8 +105,15 @@ def _embedded(config: Config) -> Iterator[GalleryClient]:
         with GalleryClient(running.url, running.api_key, running.secret_key, qps=config.gallery.qps,
                            timeout=_timeouts(config.gallery.timeout)) as client:
             yield client
-    finally:
-        running.stop()
+    except BaseException:
+        # What ended the run is the error to show: a failure while stopping (a full disk refusing the
+        # index cache, say) must not hide it.
+        try:
+            running.stop()
+        except Exception as e:
+            log.warning("the embedded gallery did not stop cleanly: %s", e)
+        raise
+    running.stop()
 
 
 @contextmanager

@@ -100,7 +100,11 @@ class Engine:
         with self._lock:
             if not self._read_only:
                 for name, lib in self._libs.items():
-                    lib.matcher.save_index(self._index_dir(name))
+                    try:
+                        lib.matcher.save_index(self._index_dir(name))
+                    except (OSError, RuntimeError) as e:  # faiss reports a failed write as RuntimeError
+                        # The saved index is a cache: the next open rebuilds it from the stored features.
+                        log.info("%s: index cache not saved (%s); it is rebuilt on the next start", name, e)
             self._store.close()
             self._release()
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 from imgsync.clock import SYSTEM_CLOCK, Clock
-from imgsync.errors import LockHeldError, ManifestError
+from imgsync.errors import DISK_FULL_ERRNOS, LockHeldError, ManifestError, disk_full
 
 LOCK_NAME = "imgsync.lock"
 
@@ -56,8 +56,14 @@ class StateLock:
             os.close(fd)
             raise ManifestError(f"cannot lock {self.path}: {e.strerror}") from None
         started = datetime.fromtimestamp(self._clock.time()).astimezone().isoformat(timespec="seconds")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}\nstarted {started}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}\nstarted {started}\n".encode(), 0)
+        except OSError as e:
+            os.close(fd)  # drops the lock: a run that could not write this could not write the manifest
+            if e.errno in DISK_FULL_ERRNOS:
+                raise disk_full(self.state_dir) from None
+            raise ManifestError(f"cannot write the lock file {self.path}: {e.strerror}") from None
         self._fd = fd
 
     def release(self) -> None:

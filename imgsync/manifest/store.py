@@ -42,7 +42,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from imgsync.clock import SYSTEM_CLOCK, Clock
-from imgsync.errors import ManifestError
+from imgsync.errors import ManifestError, disk_full
 from imgsync.manifest import migrate
 from imgsync.manifest.engine import create_manifest_engine, writer
 from imgsync.manifest.tables import (
@@ -120,6 +120,7 @@ class MirrorState:
     updated_at: datetime
     judged_as: str | None = None
     settled: str | None = None
+    fsid: int | None = None  # statvfs f_fsid; None when unknown (older manifest, or the fs gives 0)
 
 
 class ContSignTakenError(ManifestError):
@@ -147,6 +148,7 @@ class Store:
         self.path = path
         self._clock = clock
         self._closed = False
+        self._unbound_gallery: str | None = None
 
     @classmethod
     def open(cls, path: Path, *, clock: Clock = SYSTEM_CLOCK) -> Store:
@@ -494,16 +496,18 @@ class Store:
             if row is None:
                 return None
             return MirrorState(row.mirror, row.folder, _from_i64(row.device), row.file_count, row.last_run_id,
-                               _dt(row.updated_at), row.judged_as, row.settled)
+                               _dt(row.updated_at), row.judged_as, row.settled,
+                               None if row.fsid is None else _from_i64(row.fsid))
 
     def set_mirror_state(self, mirror: str, folder: str, device: int, file_count: int,
-                         judged_as: str | None = None, settled: str | None = None) -> None:
+                         judged_as: str | None = None, settled: str | None = None, fsid: int | None = None) -> None:
         """Remember the folder after a complete run; last_run_id is this mirror's latest run."""
         now = self._clock.time()
         with self._write() as conn:
             last = conn.execute(select(func.max(RunRow.id)).where(RunRow.mirror == mirror)).scalar()
             values = {"folder": folder, "device": _to_i64(device), "file_count": file_count,
-                      "last_run_id": last, "updated_at": now, "judged_as": judged_as, "settled": settled}
+                      "last_run_id": last, "updated_at": now, "judged_as": judged_as, "settled": settled,
+                      "fsid": None if fsid is None else _to_i64(fsid)}
             ins = sqlite_insert(_STATES).values(mirror=mirror, **values)
             conn.execute(ins.on_conflict_do_update(index_elements=[MirrorStateRow.mirror], set_=values))
 
@@ -516,10 +520,24 @@ class Store:
             ins = sqlite_insert(_SETTINGS).values(key=key, value=value)
             conn.execute(ins.on_conflict_do_update(index_elements=[SettingRow.key], set_={"value": value}))
 
-    def entry_count(self) -> int:
-        """Entries of every mirror (any state)."""
+    def entry_count(self, *, acknowledged: bool = False) -> int:
+        """Entries of every mirror (any state); acknowledged: only those a gallery has answered for (an
+        add that never got an answer has no cont_sign)."""
+        q = select(func.count()).select_from(EntryRow)
+        if acknowledged:
+            q = q.where(EntryRow.cont_sign.is_not(None))
         with self._read() as conn:
-            return int(conn.execute(select(func.count()).select_from(EntryRow)).scalar() or 0)
+            return int(conn.execute(q).scalar() or 0)
+
+    def expect_gallery(self, identity: str) -> None:
+        """The gallery this process talks to, for a manifest bound to none yet: it is recorded as the
+        manifest's gallery (setting "gallery") in the same transaction as the first call it answers, so a
+        run that never reached a gallery (wrong port, refused credentials) binds the state dir to nothing."""
+        self._unbound_gallery = identity
+
+    def unbind_gallery(self) -> None:
+        with self._write() as conn:
+            conn.execute(delete(SettingRow).where(SettingRow.key == "gallery"))
 
     def forget_gallery(self, new_gallery: str) -> int:
         """Forget every entry of every mirror (they live in a gallery this state dir no longer uses) and
@@ -603,6 +621,8 @@ class Store:
         except IntegrityError as e:
             raise ManifestError(f"manifest {self.path}: refused a change that breaks its rules: {_cause(e)}") from e
         except SQLAlchemyError as e:
+            if "database or disk is full" in _cause(e):  # SQLITE_FULL: the transaction was rolled back
+                raise disk_full(self.path.parent, f"writing the manifest {self.path.name}") from None
             raise ManifestError(f"manifest {self.path}: {_cause(e)}") from e
 
     def _intent(self, conn: Connection, op: JournalOp, mirror: str, library: str, entry_ids: list[int],
@@ -628,6 +648,11 @@ class Store:
     def _close_item(self, conn: Connection, journal_id: int, state: JournalState, error: str | None) -> None:
         conn.execute(update(JournalRow).where(JournalRow.id == journal_id)
                      .values(state=state, error=error, finished_at=self._clock.time()))
+        if state == "done" and self._unbound_gallery is not None:
+            # The gallery answered: from now on the manifest's entries live there (see expect_gallery).
+            conn.execute(sqlite_insert(_SETTINGS).values(key="gallery", value=self._unbound_gallery)
+                         .on_conflict_do_nothing(index_elements=[SettingRow.key]))
+            self._unbound_gallery = None
 
     def _entry_row(self, conn: Connection, entry_id: int, mirror: str) -> Row[Any]:
         row = conn.execute(select(_ENTRIES).where(EntryRow.id == entry_id)).one_or_none()

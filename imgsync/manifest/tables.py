@@ -184,6 +184,8 @@ class MirrorStateRow(Base):
     mirror: Mapped[str] = mapped_column(Text, primary_key=True)
     folder: Mapped[str] = mapped_column(LosslessText)
     device: Mapped[int] = mapped_column(BigInteger)  # st_dev, stored as signed 64-bit
+    #: statvfs f_fsid (signed 64-bit): tells apart two filesystems mounted under one device number
+    fsid: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     file_count: Mapped[int] = mapped_column(Integer)
     #: the settings the files' verdicts were judged under ("library:fit"); a change means re-judging
     judged_as: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -25,7 +25,6 @@ import logging
 import os
 import queue
 import random
-import stat
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from imgsync.errors import (
     ImgsyncError,
 )
 from imgsync.execute import Gallery
+from imgsync.folder import check_folder
 from imgsync.manifest import Store
 from imgsync.watch.debounce import INF, Backoff, MirrorQueue, Timing, Work
 from imgsync.watch.events import Change, FolderWatch, Relevance, WatchLimitError, dirty_paths
@@ -159,6 +159,11 @@ class Daemon:
     def queue_length(self) -> int:
         return sum(len(s.queue) for s in self._slots.values())
 
+    def idle(self) -> bool:
+        """Nothing queued and no run being taken, made or recorded (for status and tests: a change seen
+        by the watcher is in the queue until its run is over, so idle + the folder's state is final)."""
+        return self.busy_since is None and self.queue_length() == 0
+
     # ------------------------------------------------------------------ the loop
 
     def run(self) -> None:
@@ -235,16 +240,22 @@ class Daemon:
         if self._gallery_until is not None and now < self._gallery_until:
             return False
         slots = list(self._slots.values())
-        for i in range(len(slots)):
-            slot = slots[(self._order + i) % len(slots)]
-            work = slot.queue.take(now)
-            if work is not None:
-                self._order = (self._order + i + 1) % len(slots)  # round robin: no mirror starves
-                if slot.error_paused:
-                    slot.error_paused = None
-                self._execute(slot, work)
-                return True
-        return False
+        # Busy from before the work leaves its queue until its outcome is recorded: idle() never sees
+        # a change that is neither queued nor done.
+        self.busy_since = now
+        try:
+            for i in range(len(slots)):
+                slot = slots[(self._order + i) % len(slots)]
+                work = slot.queue.take(now)
+                if work is not None:
+                    self._order = (self._order + i + 1) % len(slots)  # round robin: no mirror starves
+                    if slot.error_paused:
+                        slot.error_paused = None
+                    self._execute(slot, work)
+                    return True
+            return False
+        finally:
+            self.busy_since = None
 
     # ------------------------------------------------------------------ one run
 
@@ -255,10 +266,10 @@ class Daemon:
         scope = None if work.paths is None else sorted(work.paths)
         what = f"full scan ({work.reason})" if scope is None else f"{len(scope)} changed path(s)"
         log.debug("%s: %s", mirror.name, what if scope is None or len(scope) > 5 else f"{what}: {scope}")
-        self.busy_since = self.clock.monotonic()
         try:
             run = reconcile_mirror(mirror, self.store, self.gallery, spool_dir=self.spool_dir, scope=scope,
-                                   min_age_ns=int(self.timing.min_age * 1e9), on_progress=self._progress,
+                                   min_age_ns=int(self.timing.min_age * 1e9), settle=None,
+                                   on_progress=self._progress,
                                    should_stop=lambda: self._stop)
         except ImgsyncError as e:  # the manifest failed, a config value the pipeline refuses, ...
             self._mirror_failed(slot, work, str(e))
@@ -267,17 +278,15 @@ class Daemon:
             log.exception("%s: the run failed", mirror.name)
             self._mirror_failed(slot, work, f"{type(e).__name__}: {e}")
             return
-        finally:
-            self.busy_since = None
         now = self.clock.monotonic()
         report = run.report
         slot.last_run = {"at": _iso(self.clock.time()), "what": what, **report.counts()}
         if report.interrupted:  # stopping: the rest of the plan runs at the next start
             slot.queue.requeue(work, now)
             return
-        if run.fatal:
+        if report.folder_problem:  # the folder went away between the last check and this run
             slot.queue.requeue(work, now)
-            self._pause_folder(slot, run.fatal)
+            self._pause_folder(slot, report.folder_problem)
         elif report.stopped is not None:
             slot.queue.requeue(work, now)
             self._pause_gallery(report.stopped, now)
@@ -533,18 +542,9 @@ def _recently_modified(path: Path, now: float) -> bool:
 
 
 def _folder_problem(folder: Path) -> tuple[str | None, tuple[int, int] | None]:
-    """(why the folder cannot be used, or None; its (st_dev, st_ino))."""
-    try:
-        st = os.stat(folder)
-    except FileNotFoundError:
-        return f"folder {folder} is gone (unmounted disk or renamed?); nothing deleted", None
-    except OSError as e:
-        return f"folder {folder} cannot be read ({e.strerror}); nothing changed", None
-    if not stat.S_ISDIR(st.st_mode):
-        return f"{folder} is not a directory; nothing changed", None
-    if not os.access(folder, os.R_OK | os.X_OK):
-        return f"folder {folder} cannot be read (permission denied); nothing changed", None
-    return None, (st.st_dev, st.st_ino)
+    """(why the folder cannot be listed, or None; its (st_dev, st_ino))."""
+    check = check_folder(folder)
+    return (None if check.usable else f"{check.message}; nothing deleted"), check.identity
 
 
 def _iso(ts: float) -> str:

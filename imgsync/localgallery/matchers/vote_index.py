@@ -104,7 +104,11 @@ class VoteIndex:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        faiss.write_index_binary(self._index, str(tmp))
+        try:
+            faiss.write_index_binary(self._index, str(tmp))
+        except RuntimeError:
+            tmp.unlink(missing_ok=True)  # a partial file would only take the space a full disk lacks
+            raise
         tmp.replace(path)
         meta = {"stamp": stamp, "max_seq": self._max_seq, "trained_at": self._trained_at}
         path.with_suffix(".json").write_text(json.dumps(meta))
