@@ -11,6 +11,7 @@ Where things come from, first match wins:
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import logging
 import os
@@ -18,14 +19,14 @@ import re
 import stat
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
 
 from imgsync.errors import ConfigError
-from imgsync.libraries import LIBRARIES, TAG_RANGE
+from imgsync.libraries import DEFAULT_LIBRARY, LIBRARIES, TAG_RANGE
 
 log = logging.getLogger("imgsync.config")
 
@@ -115,6 +116,8 @@ class Config:
     mirrors: tuple[MirrorConfig, ...] = ()
     source: Path | None = None
     watch: WatchConfig = WatchConfig()
+    #: names of the mirrors that come from the state dir's mirrors.toml, not the config file
+    remembered: frozenset[str] = frozenset()
 
     def mirror(self, name: str) -> MirrorConfig:
         for m in self.mirrors:
@@ -163,7 +166,9 @@ class _Reader:
     def finish(self) -> None:
         unknown = sorted(set(self.table) - self.seen)
         if unknown:
-            raise ConfigError(f"{self.key(unknown[0])}: unknown key (check the spelling; see config.example.toml)")
+            close = difflib.get_close_matches(unknown[0], sorted(self.seen), n=1, cutoff=0.6)
+            hint = f"did you mean `{close[0]}`?" if close else "check the spelling"
+            raise ConfigError(f"{self.key(unknown[0])}: unknown key ({hint} see config.example.toml)")
 
 
 def _kind(kind: type | tuple[type, ...]) -> str:
@@ -186,14 +191,9 @@ def parse_config(
     file_state = _path_or_none(top.get("state_dir", str))
     state = state_dir or _path_or_none(env.get("IMGSYNC_STATE_DIR")) or file_state
     gallery = _parse_gallery(top.get("gallery", dict, {}), env)
-    raw_mirrors = top.get("mirror", list, [])
-    mirrors = tuple(_parse_mirror(m, f"mirror[{i}]") for i, m in enumerate(raw_mirrors))
+    mirrors = _mirrors(top.get("mirror", list, []))
     watch = _parse_watch(top.get("watch", dict, {}))
     top.finish()
-    names = [m.name for m in mirrors]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ConfigError(f"mirror.name: {dupes[0]!r} is used by more than one mirror; names must be unique")
     return Config(
         state_dir=(state or Path(platformdirs.user_state_dir("imgsync"))).expanduser(),
         gallery=gallery,
@@ -201,6 +201,32 @@ def parse_config(
         source=source,
         watch=watch,
     )
+
+
+def parse_mirrors(data: Mapping[str, Any]) -> tuple[MirrorConfig, ...]:
+    """The [[mirror]] tables of a TOML document that holds nothing else (the state dir's mirrors.toml)."""
+    top = _Reader(data, "")
+    mirrors = _mirrors(top.get("mirror", list, []))
+    top.finish()
+    return mirrors
+
+
+def _mirrors(raw: list[Any]) -> tuple[MirrorConfig, ...]:
+    mirrors = tuple(_parse_mirror(m, f"mirror[{i}]") for i, m in enumerate(raw))
+    names = [m.name for m in mirrors]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"mirror.name: {dupes[0]!r} is used by more than one mirror; names must be unique")
+    return mirrors
+
+
+def with_remembered(config: Config, remembered: tuple[MirrorConfig, ...]) -> Config:
+    """The config's mirrors, then the remembered ones (imgsync.remembered) whose name and folder no
+    configured mirror uses: a configured mirror wins."""
+    names = {m.name for m in config.mirrors}
+    folders = {m.folder.expanduser().resolve() for m in config.mirrors}
+    extra = tuple(m for m in remembered if m.name not in names and m.folder.expanduser().resolve() not in folders)
+    return replace(config, mirrors=config.mirrors + extra, remembered=frozenset(m.name for m in extra))
 
 
 def _path_or_none(value: str | None) -> Path | None:
@@ -255,7 +281,7 @@ def _parse_mirror(table: Any, where: str) -> MirrorConfig:
     folder = r.get("folder", str)
     if not folder:
         raise ConfigError(f"{where}.folder: missing (the folder to mirror)")
-    library = r.get("library", str, "same_hq")
+    library = r.get("library", str, DEFAULT_LIBRARY)
     if library not in LIBRARIES:
         raise ConfigError(f"{where}.library: unknown library {library!r} (known: {', '.join(LIBRARIES)})")
     brief = r.get("brief", str, DEFAULT_BRIEF)
@@ -388,12 +414,10 @@ def _warn_if_secret_exposed(path: Path, data: Mapping[str, Any]) -> None:
         )
 
 
-def adhoc_mirror(folder: Path, *, library: str = "same_hq") -> MirrorConfig:
-    """The mirror `imgsync reconcile FOLDER` uses when no config names that folder.
-
-    Its name is stable for the folder's absolute path (so later runs find their manifest records) and
-    readable: the folder's name plus a short hash of the full path (two "photos" folders stay apart).
-    """
+def adhoc_mirror(folder: Path, *, library: str = DEFAULT_LIBRARY) -> MirrorConfig:
+    """The mirror an imgsync before remembered mirrors (imgsync.remembered) used for `imgsync reconcile
+    FOLDER`: named the folder's name plus a short hash of its full path. Kept so that such a folder, when
+    remembered now, keeps its name and so its manifest records."""
     import hashlib
 
     folder = folder.expanduser().resolve()

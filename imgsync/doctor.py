@@ -47,7 +47,7 @@ from imgsync.errors import (
 )
 from imgsync.folder import check_folder as check_folder_state
 from imgsync.folder import unreadable_folder
-from imgsync.libraries import LIBRARIES, TOKEN_PATH
+from imgsync.libraries import DEFAULT_LIBRARY, LIBRARIES, TOKEN_PATH
 
 Level = Literal["ok", "warn", "fail"]
 
@@ -70,7 +70,6 @@ CLOCK_SKEW_WARN_S = 300.0
 INOTIFY_SHARE_WARN = 0.5
 INOTIFY_LIMIT_FILE = Path("/proc/sys/fs/inotify/max_user_watches")
 #: Used when no mirror is configured: `imgsync reconcile FOLDER` mirrors into this library.
-DEFAULT_LIBRARY = "same_hq"
 MANIFEST_NAME = "manifest.sqlite3"
 
 

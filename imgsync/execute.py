@@ -21,7 +21,6 @@ import logging
 import os
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -40,6 +39,7 @@ from imgsync.libraries import get_library
 from imgsync.manifest import ContSignTakenError
 from imgsync.model import Entry
 from imgsync.plan import Add, Delete, Plan, Readd, Remap, Update
+from imgsync.report import Report
 
 log = logging.getLogger("imgsync.execute")
 
@@ -79,37 +79,6 @@ class Gallery(Protocol):
                tags: Sequence[int] | None = None,
                class_ids: tuple[int | None, int | None] | None = None) -> None: ...
     def delete_many(self, library: str, cont_signs: Sequence[str]) -> None: ...
-
-
-@dataclass
-class Report:
-    mirror: str
-    added: list[str] = field(default_factory=list)  # primary paths
-    updated: list[str] = field(default_factory=list)
-    remapped: int = 0
-    deleted: int = 0
-    recovered: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): retried next run
-    rejected: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): retried when the file changes
-    pending: list[tuple[str, str]] = field(default_factory=list)
-    withheld: int = 0
-    withheld_reason: str | None = None
-    #: the folder could not be listed (missing, not a directory, unreadable): nothing was done from it
-    folder_problem: str | None = None
-    stopped: GalleryError | None = None  # the error that ended the run early, if any
-    interrupted: bool = False  # the caller asked to stop (should_stop) before the plan was done
-
-    @property
-    def ok(self) -> bool:
-        return not (self.failed or self.rejected or self.pending or self.stopped or self.withheld_reason
-                    or self.folder_problem or self.interrupted)
-
-    def counts(self) -> dict[str, int]:
-        return {
-            "added": len(self.added), "updated": len(self.updated), "remapped": self.remapped,
-            "deleted": self.deleted, "recovered": self.recovered, "failed": len(self.failed),
-            "rejected": len(self.rejected), "pending": len(self.pending), "withheld": self.withheld,
-        }
 
 
 class Executor:

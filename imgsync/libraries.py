@@ -64,6 +64,9 @@ LIBRARIES: dict[str, Library] = {
 
 TOKEN_PATH = "/oauth/2.0/token"
 
+#: The library a folder is mirrored into, and searched, when nothing names one.
+DEFAULT_LIBRARY = "same_hq"
+
 
 def get_library(name: str) -> Library:
     """The library called `name`; KeyError names the known ones."""

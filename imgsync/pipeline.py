@@ -15,11 +15,13 @@ from imgsync.clock import SYSTEM_CLOCK, Clock
 from imgsync.config import MirrorConfig
 from imgsync.errors import ConfigError, GalleryChangedError, GalleryError
 from imgsync.folder import FolderCheck, check_folder
-from imgsync.execute import Executor, Gallery, Report, UploadChangedError, sweep_spool
-from imgsync.manifest import MirrorState, Store
+from imgsync.execute import Executor, Gallery, UploadChangedError, sweep_spool
+from imgsync.manifest import Store
 from imgsync.model import KnownFile, ScannedFile
 from imgsync.plan import Plan, make_plan
-from imgsync.scan import SETTLE_NS, ScanResult, digest_of, is_trusted, scan_folder, stat_digest
+from imgsync.report import MirrorRun, Report
+from imgsync.scan import SETTLE_NS, ScanResult, digest_of, is_trusted, scan_folder
+from imgsync.settled import settled_mark, still_settled
 from imgsync.shrink import ShrinkError, prepare_upload
 
 log = logging.getLogger("imgsync.pipeline")
@@ -47,19 +49,24 @@ def make_reader(mirror: MirrorConfig) -> Callable[[Path, str, str], bytes]:
     return read
 
 
-@dataclass
-class MirrorRun:
-    mirror: MirrorConfig
-    plan: Plan | None
-    report: Report
-
-
 @dataclass(frozen=True, slots=True)
 class Planned:
     plan: Plan
     scan: ScanResult
     check: FolderCheck
     known: Mapping[str, KnownFile]
+
+    @property
+    def unchanged_problems(self) -> set[str]:
+        """Files rejected or unreadable with the same reason, and unchanged, since the manifest's record."""
+        out = set()
+        for path, f in self.scan.files.items():
+            k = self.known.get(path)
+            if (f.verdict in ("rejected", "error") and k is not None and k.verdict == f.verdict
+                    and k.reason == f.reason and k.content_hash == f.content_hash
+                    and (k.size, k.mtime_ns, k.inode) == (f.size, f.mtime_ns, f.inode)):
+                out.add(path)
+        return out
 
 
 def judged_as(mirror: MirrorConfig) -> str:
@@ -196,9 +203,11 @@ def reconcile_mirror(
         store.finish_run(run_id, "stopped", report.counts(), str(e))
         return MirrorRun(mirror, None, report)
     state = store.mirror_state(mirror.name)
-    if scope is None and not report.recovered and _still_settled(mirror, store, state):
+    if (scope is None and not report.recovered and state is not None
+            and still_settled(mirror, state, open_intents=sum(i.mirror == mirror.name for i in store.open_journal()))):
         # Nothing on disk changed since a clean run left everything in step: the plan is empty.
         report.rejected += store.rejected_files(mirror.name)
+        report.unchanged_problems = {p for p, _ in report.rejected}
         store.finish_run(run_id, "ok" if report.ok else "partial", report.counts())
         return MirrorRun(mirror, Plan(), report)
     if state is not None and state.settled:
@@ -212,6 +221,7 @@ def reconcile_mirror(
         report.pending.clear()
         planned = plan_mirror(mirror, store, force=force, report=report, min_age_ns=min_age_ns, settle=settle)
     scan, plan = planned.scan, planned.plan
+    report.unchanged_problems = planned.unchanged_problems
     # A run whose deletes were withheld confirms no disappearance: files not found stay in the manifest
     # (with their entries) until a run that may delete, so nothing a guard protects is forgotten.
     trusted_absence = scan.complete and not plan.withheld and planned.check.usable
@@ -234,35 +244,6 @@ def reconcile_mirror(
     return MirrorRun(mirror, plan, report)
 
 
-# --- the no-op fast path ----------------------------------------------------------------------------
-#
-# A full reconcile of a big folder that changed nothing should cost about one stat walk. After a full
-# run that ended clean (every file stable and judged, nothing failed, pending or withheld, nothing in
-# the journal) the mirror records "<fingerprint>:<digest>": the fingerprint of every setting the plan
-# depends on, and scan.digest_of the files. The next full run walks the folder computing the same
-# digest (scan.stat_digest: no file opened, no record built); if both match, the scan would reuse every
-# hash and verdict and the plan would be empty, so neither is computed. Any other run clears the mark
-# first (Store.unsettle), so a run that dies or fails midway can never leave a stale claim behind.
-
-#: Bump when plan rules change, so marks left by an older imgsync are not trusted.
-PLAN_RULES_VERSION = 2  # 2: briefs keep undecodable file-name bytes as JSON escapes
-
-
-def settled_fingerprint(mirror: MirrorConfig) -> str:
-    return hashlib.sha256(f"{PLAN_RULES_VERSION}|{mirror!r}".encode("utf-8", "surrogateescape")).hexdigest()[:16]
-
-
-def _still_settled(mirror: MirrorConfig, store: Store, state: MirrorState | None) -> bool:
-    fingerprint = settled_fingerprint(mirror)
-    if state is None or not state.settled or not state.settled.startswith(fingerprint + ":"):
-        return False
-    check = check_folder(mirror.folder, state.device, state.fsid)
-    if not check.usable or check.moved or any(i.mirror == mirror.name for i in store.open_journal()):
-        return False
-    digest = stat_digest(mirror.folder, mirror)
-    return digest is not None and state.settled == f"{fingerprint}:{digest}"
-
-
 def _settled_value(mirror: MirrorConfig, scan: ScanResult, plan: Plan, report: Report) -> str | None:
     """The mark for a run that left everything in step, else None."""
     if (report.failed or report.pending or report.stopped or report.interrupted or report.withheld_reason
@@ -270,7 +251,7 @@ def _settled_value(mirror: MirrorConfig, scan: ScanResult, plan: Plan, report: R
         return None
     if not all(is_trusted(f) for f in scan.files.values()):
         return None  # the next scan would look at some file again, so the walk alone cannot vouch for it
-    return f"{settled_fingerprint(mirror)}:{digest_of(scan.files.values())}"
+    return settled_mark(mirror, digest_of(scan.files.values()))
 
 
 def changed_files(files: Iterable[ScannedFile], known: Mapping[str, KnownFile]) -> list[ScannedFile]:

@@ -46,14 +46,9 @@ from pathlib import Path
 from imgsync.config import MirrorConfig
 from imgsync.libraries import get_library
 from imgsync.model import KnownFile, ScannedFile, Verdict
-from imgsync.shrink import ShrinkError, shrink_image
-from imgsync.validate import (
-    REJECT_MAX_PIXELS,
-    SHRINK_MAX_PIXELS,
-    inspect_image,
-    judge_image,
-    needs_shrink,
-)
+
+# Pillow (validate, shrink) is imported by judge_bytes, the first time a file is judged: a walk that
+# only stats (stat_digest, the no-op reconcile) never loads it.
 
 #: Timestamp granularity we allow for (FAT has 2 s) and the age a file must have before it is trusted.
 SETTLE_NS = 2_000_000_000
@@ -502,6 +497,9 @@ class _Walker:
 
 def judge_bytes(data: bytes, mirror: MirrorConfig) -> tuple[Verdict, str | None]:
     """("ok" | "rejected", reason or note) for a file's bytes under the mirror's library and fit."""
+    from imgsync.shrink import ShrinkError, shrink_image
+    from imgsync.validate import REJECT_MAX_PIXELS, SHRINK_MAX_PIXELS, inspect_image, judge_image, needs_shrink
+
     shrinking = mirror.fit == "shrink"
     info = inspect_image(data, max_pixels=SHRINK_MAX_PIXELS if shrinking else REJECT_MAX_PIXELS)
     reason = judge_image(info, mirror.library, mirror.fit)

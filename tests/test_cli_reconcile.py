@@ -29,19 +29,19 @@ def test_quick_start_mirrors_the_examples_and_finds_the_query(tmp_path):
 
     first = invoke(state, "reconcile", str(folder), "--json")
     assert first.exit_code == 0, first.output
-    (report,) = json.loads(first.output)
+    (report,) = json.loads(first.stdout)
     assert report["counts"]["added"] == 6
 
     again = invoke(state, "reconcile", str(folder), "--json")
-    assert json.loads(again.output)[0]["counts"]["added"] == 0
+    assert json.loads(again.stdout)[0]["counts"]["added"] == 0
 
     found = invoke(state, "search", str(EXAMPLES / "query.jpg"), "--json")
     assert found.exit_code == 0, found.output
-    hits = json.loads(found.output)
+    hits = json.loads(found.stdout)
     assert "boat.jpg" in hits[0]["brief"] and hits[0]["score"] > 0.9
 
     status = invoke(state, "status", "--json")
-    (mirror,) = json.loads(status.output)["mirrors"]
+    (mirror,) = json.loads(status.stdout)["mirrors"]
     assert mirror["counts"]["synced"] == 6
 
 

@@ -122,10 +122,10 @@ def test_library_not_enabled_is_recognised_and_explained(tmp_path: Path, partial
     setup = Setup(tmp_path, partial_gallery.url, library="product")
     result = setup.doctor("--json")
     assert result.exit_code == 4
-    found = by_check(json.loads(result.output)["findings"])
+    found = by_check(json.loads(result.stdout)["findings"])
     level, message = found["library product"]
     assert level == "fail" and "216017" in message and "not been created" in message
-    fix = next(f["fix"] for f in json.loads(result.output)["findings"] if f["check"] == "library product")
+    fix = next(f["fix"] for f in json.loads(result.stdout)["findings"] if f["check"] == "library product")
     assert "申请建库" in fix
     assert found["token"][0] == "ok"  # the key is fine; only the library is missing
 
@@ -173,7 +173,7 @@ def test_missing_folder_and_newer_manifest(tmp_path: Path, partial_gallery) -> N
     con.commit()
     con.close()
     result = setup.doctor("--json")
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     found = by_check(report["findings"])
     assert found["folder pics"][0] == "fail" and "does not exist" in found["folder pics"][1]
     assert found["manifest"][0] == "fail" and "9999_from_the_future" in found["manifest"][1]

@@ -213,7 +213,7 @@ def test_a_typo_folder_is_a_usage_error_that_leaves_no_mirror_behind(tmp_path):
 
     state = tmp_path / "state"
     result = CliRunner().invoke(cli, ["--state-dir", str(state), "reconcile", str(tmp_path / "typo" / "path")])
-    assert result.exit_code == 2 and "neither a configured mirror nor an existing folder" in result.output
+    assert result.exit_code == 2 and "neither a mirror nor an existing folder" in result.output
     status = CliRunner().invoke(cli, ["--state-dir", str(state), "status"], catch_exceptions=False)
     assert "no mirrors yet" in status.output
 

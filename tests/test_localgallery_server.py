@@ -466,7 +466,7 @@ def test_concurrent_adds_and_searches_keep_every_entry_exactly_once(api: Api, ga
     result = CliRunner().invoke(cli, ["gallery", "ls", "--data", str(gallery_server.data_dir),
                                       "--library", "similar", "--json"])
     assert result.exit_code == 0, result.output
-    listed = json.loads(result.output)
+    listed = json.loads(result.stdout)
     assert sorted(e["cont_sign"] for e in listed) == sorted(signs.values())
     assert {e["cont_sign"]: e["brief"] for e in listed} == {s: f"img-{seed}" for seed, s in signs.items()}
     for seed, sign in signs.items():

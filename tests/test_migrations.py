@@ -195,3 +195,11 @@ def test_the_wheel_ships_the_migrations_and_upgrades_from_them(tmp_path: Path) -
     assert revision == migrate.head_revision()
     assert Path(module).is_relative_to(venv) and Path(scripts) == Path(module).parent / "migrations"
     assert (outside / "state" / "m.sqlite3").is_file()
+
+
+def test_the_light_readers_know_the_head_revision() -> None:
+    """manifest/lite.py checks the schema without importing Alembic: its SCHEMA_HEAD must be the head."""
+    from imgsync.manifest.migrate import head_revision
+    from imgsync.manifest.records import SCHEMA_HEAD
+
+    assert SCHEMA_HEAD == head_revision()

@@ -259,7 +259,7 @@ def test_a_refused_batch_delete_falls_back_to_one_call_per_entry(rig):
 
 def test_settled_mirror_is_vouched_for_by_a_stat_walk_and_any_change_breaks_it(rig):
     from imgsync.config import LabelRule
-    from imgsync.pipeline import settled_fingerprint
+    from imgsync.settled import settled_fingerprint
 
     rig.put("a.jpg", 1)
     rig.put("sub/b.jpg", 2)

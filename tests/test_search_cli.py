@@ -13,10 +13,9 @@ from click.testing import CliRunner
 import imgsync.cli.search_cmd  # noqa: F401 - registers `search` on the root group
 from conftest import make_image
 from imgsync.cli import cli
-from imgsync.cli.search_cmd import Row, hits_to_rows, parse_tags
+from imgsync.cli.search_cmd import parse_tags
 from imgsync.config import load_config
 from imgsync.errors import ConfigError, UsageError
-from imgsync.gallery.client import Hit
 from imgsync.gallery.embedded import open_gallery
 
 
@@ -177,9 +176,14 @@ def test_bad_secret_exits_4_without_showing_it(gallery_server, tmp_path: Path) -
 # --------------------------------------------------------------------------- pure helpers
 
 
-def test_hits_to_rows_ranks_best_first() -> None:
-    rows = hits_to_rows([Hit("1,1", 0.5, "b"), Hit("2,2", 0.9, "a")])
-    assert rows == [Row(1, 0.9, "2,2", "a"), Row(2, 0.5, "1,1", "b")]
+def test_the_table_names_files_and_falls_back_to_briefs() -> None:
+    from imgsync.api import Hit
+    from imgsync.render import hits_table
+
+    lines = hits_table([Hit(0.9, "2,2", "a", (Path("/p/a.jpg"), Path("/p/copy.jpg"))), Hit(0.5, "1,1", "b")])
+    assert lines[0].split() == ["#", "score", "cont_sign", "file"]
+    assert lines[1].split() == ["1", "0.9000", "2,2", "/p/a.jpg"] and lines[2].split() == ["/p/copy.jpg"]
+    assert lines[3].split() == ["2", "0.5000", "1,1", "b"]  # an entry no mirror here added: its brief
 
 
 def test_parse_tags() -> None:

@@ -153,16 +153,26 @@ def test_notify_to_a_path_socket(tmp_path):
 
 def test_service_install_writes_the_user_unit_and_says_how_to_enable_it(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("IMGSYNC_CONFIG", str(tmp_path / "none.toml"))
+    (tmp_path / "none.toml").write_text("")
     state = tmp_path / "my state"
-    result = CliRunner().invoke(cli, ["--state-dir", str(state), "service", "install", "--user"],
-                                catch_exceptions=False)
+    nothing = CliRunner().invoke(cli, ["--state-dir", str(state), "service", "install", "--user"])
+    assert nothing.exit_code == 2 and "no mirror to watch" in nothing.output  # not a unit that watches nothing
+    folder = tmp_path / "My Pictures"
+    folder.mkdir()
+    first = CliRunner().invoke(cli, ["--state-dir", str(state), "reconcile", str(folder)], catch_exceptions=False)
+    assert first.exit_code == 0 and "remembered as mirror 'My_Pictures'" in first.output
+    # The state dir from the environment reaches the unit too (the service would not have that variable).
+    monkeypatch.setenv("IMGSYNC_STATE_DIR", str(state))
+    result = CliRunner().invoke(cli, ["service", "install", "--user"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     unit = tmp_path / "xdg" / "systemd" / "user" / "imgsync.service"
     text = unit.read_text()
     assert "Type=notify" in text and "Restart=on-failure" in text and "WatchdogSec=" in text
     assert f'--state-dir "{state}" watch' in text  # a path with a space is quoted for systemd
     assert "systemctl --user enable --now imgsync.service" in result.output
-    again = CliRunner().invoke(cli, ["--state-dir", str(tmp_path / "other"), "service", "install"])
+    assert f"it watches: My_Pictures ({folder})" in result.output
+    again = CliRunner().invoke(cli, ["--state-dir", str(state), "service", "install", "My_Pictures"])
     assert again.exit_code == 1 and "--force" in again.output
     assert unit.read_text() == text  # not replaced without --force
     if shutil.which("systemd-analyze"):  # offline syntax check (needs no running systemd or bus)

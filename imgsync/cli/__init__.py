@@ -12,13 +12,16 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from imgsync import __version__
-from imgsync.config import Config, load_config
+from imgsync.config import Config
 from imgsync.errors import DISK_FULL_ERRNOS, EXIT_CODES, ImgsyncError, disk_full
+
+if TYPE_CHECKING:
+    from imgsync.api import Imgsync
 
 
 class _Group(click.Group):
@@ -56,33 +59,44 @@ def _state_dir_of(ctx: click.Context) -> str:
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Manifest, lock and embedded gallery data (default: $IMGSYNC_STATE_DIR, config, user state dir).")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr (for scripts; the exit code tells the rest).")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None, state_dir: Path | None, verbose: int) -> None:
+def cli(ctx: click.Context, config_path: Path | None, state_dir: Path | None, verbose: int, quiet: bool) -> None:
     """Mirror image folders into an image-search gallery."""
     # -v: imgsync's own INFO lines; -vv: DEBUG, and the libraries' INFO (alembic, faiss, ...) too.
-    logging.basicConfig(level=logging.INFO if verbose >= 2 else logging.WARNING,
+    logging.basicConfig(level=logging.INFO if verbose >= 2 else logging.ERROR if quiet else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if verbose:
         logging.getLogger("imgsync").setLevel(logging.DEBUG if verbose >= 2 else logging.INFO)
-    ctx.obj = App(config_path, state_dir)
+    ctx.obj = App(config_path, state_dir, quiet=quiet)
 
 
 class App:
-    """What every command needs, loaded on first use (so `--help` works with a broken config)."""
+    """What every command needs, loaded on first use (so `--help` works with a broken config): the
+    library API (imgsync.api.Imgsync) opened on the global options."""
 
-    def __init__(self, config_path: Path | None, state_dir: Path | None) -> None:
+    def __init__(self, config_path: Path | None, state_dir: Path | None, *, quiet: bool = False) -> None:
         self.config_path = config_path
         self.state_dir = state_dir
-        self._config: Config | None = None
+        self.quiet = quiet
+        self._sync: Imgsync | None = None
+
+    @property
+    def sync(self) -> Imgsync:
+        if self._sync is None:
+            from imgsync.api import Imgsync
+
+            self._sync = Imgsync.open(self.config_path, state_dir=self.state_dir)
+        return self._sync
 
     @property
     def config(self) -> Config:
-        if self._config is None:
-            self._config = load_config(self.config_path, state_dir=self.state_dir)
-        return self._config
+        return self.sync.config
 
-    def manifest_path(self) -> Path:
-        return self.config.state_dir / "manifest.sqlite3"
+    def say(self, message: str) -> None:
+        """An informational line on stderr (not with -q)."""
+        if not self.quiet:
+            click.echo(message, err=True)
 
 
 pass_app = click.make_pass_decorator(App)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-
 import click
 
 from imgsync.cli import App, cli, echo_json, pass_app
-from imgsync.config import load_config
 
 
 @cli.command()
@@ -15,17 +13,16 @@ from imgsync.config import load_config
 def doctor(app: App, as_json: bool) -> None:
     """Check the setup before a first sync, or when something is wrong.
 
-    Config, folders, state dir, manifest schema, the gallery, the token and its scope, each
-    configured library, clock skew and inotify limits: one line per finding, with what to do.
-    Exit 0 when nothing blocks a sync (warnings included); otherwise the exit code the sync would end
-    with, from the first blocking finding: 2 config/folder/state dir, 3 gallery unreachable,
-    4 key refused or library not enabled, 5 quota, 8 manifest.
+    Config, mirrors, folders, state dir, manifest schema, the gallery, the token and its scope, each
+    library, clock skew and inotify limits: one line per finding, with what to do. Exit 0 when nothing
+    blocks a sync (warnings included); otherwise the exit code the sync would end with, from the first
+    blocking finding: 2 config or state dir, 3 gallery unreachable, 4 key refused or library not
+    enabled, 5 quota, 6 a folder a sync would withhold deletes for, 8 manifest.
     """
-    from imgsync.doctor import open_configured_gallery, run_doctor
+    from imgsync.api import diagnose
 
-    # Loaded here, not through app.config: a broken config is a finding, not an early exit.
-    report = run_doctor(lambda: load_config(app.config_path, state_dir=app.state_dir),
-                        open_gallery=open_configured_gallery)
+    # Not through app.sync: a config that does not load is a finding, not an early exit.
+    report = diagnose(app.config_path, state_dir=app.state_dir)
     if as_json:
         echo_json(report.as_json())
     else:

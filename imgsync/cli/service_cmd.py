@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from imgsync.cli import App, cli, pass_app
+from imgsync.errors import UsageError
 
 
 @cli.group()
@@ -31,11 +32,17 @@ def install(app: App, mirrors: tuple[str, ...], user: bool, force: bool, print_o
     commands that enable it. The unit runs this same imgsync with the same --config / --state-dir."""
     from imgsync.watch.service import render_unit, unit_path, write_unit
 
+    sync = app.sync
     for name in mirrors:
-        app.config.mirror(name)  # an unknown name is a config error now, not a failing service later
+        sync.config.mirror(name)  # an unknown name is a config error now, not a failing service later
+    if not sync.mirrors:
+        raise UsageError("no mirror to watch: run `imgsync reconcile FOLDER` once (the folder is remembered) or "
+                         "add a [[mirror]] to the config, then install the service")
     run_as = None if user else (os.environ.get("SUDO_USER") or getpass.getuser())
-    text = render_unit(config=app.config_path or app.config.source, state_dir=app.state_dir, mirrors=mirrors,
-                       environment_file=environment_file, run_as=run_as)
+    # The state dir goes into the unit whenever it did not come from the config file (the option, or
+    # IMGSYNC_STATE_DIR, which the service's environment would not have).
+    text = render_unit(config=sync.config_path, state_dir=sync.state_dir if sync.state_dir_given else None,
+                       mirrors=mirrors, environment_file=environment_file, run_as=run_as)
     if print_only:
         click.echo(text, nl=False)
         return
@@ -48,6 +55,9 @@ def install(app: App, mirrors: tuple[str, ...], user: bool, force: bool, print_o
     if not written:
         raise click.ClickException(f"{target.path} exists with other content; --force replaces it")
     click.echo(f"wrote {target.path}")
+    watched = [m for m in sync.mirrors if not mirrors or m.name in mirrors]
+    click.echo("it watches: " + ", ".join(f"{m.name} ({m.folder})" for m in watched)
+               + ("; a mirror added later is watched after `systemctl --user reload imgsync`" if user else ""))
     click.echo("enable and start it with:")
     for line in target.commands():
         click.echo(f"  {line}")

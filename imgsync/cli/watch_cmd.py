@@ -15,7 +15,6 @@ import signal
 import sys
 import threading
 import time
-from contextlib import ExitStack
 from typing import Any
 
 import click
@@ -61,66 +60,23 @@ def configure_logging(env: Any = None) -> None:
 
 @cli.command()
 @click.argument("targets", nargs=-1, metavar="[MIRROR|FOLDER]...")
-@click.option("--library", type=click.Choice(sorted(LIBRARIES)), default="same_hq", show_default=True,
-              help="Library for a FOLDER given on the command line (configured mirrors name their own).")
+@click.option("--library", type=click.Choice(sorted(LIBRARIES)), default=None,
+              help="Library for a FOLDER no mirror has yet (default same_hq).")
 @pass_app
-def watch(app: App, targets: tuple[str, ...], library: str) -> None:
-    """Keep each configured mirror (or the MIRRORs / FOLDERs named) in step as files change.
+def watch(app: App, targets: tuple[str, ...], library: str | None) -> None:
+    """Keep each mirror (or the MIRRORs / FOLDERs named) in step as files change.
 
     Runs until SIGTERM / SIGINT (exit 0); SIGHUP reloads the config. A full reconcile runs at start,
     hourly and whenever the watcher may have missed events; in between only changed paths are looked
     at. One daemon per state dir (the same lock as reconcile). Under systemd (Type=notify) it reports
     READY / STATUS / WATCHDOG; `imgsync service install` writes the unit.
     """
-    from imgsync.cli.reconcile_cmd import _targets
-    from imgsync.gallery.embedded import gallery_identity, open_gallery
-    from imgsync.manifest import StateLock, Store
-    from imgsync.pipeline import bind_gallery
-    from imgsync.watch import timing_from
-    from imgsync.watch.daemon import Daemon, Reloaded
     from imgsync.watch.notify import Notifier
 
-    config = app.config
-    mirrors = _targets(config, targets, library)
-    if not mirrors:
-        raise click.UsageError("no mirror configured: name a FOLDER, or add a [[mirror]] to the config")
+    sync = app.sync
     configure_logging()
     notifier = Notifier.from_environ()
-    with ExitStack() as stack:
-        stack.enter_context(StateLock(config.state_dir))
-        store = stack.enter_context(Store.open(app.manifest_path()))
-        gallery_stack = ExitStack()
-        stack.callback(lambda: gallery_stack.close())
-        gallery = gallery_stack.enter_context(open_gallery(config))
-        bind_gallery(store, gallery_identity(config))  # another gallery than the entries': exit 2, say why
-        current = {"config": config, "gallery_stack": gallery_stack}
-
-        def reload() -> Reloaded:
-            from imgsync.config import load_config
-
-            new = load_config(app.config_path, state_dir=app.state_dir)
-            chosen = _targets(new, targets, library)
-            if new.state_dir != current["config"].state_dir:
-                log.warning("state_dir changed in the config: that takes a restart (still using %s)",
-                            current["config"].state_dir)
-            new_gallery = None
-            if new.gallery != current["config"].gallery:
-                fresh = ExitStack()
-                new_gallery = fresh.enter_context(open_gallery(new))
-                try:
-                    bind_gallery(store, gallery_identity(new))  # refused: the reload fails, the old config stays
-                except BaseException:
-                    fresh.close()
-                    raise
-                current["gallery_stack"], old = fresh, current["gallery_stack"]
-                stack.callback(lambda: current["gallery_stack"].close())
-                old.close()
-                log.info("gallery settings changed: reconnected")
-            current["config"] = new
-            return Reloaded(chosen, timing_from(new.watch), new_gallery)
-
-        daemon = Daemon(mirrors, store, gallery, state_dir=config.state_dir, timing=timing_from(config.watch),
-                        notifier=notifier, reload=reload)
+    with sync.watcher(targets, library=library, notifier=notifier) as daemon:
         code = _serve(daemon, notifier)
     notifier.close()
     raise click.exceptions.Exit(code)

@@ -12,7 +12,6 @@ naming where to set it.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Iterator
@@ -23,33 +22,9 @@ from imgsync.config import Config
 from imgsync.errors import ConfigError, GalleryUnavailableError, ManifestError
 from imgsync.gallery.client import GalleryClient
 
-GALLERY_DIR = "gallery"
+from imgsync.gallery.identity import GALLERY_DIR, gallery_identity, local_data_dir  # noqa: F401 (re-exported)
 
 log = logging.getLogger("imgsync.gallery")
-
-
-def local_data_dir(config: Config) -> Path:
-    return config.state_dir / GALLERY_DIR
-
-
-def gallery_identity(config: Config) -> str:
-    """Which gallery the config points at, as the manifest records it: the endpoint and a digest of the
-    API key (an account; never the key itself). For the embedded gallery, its data dir's own key: a
-    gallery dir deleted and made anew is another gallery."""
-    g = config.gallery
-    if g.endpoint == "local":
-        from imgsync.localgallery.auth import read_key
-
-        try:
-            key = read_key(local_data_dir(config))
-        except (OSError, ValueError, KeyError, TypeError):
-            key = None
-        return f"local#{_digest(key[0] if key else '(new)')}"
-    return f"{g.endpoint}#{_digest(g.api_key or '')}"
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _timeouts(timeout: float) -> tuple[float, float]:

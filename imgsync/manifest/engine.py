@@ -19,14 +19,13 @@ with WAL, never block on or block the writer.
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import URL, Engine, create_engine, event
 
-#: How long a writer waits for another writer's transaction before giving up, in milliseconds.
-BUSY_TIMEOUT_MS = 30_000
+from imgsync.manifest.lite import BUSY_TIMEOUT_MS, configure
+
 #: Execution option that makes a connection's transactions BEGIN IMMEDIATE.
 WRITE = "imgsync_write"
 
@@ -49,33 +48,7 @@ def writer(engine: Engine) -> Engine:
 
 def _on_connect(dbapi_connection: sqlite3.Connection, record: Any) -> None:
     dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see _on_begin)
-    cur = dbapi_connection.cursor()
-    try:
-        cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        _ensure_wal(cur)
-        cur.execute("PRAGMA synchronous = FULL")
-        cur.execute("PRAGMA foreign_keys = ON")
-    finally:
-        cur.close()
-
-
-def _ensure_wal(cur: sqlite3.Cursor) -> None:
-    """Switch the file to WAL (it stays so: the mode is stored in the file). Switching needs an exclusive
-    lock and SQLite answers "database is locked" at once, without the busy handler, while another
-    connection holds any lock — as when several processes open a new manifest together — so retry."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-    while True:
-        try:
-            if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
-                return
-            if cur.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() == "wal":
-                return
-        except sqlite3.OperationalError as e:
-            if "locked" not in str(e):
-                raise
-        if time.monotonic() > deadline:
-            raise sqlite3.OperationalError("database is locked (cannot switch it to WAL)")
-        time.sleep(0.01)
+    configure(dbapi_connection)
 
 
 def _on_begin(conn: Any) -> None:

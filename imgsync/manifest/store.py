@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -25,17 +25,13 @@ from sqlalchemy import (
     Connection,
     Engine,
     Row,
-    and_,
     bindparam,
     Text,
-    case,
     cast,
     delete,
     func,
     insert,
-    or_,
     select,
-    union,
     update,
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -43,8 +39,9 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from imgsync.clock import SYSTEM_CLOCK, Clock
 from imgsync.errors import ManifestError, disk_full
-from imgsync.manifest import migrate
+from imgsync.manifest import lite, migrate
 from imgsync.manifest.engine import create_manifest_engine, writer
+from imgsync.manifest.records import MirrorState, RunInfo, dt, dt_or_none, from_i64, to_i64
 from imgsync.manifest.tables import (
     SettingRow,
     VERDICTS,
@@ -62,10 +59,6 @@ JournalOp = Literal["add", "update", "delete"]
 JournalState = Literal["intent", "done", "failed"]
 ClassIds = tuple[int | None, int | None]
 
-#: Finished journal rows are history only; keep them this long (seconds) for support, then prune.
-JOURNAL_KEEP_S = 30 * 24 * 3600
-#: Runs kept per mirror (older ones are pruned when a run finishes).
-RUNS_KEPT = 200
 
 # Core tables: the Store runs Core statements on a Connection and reads plain Rows (no ORM session,
 # no identity map to go stale between transactions).
@@ -75,8 +68,6 @@ _JOURNAL = JournalRow.__table__
 _RUNS = RunRow.__table__
 _STATES = MirrorStateRow.__table__
 _SETTINGS = SettingRow.__table__
-_U64 = 1 << 64
-_I64_MAX = (1 << 63) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,32 +86,6 @@ class JournalItem:
     error: str | None
     created_at: datetime
     finished_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class RunInfo:
-    id: int
-    mirror: str
-    status: str  # running / ok / partial / stopped / skipped / interrupted (killed while running)
-    started_at: datetime
-    finished_at: datetime | None
-    counts: Mapping[str, int]
-    error: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class MirrorState:
-    """What the folder looked like after the last complete run (for the safety guards)."""
-
-    mirror: str
-    folder: str
-    device: int  # st_dev
-    file_count: int
-    last_run_id: int | None
-    updated_at: datetime
-    judged_as: str | None = None
-    settled: str | None = None
-    fsid: int | None = None  # statvfs f_fsid; None when unknown (older manifest, or the fs gives 0)
 
 
 class ContSignTakenError(ManifestError):
@@ -200,7 +165,7 @@ class Store:
                 .where(FileRow.mirror == mirror)
             )
             return {
-                r.path: KnownFile(r.path, r.size, r.mtime_ns, _from_i64(r.inode), r.content_hash, r.verdict,
+                r.path: KnownFile(r.path, r.size, r.mtime_ns, from_i64(r.inode), r.content_hash, r.verdict,
                                   r.reason, r.entry_id, r.hashed_at_ns)
                 for r in rows
             }
@@ -218,7 +183,7 @@ class Store:
                 raise ManifestError(f"file {f.path!r}: verdict {f.verdict!r} is not one of {', '.join(VERDICTS)}")
             rows.append({
                 "mirror": mirror, "path": f.path, "size": f.size, "mtime_ns": f.mtime_ns,
-                "inode": _to_i64(f.inode), "content_hash": f.content_hash, "verdict": f.verdict,
+                "inode": to_i64(f.inode), "content_hash": f.content_hash, "verdict": f.verdict,
                 "reason": f.reason, "hashed_at_ns": f.hashed_at_ns, "updated_at": now,
             })
         gone_rows = [{"m": mirror, "p": p} for p in gone]
@@ -264,24 +229,9 @@ class Store:
             return {r.id: _entry(r) for r in rows}
 
     def locate(self, library: str, cont_signs: Iterable[str]) -> dict[str, list[tuple[str, str, str]]]:
-        """cont_sign → [(mirror, mirror's folder as last reconciled, relative path)] of the local files
-        each of `library`'s entries stands for (how a search hit leads back to files). Unknown signs are
-        absent from the answer."""
-        signs = list(dict.fromkeys(cont_signs))
-        if not signs:
-            return {}
-        out: dict[str, list[tuple[str, str, str]]] = {}
+        """See lite.locate: cont_sign → [(mirror, folder, relative path)], how a hit leads back to files."""
         with self._read() as conn:
-            rows = conn.execute(
-                select(EntryRow.cont_sign, FileRow.mirror, MirrorStateRow.folder, FileRow.path)
-                .join(FileRow, FileRow.entry_id == EntryRow.id)
-                .outerjoin(MirrorStateRow, MirrorStateRow.mirror == FileRow.mirror)
-                .where(EntryRow.library == library, EntryRow.cont_sign.in_(signs))
-                .order_by(EntryRow.cont_sign, FileRow.mirror, FileRow.path)
-            ).all()
-        for sign, mirror, folder, path in rows:
-            out.setdefault(sign, []).append((mirror, folder or "", path))
-        return out
+            return lite.locate(self._raw(conn), library, cont_signs)
 
     def begin_add(
         self,
@@ -456,48 +406,22 @@ class Store:
     # ------------------------------------------------------------------ runs / status
 
     def start_run(self, mirror: str) -> int:
-        """Record a run's start. A run of this mirror still "running" was killed (the lock is held by one
-        process at a time), so it is marked "interrupted"."""
-        now = self._clock.time()
+        """Record a run's start (lite.start_run: a run left "running" was killed, so "interrupted")."""
         with self._write() as conn:
-            conn.execute(update(RunRow).where(RunRow.mirror == mirror, RunRow.status == "running")
-                         .values(status="interrupted"))
-            return conn.execute(
-                insert(RunRow).values(mirror=mirror, started_at=now, status="running", counts={})
-            ).inserted_primary_key[0]
+            return lite.start_run(self._raw(conn), mirror, self._clock.time())
 
     def finish_run(self, run_id: int, status: str, counts: Mapping[str, int], error: str | None = None) -> None:
         """Record a run's end, and prune old history (finished journal rows, all but the last runs)."""
-        now = self._clock.time()
         with self._write() as conn:
-            mirror = conn.execute(select(RunRow.mirror).where(RunRow.id == run_id)).scalar_one_or_none()
-            if mirror is None:
-                raise ManifestError(f"no run {run_id} in the manifest")
-            conn.execute(update(RunRow).where(RunRow.id == run_id).values(
-                status=status, counts=dict(counts), error=error, finished_at=now))
-            conn.execute(delete(JournalRow).where(JournalRow.state != "intent",
-                                                  JournalRow.finished_at < now - JOURNAL_KEEP_S))
-            keep = select(RunRow.id).where(RunRow.mirror == mirror).order_by(RunRow.id.desc()).limit(RUNS_KEPT)
-            conn.execute(delete(RunRow).where(RunRow.mirror == mirror, RunRow.id.not_in(keep)))
+            lite.finish_run(self._raw(conn), run_id, status, counts, error, self._clock.time())
 
     def last_run(self, mirror: str) -> RunInfo | None:
         with self._read() as conn:
-            row = conn.execute(
-                select(_RUNS).where(RunRow.mirror == mirror).order_by(RunRow.id.desc()).limit(1)
-            ).one_or_none()
-            if row is None:
-                return None
-            return RunInfo(row.id, row.mirror, row.status, _dt(row.started_at), _dt_or_none(row.finished_at),
-                           dict(row.counts), row.error)
+            return lite.last_run(self._raw(conn), mirror)
 
     def mirror_state(self, mirror: str) -> MirrorState | None:
         with self._read() as conn:
-            row = conn.execute(select(_STATES).where(MirrorStateRow.mirror == mirror)).one_or_none()
-            if row is None:
-                return None
-            return MirrorState(row.mirror, row.folder, _from_i64(row.device), row.file_count, row.last_run_id,
-                               _dt(row.updated_at), row.judged_as, row.settled,
-                               None if row.fsid is None else _from_i64(row.fsid))
+            return lite.mirror_state(self._raw(conn), mirror)
 
     def set_mirror_state(self, mirror: str, folder: str, device: int, file_count: int,
                          judged_as: str | None = None, settled: str | None = None, fsid: int | None = None) -> None:
@@ -505,15 +429,15 @@ class Store:
         now = self._clock.time()
         with self._write() as conn:
             last = conn.execute(select(func.max(RunRow.id)).where(RunRow.mirror == mirror)).scalar()
-            values = {"folder": folder, "device": _to_i64(device), "file_count": file_count,
+            values = {"folder": folder, "device": to_i64(device), "file_count": file_count,
                       "last_run_id": last, "updated_at": now, "judged_as": judged_as, "settled": settled,
-                      "fsid": None if fsid is None else _to_i64(fsid)}
+                      "fsid": None if fsid is None else to_i64(fsid)}
             ins = sqlite_insert(_STATES).values(mirror=mirror, **values)
             conn.execute(ins.on_conflict_do_update(index_elements=[MirrorStateRow.mirror], set_=values))
 
     def setting(self, key: str) -> str | None:
         with self._read() as conn:
-            return conn.execute(select(SettingRow.value).where(SettingRow.key == key)).scalar()
+            return lite.setting(self._raw(conn), key)
 
     def set_setting(self, key: str, value: str) -> None:
         with self._write() as conn:
@@ -521,13 +445,9 @@ class Store:
             conn.execute(ins.on_conflict_do_update(index_elements=[SettingRow.key], set_={"value": value}))
 
     def entry_count(self, *, acknowledged: bool = False) -> int:
-        """Entries of every mirror (any state); acknowledged: only those a gallery has answered for (an
-        add that never got an answer has no cont_sign)."""
-        q = select(func.count()).select_from(EntryRow)
-        if acknowledged:
-            q = q.where(EntryRow.cont_sign.is_not(None))
+        """Entries of every mirror (any state); acknowledged: only those a gallery has answered for."""
         with self._read() as conn:
-            return int(conn.execute(q).scalar() or 0)
+            return lite.entry_count(self._raw(conn), acknowledged=acknowledged)
 
     def expect_gallery(self, identity: str) -> None:
         """The gallery this process talks to, for a manifest bound to none yet: it is recorded as the
@@ -556,10 +476,7 @@ class Store:
     def rejected_files(self, mirror: str) -> list[tuple[str, str]]:
         """(path, reason) of the mirror's rejected files, by path."""
         with self._read() as conn:
-            rows = conn.execute(select(FileRow.path, FileRow.reason)
-                                .where(FileRow.mirror == mirror, FileRow.verdict == "rejected")
-                                .order_by(FileRow.path)).all()
-        return [(p, r or "rejected") for p, r in rows]
+            return [(p, why) for p, _, why in lite.files_with(self._raw(conn), mirror, ("rejected",))]
 
     def unsettle(self, mirror: str) -> None:
         """Forget that the mirror was in step: its next full run plans from scratch."""
@@ -568,38 +485,21 @@ class Store:
                          .values(settled=None))
 
     def counts(self, mirror: str) -> dict[str, int]:
-        """synced: valid files whose image is live in the gallery; pending: valid files not (yet) there,
-        and files that were still changing; rejected; error (unreadable); plus files and live entries."""
-        ok = FileRow.verdict == "ok"
-        live = EntryRow.state == "live"
+        """See lite.counts: synced / pending / rejected / error files, all files, live entries."""
         with self._read() as conn:
-            r = conn.execute(
-                select(
-                    func.count(FileRow.id).label("files"),
-                    func.sum(case((and_(ok, live), 1), else_=0)).label("synced"),
-                    func.sum(case((or_(and_(ok, or_(EntryRow.id.is_(None), ~live)),
-                                       FileRow.verdict == "unstable"), 1), else_=0)).label("pending"),
-                    func.sum(case((FileRow.verdict == "rejected", 1), else_=0)).label("rejected"),
-                    func.sum(case((FileRow.verdict == "error", 1), else_=0)).label("error"),
-                )
-                .select_from(FileRow)
-                .outerjoin(EntryRow, FileRow.entry_id == EntryRow.id)
-                .where(FileRow.mirror == mirror)
-            ).one()
-            entries = conn.execute(
-                select(func.count()).select_from(EntryRow).where(EntryRow.mirror == mirror, live)
-            ).scalar_one()
-        return {"synced": r.synced or 0, "pending": r.pending or 0, "rejected": r.rejected or 0,
-                "error": r.error or 0, "files": r.files, "entries": entries}
+            return lite.counts(self._raw(conn), mirror)
 
     def mirror_names(self) -> list[str]:
         """Every mirror the manifest has any record of, sorted."""
         with self._read() as conn:
-            q = union(select(FileRow.mirror), select(EntryRow.mirror), select(RunRow.mirror),
-                      select(MirrorStateRow.mirror))
-            return sorted(conn.execute(q).scalars())
+            return lite.mirror_names(self._raw(conn))
 
     # ------------------------------------------------------------------ internals
+
+    @staticmethod
+    def _raw(conn: Connection) -> Any:
+        """The sqlite3 connection under `conn`, inside its transaction: for the queries lite.py holds."""
+        return conn.connection.driver_connection
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -680,17 +580,6 @@ class Store:
 # ---------------------------------------------------------------------- conversions (pure)
 
 
-def _to_i64(n: int) -> int:
-    """st_ino / st_dev are unsigned 64-bit; SQLite integers are signed. Wrap the top half (bijective)."""
-    if not 0 <= n < _U64:
-        raise ManifestError(f"{n} does not fit an unsigned 64-bit inode/device number")
-    return n - _U64 if n > _I64_MAX else n
-
-
-def _from_i64(n: int) -> int:
-    return n + _U64 if n < 0 else n
-
-
 def _tags_text(tags: Iterable[int]) -> str:
     return ",".join(str(int(t)) for t in tags)
 
@@ -706,15 +595,7 @@ def _entry(row: Row[Any]) -> Entry:
 
 def _journal_item(row: Row[Any]) -> JournalItem:
     return JournalItem(row.id, row.op, row.mirror, row.library, tuple(row.entry_ids), dict(row.payload),
-                       row.state, row.error, _dt(row.created_at), _dt_or_none(row.finished_at))  # type: ignore[arg-type]
-
-
-def _dt(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=timezone.utc)
-
-
-def _dt_or_none(ts: float | None) -> datetime | None:
-    return None if ts is None else _dt(ts)
+                       row.state, row.error, dt(row.created_at), dt_or_none(row.finished_at))  # type: ignore[arg-type]
 
 
 def _cause(e: SQLAlchemyError) -> str:

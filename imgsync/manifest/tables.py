@@ -29,6 +29,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from imgsync.manifest.records import decode_text, encode_text
+
 #: Stable constraint names, so later migrations (batch mode on SQLite) can refer to them.
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -43,36 +45,19 @@ ENTRY_STATES = ("live", "adding", "deleting")
 JOURNAL_OPS = ("add", "update", "delete")
 JOURNAL_STATES = ("intent", "done", "failed")
 
-#: First character of a stored text that held lone surrogates (see LosslessText). A POSIX file name can
-#: never contain NUL, and neither can anything else we store, so the marker cannot be ambiguous.
-_ESCAPED = "\x00"
-
-
 class LosslessText(TypeDecorator[str]):
-    """TEXT that round-trips every Python str, including paths with lone surrogates.
-
-    On Linux a file name that is not valid UTF-8 reaches Python as a str with surrogate escapes
-    (os.fsdecode), which SQLite's UTF-8 TEXT cannot hold. Such a value is stored as NUL + the hex of its
-    "surrogatepass" UTF-8 bytes (a bijection), so the file is neither lost nor confused with another;
-    every ordinary string is stored as itself, so the database stays readable with the sqlite3 shell.
-    """
+    """TEXT that round-trips every Python str, including paths with lone surrogates (records.encode_text):
+    a file name that is not valid UTF-8 is neither lost nor confused with another, and every ordinary
+    string is stored as itself, so the database stays readable with the sqlite3 shell."""
 
     impl = Text
     cache_ok = True
 
     def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
-        if value is None or value.isascii():
-            return value
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return _ESCAPED + value.encode("utf-8", "surrogatepass").hex()
-        return value
+        return encode_text(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
-        if value is not None and value.startswith(_ESCAPED):
-            return bytes.fromhex(value[1:]).decode("utf-8", "surrogatepass")
-        return value
+        return decode_text(value)
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> str:

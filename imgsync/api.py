@@ -1,0 +1,579 @@
+"""imgsync as a library: open a config and a state dir, then reconcile, search, inspect and watch.
+
+    >>> from imgsync import Imgsync
+    >>> with Imgsync.open(state_dir=state) as sync:          # no config file needed
+    ...     result = sync.reconcile([folder])                # mirror a folder into the embedded gallery
+    ...     hits = sync.search(query)                        # which local files look like this image?
+    >>> result.exit_code, hits[0].paths
+    (0, (PosixPath('.../boat.jpg'),))
+
+This is the composition root: it owns the state-dir lock, the gallery binding, the mirror loop and its
+stop rule, spool sweeping and the mapping from outcomes to the documented exit codes. The command line,
+the watch daemon's command and the web console are thin clients of it. What a run does to one mirror is
+imgsync.pipeline's (scan → plan → execute); this module decides which mirrors, in which order, with
+which gallery, and what the outcome means.
+
+Heavy parts (SQLAlchemy, Pillow, the local gallery's matchers) are imported by the methods that need
+them: a no-op reconcile of a settled folder and `status` answer through manifest/lite.py alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from imgsync.config import Config, MirrorConfig, adhoc_mirror, load_config, with_remembered
+from imgsync.errors import ConfigError, DeletesRefusedError, ImgsyncError, UsageError
+from imgsync.libraries import DEFAULT_LIBRARY, LIBRARIES
+from imgsync.manifest.records import MANIFEST_NAME, RunInfo
+from imgsync.remembered import load_remembered, name_for, remember, remembered_path
+from imgsync.report import MirrorRun, Report
+
+if TYPE_CHECKING:
+    from imgsync.doctor import DoctorReport
+    from imgsync.manifest import Store
+    from imgsync.plan import Plan
+    from imgsync.watch.daemon import Daemon
+    from imgsync.watch.notify import Notifier
+
+log = logging.getLogger("imgsync")
+
+#: The state dir's spool of in-flight uploads (kept until their add is recorded).
+SPOOL_DIR = "spool"
+
+
+# --------------------------------------------------------------------------- what the API reports
+
+
+@dataclass(frozen=True)
+class Remembered:
+    """A folder was mirrored for the first time without a config: it is now a remembered mirror."""
+
+    mirror: MirrorConfig
+    where: Path
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A one-shot run waits (at most limit_s) for files that were saved moments ago."""
+
+    mirror: str
+    files: int
+    limit_s: float
+
+
+@dataclass(frozen=True)
+class Planned:
+    mirror: str
+    plan: Plan
+
+
+@dataclass(frozen=True)
+class Progress:
+    """`done` more remote actions of the mirror's plan are finished (their outcome recorded)."""
+
+    mirror: str
+    done: int
+
+
+@dataclass(frozen=True)
+class Forgot:
+    """--rebind forgot the entries of the gallery the state dir was bound to."""
+
+    entries: int
+
+
+Event = Remembered | Waiting | Planned | Progress | Forgot
+Events = Callable[[Event], None]
+
+
+@dataclass
+class SyncResult:
+    """What `reconcile` did to each mirror, and the exit code that means."""
+
+    runs: list[MirrorRun]
+    dry_run: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        """The documented codes (README "Exit codes"): a gallery error that stopped a run decides; then a
+        guard that withheld deletes or a folder that could not be listed (6); then files rejected, failed
+        or still being written (1). Files rejected or unreadable in an earlier run and unchanged since are
+        reported but do not count: a folder that always holds a few bad files still syncs with exit 0."""
+        for run in self.runs:
+            if run.report.stopped is not None:
+                return run.report.stopped.exit_code
+        if any(r.report.folder_problem or r.report.withheld_reason or (r.plan and r.plan.withheld_reason)
+               for r in self.runs):
+            return DeletesRefusedError.exit_code
+        for run in self.runs:
+            r = run.report
+            if r.failed or any(p not in r.unchanged_problems for p, _ in r.rejected):
+                return ImgsyncError.exit_code
+            # A dry run does not wait for young files: only what a real run would still leave pending counts.
+            if not self.dry_run and any(p not in r.unchanged_problems for p, _ in r.pending):
+                return ImgsyncError.exit_code
+            if run.plan is not None and any(x.path not in r.unchanged_problems for x in run.plan.rejects):
+                return ImgsyncError.exit_code
+        return 0
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A search result and the local files its entry stands for (from the manifest; none for an entry
+    no mirror here added)."""
+
+    score: float
+    cont_sign: str
+    brief: str
+    paths: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class MirrorStatus:
+    name: str
+    folder: Path | None  # None: known to the manifest only (no longer configured)
+    library: str | None
+    remembered: bool
+    counts: Mapping[str, int]
+    last_run: RunInfo | None
+    #: (path, reason), a page of them (see Imgsync.files for more)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    pending: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Status:
+    state_dir: Path
+    mirrors: list[MirrorStatus]
+    #: what `imgsync watch` last published (watch/statusfile.py), or None if it never ran here
+    daemon: dict[str, Any] | None
+
+
+# --------------------------------------------------------------------------- the entry point
+
+
+class Imgsync:
+    """A config and a state dir, opened. Cheap to open (nothing is locked or started until a method
+    needs it); close() or a `with` block releases what the methods kept open."""
+
+    def __init__(self, config: Config, *, config_path: Path | None = None, state_dir_given: bool = False,
+                 env: Mapping[str, str] | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        #: the state dir came from the caller or $IMGSYNC_STATE_DIR (a service must be told it)
+        self.state_dir_given = state_dir_given
+        self._env = os.environ if env is None else env
+
+    @classmethod
+    def open(cls, config: str | Path | None = None, *, state_dir: str | Path | None = None,
+             env: Mapping[str, str] | None = None) -> Imgsync:
+        """Load the config (`config`, else $IMGSYNC_CONFIG, else the user's config.toml if it exists —
+        no file is fine) and the state dir's remembered mirrors. A bad config is a ConfigError that
+        names the key."""
+        env = os.environ if env is None else env
+        config_path = Path(config).expanduser() if config is not None else None
+        state = Path(state_dir).expanduser() if state_dir is not None else None
+        loaded = load_config(config_path, env=env, state_dir=state)
+        loaded = with_remembered(loaded, load_remembered(loaded.state_dir))
+        return cls(loaded, config_path=config_path or loaded.source,
+                   state_dir_given=state is not None or bool(env.get("IMGSYNC_STATE_DIR")), env=env)
+
+    def close(self) -> None:
+        """Nothing is held between calls today; kept so callers can use `with` and stay future-proof."""
+
+    def __enter__(self) -> Imgsync:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def state_dir(self) -> Path:
+        return self.config.state_dir
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.state_dir / MANIFEST_NAME
+
+    @property
+    def mirrors(self) -> tuple[MirrorConfig, ...]:
+        """Configured mirrors, then remembered ones (folders mirrored without a config)."""
+        return self.config.mirrors
+
+    # ------------------------------------------------------------------ which mirrors
+
+    def resolve(self, targets: Sequence[str | Path] = (), *, library: str | None = None,
+                remember_new: bool = True, events: Events | None = None) -> list[MirrorConfig]:
+        """The mirrors `targets` name: mirror names, or folders (a folder no mirror has becomes a
+        remembered mirror with the defaults, or a passing one when remember_new is False). No target:
+        every mirror. `library` sets a new folder's library, or changes a remembered one's."""
+        if library is not None and library not in LIBRARIES:
+            raise UsageError(f"--library: unknown library {library!r} (known: {', '.join(LIBRARIES)})")
+        if not targets:
+            return list(self.mirrors)
+        by_name = {m.name: m for m in self.mirrors}
+        chosen: list[MirrorConfig] = []
+        for t in targets:
+            if isinstance(t, str) and t in by_name:
+                chosen.append(by_name[t])
+                continue
+            path = Path(t).expanduser()
+            if not path.is_dir():
+                what = "not a directory" if path.exists() else "neither a mirror nor an existing folder"
+                known = ", ".join(by_name) or "none yet"
+                # A typo must not become a mirror that `status` shows forever: nothing is recorded.
+                raise UsageError(f"{str(t)!r} is {what} (mirrors: {known})")
+            chosen.append(self._mirror_for_folder(path.resolve(), library, remember_new, events))
+        return list(dict.fromkeys(chosen))
+
+    def _mirror_for_folder(self, folder: Path, library: str | None, remember_new: bool,
+                           events: Events | None) -> MirrorConfig:
+        for m in self.mirrors:
+            if m.folder.expanduser().resolve() == folder:
+                if library is None or library == m.library or m.name not in self.config.remembered:
+                    return m  # a configured mirror names its own library
+                changed = MirrorConfig(name=m.name, folder=folder, library=library)
+                return self._remember(changed, events, first=False)
+        name = self._legacy_name(folder) or name_for(folder, {m.name for m in self.mirrors})
+        mirror = MirrorConfig(name=name, folder=folder, library=library or DEFAULT_LIBRARY)
+        if not remember_new:
+            return mirror
+        return self._remember(mirror, events, first=True)
+
+    def _remember(self, mirror: MirrorConfig, events: Events | None, *, first: bool) -> MirrorConfig:
+        try:
+            where = remember(self.state_dir, mirror)
+        except (ConfigError, OSError) as e:
+            log.warning("%s: not remembered (%s); name the folder again next time", mirror.folder, e)
+            return mirror
+        self.config = with_remembered(self.config, load_remembered(self.state_dir))
+        if first and events is not None:
+            events(Remembered(mirror, where))
+        return mirror
+
+    def _legacy_name(self, folder: Path) -> str | None:
+        """The name an older imgsync gave this folder ("<name>-<hash>"), if the manifest has records under
+        it: they stay the folder's."""
+        legacy = adhoc_mirror(folder).name
+        if not self.manifest_path.exists():
+            return None
+        from imgsync.manifest import lite
+
+        try:
+            with lite.LiteManifest(self.manifest_path) as m:
+                return legacy if legacy in lite.mirror_names(m.con) else None
+        except ImgsyncError:
+            return None
+
+    # ------------------------------------------------------------------ reconcile
+
+    def reconcile(self, targets: Sequence[str | Path] = (), *, dry_run: bool = False, force: bool = False,
+                  rebind: bool = False, library: str | None = None, events: Events | None = None,
+                  should_stop: Callable[[], bool] = lambda: False, wait_s: float = 10.0) -> SyncResult:
+        """Bring each mirror's library in step with its folder, once (README "How reconcile decides").
+
+        dry_run: plan only (no lock, no gallery, nothing written). force: let the deletes a guard
+        withheld go ahead. rebind: the config points at another gallery than the manifest's entries:
+        forget them and add every image to it. wait_s: how long, in all, to wait for files saved moments
+        ago. Raises LockHeldError (exit 7) while another imgsync holds the state dir, GalleryChangedError
+        (exit 2) when the gallery changed without rebind; a gallery that fails stops the run (its error
+        is in the result, whose exit_code says what it means)."""
+        mirrors = self.resolve(targets, library=library, remember_new=not dry_run, events=events)
+        if not mirrors:
+            raise UsageError("no mirror yet: name a FOLDER (it is remembered), or add a [[mirror]] to the config")
+        if dry_run:
+            return self._dry_run(mirrors, force, events)
+        from imgsync.manifest.lock import StateLock
+
+        with StateLock(self.state_dir):
+            if not (force or rebind):
+                quick = self._still_in_step(mirrors)
+                if quick is not None:
+                    return quick
+            return self._run(mirrors, force=force, rebind=rebind, events=events, should_stop=should_stop,
+                             wait_s=wait_s)
+
+    def _still_in_step(self, mirrors: Sequence[MirrorConfig]) -> SyncResult | None:
+        """The no-op reconcile without SQLAlchemy or a gallery: every mirror still carries the mark its
+        last clean run left (settled.py), nothing is in doubt, the gallery is the bound one. Records each
+        run and returns the result; None when anything needs the full path."""
+        from imgsync.manifest import lite
+        from imgsync.settled import still_settled
+
+        if not self.manifest_path.exists():
+            return None
+        with lite.LiteManifest(self.manifest_path) as m:
+            if not m.current or lite.setting(m.con, "gallery") != self.gallery_identity():
+                return None
+            if lite.open_intents(m.con):
+                return None
+            for mirror in mirrors:
+                state = lite.mirror_state(m.con, mirror.name)
+                if state is None or not still_settled(mirror, state, open_intents=0):
+                    return None
+            runs = []
+            now = time.time()
+            with m.write() as con:
+                for mirror in mirrors:
+                    report = Report(mirror.name)
+                    report.rejected = [(p, why) for p, _, why in lite.files_with(con, mirror.name, ("rejected",))]
+                    report.unchanged_problems = {p for p, _ in report.rejected}
+                    run_id = lite.start_run(con, mirror.name, now)
+                    lite.finish_run(con, run_id, "ok" if report.ok else "partial", report.counts(), None, now)
+                    runs.append(MirrorRun(mirror, None, report))
+        return SyncResult(runs)
+
+    def _run(self, mirrors: Sequence[MirrorConfig], *, force: bool, rebind: bool, events: Events | None,
+             should_stop: Callable[[], bool], wait_s: float) -> SyncResult:
+        from imgsync.manifest import Store
+        from imgsync.pipeline import SettleWait, bind_gallery, reconcile_mirror, sweep_unreferenced_spool
+
+        emit = events or (lambda event: None)
+        runs: list[MirrorRun] = []
+        with ExitStack() as stack:
+            store = stack.enter_context(Store.open(self.manifest_path))
+            gallery = stack.enter_context(self.open_gallery())
+            forgot = bind_gallery(store, self.gallery_identity(), rebind=rebind)
+            if forgot:
+                emit(Forgot(forgot))
+            spool_dir = self.state_dir / SPOOL_DIR
+            for mirror in mirrors:
+                name = mirror.name
+
+                def waiting(n: int, limit_s: float, name: str = name) -> None:
+                    emit(Waiting(name, n, limit_s))
+
+                run = reconcile_mirror(
+                    mirror, store, gallery, spool_dir=spool_dir, force=force,
+                    on_planned=lambda plan, name=name: emit(Planned(name, plan)),
+                    on_progress=lambda n, name=name: emit(Progress(name, n)),
+                    should_stop=should_stop, settle=SettleWait(limit_s=wait_s, on_wait=waiting) if wait_s else None)
+                runs.append(run)
+                if run.report.stopped is not None or run.report.interrupted:
+                    break  # quota, auth or an unreachable gallery would fail the other mirrors too
+            sweep_unreferenced_spool(store, spool_dir)
+        return SyncResult(runs)
+
+    def _dry_run(self, mirrors: Sequence[MirrorConfig], force: bool, events: Events | None) -> SyncResult:
+        """Plan only: no lock, no gallery, and no manifest is created or written."""
+        from imgsync.manifest import Store
+        from imgsync.pipeline import plan_mirror
+
+        runs = []
+        with ExitStack() as stack:
+            store = stack.enter_context(Store.open(self.manifest_path)) if self.manifest_path.exists() else None
+            for mirror in mirrors:
+                report = Report(mirror.name)
+                planned = plan_mirror(mirror, store, force=force, report=report)
+                report.unchanged_problems = planned.unchanged_problems
+                runs.append(MirrorRun(mirror, planned.plan, report))
+                if events is not None:
+                    events(Planned(mirror.name, planned.plan))
+        return SyncResult(runs, dry_run=True)
+
+    # ------------------------------------------------------------------ the gallery
+
+    def gallery_identity(self) -> str:
+        """Which gallery the config points at, as the manifest records it (see pipeline.bind_gallery)."""
+        from imgsync.gallery.identity import gallery_identity
+
+        return gallery_identity(self.config)
+
+    @contextmanager
+    def open_gallery(self) -> Iterator[Any]:
+        """The configured gallery, ready to call (a GalleryClient): the cloud or a served gallery by URL,
+        or the embedded local gallery started for the block (or the one another imgsync serves)."""
+        from imgsync.gallery.embedded import open_gallery
+
+        with open_gallery(self.config) as gallery:
+            yield gallery
+
+    # ------------------------------------------------------------------ search
+
+    def search(self, image: bytes | str | Path, *, library: str | None = None, tags: Sequence[int] = (),
+               tag_logic: str = "and", top: int = 10) -> list[Hit]:
+        """The entries most like `image` (bytes, a file path, or an http(s) URL the gallery fetches),
+        best first, each with the local files it stands for. Needs no lock: works while `watch` runs."""
+        from imgsync.query import prepare_query
+
+        library = library or self.default_library()
+        if library not in LIBRARIES:
+            raise UsageError(f"--library: unknown library {library!r} (known: {', '.join(LIBRARIES)})")
+        if tags and LIBRARIES[library].labels != "tags":
+            raise UsageError(f"--tags: the {library} library has class ids, not tags")
+        source = prepare_query(image, library)
+        with self.open_gallery() as gallery:
+            result = gallery.search(library, **source, tags=tuple(tags), tag_logic=tag_logic, rn=top)
+        hits = sorted(result.hits, key=lambda h: -float(h.score))[:top]
+        where = self._locate(library, [h.cont_sign for h in hits])
+        return [Hit(float(h.score), h.cont_sign, h.brief,
+                    tuple(Path(folder) / path if folder else Path(path) for _, folder, path in where.get(h.cont_sign, ())))
+                for h in hits]
+
+    def default_library(self) -> str:
+        """The library every mirror uses, when they agree; else the default one."""
+        libraries = {m.library for m in self.mirrors}
+        return libraries.pop() if len(libraries) == 1 else DEFAULT_LIBRARY
+
+    def _locate(self, library: str, cont_signs: list[str]) -> dict[str, list[tuple[str, str, str]]]:
+        """Where the manifest says each hit's files are; nothing when there is no manifest yet."""
+        if not cont_signs or not self.manifest_path.exists():
+            return {}
+        from imgsync.manifest import lite
+
+        with lite.LiteManifest(self.manifest_path) as m:
+            if m.current:
+                return lite.locate(m.con, library, cont_signs)
+        from imgsync.manifest import Store
+
+        with Store.open(self.manifest_path) as store:
+            return store.locate(library, cont_signs)
+
+    # ------------------------------------------------------------------ status
+
+    def status(self, *, limit: int | None = 20) -> Status:
+        """Per mirror: counts, the last run, the first `limit` rejected and pending files (None: all);
+        whether `imgsync watch` runs. Reads only (works beside a running reconcile or watch)."""
+        from imgsync.watch.statusfile import read_status
+
+        rows: list[MirrorStatus] = []
+        with self._reader() as con:
+            from imgsync.manifest import lite
+
+            names = [m.name for m in self.mirrors]
+            if con is not None:
+                names += [n for n in lite.mirror_names(con) if n not in names]
+            by_name = {m.name: m for m in self.mirrors}
+            for name in names:
+                m = by_name.get(name)
+                if con is None:
+                    rows.append(MirrorStatus(name, m.folder if m else None, m.library if m else None,
+                                             name in self.config.remembered, {}, None))
+                    continue
+                rows.append(MirrorStatus(
+                    name, m.folder if m else None, m.library if m else None, name in self.config.remembered,
+                    lite.counts(con, name), lite.last_run(con, name),
+                    [(p, why) for p, _, why in lite.files_with(con, name, ("rejected",), limit=limit)],
+                    [(p, why) for p, _, why in lite.files_with(con, name, ("unstable", "error"), limit=limit)]))
+        return Status(self.state_dir, rows, read_status(self.state_dir))
+
+    def files(self, mirror: str, kind: str, *, offset: int = 0, limit: int = 100) -> list[tuple[str, str]]:
+        """A page of a mirror's "rejected" or "pending" files: (path, reason), by path."""
+        verdicts = {"rejected": ("rejected",), "pending": ("unstable", "error")}.get(kind)
+        if verdicts is None:
+            raise UsageError(f"kind: expected 'rejected' or 'pending', got {kind!r}")
+        with self._reader() as con:
+            if con is None:
+                return []
+            from imgsync.manifest import lite
+
+            return [(p, why) for p, _, why in lite.files_with(con, mirror, verdicts, limit=limit, offset=offset)]
+
+    @contextmanager
+    def _reader(self) -> Iterator[Any]:
+        """A sqlite3 connection to the manifest at this imgsync's schema (upgraded through the Store first
+        if it is older), or None when there is no manifest yet."""
+        if not self.manifest_path.exists():
+            yield None
+            return
+        from imgsync.manifest import lite
+
+        with lite.LiteManifest(self.manifest_path) as m:
+            if not m.current:
+                from imgsync.manifest import Store
+
+                Store.open(self.manifest_path).close()  # upgrades, or refuses a newer manifest (exit 8)
+            yield m.con
+
+    # ------------------------------------------------------------------ doctor
+
+    def doctor(self) -> DoctorReport:
+        """The preflight (imgsync.doctor): one finding per check, and the exit code a sync would end with."""
+        return diagnose(self.config_path, state_dir=self.state_dir if self.state_dir_given else None,
+                        env=self._env, remembered=True)
+
+    # ------------------------------------------------------------------ the daemon
+
+    @contextmanager
+    def watcher(self, targets: Sequence[str | Path] = (), *, library: str | None = None,
+                notifier: Notifier | None = None) -> Iterator[Daemon]:
+        """The watch daemon, set up (lock held, manifest open, gallery bound) but not yet running: call
+        its run() (blocking; stop() from another thread or a signal handler ends it). SIGHUP's reload
+        (daemon.request_reload) re-reads the config and the remembered mirrors through this object."""
+        from imgsync.manifest import StateLock, Store
+        from imgsync.pipeline import bind_gallery
+        from imgsync.watch import timing_from
+        from imgsync.watch.daemon import Daemon, Reloaded
+
+        mirrors = self.resolve(targets, library=library)
+        if not mirrors:
+            raise UsageError("no mirror to watch: name a FOLDER, run `imgsync reconcile FOLDER` once, or add a "
+                             "[[mirror]] to the config")
+        with ExitStack() as stack:
+            stack.enter_context(StateLock(self.state_dir))
+            store = stack.enter_context(Store.open(self.manifest_path))
+            gallery_stack = ExitStack()
+            stack.callback(lambda: gallery_stack.close())
+            gallery = gallery_stack.enter_context(self.open_gallery())
+            bind_gallery(store, self.gallery_identity())  # another gallery than the entries': exit 2, say why
+
+            def reload() -> Reloaded:
+                nonlocal gallery_stack
+                old_config = self.config
+                new = Imgsync.open(self.config_path, state_dir=self.state_dir if self.state_dir_given else None,
+                                   env=self._env)
+                chosen = new.resolve(targets, library=library)
+                if new.state_dir != old_config.state_dir:
+                    log.warning("state_dir changed in the config: that takes a restart (still using %s)",
+                                old_config.state_dir)
+                new_gallery = None
+                if new.config.gallery != old_config.gallery:
+                    fresh = ExitStack()
+                    new_gallery = fresh.enter_context(new.open_gallery())
+                    try:
+                        bind_gallery(store, new.gallery_identity())  # refused: the reload fails, the old stays
+                    except BaseException:
+                        fresh.close()
+                        raise
+                    gallery_stack, old = fresh, gallery_stack
+                    old.close()
+                    log.info("gallery settings changed: reconnected")
+                self.config = new.config
+                return Reloaded(chosen, timing_from(new.config.watch), new_gallery)
+
+            yield Daemon(mirrors, store, gallery, state_dir=self.state_dir, timing=timing_from(self.config.watch),
+                         notifier=notifier, reload=reload)
+
+
+def diagnose(config: str | Path | None = None, *, state_dir: str | Path | None = None,
+             env: Mapping[str, str] | None = None, remembered: bool = True) -> DoctorReport:
+    """imgsync doctor without opening first: a config that does not load is a finding, not an error."""
+    from imgsync.doctor import open_configured_gallery, run_doctor
+
+    env = os.environ if env is None else env
+    path = Path(config).expanduser() if config is not None else None
+    state = Path(state_dir).expanduser() if state_dir is not None else None
+
+    def load() -> Config:
+        loaded = load_config(path, env=env, state_dir=state)
+        return with_remembered(loaded, load_remembered(loaded.state_dir)) if remembered else loaded
+
+    return run_doctor(load, open_gallery=open_configured_gallery)
+
+
+def store_of(sync: Imgsync) -> Store:
+    """The manifest's Store, opened (for tools and tests that look inside; the caller closes it)."""
+    from imgsync.manifest import Store
+
+    return Store.open(sync.manifest_path)
+
+
+__all__ = ["Event", "Forgot", "Hit", "Imgsync", "MirrorStatus", "Planned", "Progress", "Remembered", "Status",
+           "SyncResult", "Waiting", "diagnose", "remembered_path"]
