@@ -28,10 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from imgsync.config import Config, MirrorConfig, adhoc_mirror, load_config, with_remembered
+from imgsync import statedir
+from imgsync.config import (
+    Config,
+    MirrorConfig,
+    adhoc_mirror,
+    load_config,
+    with_remembered,
+)
 from imgsync.errors import ConfigError, DeletesRefusedError, ImgsyncError, UsageError
 from imgsync.libraries import DEFAULT_LIBRARY, LIBRARIES
-from imgsync.manifest.records import MANIFEST_NAME, RunInfo
+from imgsync.manifest.records import RunInfo
 from imgsync.remembered import load_remembered, name_for, remember, remembered_path
 from imgsync.report import MirrorRun, Report
 
@@ -44,8 +51,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("imgsync")
 
-#: The state dir's spool of in-flight uploads (kept until their add is recorded).
-SPOOL_DIR = "spool"
 
 
 # --------------------------------------------------------------------------- what the API reports
@@ -200,7 +205,7 @@ class Imgsync:
 
     @property
     def manifest_path(self) -> Path:
-        return self.state_dir / MANIFEST_NAME
+        return statedir.manifest_path(self.state_dir)
 
     @property
     def mirrors(self) -> tuple[MirrorConfig, ...]:
@@ -333,7 +338,12 @@ class Imgsync:
     def _run(self, mirrors: Sequence[MirrorConfig], *, force: bool, rebind: bool, events: Events | None,
              should_stop: Callable[[], bool], wait_s: float) -> SyncResult:
         from imgsync.manifest import Store
-        from imgsync.pipeline import SettleWait, bind_gallery, reconcile_mirror, sweep_unreferenced_spool
+        from imgsync.pipeline import (
+            SettleWait,
+            bind_gallery,
+            reconcile_mirror,
+            sweep_unreferenced_spool,
+        )
 
         emit = events or (lambda event: None)
         runs: list[MirrorRun] = []
@@ -343,7 +353,7 @@ class Imgsync:
             forgot = bind_gallery(store, self.gallery_identity(), rebind=rebind)
             if forgot:
                 emit(Forgot(forgot))
-            spool_dir = self.state_dir / SPOOL_DIR
+            spool_dir = statedir.spool_dir(self.state_dir)
             for mirror in mirrors:
                 name = mirror.name
 

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import platformdirs
 
 from imgsync.errors import ConfigError
-from imgsync.libraries import DEFAULT_LIBRARY, LIBRARIES, TAG_RANGE
+from imgsync.libraries import DEFAULT_LIBRARY, LIBRARIES, TAG_RANGE, Library
 
 log = logging.getLogger("imgsync.config")
 
@@ -75,6 +75,11 @@ class MirrorConfig:
     labels: tuple[LabelRule, ...] = ()
     fit: Literal["reject", "shrink"] = "reject"
     max_delete: DeleteGuard = DeleteGuard()
+
+    @property
+    def lib(self) -> Library:
+        """The library's facts (limits, API paths, labels), resolved from its name (checked when parsed)."""
+        return LIBRARIES[self.library]
 
     def label_for(self, path: str) -> LabelRule | None:
         """The first rule whose glob matches `path` (POSIX, relative to the folder)."""

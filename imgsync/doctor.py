@@ -46,8 +46,10 @@ from imgsync.errors import (
     ManifestError,
 )
 from imgsync.folder import check_folder as check_folder_state
+from imgsync.manifest import lite
 from imgsync.folder import unreadable_folder
 from imgsync.libraries import DEFAULT_LIBRARY, LIBRARIES, TOKEN_PATH
+from imgsync.statedir import MANIFEST as MANIFEST_NAME
 
 Level = Literal["ok", "warn", "fail"]
 
@@ -70,7 +72,6 @@ CLOCK_SKEW_WARN_S = 300.0
 INOTIFY_SHARE_WARN = 0.5
 INOTIFY_LIMIT_FILE = Path("/proc/sys/fs/inotify/max_user_watches")
 #: Used when no mirror is configured: `imgsync reconcile FOLDER` mirrors into this library.
-MANIFEST_NAME = "manifest.sqlite3"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,14 @@ def fail(check: str, message: str, fix: str, exit_code: int) -> Finding:
 @dataclass
 class DoctorReport:
     findings: list[Finding] = field(default_factory=list)
+    #: mirrors configured or remembered (none: nothing to sync yet, though nothing blocks)
+    mirrors: int = 0
+
+    def summary(self) -> str:
+        blocking = sum(f.level == "fail" for f in self.findings)
+        warnings = sum(f.level == "warn" for f in self.findings)
+        verdict = "" if blocking else ": ready to sync" if self.mirrors else ": no mirror to sync yet"
+        return f"{blocking} blocking, {warnings} warning{'s' if warnings != 1 else ''}{verdict}"
 
     @property
     def exit_code(self) -> int:
@@ -126,7 +135,12 @@ def check_config(load: Callable[[], Config]) -> tuple[Finding, Config | None]:
                     EXIT_CONFIG), None
     where = str(config.source) if config.source else "no config file (defaults)"
     n = len(config.mirrors)
-    return ok("config", f"{where}: {n} mirror{'s' if n != 1 else ''}, gallery {config.gallery.endpoint}"), config
+    remembered = f" ({len(config.remembered)} remembered)" if config.remembered else ""
+    if not n:
+        return warn("config", f"{where}: no mirror yet, gallery {config.gallery.endpoint}",
+                    "run `imgsync reconcile FOLDER` (the folder is remembered) or add a [[mirror]] to the config"), config
+    return ok("config", f"{where}: {n} mirror{'s' if n != 1 else ''}{remembered}, gallery "
+                        f"{config.gallery.endpoint}"), config
 
 
 def check_secret_file(path: Path | None) -> Finding | None:
@@ -272,15 +286,8 @@ def schema_info(scripts: Any = None) -> SchemaInfo:
 def read_revisions(path: Path) -> tuple[tuple[str, ...], bool]:
     """(revisions stamped in the manifest, whether it has any other table), read-only: the file is not
     created, migrated or locked for writing."""
-    con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        revisions: tuple[str, ...] = ()
-        if "alembic_version" in tables:
-            revisions = tuple(str(r[0]) for r in con.execute("SELECT version_num FROM alembic_version"))
-        return revisions, bool(tables - {"alembic_version"})
-    finally:
-        con.close()
+    with lite.read_only(path) as con:
+        return lite.schema_revisions(con)
 
 
 def judge_schema(revisions: Sequence[str], other_tables: bool, schema: SchemaInfo, where: Path) -> Finding:
@@ -319,19 +326,9 @@ def check_manifest(path: Path, schema: SchemaInfo) -> Finding:
 
 
 def read_binding(path: Path) -> tuple[str | None, int]:
-    """(the gallery the manifest's entries live in, how many entries), read-only; (None, 0) for a
-    manifest from before the binding was recorded."""
-    con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if not {"settings", "entries"} <= tables:
-            return None, 0
-        row = con.execute("SELECT value FROM settings WHERE key = 'gallery'").fetchone()
-        # Only entries a gallery acknowledged (an add that never got an answer has no cont_sign).
-        count = con.execute("SELECT count(*) FROM entries WHERE cont_sign IS NOT NULL").fetchone()[0]
-        return (row[0] if row else None), int(count)
-    finally:
-        con.close()
+    """(the gallery the manifest's entries live in, how many entries a gallery acknowledged), read-only."""
+    with lite.read_only(path) as con:
+        return lite.binding(con)
 
 
 def judge_binding(bound: str | None, entries: int, configured: str) -> Finding | None:
@@ -574,6 +571,7 @@ def run_doctor(
     report.findings.append(finding)
     if config is None:
         return report
+    report.mirrors = len(config.mirrors)
     exposed = check_secret_file(config.source)
     if exposed is not None:
         report.findings.append(exposed)
@@ -666,10 +664,26 @@ def open_configured_gallery(config: Config, *, clock: Clock = SYSTEM_CLOCK
     if not data_dir.is_dir():
         yield ok("gallery", f"local gallery: will be created in {data_dir} on the first run")
         return
-    from imgsync.localgallery.server import start_in_thread
+    from imgsync.localgallery.auth import load_or_create_key
+    from imgsync.localgallery.engine import DataDirInUseError
+    from imgsync.localgallery.server import serving_url, start_in_thread
 
     try:
         running = start_in_thread(data_dir, host="127.0.0.1", port=0)
+    except DataDirInUseError as e:
+        # `imgsync watch` (or a reconcile, or `gallery serve`) holds it: probe it where it is served.
+        url = serving_url(data_dir)
+        if url is None:
+            yield fail("gallery", f"{e}, which does not serve it over HTTP", "run doctor again when it is done",
+                       EXIT_UNAVAILABLE)
+            return
+        (api_key, secret_key), _ = load_or_create_key(data_dir)
+        held = HttpGalleryProbe(url, api_key, secret_key, clock=clock)
+        try:
+            yield held, f"local gallery ({data_dir}, served by another imgsync at {url})"
+        finally:
+            held.close()
+        return
     except OSError as e:
         yield fail("gallery", f"the local gallery in {data_dir} cannot start ({e.strerror or e})",
                    f"check that this user can read and write {data_dir}", EXIT_UNAVAILABLE)

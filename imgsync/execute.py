@@ -22,9 +22,9 @@ import os
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Protocol
 
 from imgsync.brief import render_brief
+from imgsync.gallery import Gallery
 from imgsync.config import MirrorConfig
 from imgsync.errors import (
     DISK_FULL_ERRNOS,
@@ -69,16 +69,6 @@ DELETE_SETTLE_S = 24 * 3600
 
 #: Reads the bytes to upload for (folder, relative path, expected content hash); raises UploadChangedError.
 ReadUpload = Callable[[Path, str, str], bytes]
-
-
-class Gallery(Protocol):
-    def add(self, library: str, *, image: bytes, brief: str, tags: Sequence[int] = (),
-            class_ids: tuple[int | None, int | None] | None = None) -> str: ...
-    def search(self, library: str, *, image: bytes, rn: int | None = None) -> object: ...
-    def update(self, library: str, *, cont_sign: str, brief: str | None = None,
-               tags: Sequence[int] | None = None,
-               class_ids: tuple[int | None, int | None] | None = None) -> None: ...
-    def delete_many(self, library: str, cont_signs: Sequence[str]) -> None: ...
 
 
 class Executor:

@@ -79,3 +79,67 @@ def get_library(name: str) -> Library:
 def route_table() -> dict[str, tuple[Library, Operation]]:
     """Every API path → (library, operation)."""
     return {lib.path(op): (lib, op) for lib in LIBRARIES.values() for op in OPERATIONS}
+
+
+# --- error codes: the cloud's answers (api.md §6), as the local gallery gives them and the client reads them
+
+UNKNOWN_ERROR = 1
+SERVICE_UNAVAILABLE = 2
+UNSUPPORTED_METHOD = 3
+NO_PERMISSION = 6
+IAM_FAILED = 14
+DAILY_LIMIT = 17
+QPS_LIMIT = 18
+TOTAL_LIMIT = 19
+INVALID_PARAMETER = 100
+TOKEN_INVALID = 110
+TOKEN_EXPIRED = 111
+INVALID_PARAM = 216100
+NOT_ENOUGH_PARAM = 216101
+SERVICE_NOT_SUPPORT = 216102
+PARAM_TOO_LONG = 216103
+EMPTY_IMAGE = 216200
+IMAGE_FORMAT_ERROR = 216201
+IMAGE_SIZE_ERROR = 216202
+IMAGE_DECODE_ERROR = 216203
+ITEM_NOT_EXIST = 216680
+ITEM_EXIST = 216681
+NOT_INITIALIZED = 216017  # the library was never created for this account (未建库)
+INTERNAL_ERROR = 282000
+URL_NOT_EXIST = 282110
+URL_FORMAT_ILLEGAL = 282111
+URL_DOWNLOAD_TIMEOUT = 282112
+URL_RESPONSE_INVALID = 282113
+URL_SIZE_ERROR = 282114
+
+#: The standard error_msg of each code.
+MESSAGES: dict[int, str] = {
+    UNKNOWN_ERROR: "Unknown error",
+    SERVICE_UNAVAILABLE: "Service temporarily unavailable",
+    UNSUPPORTED_METHOD: "Unsupported openapi method",
+    NO_PERMISSION: "No permission to access data",
+    IAM_FAILED: "IAM Certification failed",
+    DAILY_LIMIT: "Open api daily request limit reached",
+    QPS_LIMIT: "Open api qps request limit reached",
+    TOTAL_LIMIT: "Open api total request limit reached",
+    INVALID_PARAMETER: "Invalid parameter",
+    TOKEN_INVALID: "Access token invalid or no longer valid",
+    TOKEN_EXPIRED: "Access token expired",
+    INVALID_PARAM: "invalid param",
+    NOT_ENOUGH_PARAM: "not enough param",
+    SERVICE_NOT_SUPPORT: "service not support",
+    PARAM_TOO_LONG: "param too long",
+    EMPTY_IMAGE: "empty image",
+    IMAGE_FORMAT_ERROR: "image format error",
+    IMAGE_SIZE_ERROR: "image size error",
+    IMAGE_DECODE_ERROR: "image size error",
+    ITEM_NOT_EXIST: "item not exist",
+    ITEM_EXIST: "item has existed",
+    NOT_INITIALIZED: "not initialized",
+    INTERNAL_ERROR: "internal error",
+    URL_NOT_EXIST: "urls not exit",
+    URL_FORMAT_ILLEGAL: "url format illegal",
+    URL_DOWNLOAD_TIMEOUT: "url download timeout",
+    URL_RESPONSE_INVALID: "url response invalid",
+    URL_SIZE_ERROR: "url size error",
+}

@@ -14,8 +14,9 @@ from pathlib import Path
 from imgsync.clock import SYSTEM_CLOCK, Clock
 from imgsync.config import MirrorConfig
 from imgsync.errors import ConfigError, GalleryChangedError, GalleryError
+from imgsync.execute import Executor, UploadChangedError, sweep_spool
+from imgsync.gallery import Gallery
 from imgsync.folder import FolderCheck, check_folder
-from imgsync.execute import Executor, Gallery, UploadChangedError, sweep_spool
 from imgsync.manifest import Store
 from imgsync.model import KnownFile, ScannedFile
 from imgsync.plan import Plan, make_plan
@@ -42,7 +43,7 @@ def make_reader(mirror: MirrorConfig) -> Callable[[Path, str, str], bytes]:
             raise UploadChangedError("changed since the scan; will upload it once it is stable",
                                      still_changing=True)
         try:
-            return prepare_upload(data, mirror.library, mirror.fit)
+            return prepare_upload(data, mirror.lib, mirror.fit)
         except ShrinkError as e:
             raise UploadChangedError(f"cannot be made to fit: {e}") from None
 
@@ -117,24 +118,25 @@ def plan_mirror(mirror: MirrorConfig, store: Store | None, *, force: bool, repor
     if settle is not None:
         scan = wait_until_settled(mirror, scan, settle, min_age_ns)
     report.pending += [(path, f"directory not readable: {reason}") for path, reason in scan.errors]
-    _tell_skipped(mirror, scan.skipped)
+    _tell_notes(mirror, scan.notes)
     plan = make_plan(mirror, scan.files, known, entries, scan_complete=scan.complete,
                      moved_folder=check.message if check.moved else None, force=force)
     return Planned(plan, scan, check, known)
 
 
-#: (mirror, path, what) already told this process: a daemon's hourly scans do not repeat them.
-_TOLD_SKIPPED: set[tuple[str, str, str]] = set()
+#: (mirror, path, note) already told this process: a daemon's hourly scans do not repeat them.
+_TOLD: set[tuple[str, str, str]] = set()
 
 
-def _tell_skipped(mirror: MirrorConfig, skipped: Iterable[tuple[str, str]]) -> None:
-    """Names the include patterns match that are no image files (a FIFO or a directory called x.jpg):
-    said once, at -v, so a user wondering why x.jpg is not in the gallery can find out."""
-    for path, what in skipped:
-        key = (mirror.name, path, what)
-        if key not in _TOLD_SKIPPED:
-            _TOLD_SKIPPED.add(key)
-            log.info("%s: %s: %s", mirror.name, path, what)
+def _tell_notes(mirror: MirrorConfig, notes: Iterable[tuple[str, str]]) -> None:
+    """Names the include patterns match that are no image files (a FIFO or a directory called x.jpg), and
+    what judging a file noted (Pillow's "Corrupt EXIF data", a shrink): each said once, at -v, as that
+    file's own line, so a user wondering about x.jpg can find out (and nothing prints over a progress bar)."""
+    for path, note in notes:
+        key = (mirror.name, path, note)
+        if key not in _TOLD:
+            _TOLD.add(key)
+            log.info("%s: %s: %s", mirror.name, path, note)
 
 
 def wait_until_settled(mirror: MirrorConfig, scan: ScanResult, settle: SettleWait, min_age_ns: int) -> ScanResult:

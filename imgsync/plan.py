@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 
 from imgsync.brief import render_brief
 from imgsync.config import MirrorConfig
-from imgsync.libraries import get_library
 from imgsync.model import Entry, KnownFile, ScannedFile
 
 ClassIds = tuple[int | None, int | None]
@@ -262,6 +261,6 @@ def _labels(mirror: MirrorConfig, path: str) -> tuple[tuple[int, ...], ClassIds]
     rule = mirror.label_for(path)
     if rule is None:
         return (), (None, None)
-    if get_library(mirror.library).labels == "class_id":
+    if mirror.lib.labels == "class_id":
         return (), (rule.class_id1, rule.class_id2)
     return rule.tags, (None, None)

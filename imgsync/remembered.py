@@ -23,8 +23,7 @@ from pathlib import Path
 
 from imgsync.config import MirrorConfig, parse_mirrors
 from imgsync.errors import ConfigError
-
-REMEMBERED_NAME = "mirrors.toml"
+from imgsync.statedir import REMEMBERED as REMEMBERED_NAME
 
 _HEADER = """\
 # Folders imgsync mirrors without a config (`imgsync reconcile FOLDER`), remembered for this state dir.

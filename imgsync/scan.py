@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgsync.config import MirrorConfig
-from imgsync.libraries import get_library
 from imgsync.model import KnownFile, ScannedFile, Verdict
 
 # Pillow (validate, shrink) is imported by judge_bytes, the first time a file is judged: a walk that
@@ -74,8 +73,9 @@ class ScanResult:
     examined: list[str] | None = None
     #: A scoped scan: the normalised scope (known paths under it that were not found are gone)
     scope: frozenset[str] | None = None
-    #: (path, what it is): names the include patterns match that are not image files (FIFOs, directories)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: (path, note) to tell at -v: names the include patterns match that are not image files (FIFOs,
+    #: directories), and what judging a file noted (Pillow's warnings, a shrink)
+    notes: list[tuple[str, str]] = field(default_factory=list)
 
 
 def read_file(path: str) -> bytes:
@@ -216,7 +216,7 @@ def scan_folder(
             for rel in sorted(roots):
                 walker.walk_scoped(os.fspath(root), rel)
     examined = None if roots is None else [p for p in walker.files if _under_any(p, roots)]
-    return ScanResult(walker.files, walker.errors, not walker.errors, examined, roots, walker.skipped)
+    return ScanResult(walker.files, walker.errors, not walker.errors, examined, roots, walker.notes)
 
 
 @contextlib.contextmanager
@@ -312,8 +312,8 @@ class _Walker:
         self.digest: int | None = None
         self.count = 0
         self.dirty = False  # digest mode: met something a settled folder cannot hold
-        #: (path, what it is) for names the include patterns match that are not regular files
-        self.skipped: list[tuple[str, str]] = []
+        #: (path, note) to tell at -v (see ScanResult.notes)
+        self.notes: list[tuple[str, str]] = []
 
     def walk(self, root: str) -> None:
         try:
@@ -398,7 +398,7 @@ class _Walker:
                     if excludes(name, prefix + name):
                         continue
                     if digest_rows is None and wanted(name, prefix + name):
-                        self.skipped.append((prefix + name, "a directory, not an image file (its files are scanned)"))
+                        self.notes.append((prefix + name, "a directory, not an image file (its files are scanned)"))
                     try:
                         st = entry.stat(follow_symlinks=follow)
                     except OSError:
@@ -421,7 +421,7 @@ class _Walker:
                         files[path] = ScannedFile(path, 0, 0, 0, None, "error",
                                                   "broken symlink (its target does not exist)")
                     elif digest_rows is None:  # FIFOs, sockets and devices are not images: never opened
-                        self.skipped.append((path, _kind_of(entry, follow)))
+                        self.notes.append((path, _kind_of(entry, follow)))
                     continue
                 try:
                     st = entry.stat(follow_symlinks=follow)
@@ -492,29 +492,38 @@ class _Walker:
             return result("unstable", f"modified less than {self.min_age_ns / 1e9:g} s ago (or its mtime is "
                                       f"ahead of this clock); will check again next run", digest)
         verdict, reason = judge_bytes(data, self.mirror)
+        if verdict == "ok" and reason:
+            self.notes.append((path, reason))
         return result(verdict, reason, digest)
 
 
 def judge_bytes(data: bytes, mirror: MirrorConfig) -> tuple[Verdict, str | None]:
     """("ok" | "rejected", reason or note) for a file's bytes under the mirror's library and fit."""
     from imgsync.shrink import ShrinkError, shrink_image
-    from imgsync.validate import REJECT_MAX_PIXELS, SHRINK_MAX_PIXELS, inspect_image, judge_image, needs_shrink
+    from imgsync.validate import (
+        REJECT_MAX_PIXELS,
+        SHRINK_MAX_PIXELS,
+        inspect_image,
+        judge_image,
+        needs_shrink,
+    )
 
     shrinking = mirror.fit == "shrink"
     info = inspect_image(data, max_pixels=SHRINK_MAX_PIXELS if shrinking else REJECT_MAX_PIXELS)
-    reason = judge_image(info, mirror.library, mirror.fit)
+    reason = judge_image(info, mirror.lib, mirror.fit)
     if reason:
         return "rejected", reason
+    note = "; ".join(f"Pillow: {w}" for w in info.warnings) or None
     if not shrinking:
-        return "ok", None
-    lib = get_library(mirror.library)
+        return "ok", note
+    lib = mirror.lib
     if not needs_shrink(info, lib):
-        return "ok", None
+        return "ok", note
     try:  # the trial re-encode: "ok" must mean the upload will fit
         shrunk = shrink_image(data, lib)
     except ShrinkError as e:
         return "rejected", str(e)
-    return "ok", shrunk.note(f"{info.format} {info.width}x{info.height} px")
+    return "ok", "; ".join(filter(None, [shrunk.note(f"{info.format} {info.width}x{info.height} px"), note]))
 
 
 def _kind_of(entry: os.DirEntry[str], follow: bool) -> str:

@@ -34,6 +34,7 @@ from imgsync.errors import ImgsyncError
 from imgsync.libraries import Library, get_library
 from imgsync.validate import (
     SHRINK_MAX_PIXELS,
+    pillow_says,
     Fit,
     base64_fits,
     describe_base64,
@@ -99,7 +100,7 @@ def _load_upright(data: bytes, lib: Library) -> Image.Image:
     except ShrinkError:
         raise
     except Exception as e:  # noqa: BLE001 - any Pillow failure means the bytes cannot be shrunk
-        raise ShrinkError(f"cannot decode the image to shrink it ({e})") from None
+        raise ShrinkError(f"cannot decode the image to shrink it ({pillow_says(e)})") from None
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:  # noqa: BLE001 - a broken EXIF block must not block an otherwise good picture

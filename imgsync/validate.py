@@ -20,6 +20,7 @@ DecompressionBombError, raised from the header) becomes a rejection, never a cra
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from dataclasses import dataclass, replace
 from io import BytesIO
@@ -51,6 +52,8 @@ class ImageInfo:
     has_alpha: bool = False
     decoded: bool = False  # every pixel (of the first frame) decoded without error
     problem: str | None = None
+    #: what Pillow warned about while reading ("Corrupt EXIF data", ...): told at -v as the file's own note
+    warnings: tuple[str, ...] = ()
 
     @property
     def base64_size(self) -> int:
@@ -76,21 +79,25 @@ def inspect_image(source: bytes | str | Path, *, max_pixels: int = REJECT_MAX_PI
     if not data:
         return ImageInfo(0, problem="empty file (0 bytes)")
     # Pillow warns about odd-but-readable files (bad EXIF, palette transparency, bomb-sized headers
-    # under its hard limit); the checks below judge those files, so the warnings are noise here.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return _inspect(data, max_pixels, decode)
+    # under its hard limit); the checks below judge those files, so the warnings are kept as notes
+    # (printed raw they would land on top of a progress bar).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        info = _inspect(data, max_pixels, decode)
+    if caught:
+        info = _with(info, warnings=tuple(dict.fromkeys(str(w.message) for w in caught)))
+    return info
 
 
 def _inspect(data: bytes, max_pixels: int, decode: bool) -> ImageInfo:
     try:
         img = Image.open(BytesIO(data))
     except Image.DecompressionBombError as e:
-        return ImageInfo(len(data), problem=f"decompression bomb refused without decoding ({_first_line(e)})")
+        return ImageInfo(len(data), problem=f"decompression bomb refused without decoding ({pillow_says(e)})")
     except UnidentifiedImageError:
         return ImageInfo(len(data), problem=f"not an image ({_what_it_looks_like(data)})")
     except (OSError, ValueError, SyntaxError, EOFError) as e:
-        return ImageInfo(len(data), problem=f"not a readable image ({_first_line(e)})")
+        return ImageInfo(len(data), problem=f"not a readable image ({pillow_says(e)})")
     with img:
         fmt = img.format or "unknown"
         base = ImageInfo(len(data), fmt, img.width, img.height, img.mode, _has_alpha(img))
@@ -116,7 +123,7 @@ def _decode_all(img: Image.Image) -> str | None:
     # Pillow's plugins raise many exception types on malformed data (OSError, SyntaxError,
     # struct.error, IndexError, zlib errors, ...): every one of them means "this image is broken".
     except Exception as e:  # noqa: BLE001
-        text = _first_line(e)
+        text = pillow_says(e)
         kind = "truncated" if "truncated" in text.lower() else "corrupt"
         return f"{kind} {fmt} ({text})"
     return None
@@ -142,9 +149,10 @@ def _with(info: ImageInfo, **changes: object) -> ImageInfo:
     return replace(info, **changes)  # type: ignore[arg-type]
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return text[:160]
+def pillow_says(e: BaseException) -> str:
+    """The first line of Pillow's words, without the in-memory file it names ("<_io.BytesIO object at …>")."""
+    text = re.sub(r"\s*<_io\.\w+ object at 0x[0-9a-f]+>", "", str(e)).strip()
+    return text.splitlines()[0][:160] if text else type(e).__name__
 
 
 # --------------------------------------------------------------------------- deciding (pure)

@@ -181,3 +181,42 @@ def test_verbose_names_what_looks_like_an_image_but_is_not_once_and_nothing_else
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("pipe.jpg: a FIFO, not an image file: skipped") == 1
     assert "alembic" not in done.stderr and "faiss" not in done.stderr  # -v is imgsync's own lines
+
+
+def _malformed_mpo_jpeg() -> bytes:
+    """A good JPEG with a broken MPF (multi-picture) segment: Pillow reads it, warning twice ("Corrupt EXIF
+    data", "malformed MPO file"), as it does for some cameras' files."""
+    import io
+    import struct
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (400, 300), (200, 30, 30)).save(buf, "JPEG")
+    jpg = buf.getvalue()
+    seg = b"MPF\x00" + b"II*\x00" + b"\x08\x00\x00\x00" + b"\xff" * 20
+    return jpg[:2] + b"\xff\xe2" + struct.pack(">H", len(seg) + 2) + seg + jpg[2:]
+
+
+def test_pillow_warnings_are_the_files_own_note_at_v_and_never_printed_raw(tmp_path):
+    import subprocess
+    import sys
+
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    (folder / "camera.jpg").write_bytes(_malformed_mpo_jpeg())
+    os.utime(folder / "camera.jpg", (1_600_000_000, 1_600_000_000))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMGSYNC_")}
+    env.update(HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path), PYTHONWARNINGS="default")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "imgsync", "--state-dir", str(tmp_path / f"s{len(args)}"),
+                               *args, "reconcile", str(folder)], capture_output=True, text=True, env=env, timeout=300)
+
+    plain = run()
+    assert plain.returncode == 0 and "1 added" in plain.stdout, plain.stderr
+    assert "EXIF" not in plain.stderr and "MPO" not in plain.stderr  # not raw, not from the embedded gallery
+    verbose = run("-v")
+    assert verbose.returncode == 0, verbose.stderr
+    lines = [line for line in verbose.stderr.splitlines() if "camera.jpg: Pillow: Corrupt EXIF data" in line]
+    assert len(lines) == 1 and "malformed MPO file" in lines[0]

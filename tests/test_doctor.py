@@ -360,3 +360,22 @@ def test_doctor_sees_a_manifest_bound_to_another_gallery(tmp_path: Path) -> None
     shutil.rmtree(tmp_path / "state" / "gallery")
     result = CliRunner().invoke(cli, ["doctor"], env=env)
     assert result.exit_code == 2 and "gallery binding" in result.output and "--rebind" in result.output
+
+
+def test_the_embedded_gallery_held_by_another_imgsync_is_probed_where_it_is_served(tmp_path: Path) -> None:
+    """As while `imgsync watch` runs: the data dir is locked, so doctor asks the process that holds it."""
+    state = tmp_path / "state"
+    holder = start_in_thread(state / "gallery")  # holds the data dir's lock and announces its URL
+    try:
+        result = CliRunner().invoke(cli, ["--state-dir", str(state), "doctor"], catch_exceptions=False)
+    finally:
+        holder.stop()
+    assert "Traceback" not in result.output
+    assert "served by another imgsync" in result.output and "ok   library same_hq: enabled" in result.output
+
+
+def test_no_mirror_is_not_ready_to_sync(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["--state-dir", str(tmp_path / "state"), "doctor"], catch_exceptions=False)
+    assert result.exit_code == 0
+    assert "WARN config" in result.output and "no mirror yet" in result.output
+    assert result.output.rstrip().endswith("no mirror to sync yet")

@@ -59,7 +59,7 @@ def raw(store: Store, sql: str) -> list[tuple]:
 def test_open_creates_directories_and_schema(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "manifest.sqlite3"
     with Store.open(path) as s:
-        assert s.schema_revision() == "0004"
+        assert s.schema_revision() == "0005"
         assert s.mirror_names() == []
     assert path.is_file()
     assert raw_journal_mode(path) == "wal"

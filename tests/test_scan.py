@@ -484,7 +484,7 @@ def test_names_that_look_like_images_but_are_not_files_are_said_once(tmp_path: P
     put(tmp_path, "folder.jpg/inside.jpg", JPEG)
     res = scan(tmp_path)
     assert list(res.files) == ["folder.jpg/inside.jpg"]
-    assert dict(res.skipped) == {"pipe.jpg": "a FIFO, not an image file: skipped",
+    assert dict(res.notes) == {"pipe.jpg": "a FIFO, not an image file: skipped",
                                  "folder.jpg": "a directory, not an image file (its files are scanned)"}
 
 

@@ -24,7 +24,23 @@ if TYPE_CHECKING:
     from imgsync.api import Imgsync
 
 
+# A command's module is imported when that command runs (or --help lists them all): `imgsync reconcile`
+# does not pay for the other six.
+_COMMANDS = {"doctor": "doctor_cmd", "gallery": "gallery_cmd", "reconcile": "reconcile_cmd", "search": "search_cmd",
+             "service": "service_cmd", "status": "status_cmd", "watch": "watch_cmd"}
+
+
 class _Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(_COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in _COMMANDS:
+            import importlib
+
+            importlib.import_module(f"imgsync.cli.{_COMMANDS[cmd_name]}")  # its decorators register it on `cli`
+        return self.commands.get(cmd_name)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -115,7 +131,3 @@ def main() -> None:
     """Console-script entry point."""
     cli(prog_name="imgsync")
 
-
-# Importing a command module adds its commands to `cli`.
-from imgsync.cli import doctor_cmd, gallery_cmd, reconcile_cmd, search_cmd, status_cmd  # noqa: E402,F401
-from imgsync.cli import service_cmd, watch_cmd  # noqa: E402,F401

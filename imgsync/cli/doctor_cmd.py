@@ -28,8 +28,5 @@ def doctor(app: App, as_json: bool) -> None:
     else:
         for finding in report.findings:
             click.echo(finding.line())
-        blocking = sum(f.level == "fail" for f in report.findings)
-        warnings = sum(f.level == "warn" for f in report.findings)
-        click.echo(f"{blocking} blocking, {warnings} warning{'s' if warnings != 1 else ''}"
-                   + ("" if blocking else ": ready to sync"))
+        click.echo(report.summary())
     raise click.exceptions.Exit(report.exit_code)

@@ -44,6 +44,7 @@ from imgsync.gallery.auth import Token, TokenCache, parse_token_answer
 from imgsync.gallery.ratelimit import RateLimiter
 from imgsync.gallery.redact import install_log_redaction, redact
 from imgsync.gallery.retry import RetryPolicy, call_with_retry
+from imgsync import libraries as cloud
 from imgsync.libraries import TOKEN_PATH, Library, Operation, get_library
 
 log = logging.getLogger("imgsync.gallery")
@@ -71,29 +72,30 @@ class SearchResult:
 #: error_code → class. Sources: api.md §6 (the cloud's tables). Anything not listed is a refusal of
 #: this one request (216100/216101/2162xx/2821xx/...): GalleryRejectedError.
 ERROR_CLASSES: dict[int, type[GalleryError]] = {
-    100: GalleryAuthError,  # invalid access_token parameter / token fetch failed
-    110: GalleryAuthError,  # access token invalid
-    111: GalleryAuthError,  # access token expired
-    14: GalleryAuthError,  # IAM certification failed (a BCE-signed request)
+    cloud.INVALID_PARAMETER: GalleryAuthError,  # invalid access_token parameter / token fetch failed
+    cloud.TOKEN_INVALID: GalleryAuthError,  # access token invalid
+    cloud.TOKEN_EXPIRED: GalleryAuthError,  # access token expired
+    cloud.IAM_FAILED: GalleryAuthError,  # IAM certification failed (a BCE-signed request)
     15: GalleryAuthError,  # "app not exsits or create failed": the key's application is gone
     216110: GalleryAuthError,  # appid not exist
-    6: GalleryPermissionError,  # no permission: image search not enabled for this application
-    216017: GalleryPermissionError,  # library not created ("not initialized")
-    17: GalleryQuotaError,  # daily request limit
-    19: GalleryQuotaError,  # total request limit
-    18: GalleryRateError,  # QPS limit
-    1: GalleryUnavailableError,  # unknown (server-internal) error
-    2: GalleryUnavailableError,  # service temporarily unavailable
+    cloud.NO_PERMISSION: GalleryPermissionError,  # image search not enabled for this application
+    cloud.NOT_INITIALIZED: GalleryPermissionError,  # library not created ("not initialized")
+    cloud.DAILY_LIMIT: GalleryQuotaError,  # daily request limit
+    cloud.TOTAL_LIMIT: GalleryQuotaError,  # total request limit
+    cloud.QPS_LIMIT: GalleryRateError,  # QPS limit
+    cloud.UNKNOWN_ERROR: GalleryUnavailableError,  # unknown (server-internal) error
+    cloud.SERVICE_UNAVAILABLE: GalleryUnavailableError,  # service temporarily unavailable
     4: GalleryUnavailableError,  # cluster over its limit
     13: GalleryUnavailableError,  # "get service token failed": the cloud's own token service
-    282000: GalleryUnavailableError,  # internal error
+    cloud.INTERNAL_ERROR: GalleryUnavailableError,  # internal error
     216630: GalleryUnavailableError,  # recognize error
-    216681: GalleryDuplicateError,  # item has existed
-    216680: GalleryNotFoundError,  # item not exist
+    cloud.ITEM_EXIST: GalleryDuplicateError,  # item has existed
+    cloud.ITEM_NOT_EXIST: GalleryNotFoundError,  # item not exist
 }
-TOKEN_CODES = frozenset({110, 111})
+TOKEN_CODES = frozenset({cloud.TOKEN_INVALID, cloud.TOKEN_EXPIRED})
 #: Codes that mean the endpoint is wrong rather than this request: say so in the message.
-_WRONG_ENDPOINT = {3: "no such API at this endpoint", 216102: "this endpoint does not offer that service"}
+_WRONG_ENDPOINT = {cloud.UNSUPPORTED_METHOD: "no such API at this endpoint",
+                   cloud.SERVICE_NOT_SUPPORT: "this endpoint does not offer that service"}
 
 _INVALID_CLIENT = {
     "unknown client id": "the gallery does not know this API key; check IMGSYNC_API_KEY / [gallery] api_key",

@@ -21,8 +21,8 @@ from pathlib import Path
 from imgsync.config import Config
 from imgsync.errors import ConfigError, GalleryUnavailableError, ManifestError
 from imgsync.gallery.client import GalleryClient
-
-from imgsync.gallery.identity import GALLERY_DIR, gallery_identity, local_data_dir  # noqa: F401 (re-exported)
+from imgsync.gallery.identity import gallery_identity, local_data_dir  # noqa: F401 (re-exported)
+from imgsync.statedir import manifest_path
 
 log = logging.getLogger("imgsync.gallery")
 
@@ -71,7 +71,7 @@ def _embedded(config: Config) -> Iterator[GalleryClient]:
             yield client
         return
     except (IndexVersionError, StoreVersionError) as e:
-        manifest = config.state_dir / "manifest.sqlite3"
+        manifest = manifest_path(config.state_dir)
         raise ManifestError(
             f"the embedded gallery in {data_dir} cannot be opened by this imgsync: {e}. Move {data_dir} and "
             f"{manifest} aside (or delete them) and run `imgsync reconcile` again: every image is uploaded anew"

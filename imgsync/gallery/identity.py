@@ -7,13 +7,11 @@ import hashlib
 from pathlib import Path
 
 from imgsync.config import Config
-
-#: The embedded local gallery's data dir, inside the state dir.
-GALLERY_DIR = "gallery"
+from imgsync.statedir import gallery_dir
 
 
 def local_data_dir(config: Config) -> Path:
-    return config.state_dir / GALLERY_DIR
+    return gallery_dir(config.state_dir)
 
 
 def gallery_identity(config: Config) -> str:

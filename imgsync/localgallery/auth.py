@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgsync.clock import SYSTEM_CLOCK, Clock
+from imgsync.localgallery.clock import SYSTEM_CLOCK, Clock
 from imgsync.localgallery.errors import TOKEN_EXPIRED, TOKEN_INVALID, ApiError
 
 DEFAULT_TOKEN_TTL = 2_592_000  # 30 days, the cloud's default

@@ -25,6 +25,8 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
+import logging
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -58,6 +60,9 @@ class Decoded:
     pixels: Image.Image
 
 
+log = logging.getLogger(__name__)
+
+
 def cont_sign_of(data: bytes) -> str:
     """The image's signature: sha256 of the bytes, first 8 bytes read as two big-endian uint32."""
     a, b = struct.unpack(">II", hashlib.sha256(data).digest()[:8])
@@ -82,13 +87,20 @@ def load_image(data: bytes, library: Library) -> Decoded:
     """Check `data` against `library`'s limits and decode it; raises ApiError (see module doc)."""
     if not data:
         raise ApiError(EMPTY_IMAGE, "the image has 0 bytes")
-    img = _open(data)
-    problem = size_problem(img.width, img.height, library)
-    if problem:
-        raise ApiError(IMAGE_SIZE_ERROR, problem)
-    if img.format not in ACCEPTED_FORMATS:
-        raise ApiError(IMAGE_FORMAT_ERROR, f"image is {img.format}; only JPEG, PNG and BMP are accepted")
-    return Decoded(img.format, img.width, img.height, _decode(img))
+    # Pillow warns about odd-but-readable files ("Corrupt EXIF data", "malformed MPO file"): the answer
+    # is the same either way, so they go to the debug log, never raw onto a server's stderr.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        img = _open(data)
+        problem = size_problem(img.width, img.height, library)
+        if problem:
+            raise ApiError(IMAGE_SIZE_ERROR, problem)
+        if img.format not in ACCEPTED_FORMATS:
+            raise ApiError(IMAGE_FORMAT_ERROR, f"image is {img.format}; only JPEG, PNG and BMP are accepted")
+        decoded = Decoded(img.format, img.width, img.height, _decode(img))
+    for w in caught:
+        log.debug("image %dx%d %s: Pillow: %s", img.width, img.height, img.format, w.message)
+    return decoded
 
 
 def encode_copy(pixels: Image.Image) -> bytes:
@@ -163,5 +175,6 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _why(e: BaseException) -> str:
-    text = str(e).strip()
+    """Pillow's words, without the in-memory file it names ("cannot identify image file <_io.BytesIO …>")."""
+    text = re.sub(r"\s*<_io\.\w+ object at 0x[0-9a-f]+>", "", str(e)).strip()
     return text[:120] if text else type(e).__name__

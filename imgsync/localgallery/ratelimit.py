@@ -10,7 +10,7 @@ import math
 import threading
 from collections import deque
 
-from imgsync.clock import SYSTEM_CLOCK, Clock
+from imgsync.localgallery.clock import SYSTEM_CLOCK, Clock
 
 
 class RateLimiter:

@@ -19,8 +19,7 @@ from types import TracebackType
 
 from imgsync.clock import SYSTEM_CLOCK, Clock
 from imgsync.errors import DISK_FULL_ERRNOS, LockHeldError, ManifestError, disk_full
-
-LOCK_NAME = "imgsync.lock"
+from imgsync.statedir import LOCK as LOCK_NAME
 
 
 class StateLock:

@@ -7,12 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from imgsync.statedir import MANIFEST as MANIFEST_NAME  # noqa: F401 (re-exported)
+
 #: The schema revision this imgsync writes (the newest migration). Light readers compare against it
 #: without importing Alembic; tests/test_migrations.py checks it equals Alembic's head.
-SCHEMA_HEAD = "0004"
+SCHEMA_HEAD = "0005"
 
-#: The manifest's file name inside the state dir.
-MANIFEST_NAME = "manifest.sqlite3"
 
 
 @dataclass(frozen=True, slots=True)

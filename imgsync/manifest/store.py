@@ -25,8 +25,8 @@ from sqlalchemy import (
     Connection,
     Engine,
     Row,
-    bindparam,
     Text,
+    bindparam,
     cast,
     delete,
     func,
@@ -41,15 +41,22 @@ from imgsync.clock import SYSTEM_CLOCK, Clock
 from imgsync.errors import ManifestError, disk_full
 from imgsync.manifest import lite, migrate
 from imgsync.manifest.engine import create_manifest_engine, writer
-from imgsync.manifest.records import MirrorState, RunInfo, dt, dt_or_none, from_i64, to_i64
+from imgsync.manifest.records import (
+    MirrorState,
+    RunInfo,
+    dt,
+    dt_or_none,
+    from_i64,
+    to_i64,
+)
 from imgsync.manifest.tables import (
-    SettingRow,
     VERDICTS,
     EntryRow,
     FileRow,
     JournalRow,
     MirrorStateRow,
     RunRow,
+    SettingRow,
 )
 from imgsync.model import Entry, KnownFile, ScannedFile, Verdict
 

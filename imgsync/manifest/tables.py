@@ -75,6 +75,7 @@ class FileRow(Base):
     __table_args__ = (
         UniqueConstraint("mirror", "path"),
         Index("ix_files_entry_id", "entry_id"),
+        Index("ix_files_mirror_verdict", "mirror", "verdict", "entry_id"),  # status: counts and pages
         CheckConstraint(_one_of("verdict", VERDICTS), name="verdict"),
     )
 
@@ -106,6 +107,7 @@ class EntryRow(Base):
         Index("uq_entries_mirror_content_hash", "mirror", "library", "content_hash", unique=True,
               sqlite_where=text("state != 'deleting'")),
         Index("ix_entries_mirror", "mirror"),
+        Index("ix_entries_mirror_state", "mirror", "state"),  # status: live entries, by index alone
         CheckConstraint(_one_of("state", ENTRY_STATES), name="state"),
         CheckConstraint("state = 'adding' OR cont_sign IS NOT NULL", name="cont_sign_when_added"),
         {"sqlite_autoincrement": True},

@@ -35,16 +35,22 @@ from typing import Any
 from imgsync.clock import SYSTEM_CLOCK, Clock
 from imgsync.config import MirrorConfig
 from imgsync.errors import (
-    GalleryAuthError,
     GalleryError,
-    GalleryQuotaError,
     ImgsyncError,
 )
-from imgsync.execute import Gallery
+from imgsync.gallery import Gallery
 from imgsync.folder import check_folder
 from imgsync.manifest import Store
+from imgsync.statedir import DAEMON_STATUS, spool_dir
+from imgsync.watch import policy
 from imgsync.watch.debounce import INF, Backoff, MirrorQueue, Timing, Work
-from imgsync.watch.events import Change, FolderWatch, Relevance, WatchLimitError, dirty_paths
+from imgsync.watch.events import (
+    Change,
+    FolderWatch,
+    Relevance,
+    WatchLimitError,
+    dirty_paths,
+)
 from imgsync.watch.notify import Notifier
 from imgsync.watch.statusfile import write_status
 
@@ -111,7 +117,7 @@ class Daemon:
         self.store = store
         self.gallery = gallery
         self.state_dir = Path(state_dir)
-        self.spool_dir = self.state_dir / "spool"
+        self.spool_dir = spool_dir(self.state_dir)
         self.timing = timing
         self.clock = clock
         self.notifier = notifier or Notifier(None)
@@ -260,6 +266,7 @@ class Daemon:
     # ------------------------------------------------------------------ one run
 
     def _execute(self, slot: _Slot, work: Work) -> None:
+        """One run of the pipeline, then what policy.after_run decides, carried out."""
         from imgsync.pipeline import reconcile_mirror  # heavy (Pillow, SQLAlchemy): loaded on first run
 
         mirror = slot.mirror
@@ -269,8 +276,7 @@ class Daemon:
         try:
             run = reconcile_mirror(mirror, self.store, self.gallery, spool_dir=self.spool_dir, scope=scope,
                                    min_age_ns=int(self.timing.min_age * 1e9), settle=None,
-                                   on_progress=self._progress,
-                                   should_stop=lambda: self._stop)
+                                   on_progress=self._progress, should_stop=lambda: self._stop)
         except ImgsyncError as e:  # the manifest failed, a config value the pipeline refuses, ...
             self._mirror_failed(slot, work, str(e))
             return
@@ -281,46 +287,47 @@ class Daemon:
         now = self.clock.monotonic()
         report = run.report
         slot.last_run = {"at": _iso(self.clock.time()), "what": what, **report.counts()}
-        if report.interrupted:  # stopping: the rest of the plan runs at the next start
+        # A file refused soon after it changed may be a copy still in progress (a truncated JPEG is
+        # "rejected" like a broken one): the policy looks at it again, quietly.
+        wall = self.clock.time()
+        young = {p for p, _ in report.rejected if policy.is_young(_mtime(mirror.folder / p), wall)}
+        verdict = policy.after_run(report, young=young, told=slot.told_rejected)
+        if verdict.action == "requeue":  # stopping: the rest of the plan runs at the next start
             slot.queue.requeue(work, now)
-            return
-        if report.folder_problem:  # the folder went away between the last check and this run
+        elif verdict.action == "pause_folder":  # the folder went away between the last check and this run
             slot.queue.requeue(work, now)
-            self._pause_folder(slot, report.folder_problem)
-        elif report.stopped is not None:
+            self._pause_folder(slot, verdict.reason or "")
+        elif verdict.action == "hold_gallery":
+            assert verdict.error is not None
             slot.queue.requeue(work, now)
-            self._pause_gallery(report.stopped, now)
+            self._pause_gallery(verdict.error, now)
         else:
-            if self._gallery_until is not None:
-                log.info("gallery reachable again; calls resumed")
-            self._gallery_backoff.reset()
-            self._gallery_until = self._gallery_reason = None
-            slot.errors.reset()
-            # A file refused soon after it changed may be a copy still in progress (a truncated JPEG is
-            # "rejected" like a broken one): look again later, quietly; a refusal that stays is logged.
-            young = {p for p, _ in report.rejected if _recently_modified(mirror.folder / p, self.clock.time())}
-            retry = [p for p, _ in report.pending] + [p for p, _ in report.failed] + sorted(young)
-            slot.queue.finished(now, work, retry)
-            slot.note = report.withheld_reason
-            if report.withheld_reason:
-                log.warning("%s: deletes withheld: %s", mirror.name, report.withheld_reason)
-            c = report.counts()
-            news = [(p, why) for p, why in report.rejected if slot.told_rejected.get(p) != why]
-            if any(c[k] for k in ("added", "updated", "deleted", "failed", "recovered")) or news:
-                log.info("%s: %s: %d added, %d updated, %d deleted, %d rejected, %d failed, %d pending",
-                         mirror.name, what, c["added"], c["updated"], c["deleted"], c["rejected"], c["failed"],
-                         c["pending"])
-            for path, why in news:
-                if path in young:
-                    log.debug("%s: %s refused for now (%s); it changed recently, looking again later",
-                              mirror.name, path, why)
-                else:
-                    log.warning("%s: rejected %s: %s", mirror.name, path, why)
-                    slot.told_rejected[path] = why
-            for path, why in report.failed:
-                log.warning("%s: failed %s: %s (will retry)", mirror.name, path, why)
+            self._finish(slot, work, verdict, what, now)
         if self._on_run is not None:
             self._on_run(mirror.name, work, run)
+
+    def _finish(self, slot: _Slot, work: Work, verdict: policy.Verdict, what: str, now: float) -> None:
+        name = slot.mirror.name
+        if self._gallery_until is not None:
+            log.info("gallery reachable again; calls resumed")
+        self._gallery_backoff.reset()
+        self._gallery_until = self._gallery_reason = None
+        slot.errors.reset()
+        slot.queue.finished(now, work, list(verdict.retry))
+        slot.note = verdict.note
+        if verdict.note:
+            log.warning("%s: deletes withheld: %s", name, verdict.note)
+        c = verdict.counts
+        if verdict.changed:
+            log.info("%s: %s: %d added, %d updated, %d deleted, %d rejected, %d failed, %d pending", name, what,
+                     c["added"], c["updated"], c["deleted"], c["rejected"], c["failed"], c["pending"])
+        for path, why in verdict.quiet:
+            log.debug("%s: %s refused for now (%s); it changed recently, looking again later", name, path, why)
+        for path, why in verdict.tell:
+            log.warning("%s: rejected %s: %s", name, path, why)
+            slot.told_rejected[path] = why
+        for path, why in verdict.failed:
+            log.warning("%s: failed %s: %s (will retry)", name, path, why)
 
     def _progress(self, n: int) -> None:
         self.heartbeat = self.clock.monotonic()
@@ -335,9 +342,7 @@ class Daemon:
         slot.error_paused = message
 
     def _pause_gallery(self, error: GalleryError, now: float) -> None:
-        # Quota and auth need time (a new day) or a human (a fixed key, then SIGHUP): ask less often.
-        base = 300.0 if isinstance(error, GalleryQuotaError) else 60.0 if isinstance(error, GalleryAuthError) else None
-        self._gallery_until = self._gallery_backoff.fail(now, base=base)
+        self._gallery_until = self._gallery_backoff.fail(now, base=policy.gallery_backoff_base(error))
         self._gallery_reason = str(error)
         log.warning("gallery: %s; holding every call for %.0f s (the queue is kept)", error, self._gallery_until - now)
         self._error(f"gallery: {error}")
@@ -510,7 +515,7 @@ class Daemon:
         try:
             write_status(self.state_dir, data)
         except OSError as e:
-            log.warning("cannot write %s: %s", self.state_dir / "daemon.json", e.strerror or e)
+            log.warning("cannot write %s: %s", self.state_dir / DAEMON_STATUS, e.strerror or e)
         summary = summarize(snap)
         if summary != self._summary:
             self._summary = summary
@@ -530,15 +535,11 @@ def summarize(snap: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-#: A refused file modified less than this long ago may still be being written: it is looked at again.
-YOUNG = 30.0
-
-
-def _recently_modified(path: Path, now: float) -> bool:
+def _mtime(path: Path) -> float | None:
     try:
-        return now - os.stat(path).st_mtime < YOUNG
+        return os.stat(path).st_mtime
     except OSError:
-        return False
+        return None
 
 
 def _folder_problem(folder: Path) -> tuple[str | None, tuple[int, int] | None]:

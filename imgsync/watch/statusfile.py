@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from imgsync.manifest.lock import LOCK_NAME
-
-STATUS_NAME = "daemon.json"
+from imgsync.statedir import DAEMON_STATUS as STATUS_NAME
 
 
 def write_status(state_dir: Path, data: dict[str, Any]) -> None:
