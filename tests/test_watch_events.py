@@ -199,3 +199,32 @@ def test_an_inotify_queue_overflow_is_reported(watched):
     assert rec.trouble and rec.trouble[-1][0] == "overflow"
     (folder / "after.jpg").write_bytes(b"x")  # the watches were rebuilt: still watching
     assert wait_until(lambda: rec.has(Change("created", "after.jpg")))
+
+
+def test_the_reporting_hooks_fit_the_installed_watchdog():
+    """events.py subclasses watchdog's inotify internals; pyproject pins the range it was written for.
+    With that range installed the hooks must be in use (a silent fallback would lose overflow reports)."""
+    from imgsync.watch import events
+
+    assert events._MAKE_OBSERVER is not None
+
+
+def test_without_the_hooks_the_plain_observer_still_delivers_changes(tmp_path, monkeypatch):
+    """Another watchdog (or OS) without the internals: events still arrive through the plain Observer;
+    overflow and watch limits then go unnoticed until the periodic full scan."""
+    from imgsync.watch import events
+
+    monkeypatch.setattr(events, "_MAKE_OBSERVER", None)
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    rec = Recorder()
+    w = FolderWatch(str(folder), rec.sink, rec.report)
+    w.start()
+    try:
+        (folder / "a.jpg").write_bytes(b"x")
+        assert wait_until(lambda: rec.has(Change("created", "a.jpg")))
+        (folder / "a.jpg").rename(folder / "b.jpg")
+        assert wait_until(lambda: rec.has(Change("moved", "a.jpg", False, "b.jpg")))
+        assert w.alive()
+    finally:
+        w.stop()

@@ -3,6 +3,8 @@
 debounce.py   the pure state machine: events + time in, due paths / full scans / next wakeup out
 events.py     the watchdog adapter: events → Change records; overflow and inotify limits reported
 daemon.py     the loop: wakes on due work, timers and signals; calls pipeline.reconcile_mirror
+policy.py     what the loop does after a run (requeue, pause, hold the gallery, retry), as pure decisions
+process.py    the loop as a process: signals, systemd watchdog pings, the stop deadline, journald logging
 notify.py     systemd's notify protocol (READY / STATUS / WATCHDOG / STOPPING), by hand
 statusfile.py <state_dir>/daemon.json, read by `imgsync status`
 service.py    the systemd user unit that ships in this package (imgsync.service)
