@@ -9,6 +9,7 @@ import platformdirs
 
 from imgsync.cli import cli, echo_json
 from imgsync.errors import ImgsyncError, UsageError
+from imgsync.gallery.extra import require_local_gallery
 from imgsync.libraries import LIBRARIES
 
 
@@ -67,6 +68,7 @@ def _parse_libraries(ctx: click.Context, param: click.Parameter, value: str | No
 def serve(host: str, port: int, data_dir: Path | None, keys: list[tuple[str, str]], qps: float | None,
           allow_private_urls: bool, no_url_fetch: bool, libraries: tuple[str, ...] | None) -> None:
     """Serve the local gallery until Ctrl-C or SIGTERM."""
+    require_local_gallery("`imgsync gallery serve`")
     from imgsync.localgallery.engine import DataDirInUseError
     from imgsync.localgallery.server import serve_forever
 
@@ -86,6 +88,7 @@ def serve(host: str, port: int, data_dir: Path | None, keys: list[tuple[str, str
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 def ls(data_dir: Path | None, library: str, as_json: bool) -> None:
     """List a library's entries: cont_sign, brief, tags (product: class ids)."""
+    require_local_gallery("`imgsync gallery ls`")
     from imgsync.localgallery.engine import Engine
 
     data_dir = data_dir or default_data_dir()

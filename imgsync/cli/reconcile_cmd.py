@@ -99,11 +99,12 @@ def _dry_run(app: App, mirrors: list[MirrorConfig], force: bool) -> list[MirrorR
 
 
 def _run(app: App, mirrors: list[MirrorConfig], force: bool, quiet: bool, rebind: bool = False) -> list[MirrorRun]:
-    from imgsync.gallery.embedded import gallery_identity, open_gallery
+    from imgsync.gallery.embedded import check_gallery, gallery_identity, open_gallery
     from imgsync.manifest import StateLock, Store
     from imgsync.pipeline import bind_gallery, sweep_unreferenced_spool
 
     config = app.config
+    check_gallery(config)  # a gallery that cannot be opened is refused before the state dir is written
     runs: list[MirrorRun] = []
     with ExitStack() as stack:
         stack.enter_context(StateLock(config.state_dir))

@@ -73,7 +73,7 @@ def watch(app: App, targets: tuple[str, ...], library: str) -> None:
     READY / STATUS / WATCHDOG; `imgsync service install` writes the unit.
     """
     from imgsync.cli.reconcile_cmd import _targets
-    from imgsync.gallery.embedded import gallery_identity, open_gallery
+    from imgsync.gallery.embedded import check_gallery, gallery_identity, open_gallery
     from imgsync.manifest import StateLock, Store
     from imgsync.pipeline import bind_gallery
     from imgsync.watch import timing_from
@@ -84,6 +84,7 @@ def watch(app: App, targets: tuple[str, ...], library: str) -> None:
     mirrors = _targets(config, targets, library)
     if not mirrors:
         raise click.UsageError("no mirror configured: name a FOLDER, or add a [[mirror]] to the config")
+    check_gallery(config)  # refused before the state dir is written or anything is logged
     configure_logging()
     notifier = Notifier.from_environ()
     with ExitStack() as stack:
