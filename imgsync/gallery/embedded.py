@@ -33,7 +33,17 @@ log = logging.getLogger("imgsync.gallery")
 
 
 def local_data_dir(config: Config) -> Path:
+    """The embedded gallery's data: `<state_dir>/gallery` (also `imgsync gallery serve`/`ls`'s default)."""
     return config.state_dir / GALLERY_DIR
+
+
+def make_local_data_dir(config: Config) -> Path:
+    """local_data_dir, created if need be. It holds the gallery's key: readable by its owner only."""
+    data_dir = local_data_dir(config)
+    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data_dir.mkdir(exist_ok=True, mode=0o700)
+    os.chmod(data_dir, 0o700)
+    return data_dir
 
 
 def gallery_identity(config: Config) -> str:
@@ -96,11 +106,7 @@ def _embedded(config: Config) -> Iterator[GalleryClient]:
     # which a cloud user never needs and a light install does not have.
     from imgsync.localgallery.server import start_in_thread
 
-    data_dir = local_data_dir(config)
-    # The state dir holds the gallery's key: readable by its owner only.
-    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    data_dir.mkdir(exist_ok=True, mode=0o700)
-    os.chmod(data_dir, 0o700)
+    data_dir = make_local_data_dir(config)
     from imgsync.localgallery.engine import DataDirInUseError, IndexVersionError
     from imgsync.localgallery.store import StoreVersionError
 
