@@ -290,6 +290,8 @@ class Imgsync:
         ago. Raises LockHeldError (exit 7) while another imgsync holds the state dir, GalleryChangedError
         (exit 2) when the gallery changed without rebind; a gallery that fails stops the run (its error
         is in the result, whose exit_code says what it means)."""
+        if not dry_run:
+            self.check_gallery()  # refused (no keys, no local gallery installed) before the state dir is written
         mirrors = self.resolve(targets, library=library, remember_new=not dry_run, events=events)
         if not mirrors:
             raise UsageError("no mirror yet: name a FOLDER (it is remembered), or add a [[mirror]] to the config")
@@ -395,6 +397,13 @@ class Imgsync:
         from imgsync.gallery.identity import gallery_identity
 
         return gallery_identity(self.config)
+
+    def check_gallery(self) -> None:
+        """What opening the configured gallery would refuse at once (a ConfigError, exit 2): a URL without
+        keys, the local gallery without its packages (a light install: `pip install 'imgsync[gallery]'`)."""
+        from imgsync.gallery.embedded import check_gallery
+
+        check_gallery(self.config)
 
     @contextmanager
     def open_gallery(self) -> Iterator[Any]:
@@ -517,6 +526,7 @@ class Imgsync:
         """The watch daemon, set up (lock held, manifest open, gallery bound) but not yet running: call
         its run() (blocking; stop() from another thread or a signal handler ends it). SIGHUP's reload
         (daemon.request_reload) re-reads the config and the remembered mirrors through this object."""
+        self.check_gallery()  # refused before the state dir is written or anything is logged
         from imgsync.manifest import StateLock, Store
         from imgsync.pipeline import bind_gallery
         from imgsync.watch import timing_from

@@ -648,7 +648,8 @@ class HttpGalleryProbe:
 def open_configured_gallery(config: Config, *, clock: Clock = SYSTEM_CLOCK
                             ) -> Iterator[tuple[GalleryProbe, str] | Finding]:
     """The configured gallery as a probe. The local gallery is probed only when its data dir exists
-    (doctor does not create it); a fresh one has every library and nothing to go wrong yet."""
+    (doctor does not create it); a fresh one has every library and nothing to go wrong yet. Without the
+    gallery extra installed it is a failure (exit 2, as a sync would end)."""
     g = config.gallery
     if not g.is_local:
         assert g.api_key and g.secret_key, "check_gallery_keys runs first"
@@ -659,8 +660,14 @@ def open_configured_gallery(config: Config, *, clock: Clock = SYSTEM_CLOCK
             probe.close()
         return
     from imgsync.gallery.embedded import local_data_dir
+    from imgsync.gallery.extra import ELSEWHERE_HINT, INSTALL_HINT, gallery_missing, missing_gallery_modules
 
     data_dir = local_data_dir(config)
+    missing = missing_gallery_modules()
+    if missing:  # a sync would stop with GalleryNotInstalledError (exit 2)
+        yield fail("gallery", f'gallery.endpoint is "local" (the default), but the local gallery is '
+                              f"{gallery_missing(missing)}", f"{INSTALL_HINT}, {ELSEWHERE_HINT}", EXIT_CONFIG)
+        return
     if not data_dir.is_dir():
         yield ok("gallery", f"local gallery: will be created in {data_dir} on the first run")
         return

@@ -5,7 +5,8 @@ One tree, one top-level handler (imgsync.cli.main), as borg does it::
     ImgsyncError                      exit 1   str(e) is shown as "Error: ..."
     ├── UsageError                    exit 2   bad command-line input
     ├── ConfigError                   exit 2   bad or missing config key (the message names the key)
-    │   └── GalleryChangedError       exit 2   the config points at another gallery than the manifest's entries
+    │   ├── GalleryChangedError       exit 2   the config points at another gallery than the manifest's entries
+    │   └── GalleryNotInstalledError  exit 2   the local gallery is needed but imgsync[gallery] is not installed
     ├── ManifestError                 exit 8   manifest unreadable, schema newer than this imgsync, ...
     │   └── DiskFullError             exit 8   no space left where the state dir lives (nothing is lost)
     ├── LockHeldError                 exit 7   another reconcile/watch holds the state dir
@@ -41,6 +42,11 @@ class ConfigError(ImgsyncError):
 
 class GalleryChangedError(ConfigError):
     """The manifest's entries live in another gallery than the configured one (see pipeline.bind_gallery)."""
+
+
+class GalleryNotInstalledError(ConfigError):
+    """The local gallery (the default endpoint, `gallery serve`, `gallery ls`) is needed, but this is a light
+    install without its packages (see imgsync.gallery.extra)."""
 
 
 class ManifestError(ImgsyncError):

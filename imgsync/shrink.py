@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageOps
 
 from imgsync.errors import ImgsyncError
@@ -146,10 +146,7 @@ def _jpeg_ready(img: Image.Image) -> Image.Image:
     """Any mode → L or RGB; transparency flattened onto white; 16-bit/float stretched to 8 bits."""
     icc = img.info.get("icc_profile")
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        a = np.asarray(img, dtype=np.float32)
-        lo, hi = float(a.min()), float(a.max())
-        a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
-        return Image.fromarray(a.astype(np.uint8), "L")
+        return stretch_to_8bit(img)
     if _has_alpha(img):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -163,6 +160,22 @@ def _jpeg_ready(img: Image.Image) -> Image.Image:
     if img.mode == "CMYK":
         out.info.pop("icc_profile", None)  # a CMYK profile does not describe RGB pixels
     return out
+
+
+def stretch_to_8bit(img: Image.Image) -> Image.Image:
+    """A 16/32-bit integer or float image → L, its darkest pixel 0 and its brightest 255 (a flat one: all 0).
+
+    In 32-bit float, as (v - lo) * float32(255 / (hi - lo)) truncated to 0..255: bit for bit what this
+    module computed with numpy before, so the engine needs no numpy and a file shrinks to the same bytes.
+    """
+    f = img if img.mode == "F" else img.convert("F")
+    lo, hi = f.getextrema()
+    if not hi > lo:  # flat, or NaN somewhere
+        return Image.new("L", img.size, 0)
+    # point() on "F" computes v * scale + offset in double and stores float32: subtracting lo is exact,
+    # and a float32 scale makes the product the float32 product.
+    scale = struct.unpack("f", struct.pack("f", 255.0 / (hi - lo)))[0]
+    return f.point(lambda v: v - lo).point(lambda v: v * scale).convert("L")  # F → L truncates and clips
 
 
 def prepare_upload(source: bytes | str | Path, library: str | Library, fit: Fit, *,

@@ -1,7 +1,8 @@
 """Shared fixtures: a real local gallery over HTTP on 127.0.0.1, real images made with Pillow.
 
 No mocks of imgsync's own parts: tests talk to the real server, a real SQLite file and a real
-filesystem in a temp dir.
+filesystem in a temp dir. This file is also loaded by tests/light, in a venv with `pip install .` only:
+nothing but the standard library, pytest and Pillow at the top.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import io
 import os
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -41,6 +42,8 @@ def make_image(
 ) -> bytes:
     """A real, distinct picture for `seed`: smooth colour blobs plus edges, so every visual
     descriptor (hashes, histograms, keypoints) sees a different image for each seed."""
+    import numpy as np  # here, not at the top: tests/light runs in a venv without numpy
+
     rng = np.random.default_rng(seed)
     w, h = size
     # A low-resolution random field, upscaled smoothly, gives large-scale structure that
@@ -271,3 +274,49 @@ def wait_until(pred, timeout: float = 60.0, what: str = "condition") -> None:
             return
         time.sleep(0.1)
     assert pred(), f"timed out waiting for {what}"
+
+
+# --------------------------------------------------------------------------- a gallery in another process
+
+#: Seconds a process may take to start or stop on a busy machine (a bound, not a timing assertion).
+PROCESS_DEADLINE = 180
+
+
+@contextmanager
+def gallery_process(command: list[str], args: list[str], log: Path, env: dict[str, str] | None = None
+                    ) -> Iterator[tuple[str, Path]]:
+    """`COMMAND ARGS` (an `imgsync ... gallery serve` in its own process) until the block ends; yields the
+    URL and the data dir it announces on its first line. Its stderr goes to `log`."""
+    import queue
+    import re
+    import subprocess
+    import threading
+
+    with log.open("w") as stderr, subprocess.Popen([*command, *args], env=env, stdout=subprocess.PIPE,
+                                                   stderr=stderr, text=True) as proc:
+        lines: queue.Queue[str | None] = queue.Queue()
+
+        def read() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.put(line)
+            lines.put(None)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            try:
+                first = lines.get(timeout=PROCESS_DEADLINE)
+            except queue.Empty:
+                first = None
+            announced = re.fullmatch(r"local gallery serving at (\S+) \(data: (.*)\)", (first or "").strip())
+            if announced is None:
+                pytest.fail(f"the gallery did not start: {first!r} {log.read_text()}")
+            yield announced[1], Path(announced[2])
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=PROCESS_DEADLINE)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            reader.join(timeout=PROCESS_DEADLINE)

@@ -153,3 +153,74 @@ def test_prepare_upload_reads_the_path_and_checks_the_hash(tmp_path) -> None:
 def test_undecodable_bytes_raise_a_clear_error() -> None:
     with pytest.raises(ShrinkError, match="cannot decode"):
         shrink_image(make_image(16, (400, 300), "WEBP")[:200], SAME)
+
+
+# --------------------------------------------------------------------------- 16/32-bit and float rasters
+
+
+def _former_numpy_stretch(img: Image.Image) -> Image.Image:
+    """What shrink.py did with numpy before the engine dropped it: the reference for stretch_to_8bit."""
+    a = np.asarray(img, dtype=np.float32)
+    lo, hi = float(a.min()), float(a.max())
+    a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+    return Image.fromarray(a.astype(np.uint8), "L")
+
+
+def _real_rasters() -> dict[str, bytes]:
+    """Measured data and photos that ship in wheels (no network), as the TIFFs a scanner or a camera
+    pipeline writes: 16-bit (both byte orders), 32-bit integer and 32-bit float."""
+    import gzip
+
+    from benchmarks.photos import _pkg_dir
+
+    mpl = _pkg_dir("matplotlib") / "mpl-data" / "sample_data"
+    sk = _pkg_dir("skimage") / "data"
+    mri = np.frombuffer(gzip.decompress((mpl / "s1045.ima.gz").read_bytes()), ">u2").reshape(256, 256)
+    with np.load(mpl / "jacksboro_fault_dem.npz") as dem, np.load(mpl / "topobathy.npz") as topo:
+        elevation, depth = dem["elevation"].astype(np.int32), topo["topo"].astype(np.float32)
+    camera = np.asarray(Image.open(sk / "camera.png").convert("L"), dtype=np.uint16)
+    moon = np.asarray(Image.open(sk / "moon.png").convert("L"), dtype=np.float32)
+    images = {
+        "mri I;16B": Image.frombytes("I;16B", (256, 256), mri.tobytes()),
+        "camera I;16": Image.fromarray(camera * 257 + np.uint16(100)),  # 16-bit, not starting at 0
+        "dem I": Image.fromarray(elevation, "I"),
+        "topobathy F": Image.fromarray(depth, "F"),  # below and above sea level
+        # The DEM in feet, as metres: where computing v * s - lo * s in one step (not the former float32
+        # (v - lo) * s) already misses the former output on 438 pixels.
+        "dem-metres F": Image.fromarray(elevation.astype(np.float32) * np.float32(0.3048), "F"),
+        "moon F": Image.fromarray(moon / 255.0 + 0.25, "F"),
+    }
+    return {name: encode(img, "TIFF") for name, img in images.items()}
+
+
+@pytest.fixture(scope="module")
+def real_rasters() -> dict[str, bytes]:
+    return _real_rasters()
+
+
+def test_wide_rasters_stretch_to_8_bits_exactly_as_before(real_rasters: dict[str, bytes]) -> None:
+    from imgsync.shrink import stretch_to_8bit
+
+    for name, data in real_rasters.items():
+        img = Image.open(io.BytesIO(data))
+        assert img.mode == name.split()[1], name  # the TIFF kept the mode under test
+        got, want = stretch_to_8bit(img), _former_numpy_stretch(img)
+        assert got.mode == "L" and got.size == img.size
+        assert np.array_equal(np.asarray(got), np.asarray(want)), name
+        assert got.getextrema() == (0, 255), name  # stretched over the whole range
+
+
+def test_wide_rasters_shrink_to_the_same_bytes_as_before(real_rasters: dict[str, bytes]) -> None:
+    for name, data in real_rasters.items():
+        out = shrink_image(data, SAME)
+        former = encode(_former_numpy_stretch(Image.open(io.BytesIO(data))), "JPEG", quality=90)
+        assert (out.format, out.data) == ("JPEG", former), name
+        accepted(out.data)
+
+
+def test_a_flat_wide_raster_becomes_black() -> None:
+    from imgsync.shrink import stretch_to_8bit
+
+    flat = Image.new("I;16", (80, 60), 1234)
+    assert stretch_to_8bit(flat).getextrema() == (0, 0)
+    assert stretch_to_8bit(Image.new("F", (80, 60), float("nan"))).getextrema() == (0, 0)

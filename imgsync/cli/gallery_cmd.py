@@ -5,20 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import platformdirs
 
-from imgsync.cli import cli, echo_json
+from imgsync.cli import App, cli, echo_json, pass_app
 from imgsync.errors import ImgsyncError, UsageError
+from imgsync.gallery.extra import require_local_gallery
 from imgsync.libraries import LIBRARIES
-
-
-def default_data_dir() -> Path:
-    return Path(platformdirs.user_data_dir("imgsync")) / "gallery"
-
 
 _data_option = click.option(
     "--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="The gallery's data directory (default: a 'gallery' dir under the user's data dir).")
+    help="The gallery's data directory (default: the embedded gallery's, <state dir>/gallery; see --state-dir).")
 
 
 def _parse_keys(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -64,16 +59,23 @@ def _parse_libraries(ctx: click.Context, param: click.Parameter, value: str | No
 @click.option("--libraries", callback=_parse_libraries, metavar="LIB,LIB,...", default=None,
               help="Enable only these libraries; calls to the others answer 216017 \"not initialized\", as the "
                    "cloud does for a library the account has not created. Default: all five.")
-def serve(host: str, port: int, data_dir: Path | None, keys: list[tuple[str, str]], qps: float | None,
+@pass_app
+def serve(app: App, host: str, port: int, data_dir: Path | None, keys: list[tuple[str, str]], qps: float | None,
           allow_private_urls: bool, no_url_fetch: bool, libraries: tuple[str, ...] | None) -> None:
-    """Serve the local gallery until Ctrl-C or SIGTERM."""
+    """Serve the local gallery until Ctrl-C or SIGTERM.
+
+    By default it serves the embedded gallery's data (<state dir>/gallery): what `imgsync reconcile` put
+    there, and while it runs, commands with endpoint = "local" talk to it.
+    """
+    require_local_gallery("`imgsync gallery serve`")
+    from imgsync.gallery.embedded import make_local_data_dir
     from imgsync.localgallery.engine import DataDirInUseError
     from imgsync.localgallery.server import serve_forever
 
     try:
-        serve_forever(data_dir or default_data_dir(), echo=click.echo, host=host, port=port, keys=keys or None,
-                      qps=qps, allow_private_urls=allow_private_urls, allow_url_fetch=not no_url_fetch,
-                      libraries=libraries)
+        serve_forever(data_dir or make_local_data_dir(app.config), echo=click.echo, host=host, port=port,
+                      keys=keys or None, qps=qps, allow_private_urls=allow_private_urls,
+                      allow_url_fetch=not no_url_fetch, libraries=libraries)
     except OSError as e:  # port taken, address not ours, host unresolvable, data dir unwritable
         raise ImgsyncError(f"cannot serve the local gallery on {host}:{port}: {e.strerror or e}") from e
     except DataDirInUseError as e:
@@ -84,13 +86,16 @@ def serve(host: str, port: int, data_dir: Path | None, keys: list[tuple[str, str
 @_data_option
 @click.option("--library", required=True, type=click.Choice(list(LIBRARIES)), help="Which library to list.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
-def ls(data_dir: Path | None, library: str, as_json: bool) -> None:
+@pass_app
+def ls(app: App, data_dir: Path | None, library: str, as_json: bool) -> None:
     """List a library's entries: cont_sign, brief, tags (product: class ids)."""
+    require_local_gallery("`imgsync gallery ls`")
+    from imgsync.gallery.embedded import local_data_dir
     from imgsync.localgallery.engine import Engine
 
-    data_dir = data_dir or default_data_dir()
+    data_dir = data_dir or local_data_dir(app.config)
     if not data_dir.is_dir():
-        raise UsageError(f"no local gallery data at {data_dir} (see --data)")
+        raise UsageError(f"no local gallery data at {data_dir} (see --data, --state-dir)")
     engine = Engine(data_dir, read_only=True)  # works while a server or `imgsync watch` holds the dir
     try:
         entries = engine.entries(library)

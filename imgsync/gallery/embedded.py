@@ -6,6 +6,9 @@ ephemeral port, so several imgsync processes never fight over one) with its data
 (mode 0600; `imgsync gallery serve --data <state_dir>/gallery` serves the same gallery with the same key).
 The server stops when the block ends.
 
+Without the gallery extra (`pip install imgsync` alone), endpoint = "local" is a GalleryNotInstalledError
+(exit 2) saying what to install, raised before anything starts.
+
 endpoint = a URL: a GalleryClient for it with the configured keys; a missing key is a ConfigError
 naming where to set it.
 """
@@ -21,10 +24,20 @@ from pathlib import Path
 from imgsync.config import Config
 from imgsync.errors import ConfigError, GalleryUnavailableError, ManifestError
 from imgsync.gallery.client import GalleryClient
+from imgsync.gallery.extra import require_local_gallery
 from imgsync.gallery.identity import gallery_identity, local_data_dir  # noqa: F401 (re-exported)
 from imgsync.statedir import manifest_path
 
 log = logging.getLogger("imgsync.gallery")
+
+
+def make_local_data_dir(config: Config) -> Path:
+    """local_data_dir, created if need be. It holds the gallery's key: readable by its owner only."""
+    data_dir = local_data_dir(config)
+    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data_dir.mkdir(exist_ok=True, mode=0o700)
+    os.chmod(data_dir, 0o700)
+    return data_dir
 
 
 def _timeouts(timeout: float) -> tuple[float, float]:
@@ -32,12 +45,13 @@ def _timeouts(timeout: float) -> tuple[float, float]:
     return min(5.0, timeout), timeout
 
 
-@contextmanager
-def open_gallery(config: Config) -> Iterator[GalleryClient]:
+def check_gallery(config: Config) -> None:
+    """What open_gallery refuses before it starts anything (a ConfigError, exit 2): the keys of a URL, the
+    local gallery's packages. Commands that write to the state dir call it first, so a refusal leaves
+    nothing behind."""
     g = config.gallery
     if g.endpoint == "local":
-        with _embedded(config) as client:
-            yield client
+        require_local_gallery('gallery.endpoint = "local" (the default)', elsewhere=True)
         return
     if not g.api_key:
         raise ConfigError("gallery.api_key: gallery.endpoint is a URL, so an API key is needed: "
@@ -45,21 +59,28 @@ def open_gallery(config: Config) -> Iterator[GalleryClient]:
     if not g.secret_key:
         raise ConfigError("gallery.secret_key: gallery.endpoint is a URL, so a secret key is needed: "
                           "set IMGSYNC_SECRET_KEY or [gallery] secret_key")
+
+
+@contextmanager
+def open_gallery(config: Config) -> Iterator[GalleryClient]:
+    check_gallery(config)
+    g = config.gallery
+    if g.endpoint == "local":
+        with _embedded(config) as client:
+            yield client
+        return
+    assert g.api_key and g.secret_key  # check_gallery
     with GalleryClient(g.endpoint, g.api_key, g.secret_key, qps=g.qps, timeout=_timeouts(g.timeout)) as client:
         yield client
 
 
 @contextmanager
 def _embedded(config: Config) -> Iterator[GalleryClient]:
-    # Imported here: the local gallery pulls in the search engine (numpy, Pillow, ...), which a
-    # cloud user never needs.
+    # Imported here: the local gallery pulls in the search engine (numpy, OpenCV, onnxruntime, faiss),
+    # which a cloud user never needs and a light install does not have.
     from imgsync.localgallery.server import start_in_thread
 
-    data_dir = local_data_dir(config)
-    # The state dir holds the gallery's key: readable by its owner only.
-    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    data_dir.mkdir(exist_ok=True, mode=0o700)
-    os.chmod(data_dir, 0o700)
+    data_dir = make_local_data_dir(config)
     from imgsync.localgallery.engine import DataDirInUseError, IndexVersionError
     from imgsync.localgallery.store import StoreVersionError
 

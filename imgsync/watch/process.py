@@ -49,8 +49,10 @@ def configure_logging(env: Any = None) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.handlers[:] = [handler]
     root.setLevel(min(root.level or logging.WARNING, logging.INFO))
-    # watchdog logs its own overflow warning; ours says what happens next.
+    # watchdog logs its own overflow warning; ours says what happens next. Alembic announces its plugins
+    # at INFO on import: not news for a service's log.
     logging.getLogger("watchdog").setLevel(logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def serve(daemon: Any, notifier: Any) -> int:
