@@ -271,3 +271,15 @@ def wait_until(pred, timeout: float = 60.0, what: str = "condition") -> None:
             return
         time.sleep(0.1)
     assert pred(), f"timed out waiting for {what}"
+
+
+# --------------------------------------------------------------------------- screenshots of the browser tests
+
+#: Paths of the screenshots this run saved (tests/test_console_browser.py); the summary names their folder.
+SCREENSHOTS = pytest.StashKey["list[Path]"]()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    shots = config.stash.get(SCREENSHOTS, [])
+    if shots:
+        terminalreporter.write_line(f"console screenshots ({len(shots)}): {shots[0].parent}")

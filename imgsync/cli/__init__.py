@@ -118,4 +118,4 @@ def main() -> None:
 
 # Importing a command module adds its commands to `cli`.
 from imgsync.cli import doctor_cmd, gallery_cmd, reconcile_cmd, search_cmd, status_cmd  # noqa: E402,F401
-from imgsync.cli import service_cmd, watch_cmd  # noqa: E402,F401
+from imgsync.cli import service_cmd, ui_cmd, watch_cmd  # noqa: E402,F401
