@@ -251,3 +251,29 @@ def test_a_mirror_remembered_by_another_command_shows_at_once(console, setup, tm
         sync.reconcile([later])
     page = session.get(console.url + "/", timeout=60).text
     assert 'data-mirror="later"' in page and 'data-mirror="catalogue"' in page
+
+
+def test_search_by_url_lets_the_gallery_fetch_the_image(tmp_path: Path, gallery_server) -> None:
+    import http.server
+    import threading
+    from functools import partial
+
+    from consoletools import EXAMPLES
+
+    setup = catalogue(tmp_path, gallery=gallery_server, extra=False)  # this gallery may fetch from loopback
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(EXAMPLES))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    try:
+        with serving(setup) as console:
+            session = signed_in(console)
+            query = f"http://127.0.0.1:{files.server_address[1]}/query.jpg"
+            r = post(session, console, "/api/search?in=mirror:catalogue", json={"url": query})
+            assert r.status_code == 200, r.text
+            assert r.json()["hits"][0]["paths"] == [str(setup.folder / "boat.jpg")]
+            bad = post(session, console, "/api/search?in=mirror:catalogue", json={"url": "file:///etc/passwd"})
+            assert bad.status_code == 400 and "http(s) URL" in bad.json()["error"]
+    finally:
+        files.shutdown()
+        files.server_close()
