@@ -44,6 +44,7 @@ from imgsync.report import MirrorRun, Report
 
 if TYPE_CHECKING:
     from imgsync.doctor import DoctorReport
+    from imgsync.entries import EntryPage, GalleryInfo
     from imgsync.manifest import Store
     from imgsync.plan import Plan
     from imgsync.watch.daemon import Daemon
@@ -570,6 +571,74 @@ class Imgsync:
 
             yield Daemon(mirrors, store, gallery, state_dir=self.state_dir, timing=timing_from(self.config.watch),
                          notifier=notifier, reload=reload)
+
+    # ------------------------------------------------------------------ a gallery's entries (the web console)
+    # What the console shows of a gallery and the edits it offers; what decides is imgsync/entries.py.
+
+    def gallery_info(self) -> GalleryInfo:
+        """Which gallery the config points at (embedded, or a URL without its credentials) and whether the
+        manifest's entries are bound to it. Nothing secret: fit for a page."""
+        from imgsync.entries import gallery_info
+        from imgsync.manifest import lite
+
+        with self._reader() as con:
+            bound = lite.setting(con, "gallery") if con is not None else None
+        return gallery_info(self.config, bound, self.gallery_identity())
+
+    def entries(self, library: str, *, offset: int = 0, limit: int = 60) -> EntryPage:
+        """A page of `library`'s entries, each with the mirror that manages it and its local files: the
+        local gallery's own list (read from its store without starting it: works while `watch` runs), or
+        for a gallery by URL, which has no list call, the live entries the mirrors here added."""
+        from imgsync.entries import check_library, local_page, manifest_page
+        from imgsync.gallery.identity import local_data_dir
+
+        check_library(library)
+        offset, limit = max(0, offset), max(1, min(limit, 1000))
+        with self._reader() as con:
+            if self.config.gallery.is_local:
+                return local_page(local_data_dir(self.config), library, offset, limit, con)
+            return manifest_page(con, library, offset, limit)
+
+    def entry_copy(self, library: str, cont_sign: str) -> bytes | None:
+        """The local gallery's stored working copy of an entry (a JPEG, at most 512 px a side); None for a
+        gallery by URL, or an entry that has none."""
+        from imgsync.entries import check_library
+        from imgsync.gallery.identity import local_data_dir
+        from imgsync.localgallery.listing import Listing
+
+        check_library(library)
+        if not self.config.gallery.is_local:
+            return None
+        with Listing(local_data_dir(self.config)) as listing:
+            return listing.copy_of(library, cont_sign)
+
+    def edit_entry(self, library: str, cont_sign: str, *, brief: str | None = None,
+                   tags: Sequence[int] | None = None) -> None:
+        """Change an entry's brief and/or tags in the gallery. Only entries no mirror manages: a mirror's
+        entry is refused (ManagedEntryError, exit 2), since its next reconcile would undo the change."""
+        from imgsync.entries import check_edit, check_library
+
+        fields = check_edit(check_library(library), brief, tags)
+        self._refuse_managed(library, cont_sign, "edit")
+        with self.open_gallery() as gallery:
+            gallery.update(library, cont_sign=cont_sign, **fields)
+
+    def delete_entry(self, library: str, cont_sign: str) -> None:
+        """Delete an entry from the gallery. Only entries no mirror manages (see edit_entry)."""
+        from imgsync.entries import check_library
+
+        check_library(library)
+        self._refuse_managed(library, cont_sign, "delete")
+        with self.open_gallery() as gallery:
+            gallery.delete(library, cont_sign=cont_sign)
+
+    def _refuse_managed(self, library: str, cont_sign: str, what: str) -> None:
+        from imgsync.entries import refuse_managed
+        from imgsync.manifest import lite
+
+        with self._reader() as con:
+            owner = lite.owners(con, library, [cont_sign]).get(cont_sign) if con is not None else None
+        refuse_managed(library, cont_sign, owner, what)
 
 
 def diagnose(config: str | Path | None = None, *, state_dir: str | Path | None = None,

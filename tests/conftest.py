@@ -320,3 +320,15 @@ def gallery_process(command: list[str], args: list[str], log: Path, env: dict[st
             except subprocess.TimeoutExpired:
                 proc.kill()
             reader.join(timeout=PROCESS_DEADLINE)
+
+
+# --------------------------------------------------------------------------- screenshots of the browser tests
+
+#: Paths of the screenshots this run saved (tests/test_console_browser.py); the summary names their folder.
+SCREENSHOTS = pytest.StashKey["list[Path]"]()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    shots = config.stash.get(SCREENSHOTS, [])
+    if shots:
+        terminalreporter.write_line(f"console screenshots ({len(shots)}): {shots[0].parent}")

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 # A command's module is imported when that command runs (or --help lists them all): `imgsync reconcile`
 # does not pay for the other six.
 _COMMANDS = {"doctor": "doctor_cmd", "gallery": "gallery_cmd", "reconcile": "reconcile_cmd", "search": "search_cmd",
-             "service": "service_cmd", "status": "status_cmd", "watch": "watch_cmd"}
+             "service": "service_cmd", "status": "status_cmd", "ui": "ui_cmd", "watch": "watch_cmd"}
 
 
 class _Group(click.Group):
@@ -130,4 +130,3 @@ def echo_json(value: Any) -> None:
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="imgsync")
-

@@ -12,7 +12,7 @@ import importlib.util
 from imgsync.errors import GalleryNotInstalledError
 
 #: The top-level modules of the `gallery` extra's packages (pyproject.toml; a test keeps the two in step).
-GALLERY_MODULES = ("numpy", "cv2", "onnxruntime", "faiss", "waitress")
+GALLERY_MODULES = ("numpy", "cv2", "onnxruntime", "faiss")  # waitress is in the base install (the console)
 INSTALL_HINT = "pip install 'imgsync[gallery]'"
 #: For the embedded gallery (endpoint = "local"): pointing at another gallery does as well as installing it.
 ELSEWHERE_HINT = ('or set [gallery] endpoint to the cloud ("https://aip.baidubce.com", with your keys) or to a '

@@ -260,6 +260,34 @@ def locate(con: sqlite3.Connection, library: str, cont_signs: Iterable[str]) -> 
     return out
 
 
+def library_entries(con: sqlite3.Connection, library: str, *, limit: int, offset: int = 0
+                    ) -> list[tuple[str, str, str, int | None, int | None, str]]:
+    """(cont_sign, brief, tags "1,2", class_id1, class_id2, mirror) of `library`'s live entries, oldest
+    first, a page of them: the manifest's view of a gallery that has no list call (the cloud)."""
+    rows = con.execute(
+        "SELECT cont_sign, brief, tags, class_id1, class_id2, mirror FROM entries "
+        "WHERE library = ? AND state = 'live' ORDER BY id LIMIT ? OFFSET ?", (library, limit, offset)).fetchall()
+    return [(sign, decode_text(brief) or "", tags or "", c1, c2, mirror) for sign, brief, tags, c1, c2, mirror in rows]
+
+
+def library_entry_count(con: sqlite3.Connection, library: str) -> int:
+    return int(con.execute("SELECT count(*) FROM entries WHERE library = ? AND state = 'live'",
+                           (library,)).fetchone()[0])
+
+
+def owners(con: sqlite3.Connection, library: str, cont_signs: Iterable[str]) -> dict[str, str]:
+    """cont_sign → the mirror whose entry it is (any state: an entry being added or deleted is a mirror's
+    too). Signs no mirror here added are absent."""
+    signs = list(dict.fromkeys(cont_signs))
+    out: dict[str, str] = {}
+    for i in range(0, len(signs), 500):  # SQLite's bound-parameter limit
+        chunk = signs[i : i + 500]
+        out.update(con.execute(
+            f"SELECT cont_sign, mirror FROM entries WHERE library = ? AND cont_sign IN ({','.join('?' * len(chunk))})",
+            (library, *chunk)).fetchall())
+    return out
+
+
 # --- runs -------------------------------------------------------------------------------------------
 
 

@@ -162,6 +162,11 @@ class Daemon:
         self._reload_requested = True
         self._wake.set()
 
+    def request_full_scan(self, mirror: str, reason: str = "asked for") -> None:
+        """Reconcile `mirror`'s whole folder now (the web console's "Sync now"); an unknown name is ignored."""
+        self._inbox.put(("full", mirror, reason))
+        self._wake.set()
+
     def queue_length(self) -> int:
         return sum(len(s.queue) for s in self._slots.values())
 
@@ -239,6 +244,8 @@ class Daemon:
                 slot.mode = "periodic scans (inotify limit)"
                 slot.queue.set_fallback(True, now)
                 slot.queue.request_full(now + self.timing.quiet, "inotify limit: some folders are not watched")
+            elif kind == "full":
+                slot.queue.request_full(now, payload)
             elif kind == "root gone":
                 self._next_root_check = now  # check_folders pauses it
 

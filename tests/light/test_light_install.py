@@ -1,7 +1,7 @@
 """The light install (`pip install imgsync`, no gallery extra): the sync engine and the cloud client alone.
 
 CI runs this file in a venv holding only `pip install '.[test-light]'` (see .ci/run), where numpy, OpenCV,
-onnxruntime, faiss and waitress are simply absent; the full suite runs it too. Each command runs as the user
+onnxruntime and faiss are simply absent; the full suite runs it too. Each command runs as the user
 runs it, a process of this venv's Python, and reports which top-level modules it imported: none of the
 gallery's packages may be among them, in either venv.
 
