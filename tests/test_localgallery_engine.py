@@ -1,4 +1,5 @@
-"""The local gallery's engine: real images, a real SQLite file in tmp_path, real threads."""
+"""The local gallery's engine: real images, real threads, and a real store: tests taking `engine` or
+`place` run on a SQLite data dir in tmp_path and on a fresh PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image, ImageEnhance
 from PIL.PngImagePlugin import PngInfo
 
-from conftest import make_image
+from conftest import GalleryPlace, make_image
 from imgsync.localgallery.engine import BulkEntry, Engine, IndexVersionError
 from imgsync.localgallery.errors import IMAGE_SIZE_ERROR, ITEM_EXIST, ITEM_NOT_EXIST, ApiError
 from imgsync.localgallery.images import cont_sign_of, load_image
@@ -25,8 +26,8 @@ SIMILAR_LIBS = ["similar", "product", "picturebook", "materiel"]
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    e = Engine(tmp_path / "data")
+def engine(place: GalleryPlace) -> Iterator[Engine]:
+    e = place.engine()
     yield e
     e.close()
 
@@ -336,9 +337,8 @@ def test_many_deletes_compact_the_index_and_keep_it_right(engine: Engine) -> Non
 
 # --- persistence -------------------------------------------------------------------------------------
 
-def test_everything_survives_a_restart(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    e = Engine(data_dir)
+def test_everything_survives_a_restart(place: GalleryPlace) -> None:
+    e = place.engine()
     files = _same_pixels_other_bytes(5)
     signs = [e.add("picturebook", f, brief=f"p{k}", tags=(k + 1,)) for k, f in enumerate(files)]
     e.update("picturebook", signs[1], brief="renamed", tags=(7, 8))
@@ -347,7 +347,7 @@ def test_everything_survives_a_restart(tmp_path: Path) -> None:
     entries = e.entries("picturebook")
     e.close()
 
-    e = Engine(data_dir)
+    e = place.engine()
     try:
         assert e.entries("picturebook") == entries
         assert e.search("picturebook", files[0]) == before
@@ -372,8 +372,8 @@ def test_features_from_another_matcher_without_working_copies_are_refused_clearl
 
 # --- concurrency -------------------------------------------------------------------------------------
 
-def test_eight_threads_adding_and_searching_lose_nothing(tmp_path: Path) -> None:
-    e = Engine(tmp_path)
+def test_eight_threads_adding_and_searching_lose_nothing(place: GalleryPlace) -> None:
+    e = place.engine()
     errors: list[BaseException] = []
     per_thread = 5
 
@@ -394,7 +394,7 @@ def test_eight_threads_adding_and_searching_lose_nothing(tmp_path: Path) -> None
         th.join()
     assert errors == []
     e.close()
-    e = Engine(tmp_path)   # and all of it reached the file
+    e = place.engine()   # and all of it reached the store
     try:
         assert sorted(x["brief"] for x in e.entries("similar")) == sorted(
             f"t{t}-{k}" for t in range(8) for k in range(per_thread))
