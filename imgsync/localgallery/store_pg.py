@@ -386,7 +386,7 @@ class _PgListener(Listener):
 def _unreachable(where: str, err: BaseException) -> str:
     detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     warn_now_and_then("unreachable " + where, "gallery database %s unreachable: %s", where, detail)
-    return "the gallery's database is unreachable: nothing was changed by this call; retry later"
+    return "the gallery's database is unreachable; retry later"
 
 
 @contextlib.contextmanager
