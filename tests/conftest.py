@@ -256,7 +256,7 @@ def _target(request: pytest.FixtureRequest, kind: str) -> Iterator[Target]:
         t = Target("local", server.url, server.api_key, server.secret_key, tuple(LIBRARIES), None, "", 0, 77,
                    local=server)
     elif kind == "postgres":
-        place = GalleryPlace("postgres", database=request.getfixturevalue("pg_server").new_database())
+        place = GalleryPlace("postgres", database=request.getfixturevalue("pg_database"))
         for _ in range(2):
             replicas.append(place.start(keys=[("test-ak", "test-sk")], allow_private_urls=True))
         t = Target("local", replicas[0].url, "test-ak", "test-sk", tuple(LIBRARIES), None, "", 0, 77,
@@ -347,6 +347,19 @@ class PgServer:
         self._sql(f"CREATE DATABASE {name}" + (f" TEMPLATE {_PG_TEMPLATE}" if migrated else ""))
         return self.url_for(name)
 
+    def drop_database(self, url: str) -> None:
+        from psycopg.conninfo import conninfo_to_dict
+
+        self._sql(f"DROP DATABASE IF EXISTS {conninfo_to_dict(url)['dbname']} WITH (FORCE)")
+
+
+@pytest.fixture
+def pg_database(pg_server: PgServer) -> Iterator[str]:
+    """A fresh database holding the gallery's schema on the session's server; dropped afterwards."""
+    url = pg_server.new_database()
+    yield url
+    pg_server.drop_database(url)
+
 
 @pytest.fixture(scope="session")
 def pg_server(request: pytest.FixtureRequest) -> Iterator[PgServer]:
@@ -431,8 +444,7 @@ def place(request: pytest.FixtureRequest, tmp_path: Path) -> GalleryPlace:
     """A fresh place for a gallery: a data dir, or a new database on the session's PostgreSQL server."""
     if request.param == "sqlite":
         return GalleryPlace("sqlite", data_dir=tmp_path / "gallery-data")
-    server = request.getfixturevalue("pg_server")
-    return GalleryPlace("postgres", database=server.new_database())
+    return GalleryPlace("postgres", database=request.getfixturevalue("pg_database"))
 
 
 @dataclass

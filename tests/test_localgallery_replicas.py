@@ -63,8 +63,8 @@ def replicas(place: GalleryPlace, n: int = 2) -> list:
 
 
 @pytest.fixture
-def db(pg_server: PgServer) -> GalleryPlace:
-    return GalleryPlace("postgres", database=pg_server.new_database())
+def db(pg_database: str) -> GalleryPlace:
+    return GalleryPlace("postgres", database=pg_database)
 
 
 def store_entries(database: str, library: str = "same_hq") -> list[dict[str, object]]:

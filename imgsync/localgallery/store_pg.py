@@ -124,10 +124,10 @@ class PostgresStore(Store):
     def _next_ids(self, conn: psycopg.Connection[Any], n: int) -> int:
         """Take n change ids (the clock row stays locked until commit) and tell the other replicas at
         commit; the first id. Every PRUNE_EVERY-th change also prunes the log."""
-        row = conn.execute("UPDATE change_clock SET last = last + %s RETURNING last", (n,)).fetchone()
+        row = conn.execute("UPDATE change_clock SET last = last + %s RETURNING last, pg_notify(%s, last::text)",
+                           (n, CHANNEL)).fetchone()
         assert row is not None, "change_clock has no row: the schema is damaged"
         last = int(row[0])
-        conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(last)))
         first = last - n + 1
         if (first - 1) // PRUNE_EVERY != last // PRUNE_EVERY:
             conn.execute(
