@@ -288,6 +288,8 @@ class Engine:
                     self._reload()
                     return
                 if not batch:
+                    if newest is not None and newest > self._applied:
+                        self._applied = newest  # ids with no change (none are made today; harmless)
                     return
                 self._apply(batch)
 

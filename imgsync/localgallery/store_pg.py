@@ -73,6 +73,48 @@ _T = TypeVar("_T")
 
 _ENTRY_COLUMNS = "seq, cont_sign, brief, tag1, tag2, class_id1, class_id2, features"
 
+# Each write is one statement (in a transaction of its own) that locks the change_clock row before it
+# touches any entry: the lock is held only while the statement runs and commits, not across client round
+# trips, and all writes take their locks in the same order (no deadlock between a delete and an insert of
+# the same cont_sign). Reading `c` in the FROM (or USING) of the entries statement makes it run first.
+_CLOCK = "UPDATE change_clock SET last = last + {n} RETURNING last - {n} AS base, pg_notify(%(channel)s, last::text)"
+_INSERT = f"""
+WITH c AS ({_CLOCK.format(n="%(n)s")}),
+e AS (
+    INSERT INTO entries (seq, library, cont_sign, brief, tag1, tag2, class_id1, class_id2, features, extra, copy)
+    SELECT c.base + r.ord, %(library)s, r.cont_sign, r.brief, r.tag1, r.tag2, r.class_id1, r.class_id2,
+           r.features, r.extra, r.copy
+    FROM c, unnest(%(signs)s::text[], %(briefs)s::text[], %(t1)s::int[], %(t2)s::int[], %(c1)s::int[],
+                   %(c2)s::int[], %(features)s::bytea[], %(extras)s::bytea[], %(copies)s::bytea[])
+            WITH ORDINALITY AS r(cont_sign, brief, tag1, tag2, class_id1, class_id2, features, extra, copy, ord)
+    RETURNING seq, cont_sign
+)
+INSERT INTO changes (id, library, kind, cont_signs) SELECT seq, %(library)s, 'add', cont_sign FROM e RETURNING id
+"""
+_UPDATE = f"""
+WITH c AS ({_CLOCK.format(n="1")}),
+u AS (
+    UPDATE entries SET brief = coalesce(%(brief)s, brief), tag1 = coalesce(%(t1)s, tag1),
+           tag2 = coalesce(%(t2)s, tag2), class_id1 = coalesce(%(c1)s, class_id1), class_id2 = coalesce(%(c2)s, class_id2)
+    FROM c WHERE library = %(library)s AND cont_sign = %(sign)s
+    RETURNING c.base + 1 AS id
+)
+INSERT INTO changes (id, library, kind, cont_signs, brief, tag1, tag2, class_id1, class_id2)
+SELECT id, %(library)s, 'update', %(sign)s, %(brief)s, %(t1)s, %(t2)s, %(c1)s, %(c2)s FROM u RETURNING id
+"""
+_DELETE = f"""
+WITH c AS ({_CLOCK.format(n="1")}),
+d AS (DELETE FROM entries USING c WHERE library = %(library)s AND cont_sign = ANY(%(signs)s)
+      RETURNING c.base + 1 AS id, cont_sign),
+l AS (INSERT INTO changes (id, library, kind, cont_signs)
+      SELECT min(id), %(library)s, 'delete', string_agg(cont_sign, ';') FROM d HAVING count(*) > 0)
+SELECT id, cont_sign FROM d
+"""
+_PRUNE = """
+WITH gone AS (DELETE FROM changes WHERE id <= (SELECT max(id) FROM changes WHERE at < now() - %s) RETURNING id)
+UPDATE change_clock SET pruned_through = greatest(pruned_through, (SELECT coalesce(max(id), 0) FROM gone))
+"""
+
 
 def describe_database(database: str) -> str:
     """host:port/dbname (user) of a URL or conninfo, without the password, for messages."""
@@ -121,21 +163,13 @@ class PostgresStore(Store):
         """fn runs in one transaction (committed when it returns, rolled back when it raises)."""
         return self._pool.run(fn, write=True)
 
-    def _next_ids(self, conn: psycopg.Connection[Any], n: int) -> int:
-        """Take n change ids (the clock row stays locked until commit) and tell the other replicas at
-        commit; the first id. Every PRUNE_EVERY-th change also prunes the log."""
-        row = conn.execute("UPDATE change_clock SET last = last + %s RETURNING last, pg_notify(%s, last::text)",
-                           (n, CHANNEL)).fetchone()
-        assert row is not None, "change_clock has no row: the schema is damaged"
-        last = int(row[0])
-        first = last - n + 1
-        if (first - 1) // PRUNE_EVERY != last // PRUNE_EVERY:
-            conn.execute(
-                "WITH gone AS (DELETE FROM changes WHERE id <= (SELECT max(id) FROM changes WHERE at < now() - %s)"
-                " RETURNING id) UPDATE change_clock SET pruned_through ="
-                " greatest(pruned_through, (SELECT coalesce(max(id), 0) FROM gone))",
-                (timedelta(seconds=self._retention),))
-        return first
+    def _prune_if_due(self, first: int, last: int) -> None:
+        """Every PRUNE_EVERY-th change, drop the changes older than the retention (a statement of its
+        own after the write: it need not be atomic with it)."""
+        if (first - 1) // PRUNE_EVERY == last // PRUNE_EVERY:
+            return
+        with contextlib.suppress(StoreError):
+            self._read(lambda c: c.execute(_PRUNE, (timedelta(seconds=self._retention),)))
 
     # --- matchers ------------------------------------------------------------------------------------
 
@@ -163,65 +197,55 @@ class PostgresStore(Store):
     # --- writes ----------------------------------------------------------------------------------------
 
     def insert_many(self, library: str, entries: Sequence[NewEntry]) -> list[Change]:
-        def run(conn: psycopg.Connection[Any]) -> list[Change]:
-            first = self._next_ids(conn, len(entries))
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO entries (seq, library, cont_sign, brief, tag1, tag2, class_id1, class_id2,"
-                    " features, extra, copy) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %b, %b, %b)",
-                    [(first + i, library, e.cont_sign, e.brief, *e.tags, *e.class_ids, e.features, e.extra, e.copy)
-                     for i, e in enumerate(entries)])
-                cur.executemany("INSERT INTO changes (id, library, kind, cont_signs) VALUES (%s, %s, 'add', %s)",
-                                [(first + i, library, e.cont_sign) for i, e in enumerate(entries)])
-            return [Change(first + i, library, "add", (e.cont_sign,),
-                           entry=StoredEntry(first + i, e.cont_sign, e.brief, e.tags, e.class_ids, e.features))
-                    for i, e in enumerate(entries)]
-
+        args = {"n": len(entries), "channel": CHANNEL, "library": library,
+                "signs": [e.cont_sign for e in entries], "briefs": [e.brief for e in entries],
+                "t1": [e.tags[0] for e in entries], "t2": [e.tags[1] for e in entries],
+                "c1": [e.class_ids[0] for e in entries], "c2": [e.class_ids[1] for e in entries],
+                "features": [e.features for e in entries], "extras": [e.extra for e in entries],
+                "copies": [e.copy for e in entries]}
         try:
-            return self._write(run)
+            ids = self._write(lambda c: sorted(int(r[0]) for r in c.execute(_INSERT, args).fetchall()))
         except pg_errors.UniqueViolation as err:
             raise DuplicateEntry(str(err).splitlines()[0]) from None
+        assert len(ids) == len(entries), "an insert lost rows"
+        self._prune_if_due(ids[0], ids[-1])
+        return [Change(i, library, "add", (e.cont_sign,),
+                       entry=StoredEntry(i, e.cont_sign, e.brief, e.tags, e.class_ids, e.features))
+                for i, e in zip(ids, entries)]
 
     def update(self, library: str, cont_sign: str, *, brief: str | None = None,
                tags: tuple[int, int] | None = None, class_ids: tuple[int, int] | None = None) -> Change | None:
         t, c = tags or (None, None), class_ids or (None, None)
 
-        def run(conn: psycopg.Connection[Any]) -> Change | None:
-            cid = self._next_ids(conn, 1)
-            done = conn.execute(
-                "UPDATE entries SET brief = coalesce(%s, brief), tag1 = coalesce(%s, tag1), tag2 = coalesce(%s, tag2),"
-                " class_id1 = coalesce(%s, class_id1), class_id2 = coalesce(%s, class_id2)"
-                " WHERE library = %s AND cont_sign = %s", (brief, *t, *c, library, cont_sign)).rowcount
-            if not done:
-                raise _NothingToDo
-            conn.execute("INSERT INTO changes (id, library, kind, cont_signs, brief, tag1, tag2, class_id1, class_id2)"
-                         " VALUES (%s, %s, 'update', %s, %s, %s, %s, %s, %s)", (cid, library, cont_sign, brief, *t, *c))
-            return Change(cid, library, "update", (cont_sign,), brief=brief, tags=tags, class_ids=class_ids)
+        def run(conn: psycopg.Connection[Any]) -> int:
+            row = conn.execute(_UPDATE, {"channel": CHANNEL, "library": library, "sign": cont_sign, "brief": brief,
+                                         "t1": t[0], "t2": t[1], "c1": c[0], "c2": c[1]}).fetchone()
+            if row is None:
+                raise _NothingToDo  # no such entry: roll the change id back
+            return int(row[0])
 
         try:
-            return self._write(run)
+            cid = self._write(run)
         except _NothingToDo:
             return None
+        self._prune_if_due(cid, cid)
+        return Change(cid, library, "update", (cont_sign,), brief=brief, tags=tags, class_ids=class_ids)
 
     def delete(self, library: str, cont_signs: Iterable[str]) -> Change | None:
         wanted = list(dict.fromkeys(cont_signs))
 
-        def run(conn: psycopg.Connection[Any]) -> Change:
-            cid = self._next_ids(conn, 1)
-            rows = conn.execute("DELETE FROM entries WHERE library = %s AND cont_sign = ANY(%s) RETURNING cont_sign",
-                                (library, wanted)).fetchall()
+        def run(conn: psycopg.Connection[Any]) -> tuple[int, set[str]]:
+            rows = conn.execute(_DELETE, {"channel": CHANNEL, "library": library, "signs": wanted}).fetchall()
             if not rows:
                 raise _NothingToDo
-            found = {r[0] for r in rows}
-            gone = tuple(s for s in wanted if s in found)
-            conn.execute("INSERT INTO changes (id, library, kind, cont_signs) VALUES (%s, %s, 'delete', %s)",
-                         (cid, library, ";".join(gone)))
-            return Change(cid, library, "delete", gone)
+            return int(rows[0][0]), {r[1] for r in rows}
 
         try:
-            return self._write(run)
+            cid, found = self._write(run)
         except _NothingToDo:
             return None
+        self._prune_if_due(cid, cid)
+        return Change(cid, library, "delete", tuple(s for s in wanted if s in found))
 
     # --- reads -----------------------------------------------------------------------------------------
 
