@@ -220,6 +220,30 @@ def test_a_replica_behind_the_pruned_change_log_reloads(db: GalleryPlace) -> Non
         b.close()
 
 
+def test_a_replica_reloads_when_the_database_goes_back_in_time(db: GalleryPlace) -> None:
+    """As after restoring an older backup (or a failover that lost commits): the database's change log
+    is behind what the replica applied. Its next search reloads instead of trusting its cache."""
+    import psycopg
+
+    engine = db.engine()
+    try:
+        engine.add("same_hq", make_image(800), brief="kept")
+        with psycopg.connect(str(db.database), autocommit=True) as conn:   # "the backup": one entry
+            conn.execute("CREATE TABLE backup AS SELECT * FROM entries")
+            conn.execute("CREATE TABLE backup_changes AS SELECT * FROM changes")
+        engine.add("same_hq", make_image(801), brief="lost")
+        with psycopg.connect(str(db.database)) as conn:                    # "the restore"
+            conn.execute("DELETE FROM entries")
+            conn.execute("DELETE FROM changes")
+            conn.execute("INSERT INTO entries SELECT * FROM backup")
+            conn.execute("INSERT INTO changes SELECT * FROM backup_changes")
+            conn.execute("UPDATE change_clock SET last = (SELECT max(id) FROM changes)")
+        assert engine.search("same_hq", make_image(801))[0] == []
+        assert [e["brief"] for e in engine.entries("same_hq")] == ["kept"]
+    finally:
+        engine.close()
+
+
 # --- faults ---------------------------------------------------------------------------------------
 
 

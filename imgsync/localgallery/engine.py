@@ -261,8 +261,15 @@ class Engine:
         nothing is new)."""
         if not self._store.shared:
             return
+        before = self._applied   # the store had committed at least this much when it was asked
         last = self._store.last_change()
-        if last != self._applied:
+        if last < before:
+            # The database went back in time (restored from a backup, or a failover lost commits).
+            log.warning("the gallery database's change log is behind this replica's (%d < %d): reloading",
+                        last, before)
+            with self._sync_lock:
+                self._reload()
+        elif last > self._applied:
             self._advance(newest=last)
 
     def _advance(self, own: Sequence[Change] = (), newest: int | None = None) -> None:
@@ -273,12 +280,6 @@ class Engine:
                 return                              # a catch-up already applied them
             if own and own[0].id == self._applied + 1:
                 self._apply(own)
-                return
-            if newest is not None and newest < self._applied:
-                # The database went back in time (restored from a backup, or a failover lost commits).
-                log.warning("the gallery database's change log is behind this replica's (%d < %d): reloading",
-                            newest, self._applied)
-                self._reload()
                 return
             while True:
                 try:
