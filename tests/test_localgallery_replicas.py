@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -319,72 +320,73 @@ def _add_until_done(client: Client, image: bytes, brief: str, errors: list[dict[
     raise AssertionError(f"add never settled: {errors[-3:]}")
 
 
-@pytest.mark.slow
-def test_a_database_restart_mid_stream_is_survived(private_pg: Any) -> None:
+@pytest.fixture
+def on_private(private_pg: Any) -> Iterator[tuple[Any, GalleryPlace, Client, Client]]:
+    """Two replicas on a database of a server of this test's own: (server, place, client of A, client of B)."""
     place = GalleryPlace("postgres", database=private_pg.create_database())
     a, b = replicas(place)
     try:
-        on_a, on_b = Client(a.url), Client(b.url)
-        images = [make_image(500 + k) for k in range(40)]
-        signs: dict[int, str] = {}
-        errors: list[dict[str, Any]] = []
-
-        def stream() -> None:
-            for k, img in enumerate(images):
-                signs[k] = _add_until_done(on_a if k % 2 else on_b, img, f"img-{k}", errors)
-
-        t = threading.Thread(target=stream)
-        t.start()
-        wait_until(lambda: len(signs) >= 10, what="ten adds before the restart")
-        private_pg.restart()
-        t.join(timeout=240)
-        assert not t.is_alive() and len(signs) == 40
-        for e in errors:       # what clients saw meanwhile: "unavailable, retry", never an internal error
-            assert e.get("error_code") == 2 or "error" in e, e
-        for client in (on_a, on_b):
-            wait_until(lambda c=client: c.health()[0] == 200, what="both replicas healthy again")
-        listed = store_entries(str(place.database))
-        assert sorted(e["brief"] for e in listed) == sorted(f"img-{k}" for k in range(40))
-        for k in (0, 13, 39):
-            for client in (on_a, on_b):
-                assert client.call("search", image=B64(images[k]))["result"][0]["cont_sign"] == signs[k]
+        yield private_pg, place, Client(a.url), Client(b.url)
     finally:
         a.stop()
         b.stop()
 
 
 @pytest.mark.slow
-def test_a_replica_that_loses_its_database_says_so_and_recovers(private_pg: Any) -> None:
-    place = GalleryPlace("postgres", database=private_pg.create_database())
-    a, b = replicas(place)
-    try:
-        on_a, on_b = Client(a.url), Client(b.url)
-        wait_until(lambda: on_a.health()[0] == 200 and on_b.health()[0] == 200, what="replicas up")
-        on_a.call("add", image=B64(make_image(600)), brief="before")
-        private_pg.stop()
+def test_a_database_restart_mid_stream_is_survived(on_private: tuple[Any, GalleryPlace, Client, Client]) -> None:
+    private_pg, place, on_a, on_b = on_private
+    images = [make_image(500 + k) for k in range(40)]
+    signs: dict[int, str] = {}
+    errors: list[dict[str, Any]] = []
 
-        status, health = on_a.health()
-        assert status == 503 and health["status"] == "unavailable" and "database is unreachable" in health["error"]
-        for answer in (on_a.call("add", image=B64(make_image(601)), brief="during"),
-                       on_b.call("search", image=B64(make_image(600))),
-                       on_b.call("delete", image=B64(make_image(600)))):
-            assert answer["error_code"] == 2 and "database is unreachable" in answer["error_msg"], answer
-        fresh = requests.get(a.url + TOKEN_PATH, params={"grant_type": "client_credentials", "client_id": KEY[0],
-                                                         "client_secret": KEY[1]}, timeout=30)
-        assert fresh.status_code == 200 and fresh.json()["access_token"]   # tokens need no database
+    def stream() -> None:
+        for k, img in enumerate(images):
+            signs[k] = _add_until_done(on_a if k % 2 else on_b, img, f"img-{k}", errors)
 
-        private_pg.start()
+    t = threading.Thread(target=stream)
+    t.start()
+    wait_until(lambda: len(signs) >= 10, what="ten adds before the restart")
+    private_pg.restart()
+    t.join(timeout=240)
+    assert not t.is_alive() and len(signs) == 40
+    for e in errors:       # what clients saw meanwhile: "unavailable, retry", never an internal error
+        assert e.get("error_code") == 2 or "error" in e, e
+    for client in (on_a, on_b):
+        wait_until(lambda c=client: c.health()[0] == 200, what="both replicas healthy again")
+    listed = store_entries(str(place.database))
+    assert sorted(e["brief"] for e in listed) == sorted(f"img-{k}" for k in range(40))
+    for k in (0, 13, 39):
         for client in (on_a, on_b):
-            wait_until(lambda c=client: c.health()[0] == 200, what="recovery after the database returns")
-        sign = on_a.call("add", image=B64(make_image(601)), brief="after")["cont_sign"]
-        _, health_a = on_a.health()
-        wait_until(lambda: on_b.health()[1]["applied_change"] >= health_a["applied_change"],
-                   what="B following again without being asked")
-        assert on_b.call("search", image=B64(make_image(601)))["result"][0]["cont_sign"] == sign
-        assert on_b.call("search", image=B64(make_image(600)))["result"][0]["brief"] == "before"
-    finally:
-        a.stop()
-        b.stop()
+            assert client.call("search", image=B64(images[k]))["result"][0]["cont_sign"] == signs[k]
+
+
+@pytest.mark.slow
+def test_a_replica_that_loses_its_database_says_so_and_recovers(on_private: tuple[Any, GalleryPlace, Client,
+                                                                                   Client]) -> None:
+    private_pg, _, on_a, on_b = on_private
+    wait_until(lambda: on_a.health()[0] == 200 and on_b.health()[0] == 200, what="replicas up")
+    on_a.call("add", image=B64(make_image(600)), brief="before")
+    private_pg.stop()
+
+    status, health = on_a.health()
+    assert status == 503 and health["status"] == "unavailable" and "database is unreachable" in health["error"]
+    for answer in (on_a.call("add", image=B64(make_image(601)), brief="during"),
+                   on_b.call("search", image=B64(make_image(600))),
+                   on_b.call("delete", image=B64(make_image(600)))):
+        assert answer["error_code"] == 2 and "database is unreachable" in answer["error_msg"], answer
+    fresh = requests.get(on_a.url + TOKEN_PATH, params={"grant_type": "client_credentials", "client_id": KEY[0],
+                                                        "client_secret": KEY[1]}, timeout=30)
+    assert fresh.status_code == 200 and fresh.json()["access_token"]   # tokens need no database
+
+    private_pg.start()
+    for client in (on_a, on_b):
+        wait_until(lambda c=client: c.health()[0] == 200, what="recovery after the database returns")
+    sign = on_a.call("add", image=B64(make_image(601)), brief="after")["cont_sign"]
+    _, health_a = on_a.health()
+    wait_until(lambda: on_b.health()[1]["applied_change"] >= health_a["applied_change"],
+               what="B following again without being asked")
+    assert on_b.call("search", image=B64(make_image(601)))["result"][0]["cont_sign"] == sign
+    assert on_b.call("search", image=B64(make_image(600)))["result"][0]["brief"] == "before"
 
 
 # --- schema and commands --------------------------------------------------------------------------

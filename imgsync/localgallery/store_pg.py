@@ -7,8 +7,8 @@ time under an advisory lock, and refuses a database from a newer imgsync.
 Tables: `entries` (one row per entry: its features, the matcher's variable-length data and the
 working copy in the same row; seq = the id of the change that added it), `libraries`, the change
 log (`changes`, `change_clock`, see store.py) and `server_key` (the gallery's own key pair when no
---key is given). Every write transaction locks the change_clock row first, so writes from all
-replicas are serialised for the few statements between that lock and the commit (the slow part of
+--key is given). Each write is one statement that locks the change_clock row before anything else,
+so writes from all replicas are serialised only for that statement and its commit (the slow part of
 an add, feature extraction, happens before). Commits also send NOTIFY on CHANNEL with the change id,
 which wakes the other replicas' followers.
 
