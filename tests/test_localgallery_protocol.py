@@ -188,12 +188,12 @@ def test_authority_issues_checks_and_expires_tokens_that_need_no_storage() -> No
     assert answer.status == 200 and answer.body["expires_in"] == 60 and ".60." in token
     assert re.fullmatch(r"24\.[0-9a-f]{32}\.60\.\d+\.282335-\d+", token)
     assert auth.check(token) == "ak"
-    # Another process (a restart, another replica) with the same key accepts it; with another
-    # secret for that key, or without the key, it does not.
+    # Another process of this gallery (a restart, another replica) with the same key accepts it; with
+    # another secret for that key, without the key, or in another gallery (realm), it does not.
     assert Authority([("other", "x"), ("ak", "sk")], ttl=60, clock=clock).check(token) == "ak"
-    for keys in ([("ak", "new-secret")], [("other", "sk")]):
+    for keys, realm in (([("ak", "new-secret")], ""), ([("other", "sk")], ""), ([("ak", "sk")], "another gallery")):
         with pytest.raises(ApiError) as info:
-            Authority(keys, clock=clock).check(token)
+            Authority(keys, clock=clock, realm=realm).check(token)
         assert info.value.code == 110
     clock.advance(60)
     with pytest.raises(ApiError) as info:

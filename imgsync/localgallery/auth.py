@@ -5,10 +5,12 @@ expires_in, refresh_token, scope (which must contain `brain_all_scope`, or the v
 BCE-signature mode and stop sending tokens, §2.2), session_key and session_secret.
 
 Tokens are stateless: `24.<nonce><mac>.<ttl>.<issued>.282335-<appid>`, where mac is an HMAC of the
-key, nonce, ttl and issue time under a key derived from the API key's secret. Checking one needs no
-storage, so tokens outlive restarts, work on every replica that has the key, and keep being issued
-when the gallery's disk is full or its database is down. A token is valid while it is unexpired
-(per the injected clock) and its API key is still configured with the same secret.
+key, nonce, ttl and issue time under a key derived from the API key's secret and the gallery's token
+realm (a random value its store made once). Checking one needs no storage, so tokens outlive
+restarts, work on every replica of the gallery, and keep being issued when the gallery's disk is
+full or its database is down; another gallery, even with the same key pair, answers 110. A token is
+valid while it is unexpired (per the injected clock) and its API key is still configured with the
+same secret.
 """
 
 from __future__ import annotations
@@ -58,9 +60,11 @@ class Authority:
     """Knows the API keys, issues tokens, checks them. Thread-safe (it holds no mutable state)."""
 
     def __init__(self, keys: Sequence[tuple[str, str]], *, ttl: int = DEFAULT_TOKEN_TTL,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
+                 clock: Clock = SYSTEM_CLOCK, realm: str = "") -> None:
+        """realm: the gallery's token realm (Store.token_realm): tokens are good where it is the same."""
         if ttl <= 0:
             raise ValueError(f"token ttl must be positive, got {ttl}")
+        self._realm = realm.encode()
         self._keys = dict(keys)
         self._ttl = ttl
         self._clock = clock
@@ -97,7 +101,7 @@ class Authority:
         }
 
     def _mac(self, api_key: str, nonce: str, ttl: int, issued: int) -> str:
-        key = hashlib.sha256(b"imgsync access token\0" + self._keys[api_key].encode()).digest()
+        key = hashlib.sha256(b"imgsync access token\0" + self._realm + b"\0" + self._keys[api_key].encode()).digest()
         msg = f"{api_key}\0{nonce}\0{ttl}\0{issued}".encode()
         return hmac.new(key, msg, hashlib.sha256).hexdigest()[:_MAC_HEX]
 

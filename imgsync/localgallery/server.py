@@ -95,12 +95,13 @@ def start_in_thread(data_dir: Path | str | None = None, *, database: str | None 
         if not keys:
             key, created = store.load_or_create_key()
             keys = [key]
+        realm = store.token_realm()
         engine = Engine(store)            # owns the store from here on
     except BaseException:
         store.close()
         raise
     try:
-        authority = Authority(keys, ttl=token_ttl, clock=clock)
+        authority = Authority(keys, ttl=token_ttl, clock=clock, realm=realm)
         app = GalleryApp(
             engine, authority,
             UrlFetcher(enabled=allow_url_fetch, allow_private=allow_private_urls, timeout=fetch_timeout,

@@ -228,7 +228,12 @@ class Store(ABC):
     def replace_features(self, rows: Sequence[tuple[int, bytes, bytes | None]]) -> None:
         """Overwrite (seq, features, extra) of existing entries in one transaction."""
 
-    # --- the gallery's own API key (when no --key is given) ----------------------------------------
+    # --- the gallery's own API key (when no --key is given), and its token realm --------------------
+
+    @abstractmethod
+    def token_realm(self) -> str:
+        """A random value made with the store: access tokens are signed with it too, so a token is good
+        on every replica of this gallery and on no other gallery, even one with the same key pair."""
 
     @abstractmethod
     def load_or_create_key(self) -> tuple[tuple[str, str], bool]:

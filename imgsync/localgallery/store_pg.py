@@ -6,8 +6,8 @@ time under an advisory lock, and refuses a database from a newer imgsync.
 
 Tables: `entries` (one row per entry: its features, the matcher's variable-length data and the
 working copy in the same row; seq = the id of the change that added it), `libraries`, the change
-log (`changes`, `change_clock`, see store.py) and `server_key` (the gallery's own key pair when no
---key is given). Each write is one statement that locks the change_clock row before anything else,
+log (`changes`, `change_clock`, see store.py), `server_key` (the gallery's own key pair when no
+--key is given) and `settings` (the token realm). Each write is one statement that locks the change_clock row before anything else,
 so writes from all replicas are serialised only for that statement and its commit (the slow part of
 an add, feature extraction, happens before). Commits also send NOTIFY on CHANNEL with the change id,
 which wakes the other replicas' followers.
@@ -353,6 +353,11 @@ class PostgresStore(Store):
         self._write(run)
 
     # --- the gallery's own key -------------------------------------------------------------------
+
+    def token_realm(self) -> str:
+        row = self._read(lambda c: c.execute("SELECT value FROM settings WHERE key = 'token_realm'").fetchone())
+        assert row is not None, "the token realm is missing: the schema is damaged"
+        return str(row[0])
 
     def load_or_create_key(self) -> tuple[tuple[str, str], bool]:
         from imgsync.localgallery.auth import new_key

@@ -3,11 +3,11 @@
 Tables: `entries` (seq: an AUTOINCREMENT key recording insertion order, never reused), `libraries`
 (which matcher wrote a library's features), `extras` and `copies` keyed by seq (a matcher's
 variable-length data, read only for the rows a search verifies; the reduced working copy each
-entry's features can be re-extracted from), and the change log (`changes`, `change_clock`; see
-store.py). Tags and class ids use 0 for "none" (the valid range is 1..65535).
+entry's features can be re-extracted from), the change log (`changes`, `change_clock`; see
+store.py) and `settings` (the token realm). Tags and class ids use 0 for "none" (the valid range is 1..65535).
 
 Schema versions (PRAGMA user_version): 0 = the first release (entries + libraries); 2 = with extras
-and copies; 3 = with the change log. Opening an older file migrates it in place, in one transaction.
+and copies; 3 = with the change log and settings. Opening an older file migrates it in place, in one transaction.
 A file from a newer version is refused (StoreVersionError).
 
 Concurrency: one connection shared by all threads, serialised by a lock (SQLite has one writer at a
@@ -104,6 +104,11 @@ CREATE TABLE IF NOT EXISTS change_clock (
     pruned_through  INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO change_clock VALUES (1, 0, 0);
+CREATE TABLE IF NOT EXISTS settings (
+    key    TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);
+INSERT OR IGNORE INTO settings VALUES ('token_realm', lower(hex(randomblob(16))));
 """
 
 SCHEMA_VERSION = 3
@@ -358,6 +363,9 @@ class SqliteStore(Store):
             return self._db.execute(sql, args).fetchall()
 
     # --- the gallery's own key -------------------------------------------------------------------
+
+    def token_realm(self) -> str:
+        return str(self._fetch("SELECT value FROM settings WHERE key = 'token_realm'", ())[0][0])
 
     def load_or_create_key(self) -> tuple[tuple[str, str], bool]:
         from imgsync.localgallery.auth import load_or_create_key

@@ -1,4 +1,4 @@
-"""The gallery in PostgreSQL: entries, libraries, the change log, the gallery's own key.
+"""The gallery in PostgreSQL: entries, libraries, the change log, the gallery's own key, settings.
 
 Revision ID: g0001
 Revises:
@@ -76,8 +76,15 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")),
         sa.CheckConstraint("one", name="server_key_one_row"),
     )
+    op.create_table(
+        "settings",
+        sa.Column("key", sa.Text(), primary_key=True),
+        sa.Column("value", sa.Text(), nullable=False),
+    )
+    # Signs access tokens along with the key's secret: a token is good on this gallery's replicas only.
+    op.execute("INSERT INTO settings (key, value) VALUES ('token_realm', replace(gen_random_uuid()::text, '-', ''))")
 
 
 def downgrade() -> None:
-    for table in ("server_key", "change_clock", "changes", "entries", "libraries"):
+    for table in ("settings", "server_key", "change_clock", "changes", "entries", "libraries"):
         op.drop_table(table)
