@@ -403,7 +403,8 @@ def _warn_if_secret_exposed(path: Path, data: Mapping[str, Any]) -> None:
     local = data.get("local_gallery") or {}
     if isinstance(gallery, Mapping) and gallery.get("secret_key"):
         what, instead = "[gallery] secret_key", "IMGSYNC_SECRET_KEY"
-    elif isinstance(local, Mapping) and re.search(r"(://[^/@\s]*:[^/@\s]*@|password\s*=)", str(local.get("database", ""))):
+    elif isinstance(local, Mapping) and re.search(r"(://[^/@\s]*:[^/@\s]*@|password\s*=)",
+                                                  str(local.get("database", ""))):
         what, instead = "a password in [local_gallery] database", "IMGSYNC_GALLERY_DATABASE or ~/.pgpass"
     else:
         return

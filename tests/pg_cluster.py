@@ -103,7 +103,8 @@ class Cluster:
         if r.returncode:
             raise ClusterUnavailable(f"initdb failed: {r.stderr.strip() or r.stdout.strip()}")
         with open(self.data / "postgresql.conf", "a") as f:
-            f.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\nunix_socket_directories = '{self.socket_dir}'\n"
+            f.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
+                    f"unix_socket_directories = '{self.socket_dir}'\n"
                     "fsync = off\nfull_page_writes = off\nsynchronous_commit = off\nmax_connections = 200\n"
                     "shared_buffers = 64MB\nlog_min_messages = warning\n")
 

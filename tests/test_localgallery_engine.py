@@ -27,7 +27,17 @@ SIMILAR_LIBS = ["similar", "product", "picturebook", "materiel"]
 
 @pytest.fixture
 def engine(place: GalleryPlace) -> Iterator[Engine]:
+    """An engine on each store: for what the store takes part in (adds, duplicates, updates, deletes,
+    filters, paging, restarts, concurrency)."""
     e = place.engine()
+    yield e
+    e.close()
+
+
+@pytest.fixture
+def matching_engine(tmp_path: Path) -> Iterator[Engine]:
+    """An engine on a SQLite data dir: for how well a library matches, which no store changes."""
+    e = Engine(tmp_path / "data")
     yield e
     e.close()
 
@@ -127,27 +137,29 @@ def test_same_hq_unrelated_images_score_low(same_hq_gallery: tuple[Engine, list[
 # --- the similarity libraries -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("library", SIMILAR_LIBS)
-def test_similar_libraries_find_same_image_and_rank_an_edit_above_unrelated(engine: Engine, library: str) -> None:
+def test_similar_libraries_find_same_image_and_rank_an_edit_above_unrelated(matching_engine: Engine,
+                                                                           library: str) -> None:
     originals = [make_image(seed, (480, 400), "JPEG") for seed in range(12)]
     for i, data in enumerate(originals):
-        engine.add(library, data, brief=f"{library}-{i}")
+        matching_engine.add(library, data, brief=f"{library}-{i}")
     for i in (0, 5, 11):
-        results, _ = engine.search(library, originals[i])
+        results, _ = matching_engine.search(library, originals[i])
         assert results[0][2] == f"{library}-{i}" and results[0][1] >= 0.99
         edited = _enc(ImageEnhance.Brightness(_crop(_open(originals[i]), .08, .04, .02, .06)).enhance(1.15),
                       quality=60)
-        results, _ = engine.search(library, edited)
+        results, _ = matching_engine.search(library, edited)
         assert results[0][2] == f"{library}-{i}", results[:3]
         assert all(score < results[0][1] for _, score, _ in results[1:])
         assert results == sorted(results, key=lambda r: -r[1])
 
 
-def test_similar_ranks_by_visual_similarity_not_bytes(engine: Engine) -> None:
+def test_similar_ranks_by_visual_similarity_not_bytes(matching_engine: Engine) -> None:
     base = _open(make_image(1, (400, 320)))
     # The middle of the scene, desaturated: visually similar, but not a copy.
-    engine.add("similar", _enc(ImageEnhance.Color(_crop(base, .2, .2, .2, .2)).enhance(0.6)), brief="desaturated")
-    engine.add("similar", make_image(2, (400, 320)), brief="other")
-    results, _ = engine.search("similar", _enc(base))
+    matching_engine.add("similar", _enc(ImageEnhance.Color(_crop(base, .2, .2, .2, .2)).enhance(0.6)),
+                        brief="desaturated")
+    matching_engine.add("similar", make_image(2, (400, 320)), brief="other")
+    results, _ = matching_engine.search("similar", _enc(base))
     briefs = [b for _, _, b in results]
     assert briefs[0] == "desaturated" and results[0][1] < 0.99   # similar, not identical
 
@@ -195,20 +207,21 @@ def test_product_class_filters(engine: Engine) -> None:
 
 
 @pytest.mark.parametrize("library", ["same_hq", "similar"])
-def test_filter_applies_before_ranking_even_when_the_best_matches_are_untagged(engine: Engine, library: str) -> None:
+def test_filter_applies_before_ranking_even_when_the_best_matches_are_untagged(matching_engine: Engine,
+                                                                               library: str) -> None:
     """2100 untagged entries match the query perfectly (more than any internal shortlist or the 1000
     cap); the one tagged entry is a weaker match. The filtered search must still return it."""
     mt = matcher_for(library)
     lib = get_library(library)
     query = make_image(5)
     exact = mt.extract(load_image(query, lib).pixels)
-    engine.bulk_load(library, (BulkEntry(f"{k},{k}", f"untagged-{k}", exact) for k in range(2100)))
+    matching_engine.bulk_load(library, (BulkEntry(f"{k},{k}", f"untagged-{k}", exact) for k in range(2100)))
     weaker = _enc(_crop(_open(query), .05, .05, 0, 0), quality=50)
-    engine.add(library, weaker, brief="tagged", tags=(42,))
+    matching_engine.add(library, weaker, brief="tagged", tags=(42,))
 
-    unfiltered, _ = engine.search(library, query, rn=50)
+    unfiltered, _ = matching_engine.search(library, query, rn=50)
     assert "tagged" not in {b for _, _, b in unfiltered}
-    results, has_more = engine.search(library, query, tags=(42,), rn=5)
+    results, has_more = matching_engine.search(library, query, tags=(42,), rn=5)
     assert [b for _, _, b in results] == ["tagged"] and not has_more
 
 

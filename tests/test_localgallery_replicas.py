@@ -412,9 +412,10 @@ def test_schema_is_migrated_by_replicas_starting_together_and_a_newer_one_is_ref
     assert result.exit_code == 1 and "newer imgsync" in result.output
 
 
-def test_gallery_serve_on_a_database_runs_as_a_process_and_keeps_its_key_in_the_database(db: GalleryPlace) -> None:
+def test_gallery_serve_on_a_database_runs_as_a_process_and_keeps_its_key_in_the_database(db: GalleryPlace,
+                                                                                         tmp_path: Path) -> None:
     database = str(db.database)
-    both = CliRunner().invoke(cli, ["gallery", "serve", "--data", "/tmp/x", "--database", database])
+    both = CliRunner().invoke(cli, ["gallery", "serve", "--data", str(tmp_path), "--database", database])
     assert both.exit_code == 2 and "give one of them" in both.output
     keys = []
     for _ in range(2):
@@ -449,6 +450,7 @@ def test_config_key_and_environment_choose_the_database(db: GalleryPlace, tmp_pa
     assert by_config.exit_code == 0 and "listed" in by_config.output, by_config.output
     monkeypatch.setenv("IMGSYNC_GALLERY_DATABASE", str(db.database))
     (tmp_path / "plain.toml").write_text("")
-    by_env = CliRunner().invoke(cli, ["--config", str(tmp_path / "plain.toml"), "gallery", "ls", "--library", "same_hq"])
+    by_env = CliRunner().invoke(cli, ["--config", str(tmp_path / "plain.toml"), "gallery", "ls",
+                                      "--library", "same_hq"])
     assert by_env.exit_code == 0 and "listed" in by_env.output, by_env.output
 

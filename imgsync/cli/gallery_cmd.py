@@ -43,7 +43,8 @@ def _check_driver() -> None:
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        raise UsageError("a gallery in PostgreSQL needs the PostgreSQL driver: pip install 'imgsync[postgres]'") from None
+        raise UsageError("a gallery in PostgreSQL needs the PostgreSQL driver: "
+                         "pip install 'imgsync[postgres]'") from None
 
 
 def _parse_keys(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[tuple[str, str]]:

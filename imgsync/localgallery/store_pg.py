@@ -7,8 +7,8 @@ time under an advisory lock, and refuses a database from a newer imgsync.
 Tables: `entries` (one row per entry: its features, the matcher's variable-length data and the
 working copy in the same row; seq = the id of the change that added it), `libraries`, the change
 log (`changes`, `change_clock`, see store.py), `server_key` (the gallery's own key pair when no
---key is given) and `settings` (the token realm). Each write is one statement that locks the change_clock row before anything else,
-so writes from all replicas are serialised only for that statement and its commit (the slow part of
+--key is given) and `settings` (the token realm). Each write is one statement that locks the
+change_clock row before anything else, so writes from all replicas are serialised only for that statement and its commit (the slow part of
 an add, feature extraction, happens before). Commits also send NOTIFY on CHANNEL with the change id,
 which wakes the other replicas' followers.
 
@@ -95,7 +95,8 @@ _UPDATE = f"""
 WITH c AS ({_CLOCK.format(n="1")}),
 u AS (
     UPDATE entries SET brief = coalesce(%(brief)s, brief), tag1 = coalesce(%(t1)s, tag1),
-           tag2 = coalesce(%(t2)s, tag2), class_id1 = coalesce(%(c1)s, class_id1), class_id2 = coalesce(%(c2)s, class_id2)
+           tag2 = coalesce(%(t2)s, tag2), class_id1 = coalesce(%(c1)s, class_id1),
+           class_id2 = coalesce(%(c2)s, class_id2)
     FROM c WHERE library = %(library)s AND cont_sign = %(sign)s
     RETURNING c.base + 1 AS id
 )

@@ -235,10 +235,10 @@ class SqliteStore(Store):
                         db.execute("INSERT INTO extras (seq, data) VALUES (?, ?)", (seq, e.extra))
                     if e.copy is not None:
                         db.execute("INSERT INTO copies (seq, jpeg) VALUES (?, ?)", (seq, e.copy))
-                    db.execute("INSERT INTO changes (id, library, kind, seq, cont_signs, at) VALUES (?, ?, 'add', ?, ?, ?)",
-                               (first + i, library, seq, e.cont_sign, now))
-                    changes.append(Change(first + i, library, "add", (e.cont_sign,),
-                                          entry=StoredEntry(seq, e.cont_sign, e.brief, e.tags, e.class_ids, e.features)))
+                    db.execute("INSERT INTO changes (id, library, kind, seq, cont_signs, at)"
+                               " VALUES (?, ?, 'add', ?, ?, ?)", (first + i, library, seq, e.cont_sign, now))
+                    stored = StoredEntry(seq, e.cont_sign, e.brief, e.tags, e.class_ids, e.features)
+                    changes.append(Change(first + i, library, "add", (e.cont_sign,), entry=stored))
         except sqlite3.IntegrityError as err:
             raise DuplicateEntry(str(err)) from None
         return changes
@@ -266,8 +266,8 @@ class SqliteStore(Store):
                            (*args, library, cont_sign))
             cid = self._next_ids(db, 1)
             t, c = tags or (None, None), class_ids or (None, None)
-            db.execute("INSERT INTO changes (id, library, kind, cont_signs, brief, tag1, tag2, class_id1, class_id2, at)"
-                       " VALUES (?, ?, 'update', ?, ?, ?, ?, ?, ?, ?)",
+            db.execute("INSERT INTO changes (id, library, kind, cont_signs, brief, tag1, tag2, class_id1, class_id2,"
+                       " at) VALUES (?, ?, 'update', ?, ?, ?, ?, ?, ?, ?)",
                        (cid, library, cont_sign, brief, *t, *c, time.time()))
         return Change(cid, library, "update", (cont_sign,), brief=brief, tags=tags, class_ids=class_ids)
 
