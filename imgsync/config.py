@@ -7,6 +7,7 @@ Where things come from, first match wins:
   config file   --config PATH, else $IMGSYNC_CONFIG, else <user config dir>/imgsync/config.toml (optional)
   state dir     --state-dir, else $IMGSYNC_STATE_DIR, else `state_dir` in the file, else <user state dir>/imgsync
   keys          $IMGSYNC_API_KEY / $IMGSYNC_SECRET_KEY, else [gallery] api_key / secret_key
+  gallery db    `gallery serve --database`, else $IMGSYNC_GALLERY_DATABASE, else [local_gallery] database
 """
 
 from __future__ import annotations
@@ -103,6 +104,15 @@ class GalleryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LocalGalleryConfig:
+    """`imgsync gallery serve` / `gallery ls`: where a served local gallery keeps its state."""
+
+    #: A PostgreSQL URL (postgresql://user@host/db) shared by any number of `gallery serve` replicas;
+    #: None = the SQLite data dir.
+    database: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class WatchConfig:
     """`imgsync watch` timing, in seconds (see imgsync.watch.debounce)."""
 
@@ -123,6 +133,7 @@ class Config:
     watch: WatchConfig = WatchConfig()
     #: names of the mirrors that come from the state dir's mirrors.toml, not the config file
     remembered: frozenset[str] = frozenset()
+    local_gallery: LocalGalleryConfig = LocalGalleryConfig()
 
     def mirror(self, name: str) -> MirrorConfig:
         for m in self.mirrors:
@@ -198,6 +209,7 @@ def parse_config(
     gallery = _parse_gallery(top.get("gallery", dict, {}), env)
     mirrors = _mirrors(top.get("mirror", list, []))
     watch = _parse_watch(top.get("watch", dict, {}))
+    local_gallery = _parse_local_gallery(top.get("local_gallery", dict, {}), env)
     top.finish()
     return Config(
         state_dir=(state or Path(platformdirs.user_state_dir("imgsync"))).expanduser(),
@@ -205,6 +217,7 @@ def parse_config(
         mirrors=mirrors,
         source=source,
         watch=watch,
+        local_gallery=local_gallery,
     )
 
 
@@ -254,6 +267,16 @@ def _parse_gallery(table: Any, env: Mapping[str, str]) -> GalleryConfig:
         raise ConfigError(f"gallery.timeout: must be > 0 seconds, got {timeout}")
     r.finish()
     return GalleryConfig(endpoint.rstrip("/"), api_key, secret_key, float(qps) if qps else None, float(timeout))
+
+
+def _parse_local_gallery(table: Any, env: Mapping[str, str]) -> LocalGalleryConfig:
+    r = _Reader(table, "local_gallery")
+    database = env.get("IMGSYNC_GALLERY_DATABASE") or r.get("database", str) or None
+    r.finish()
+    if database is not None and not re.match(r"^(postgres(ql)?://|\S+=)", database.strip()):
+        raise ConfigError("local_gallery.database: expected a PostgreSQL URL (postgresql://user@host/dbname) "
+                          "or a libpq connection string (host=... dbname=...)")
+    return LocalGalleryConfig(database.strip() if database else None)
 
 
 def _parse_watch(table: Any) -> WatchConfig:
@@ -408,14 +431,19 @@ def load_config(
 
 def _warn_if_secret_exposed(path: Path, data: Mapping[str, Any]) -> None:
     gallery = data.get("gallery") or {}
-    if not (isinstance(gallery, Mapping) and gallery.get("secret_key")):
+    local = data.get("local_gallery") or {}
+    if isinstance(gallery, Mapping) and gallery.get("secret_key"):
+        what, instead = "[gallery] secret_key", "IMGSYNC_SECRET_KEY"
+    elif isinstance(local, Mapping) and re.search(r"(://[^/@\s]*:[^/@\s]*@|password\s*=)",
+                                                  str(local.get("database", ""))):
+        what, instead = "a password in [local_gallery] database", "IMGSYNC_GALLERY_DATABASE or ~/.pgpass"
+    else:
         return
     mode = path.stat().st_mode
     if mode & (stat.S_IROTH | stat.S_IRGRP):
         log.warning(
-            "%s holds [gallery] secret_key and is readable by other users (mode %o); "
-            "run `chmod 600 %s` or use IMGSYNC_SECRET_KEY instead",
-            path, stat.S_IMODE(mode), path,
+            "%s holds %s and is readable by other users (mode %o); run `chmod 600 %s` or use %s instead",
+            path, what, stat.S_IMODE(mode), path, instead,
         )
 
 

@@ -145,6 +145,7 @@ _LIVE_KEY = pytest.StashKey["LiveSettings | None"]()
 def pytest_configure(config: pytest.Config) -> None:
     # Read now: the autouse _clean_environ fixture removes every IMGSYNC_* variable before each test.
     config.stash[_LIVE_KEY] = live_settings(os.environ)
+    config.stash[_TEST_DATABASE_KEY] = os.environ.get(TEST_DATABASE_ENV) or None
 
 
 def live_selected(markexpr: str) -> bool:
@@ -188,6 +189,11 @@ class Target:
     tag: int
     local: "object | None" = None
     added: list[tuple[str, str]] = field(default_factory=list)
+    #: Every address the gallery answers at (two replicas of a PostgreSQL gallery); default [url].
+    urls: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.urls = self.urls or [self.url]
 
     @property
     def is_local(self) -> bool:
@@ -244,15 +250,20 @@ class Target:
         self.added.clear()
 
 
-@pytest.fixture(params=["local", pytest.param("live", marks=pytest.mark.live)])
-def target(request: pytest.FixtureRequest) -> Iterator[Target]:
-    """A gallery to run a contract test against: the local gallery, or (marked live) the cloud."""
+def _target(request: pytest.FixtureRequest, kind: str) -> Iterator[Target]:
     from imgsync.libraries import LIBRARIES
 
-    if request.param == "local":
+    replicas: list = []
+    if kind == "local":
         server = request.getfixturevalue("gallery_server")
         t = Target("local", server.url, server.api_key, server.secret_key, tuple(LIBRARIES), None, "", 0, 77,
                    local=server)
+    elif kind == "postgres":
+        place = GalleryPlace("postgres", database=request.getfixturevalue("pg_database"))
+        for _ in range(2):
+            replicas.append(place.start(keys=[("test-ak", "test-sk")], allow_private_urls=True))
+        t = Target("local", replicas[0].url, "test-ak", "test-sk", tuple(LIBRARIES), None, "", 0, 77,
+                   local=replicas[0], urls=[r.url for r in replicas])
     else:
         settings = request.config.stash[_LIVE_KEY]
         assert settings is not None  # pytest_collection_modifyitems skips live tests without settings
@@ -261,7 +272,24 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
     try:
         yield t
     finally:
-        t.cleanup()
+        try:
+            t.cleanup()
+        finally:
+            for r in replicas:
+                r.stop()
+
+
+@pytest.fixture(params=["local", pytest.param("live", marks=pytest.mark.live)])
+def target(request: pytest.FixtureRequest) -> Iterator[Target]:
+    """A gallery to run a contract test against: the local gallery, or (marked live) the cloud."""
+    yield from _target(request, request.param)
+
+
+@pytest.fixture(params=["local", "postgres", pytest.param("live", marks=pytest.mark.live)])
+def replicated_target(request: pytest.FixtureRequest) -> Iterator[Target]:
+    """As `target`, plus the local gallery as two replicas of one PostgreSQL database ("postgres": its
+    `urls` name both, and a test may send some calls to one and some to the other)."""
+    yield from _target(request, request.param)
 
 
 def wait_until(pred, timeout: float = 60.0, what: str = "condition") -> None:
@@ -332,3 +360,185 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     shots = config.stash.get(SCREENSHOTS, [])
     if shots:
         terminalreporter.write_line(f"console screenshots ({len(shots)}): {shots[0].parent}")
+
+
+# --------------------------------------------------------------------------- the gallery on PostgreSQL
+#
+# One PostgreSQL server for the session: the one .ci/run started ($IMGSYNC_TEST_DATABASE, a URL with the
+# right to create databases), else one started here in a temp dir (tests/pg_cluster.py). Each test gets a
+# fresh database, copied from a template that already holds the gallery's schema. Where no server can be
+# had (no PostgreSQL binaries, no driver), the PostgreSQL variants skip and say why; a URL that is set
+# but does not answer is an error, not a skip.
+
+TEST_DATABASE_ENV = "IMGSYNC_TEST_DATABASE"
+_TEST_DATABASE_KEY = pytest.StashKey["str | None"]()
+_PG_TEMPLATE = "imgsync_gallery_template"
+
+
+class PgServer:
+    """A PostgreSQL server the tests may create databases on."""
+
+    def __init__(self, admin_url: str, cluster: "object | None" = None) -> None:
+        self.admin_url = admin_url
+        self.cluster = cluster  # a pg_cluster.Cluster when started here
+        self._n = 0
+
+    def _sql(self, statement: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(statement)  # type: ignore[arg-type]
+
+    def url_for(self, name: str) -> str:
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        return make_conninfo(**{**conninfo_to_dict(self.admin_url), "dbname": name})
+
+    def prepare_template(self) -> None:
+        from imgsync.localgallery.store_pg import PostgresStore
+
+        self._sql(f"DROP DATABASE IF EXISTS {_PG_TEMPLATE}")
+        self._sql(f"CREATE DATABASE {_PG_TEMPLATE}")
+        PostgresStore(self.url_for(_PG_TEMPLATE)).close()   # migrated once; copies are instant
+
+    def new_database(self, *, migrated: bool = True) -> str:
+        self._n += 1
+        name = f"imgsync_t{os.getpid()}_{self._n}"
+        self._sql(f"DROP DATABASE IF EXISTS {name}")
+        self._sql(f"CREATE DATABASE {name}" + (f" TEMPLATE {_PG_TEMPLATE}" if migrated else ""))
+        return self.url_for(name)
+
+    def drop_database(self, url: str) -> None:
+        from psycopg.conninfo import conninfo_to_dict
+
+        self._sql(f"DROP DATABASE IF EXISTS {conninfo_to_dict(url)['dbname']} WITH (FORCE)")
+
+
+@pytest.fixture
+def pg_database(pg_server: PgServer) -> Iterator[str]:
+    """A fresh database holding the gallery's schema on the session's server; dropped afterwards."""
+    url = pg_server.new_database()
+    yield url
+    pg_server.drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def pg_server(request: pytest.FixtureRequest) -> Iterator[PgServer]:
+    """The session's PostgreSQL server (see above); skips where none can be had."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("PostgreSQL tests need the driver: pip install 'imgsync[postgres]'")
+    url = request.config.stash[_TEST_DATABASE_KEY]
+    if url:
+        server = PgServer(url)
+        server.prepare_template()  # fails loudly if the given server does not answer
+        yield server
+        return
+    import pg_cluster
+
+    try:
+        cluster = pg_cluster.start_cluster()
+    except pg_cluster.ClusterUnavailable as e:
+        pytest.skip(f"PostgreSQL tests need a server and none could be started: {e}")
+    try:
+        server = PgServer(cluster.url, cluster)
+        server.prepare_template()
+        yield server
+    finally:
+        cluster.remove()
+
+
+@pytest.fixture
+def private_pg() -> Iterator["object"]:
+    """A PostgreSQL server of this test's own, to stop and restart (pg_cluster.Cluster); skips where
+    none can be started."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("PostgreSQL tests need the driver: pip install 'imgsync[postgres]'")
+    import pg_cluster
+
+    try:
+        cluster = pg_cluster.start_cluster()
+    except pg_cluster.ClusterUnavailable as e:
+        pytest.skip(f"PostgreSQL fault tests need a server of their own and none could be started: {e}")
+    try:
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+@dataclass
+class GalleryPlace:
+    """Where a gallery under test keeps its state: a data dir (SQLite) or a database (PostgreSQL)."""
+
+    backend: str                       # "sqlite" or "postgres"
+    data_dir: Path | None = None
+    database: str | None = None
+
+    def start(self, **kw: object) -> "object":
+        """A RunningGallery on this place (for PostgreSQL: one more replica)."""
+        from imgsync.localgallery.server import start_in_thread
+
+        kw.setdefault("host", "127.0.0.1")
+        kw.setdefault("port", 0)
+        return start_in_thread(self.data_dir, database=self.database, **kw)  # type: ignore[arg-type]
+
+    def engine(self) -> "object":
+        from imgsync.localgallery.engine import Engine
+
+        if self.database is not None:
+            from imgsync.localgallery.store_pg import PostgresStore
+
+            return Engine(PostgresStore(self.database))
+        assert self.data_dir is not None
+        return Engine(self.data_dir)
+
+    def cli_args(self) -> list[str]:
+        """How `imgsync gallery ...` is pointed at this place."""
+        return ["--database", self.database] if self.database else ["--data", str(self.data_dir)]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def place(request: pytest.FixtureRequest, tmp_path: Path) -> GalleryPlace:
+    """A fresh place for a gallery: a data dir, or a new database on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return GalleryPlace("sqlite", data_dir=tmp_path / "gallery-data")
+    return GalleryPlace("postgres", database=request.getfixturevalue("pg_database"))
+
+
+@dataclass
+class Gallery:
+    """A gallery under test as a client sees it: one server (SQLite) or two replicas of one database
+    (PostgreSQL), with one key. `url` is the first; `urls` all of them."""
+
+    place: GalleryPlace
+    replicas: list
+    api_key: str = "test-ak"
+    secret_key: str = "test-sk"
+
+    @property
+    def url(self) -> str:
+        return str(self.replicas[0].url)
+
+    @property
+    def urls(self) -> list[str]:
+        return [str(r.url) for r in self.replicas]
+
+    @property
+    def data_dir(self) -> Path | None:
+        return self.place.data_dir
+
+
+@pytest.fixture
+def gallery(place: GalleryPlace) -> Iterator[Gallery]:
+    """The gallery protocol suites run against: a server on a data dir, or two replicas on one database."""
+    replicas = []
+    try:
+        for _ in range(1 if place.backend == "sqlite" else 2):
+            replicas.append(place.start(keys=[("test-ak", "test-sk")], allow_private_urls=True))
+        yield Gallery(place, replicas)
+    finally:
+        for r in replicas:
+            r.stop()

@@ -1,4 +1,5 @@
-"""The local gallery's engine: real images, a real SQLite file in tmp_path, real threads."""
+"""The local gallery's engine: real images, real threads, and a real store: tests taking `engine` or
+`place` run on a SQLite data dir in tmp_path and on a fresh PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image, ImageEnhance
 from PIL.PngImagePlugin import PngInfo
 
-from conftest import make_image
+from conftest import GalleryPlace, make_image
 from imgsync.localgallery.engine import BulkEntry, Engine, IndexVersionError
 from imgsync.localgallery.errors import IMAGE_SIZE_ERROR, ITEM_EXIST, ITEM_NOT_EXIST, ApiError
 from imgsync.localgallery.images import cont_sign_of, load_image
@@ -25,7 +26,17 @@ SIMILAR_LIBS = ["similar", "product", "picturebook", "materiel"]
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
+def engine(place: GalleryPlace) -> Iterator[Engine]:
+    """An engine on each store: for what the store takes part in (adds, duplicates, updates, deletes,
+    filters, paging, restarts, concurrency)."""
+    e = place.engine()
+    yield e
+    e.close()
+
+
+@pytest.fixture
+def matching_engine(tmp_path: Path) -> Iterator[Engine]:
+    """An engine on a SQLite data dir: for how well a library matches, which no store changes."""
     e = Engine(tmp_path / "data")
     yield e
     e.close()
@@ -126,27 +137,29 @@ def test_same_hq_unrelated_images_score_low(same_hq_gallery: tuple[Engine, list[
 # --- the similarity libraries -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("library", SIMILAR_LIBS)
-def test_similar_libraries_find_same_image_and_rank_an_edit_above_unrelated(engine: Engine, library: str) -> None:
+def test_similar_libraries_find_same_image_and_rank_an_edit_above_unrelated(matching_engine: Engine,
+                                                                           library: str) -> None:
     originals = [make_image(seed, (480, 400), "JPEG") for seed in range(12)]
     for i, data in enumerate(originals):
-        engine.add(library, data, brief=f"{library}-{i}")
+        matching_engine.add(library, data, brief=f"{library}-{i}")
     for i in (0, 5, 11):
-        results, _ = engine.search(library, originals[i])
+        results, _ = matching_engine.search(library, originals[i])
         assert results[0][2] == f"{library}-{i}" and results[0][1] >= 0.99
         edited = _enc(ImageEnhance.Brightness(_crop(_open(originals[i]), .08, .04, .02, .06)).enhance(1.15),
                       quality=60)
-        results, _ = engine.search(library, edited)
+        results, _ = matching_engine.search(library, edited)
         assert results[0][2] == f"{library}-{i}", results[:3]
         assert all(score < results[0][1] for _, score, _ in results[1:])
         assert results == sorted(results, key=lambda r: -r[1])
 
 
-def test_similar_ranks_by_visual_similarity_not_bytes(engine: Engine) -> None:
+def test_similar_ranks_by_visual_similarity_not_bytes(matching_engine: Engine) -> None:
     base = _open(make_image(1, (400, 320)))
     # The middle of the scene, desaturated: visually similar, but not a copy.
-    engine.add("similar", _enc(ImageEnhance.Color(_crop(base, .2, .2, .2, .2)).enhance(0.6)), brief="desaturated")
-    engine.add("similar", make_image(2, (400, 320)), brief="other")
-    results, _ = engine.search("similar", _enc(base))
+    matching_engine.add("similar", _enc(ImageEnhance.Color(_crop(base, .2, .2, .2, .2)).enhance(0.6)),
+                        brief="desaturated")
+    matching_engine.add("similar", make_image(2, (400, 320)), brief="other")
+    results, _ = matching_engine.search("similar", _enc(base))
     briefs = [b for _, _, b in results]
     assert briefs[0] == "desaturated" and results[0][1] < 0.99   # similar, not identical
 
@@ -194,20 +207,21 @@ def test_product_class_filters(engine: Engine) -> None:
 
 
 @pytest.mark.parametrize("library", ["same_hq", "similar"])
-def test_filter_applies_before_ranking_even_when_the_best_matches_are_untagged(engine: Engine, library: str) -> None:
+def test_filter_applies_before_ranking_even_when_the_best_matches_are_untagged(matching_engine: Engine,
+                                                                               library: str) -> None:
     """2100 untagged entries match the query perfectly (more than any internal shortlist or the 1000
     cap); the one tagged entry is a weaker match. The filtered search must still return it."""
     mt = matcher_for(library)
     lib = get_library(library)
     query = make_image(5)
     exact = mt.extract(load_image(query, lib).pixels)
-    engine.bulk_load(library, (BulkEntry(f"{k},{k}", f"untagged-{k}", exact) for k in range(2100)))
+    matching_engine.bulk_load(library, (BulkEntry(f"{k},{k}", f"untagged-{k}", exact) for k in range(2100)))
     weaker = _enc(_crop(_open(query), .05, .05, 0, 0), quality=50)
-    engine.add(library, weaker, brief="tagged", tags=(42,))
+    matching_engine.add(library, weaker, brief="tagged", tags=(42,))
 
-    unfiltered, _ = engine.search(library, query, rn=50)
+    unfiltered, _ = matching_engine.search(library, query, rn=50)
     assert "tagged" not in {b for _, _, b in unfiltered}
-    results, has_more = engine.search(library, query, tags=(42,), rn=5)
+    results, has_more = matching_engine.search(library, query, tags=(42,), rn=5)
     assert [b for _, _, b in results] == ["tagged"] and not has_more
 
 
@@ -336,9 +350,8 @@ def test_many_deletes_compact_the_index_and_keep_it_right(engine: Engine) -> Non
 
 # --- persistence -------------------------------------------------------------------------------------
 
-def test_everything_survives_a_restart(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    e = Engine(data_dir)
+def test_everything_survives_a_restart(place: GalleryPlace) -> None:
+    e = place.engine()
     files = _same_pixels_other_bytes(5)
     signs = [e.add("picturebook", f, brief=f"p{k}", tags=(k + 1,)) for k, f in enumerate(files)]
     e.update("picturebook", signs[1], brief="renamed", tags=(7, 8))
@@ -347,7 +360,7 @@ def test_everything_survives_a_restart(tmp_path: Path) -> None:
     entries = e.entries("picturebook")
     e.close()
 
-    e = Engine(data_dir)
+    e = place.engine()
     try:
         assert e.entries("picturebook") == entries
         assert e.search("picturebook", files[0]) == before
@@ -372,8 +385,8 @@ def test_features_from_another_matcher_without_working_copies_are_refused_clearl
 
 # --- concurrency -------------------------------------------------------------------------------------
 
-def test_eight_threads_adding_and_searching_lose_nothing(tmp_path: Path) -> None:
-    e = Engine(tmp_path)
+def test_eight_threads_adding_and_searching_lose_nothing(place: GalleryPlace) -> None:
+    e = place.engine()
     errors: list[BaseException] = []
     per_thread = 5
 
@@ -394,7 +407,7 @@ def test_eight_threads_adding_and_searching_lose_nothing(tmp_path: Path) -> None
         th.join()
     assert errors == []
     e.close()
-    e = Engine(tmp_path)   # and all of it reached the file
+    e = place.engine()   # and all of it reached the store
     try:
         assert sorted(x["brief"] for x in e.entries("similar")) == sorted(
             f"t{t}-{k}" for t in range(8) for k in range(per_thread))

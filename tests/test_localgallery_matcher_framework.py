@@ -15,7 +15,8 @@ from PIL import Image
 from benchmarks.photos import photos
 from benchmarks.variants import SAME_IMAGE, encode
 from imgsync.localgallery.engine import Engine, IndexVersionError
-from imgsync.localgallery.store import SCHEMA_VERSION, Store, StoreVersionError
+from imgsync.localgallery.store import StoreVersionError
+from imgsync.localgallery.store_sqlite import SCHEMA_VERSION, SqliteStore
 
 _V0_SCHEMA = """
 CREATE TABLE libraries (name TEXT PRIMARY KEY, matcher TEXT NOT NULL);
@@ -67,10 +68,10 @@ def test_first_release_entries_without_copies_refuse_a_matcher_change(tmp_path: 
 
 
 def test_newer_store_schema_is_refused(tmp_path: Path) -> None:
-    with sqlite3.connect(tmp_path / "g.sqlite3") as db:
+    with sqlite3.connect(tmp_path / "gallery.sqlite3") as db:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    with pytest.raises(StoreVersionError, match="schema 3"):
-        Store(tmp_path / "g.sqlite3")
+    with pytest.raises(StoreVersionError, match=f"schema {SCHEMA_VERSION + 1}"):
+        SqliteStore(tmp_path)
 
 
 def test_matcher_change_reextracts_from_working_copies(tmp_path: Path, pics: dict[str, Image.Image],

@@ -4,6 +4,7 @@ the token authority (auth.py, on a real SQLite file), the QPS limiter and the UR
 from __future__ import annotations
 
 import base64
+import re
 from pathlib import Path
 
 import pytest
@@ -179,36 +180,40 @@ def test_clean_access_token(raw: str | None, token: str | None) -> None:
 # --- auth ------------------------------------------------------------------------------------------
 
 
-def test_authority_issues_checks_expires_and_persists_tokens(tmp_path: Path) -> None:
+def test_authority_issues_checks_and_expires_tokens_that_need_no_storage() -> None:
     clock = FakeClock()
-    auth = Authority(tmp_path, [("ak", "sk")], ttl=60, clock=clock)
+    auth = Authority([("ak", "sk")], ttl=60, clock=clock)
     answer = auth.issue({"grant_type": "client_credentials", "client_id": " ak ", "client_secret": "sk"})
     token = str(answer.body["access_token"])
     assert answer.status == 200 and answer.body["expires_in"] == 60 and ".60." in token
+    assert re.fullmatch(r"24\.[0-9a-f]{32}\.60\.\d+\.282335-\d+", token)
     assert auth.check(token) == "ak"
-    auth.close()
-    assert token not in (tmp_path / "tokens.sqlite").read_bytes().decode("latin-1")  # stored as a digest
-    reopened = Authority(tmp_path, [("ak", "sk")], ttl=60, clock=clock)
-    assert reopened.check(token) == "ak"
+    # Another process of this gallery (a restart, another replica) with the same key accepts it; with
+    # another secret for that key, without the key, or in another gallery (realm), it does not.
+    assert Authority([("other", "x"), ("ak", "sk")], ttl=60, clock=clock).check(token) == "ak"
+    for keys, realm in (([("ak", "new-secret")], ""), ([("other", "sk")], ""), ([("ak", "sk")], "another gallery")):
+        with pytest.raises(ApiError) as info:
+            Authority(keys, clock=clock, realm=realm).check(token)
+        assert info.value.code == 110
     clock.advance(60)
     with pytest.raises(ApiError) as info:
-        reopened.check(token)
+        auth.check(token)
     assert info.value.code == 111
-    for bad in (None, "", token + "x"):
+    forged = token.replace(".60.", ".6000.")  # a longer life is not the signed one
+    tampered = token[:3] + ("0" if token[3] != "0" else "1") + token[4:]
+    for bad in (None, "", token + "x", forged, tampered, "24.deadbeef", "24." + "0" * 32 + ".60.1.282335-1"):
         with pytest.raises(ApiError) as info:
-            reopened.check(bad)
-        assert info.value.code == 110
-    reopened.close()
+            auth.check(bad)
+        assert info.value.code == 110, bad
 
 
-def test_authority_refusals(tmp_path: Path) -> None:
-    auth = Authority(tmp_path, [("ak", "sk")])
+def test_authority_refusals() -> None:
+    auth = Authority([("ak", "sk")])
     assert auth.issue({"client_id": "ak", "client_secret": "sk"}).body["error"] == "unsupported_grant_type"
     bad = auth.issue({"grant_type": "client_credentials", "client_id": "ak", "client_secret": "nope"})
     assert (bad.status, bad.body["error_description"]) == (401, "Client authentication failed")
     unknown = auth.issue({"grant_type": "client_credentials", "client_secret": "sk"})
     assert (unknown.status, unknown.body["error_description"]) == (401, "unknown client id")
-    auth.close()
 
 
 def test_created_key_is_private_and_stable(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@ method it has. Only its host is changed, by rewriting its name-mangled URL attri
 (api.md §8.1).
 
 Tests taking `target` also run against Baidu's cloud with `pytest -m live` (then the SDK is left
-pointing at the cloud, and url= methods are skipped: the cloud cannot fetch from our loopback site)."""
+pointing at the cloud, and url= methods are skipped: the cloud cannot fetch from our loopback site).
+Tests taking `replicated_target` also run against two replicas of one PostgreSQL gallery, with no
+balancer in front: one SDK client adds and updates on replica A, another searches and deletes on B."""
 
 from __future__ import annotations
 
@@ -22,15 +24,17 @@ aip = pytest.importorskip("aip")
 CLOUD = "https://aip.baidubce.com"
 
 
-def sdk_client(gallery: Any, ak: str = "test-ak", sk: str = "test-sk") -> Any:
-    """The SDK pointed at `gallery` (a RunningGallery or a conftest Target; the cloud is left as is)."""
+def sdk_client(gallery: Any, ak: str = "test-ak", sk: str = "test-sk", url: str | None = None) -> Any:
+    """The SDK pointed at `gallery` (a RunningGallery or a conftest Target; the cloud is left as is),
+    or at `url`, one of its replicas."""
     client = aip.AipImageSearch("12345", ak, sk)
-    if gallery.url.rstrip("/") == CLOUD:
+    url = url or gallery.url
+    if url.rstrip("/") == CLOUD:
         return client
     for name in dir(client):
         value = getattr(client, name, None)
         if name.startswith(("_AipImageSearch__", "_AipBase__")) and isinstance(value, str) and CLOUD in value:
-            setattr(client, name, value.replace(CLOUD, gallery.url))
+            setattr(client, name, value.replace(CLOUD, url))
     return client
 
 
@@ -81,13 +85,16 @@ def ok(answer: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("library", list(METHODS))
-def test_every_sdk_method_works_unchanged(target: Any, images_over_http: Any, library: str) -> None:
+def test_every_sdk_method_works_unchanged(replicated_target: Any, images_over_http: Any, library: str) -> None:
+    target = replicated_target
     target.need(library)
     files, base = images_over_http
-    client = sdk_client(target, target.api_key, target.secret_key)
+    # Replica A adds and updates; replica B searches and deletes (one and the same gallery otherwise).
+    on_a = sdk_client(target, target.api_key, target.secret_key, url=target.urls[0])
+    on_b = sdk_client(target, target.api_key, target.secret_key, url=target.urls[-1])
     prefix, *names = METHODS[library]
-    add, add_url, search, search_url, update, update_url, update_sign, del_image, del_url, del_sign = (
-        getattr(client, prefix + n) for n in names)
+    add, add_url, _, _, update, update_url, update_sign, _, _, _ = (getattr(on_a, prefix + n) for n in names)
+    _, _, search, search_url, _, _, _, del_image, del_url, del_sign = (getattr(on_b, prefix + n) for n in names)
     size = (400, 320) if library == "product" else (320, 240)
     a, b, c = (target.image(seed, size) for seed in (71, 72, 73))
     files["/b.jpg"] = b

@@ -1,5 +1,9 @@
 """The local gallery over real HTTP on 127.0.0.1: every call, every error path, restarts, concurrency,
-and the `imgsync gallery` commands. The engine behind it is the real one (a real SQLite in tmp_path)."""
+and the `imgsync gallery` commands. The engine behind it is the real one.
+
+Tests taking `gallery` or `place` run twice: on a data dir (a real SQLite in tmp_path), and on a real
+PostgreSQL database served by two replicas, the client sending each call (token requests included)
+to the next replica in turn, so every answer also checks that the replicas act as one gallery."""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from typing import Any
 import pytest
 import requests
 from click.testing import CliRunner
-from conftest import make_image
+from conftest import Gallery, GalleryPlace, make_image
 
 from imgsync.cli import cli
 from imgsync.clock import FakeClock
@@ -37,14 +41,23 @@ def image_for(library: str, seed: int, **kw: Any) -> bytes:
 
 
 class Api:
-    """A bare-bones client: just enough HTTP to talk the protocol (the real client lives elsewhere)."""
+    """A bare-bones client: just enough HTTP to talk the protocol (the real client lives elsewhere).
+    Given several replicas, it sends each request to the next one in turn."""
 
-    def __init__(self, gallery: RunningGallery, ak: str | None = None, sk: str | None = None) -> None:
-        self.url = gallery.url
+    def __init__(self, gallery: RunningGallery | Gallery, ak: str | None = None, sk: str | None = None) -> None:
+        self.urls = list(getattr(gallery, "urls", [gallery.url]))
+        self._turn = 0
         self.http = requests.Session()
         self.http.trust_env = False
         self.ak, self.sk = ak or gallery.api_key, sk or gallery.secret_key
         self._token: str | None = None
+
+    @property
+    def url(self) -> str:
+        """The replica the next request goes to (and the one after it, next time)."""
+        url = self.urls[self._turn % len(self.urls)]
+        self._turn += 1
+        return url
 
     def token(self) -> str:
         if self._token is None:
@@ -65,8 +78,8 @@ class Api:
 
 
 @pytest.fixture
-def api(gallery_server: RunningGallery) -> Api:
-    return Api(gallery_server)
+def api(gallery: Gallery) -> Api:
+    return Api(gallery)
 
 
 class ImageHost:
@@ -126,10 +139,10 @@ def code(body: dict[str, Any]) -> int | None:
 # --- the token endpoint ---------------------------------------------------------------------------
 
 
-def test_token_get_and_post_give_an_sdk_compatible_answer(gallery_server: RunningGallery) -> None:
+def test_token_get_and_post_give_an_sdk_compatible_answer(gallery: Gallery) -> None:
     params = {"grant_type": "client_credentials", "client_id": "test-ak", "client_secret": "test-sk"}
-    got = requests.get(gallery_server.url + TOKEN_PATH, params=params)
-    posted = requests.post(gallery_server.url + TOKEN_PATH, data=params)
+    got = requests.get(gallery.url + TOKEN_PATH, params=params)
+    posted = requests.post(gallery.urls[-1] + TOKEN_PATH, data=params)
     for r in (got, posted):
         body = r.json()
         assert r.status_code == 200
@@ -144,17 +157,17 @@ def test_token_get_and_post_give_an_sdk_compatible_answer(gallery_server: Runnin
     ("nobody", "test-sk", 401, "invalid_client", "unknown client id"),
     ("test-ak", "wrong", 401, "invalid_client", "Client authentication failed"),
 ])
-def test_token_refused_for_bad_credentials(gallery_server: RunningGallery, client_id: str, secret: str,
+def test_token_refused_for_bad_credentials(gallery: Gallery, client_id: str, secret: str,
                                            status: int, error: str, description: str) -> None:
-    r = requests.get(gallery_server.url + TOKEN_PATH, params={
+    r = requests.get(gallery.url + TOKEN_PATH, params={
         "grant_type": "client_credentials", "client_id": client_id, "client_secret": secret})
     assert r.status_code == status
     assert r.json() == {"error": error, "error_description": description}
     assert "test-sk" not in r.text and "wrong" not in r.text
 
 
-def test_token_refused_for_other_grant_types(gallery_server: RunningGallery) -> None:
-    r = requests.post(gallery_server.url + TOKEN_PATH, data={"grant_type": "password", "client_id": "test-ak",
+def test_token_refused_for_other_grant_types(gallery: Gallery) -> None:
+    r = requests.post(gallery.url + TOKEN_PATH, data={"grant_type": "password", "client_id": "test-ak",
                                                              "client_secret": "test-sk"})
     assert r.status_code == 400 and r.json()["error"] == "unsupported_grant_type"
 
@@ -299,9 +312,9 @@ def test_node_sdk_token_quirk_and_any_host_header_are_accepted(api: Api) -> None
     assert r.status_code == 200 and "error_code" not in r.json()
 
 
-def test_expired_token_is_111_and_a_new_one_works(tmp_path: Path) -> None:
+def test_expired_token_is_111_and_a_new_one_works(place: GalleryPlace) -> None:
     clock = FakeClock()
-    gallery = start_in_thread(tmp_path, keys=[("k", "s")], token_ttl=100, clock=clock)
+    gallery = place.start(keys=[("k", "s")], token_ttl=100, clock=clock)
     try:
         api = Api(gallery)
         old = api.token()
@@ -413,15 +426,15 @@ def test_private_addresses_are_refused_unless_allowed_and_fetching_can_be_off(tm
 # --- persistence and concurrency -------------------------------------------------------------------
 
 
-def test_entries_and_tokens_survive_a_restart(tmp_path: Path) -> None:
-    first = start_in_thread(tmp_path, keys=[("k", "s")])
+def test_entries_and_tokens_survive_a_restart(place: GalleryPlace) -> None:
+    first = place.start(keys=[("k", "s")])
     api = Api(first)
     token = api.token()
     img = image_for("same_hq", 61)
     sign = api.call("same_hq", "add", {"image": B64(img), "brief": "kept", "tags": "5"})["cont_sign"]
     first.stop()
 
-    second = start_in_thread(tmp_path, keys=[("k", "s")])
+    second = place.start(keys=[("k", "s")])
     try:
         again = Api(second)
         hit = again.call("same_hq", "search", {"image": B64(img), "tags": "5"}, token=token)
@@ -429,29 +442,28 @@ def test_entries_and_tokens_survive_a_restart(tmp_path: Path) -> None:
     finally:
         second.stop()
     # A token is only good while its key is configured.
-    third = start_in_thread(tmp_path, keys=[("other", "s")])
+    third = place.start(keys=[("other", "s")])
     try:
         assert code(Api(third).call("same_hq", "search", {"image": B64(img)}, token=token)) == 110
     finally:
         third.stop()
 
 
-def test_a_created_key_is_saved_and_reused(tmp_path: Path) -> None:
-    first = start_in_thread(tmp_path)
+def test_a_created_key_is_saved_and_reused(place: GalleryPlace) -> None:
+    first = place.start()
     first.stop()
-    second = start_in_thread(tmp_path)
+    second = place.start()
     try:
         assert first.created_key and not second.created_key
         assert (second.api_key, second.secret_key) == (first.api_key, first.secret_key)
         assert code(Api(second).call("same_hq", "search", {"image": GOOD})) is None
-        if os.name == "posix":
-            assert (tmp_path / "server-key.json").stat().st_mode & 0o077 == 0
+        if os.name == "posix" and place.data_dir is not None:
+            assert (place.data_dir / "server-key.json").stat().st_mode & 0o077 == 0
     finally:
         second.stop()
 
 
-def test_concurrent_adds_and_searches_keep_every_entry_exactly_once(api: Api, gallery_server: RunningGallery
-                                                                    ) -> None:
+def test_concurrent_adds_and_searches_keep_every_entry_exactly_once(api: Api, gallery: Gallery) -> None:
     images = {seed: image_for("similar", seed) for seed in range(100, 124)}
 
     def work(seed: int) -> tuple[int, str]:
@@ -463,8 +475,7 @@ def test_concurrent_adds_and_searches_keep_every_entry_exactly_once(api: Api, ga
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         signs = dict(pool.map(work, images))
-    result = CliRunner().invoke(cli, ["gallery", "ls", "--data", str(gallery_server.data_dir),
-                                      "--library", "similar", "--json"])
+    result = CliRunner().invoke(cli, ["gallery", "ls", *gallery.place.cli_args(), "--library", "similar", "--json"])
     assert result.exit_code == 0, result.output
     listed = json.loads(result.stdout)
     assert sorted(e["cont_sign"] for e in listed) == sorted(signs.values())
@@ -477,10 +488,9 @@ def test_concurrent_adds_and_searches_keep_every_entry_exactly_once(api: Api, ga
 # --- the CLI ---------------------------------------------------------------------------------------
 
 
-def test_gallery_ls_prints_a_table_and_refuses_a_missing_dir(api: Api, gallery_server: RunningGallery,
-                                                               tmp_path: Path) -> None:
+def test_gallery_ls_prints_a_table_and_refuses_a_missing_dir(api: Api, gallery: Gallery, tmp_path: Path) -> None:
     sign = api.call("same_hq", "add", {"image": GOOD, "brief": "hello", "tags": "3,4"})["cont_sign"]
-    ok = CliRunner().invoke(cli, ["gallery", "ls", "--data", str(gallery_server.data_dir), "--library", "same_hq"])
+    ok = CliRunner().invoke(cli, ["gallery", "ls", *gallery.place.cli_args(), "--library", "same_hq"])
     assert ok.exit_code == 0 and ok.output.split("\n")[0].split("\t") == [sign, "tags=3,4", "hello"]
     missing = CliRunner().invoke(cli, ["gallery", "ls", "--data", str(tmp_path / "nope"), "--library", "same_hq"])
     assert missing.exit_code == 2 and "no local gallery data" in missing.output
@@ -538,7 +548,7 @@ def test_an_unexpected_exception_is_282000_logged_without_the_token(tmp_path: Pa
     from imgsync.localgallery.auth import Authority
     from imgsync.localgallery.fetch import UrlFetcher
 
-    authority = Authority(tmp_path, [("k", "s")])
+    authority = Authority([("k", "s")])
     token = str(authority.issue({"grant_type": "client_credentials", "client_id": "k",
                                  "client_secret": "s"}).body["access_token"])
     engine = _ExplodingEngine()
@@ -551,14 +561,13 @@ def test_an_unexpected_exception_is_282000_logged_without_the_token(tmp_path: Pa
                "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body)}
     with caplog.at_level("ERROR", logger="imgsync.localgallery"):
         out = b"".join(app(environ, lambda status, headers: statuses.append(status)))
-    authority.close()
     answer = json.loads(out)
     assert statuses == ["200 OK"] and answer["error_code"] == 282000 and answer["error_msg"] == "internal error"
     assert "RuntimeError" in caplog.text and "engine exploded" in caplog.text
     assert token not in caplog.text and token not in out.decode()
 
 
-def test_gallery_serve_on_a_taken_port_is_a_clear_error(gallery_server: RunningGallery, tmp_path: Path) -> None:
-    port = gallery_server.url.rsplit(":", 1)[1]
+def test_gallery_serve_on_a_taken_port_is_a_clear_error(gallery: Gallery, tmp_path: Path) -> None:
+    port = gallery.url.rsplit(":", 1)[1]
     result = CliRunner().invoke(cli, ["gallery", "serve", "--data", str(tmp_path), "--port", port])
     assert result.exit_code == 1 and f"cannot serve the local gallery on 127.0.0.1:{port}" in result.output

@@ -169,7 +169,10 @@ def test_the_wheel_ships_the_migrations_and_upgrades_from_them(tmp_path: Path) -
     [wheel] = wheel_dir.glob("imgsync-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"imgsync/migrations/env.py", "imgsync/migrations/script.py.mako",
-            "imgsync/migrations/versions/0001_initial.py", "imgsync/manifest/store.py"} <= names
+            "imgsync/migrations/versions/0001_initial.py", "imgsync/manifest/store.py",
+            # the local gallery's PostgreSQL schema, inside its package
+            "imgsync/localgallery/pg_migrations/env.py",
+            "imgsync/localgallery/pg_migrations/versions/0001_initial.py"} <= names
     assert not any(n.endswith("alembic.ini") for n in names)
 
     # A fresh venv holding only the wheel's imgsync; its dependencies come from this interpreter's

@@ -84,6 +84,10 @@ def cli(ctx: click.Context, config_path: Path | None, state_dir: Path | None, ve
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if verbose:
         logging.getLogger("imgsync").setLevel(logging.DEBUG if verbose >= 2 else logging.INFO)
+    else:
+        # The embedded gallery speaks through the client's errors (one line, the right exit code): its own
+        # server-side warnings would say the same thing twice. `gallery serve` turns them back on.
+        logging.getLogger("imgsync.localgallery").setLevel(logging.ERROR)
     ctx.obj = App(config_path, state_dir, quiet=quiet)
 
 

@@ -4,9 +4,15 @@
             ─► library enabled? (216017) ─► form body ─► protocol.parse_request (216xxx) ─► url fetch (2821xx) ─► Engine ─► JSON
 
 Every answer is JSON. API errors go out with HTTP 200 as {"error_code", "error_msg", "log_id"}, as the
-cloud does (api.md §5); only the token endpoint uses 400/401 for its OAuth-style errors. An unexpected
-exception becomes 282000 "internal error" and is logged here, with the access token redacted and
-without the request's form (which holds the image and brief). The server keeps serving either way.
+cloud does (api.md §5); only the token endpoint uses 400/401 for its OAuth-style errors. A store that
+cannot do the call now (its database unreachable, its disk full) answers 2 "Service temporarily
+unavailable" with the reason, which clients retry. An unexpected exception becomes 282000 "internal
+error" and is logged here, with the access token redacted and without the request's form (which holds
+the image and brief). The server keeps serving either way.
+
+GET /health (no token: for load balancers) answers 200 {"status": "ok", ...} when the gallery can
+serve, else 503 {"status": "unavailable", "error": why}; the body also names the store and the last
+change applied to this replica's indexes. It is not a cloud API: the cloud has no such path.
 """
 
 from __future__ import annotations
@@ -22,7 +28,14 @@ from urllib.parse import parse_qsl
 from imgsync.libraries import LIBRARIES, MAX_RESULTS, TOKEN_PATH, route_table
 from imgsync.localgallery import protocol
 from imgsync.localgallery.auth import Authority, TokenAnswer
-from imgsync.localgallery.errors import INTERNAL_ERROR, NOT_INITIALIZED, QPS_LIMIT, UNSUPPORTED_METHOD, ApiError
+from imgsync.localgallery.errors import (
+    INTERNAL_ERROR,
+    NOT_INITIALIZED,
+    QPS_LIMIT,
+    SERVICE_UNAVAILABLE,
+    UNSUPPORTED_METHOD,
+    ApiError,
+)
 from imgsync.localgallery.fetch import UrlFetcher
 from imgsync.localgallery.protocol import (
     AddRequest,
@@ -34,9 +47,11 @@ from imgsync.localgallery.protocol import (
     UpdateRequest,
 )
 from imgsync.localgallery.ratelimit import RateLimiter
+from imgsync.localgallery.store import StoreError
 
 log = logging.getLogger("imgsync.localgallery")
 
+HEALTH_PATH = "/health"
 _FORM_TYPE = "application/x-www-form-urlencoded"
 _JSON_HEADERS = [("Content-Type", "application/json;charset=utf-8")]
 _ROUTES = route_table()
@@ -60,6 +75,8 @@ class Engine(Protocol):
                class_ids: tuple[int | None, int | None] | None = None) -> None: ...
 
     def delete(self, library: str, cont_signs: Sequence[str]) -> int: ...
+
+    def health(self) -> dict[str, object]: ...
 
 
 def library_not_enabled(library: str) -> ApiError:
@@ -101,12 +118,14 @@ class GalleryApp:
             status, body = self._dispatch(environ)
         except ApiError as e:
             status, body = 200, {**e.payload(), "log_id": new_log_id()}
+        except StoreError as e:  # logged where it happened (the store knows the details)
+            status, body = 200, {**ApiError(SERVICE_UNAVAILABLE, str(e)).payload(), "log_id": new_log_id()}
         except Exception:  # noqa: BLE001 - the one place that turns a bug into an answer, not a crash
             log.error("internal error on %s %s:\n%s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"),
                       _redacted_traceback(environ))
             status, body = 200, {**ApiError(INTERNAL_ERROR).payload(), "log_id": new_log_id()}
         data = json.dumps(body, ensure_ascii=False).encode("utf-8")
-        reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized"}.get(status, "OK")
+        reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 503: "Service Unavailable"}.get(status, "OK")
         start_response(f"{status} {reason}", [*_JSON_HEADERS, ("Content-Length", str(len(data)))])
         return [data]
 
@@ -118,6 +137,8 @@ class GalleryApp:
         if path == TOKEN_PATH:
             answer = self._token(environ, method)
             return answer.status, answer.body
+        if path == HEALTH_PATH and method in ("GET", "HEAD"):
+            return self._health()
         route = _ROUTES.get(path)
         # Unknown paths and non-POST calls get the cloud's "no such API" answer (error 3).
         if route is None or method != "POST":
@@ -141,6 +162,11 @@ class GalleryApp:
             except ApiError:
                 pass  # an unreadable body simply adds no parameters
         return self._authority.issue(params)
+
+    def _health(self) -> tuple[int, dict[str, Any]]:
+        report = dict(self._engine.health())
+        ok = bool(report.pop("ok"))
+        return (200 if ok else 503), {"status": "ok" if ok else "unavailable", **report}
 
     # --- the calls -------------------------------------------------------------------------------
 

@@ -4,20 +4,34 @@ The HTTP layer (app.py) has already decoded base64 and fetched urls and validate
 pn and rn; the engine gets raw image bytes. Every refusal is an ApiError with the cloud's code.
 
 Per library: a matcher (matchers/, chosen by library name) turns a checked image (images.py) into
-features; the store (store.py, SQLite) keeps every entry durably; a FeatureTable keeps the same
-entries in memory as numpy columns for vectorised search. The table is rebuilt from the store at
-startup and changed in step with it under one lock, after the store has committed, so memory never
-holds an entry the file lacks. Decoding and feature extraction (the slow part) run outside the
-lock, so concurrent requests only serialise for the short store/table step.
+features; the store (store.py: SQLite in a data dir, or PostgreSQL shared by replicas) keeps every
+entry durably; a FeatureTable keeps the same entries in memory as numpy columns for vectorised
+search. The tables are a cache of the store: loaded from a snapshot at startup, then kept current
+by applying the store's change log in change-id order, so memory never holds an entry the store
+lacks and applies every write in the order it committed.
+
+A write commits in the store first (the store, not a look at the table, decides a duplicate: its
+unique constraint refuses the second of two racing adds, also across replicas) and is then applied
+here. When its change id directly follows the last one applied, it is applied as it is; otherwise
+the engine first catches up from the log (another thread's or another replica's writes came first).
+Decoding and feature extraction (the slow part) run outside every lock.
+
+A shared store (PostgreSQL) is written by other replicas too. Then a follower thread listens for
+their change notifications and applies them as they come (the replication delay is one round trip
+plus the apply), and every search first asks the store for its newest change id and catches up if
+it is behind: a write acknowledged by any replica before a search starts is in that search's
+results. If the store cannot be reached, calls fail with StoreUnavailable (the app answers error 2)
+rather than answer from a cache that may be stale, and health() says so.
 
 Identical image = identical bytes (images.py explains cont_sign).
 
 Each add also stores a reduced working copy of the image (images.encode_copy) and the matcher's
 variable-length data (keypoints) next to the entry. When a library's matcher changes between
 versions, the engine re-extracts every entry's features from those copies at startup (one log
-line per library); only entries without a copy (a data dir from the first release) make that
-impossible, and then the engine refuses to start with IndexVersionError rather than compare
-incompatible features. Matchers with their own index (faiss) keep it under <data dir>/index/<library>/.
+line per library; with replicas, one of them does it while the others wait); only entries without
+a copy (a data dir from the first release) make that impossible, and then the engine refuses to
+start with IndexVersionError rather than compare incompatible features. Matchers with their own
+index (faiss) keep it under <data dir>/index/<library>/ (SQLite) or rebuild it at start (PostgreSQL).
 """
 
 from __future__ import annotations
@@ -37,14 +51,27 @@ from imgsync.localgallery.images import cont_sign_of, decode_copy, encode_copy, 
 from imgsync.localgallery.matchers import Features, Matcher, matcher_for
 from imgsync.localgallery.matchers.ranking import filter_mask, rank_page
 from imgsync.localgallery.matchers.table import FeatureTable
-from imgsync.localgallery.store import DuplicateEntry, NewEntry, Store
+from imgsync.localgallery.store import (
+    Change,
+    ChangesPruned,
+    DuplicateEntry,
+    NewEntry,
+    Snapshot,
+    Store,
+    StoredEntry,
+    StoreError,
+)
+from imgsync.localgallery.store_sqlite import DB_NAME, INDEX_DIR, DataDirInUseError, SqliteStore
 
-DB_NAME = "gallery.sqlite3"
-INDEX_DIR = "index"
+__all__ = ["DB_NAME", "INDEX_DIR", "BulkEntry", "DataDirInUseError", "Engine", "IndexVersionError"]
 
 log = logging.getLogger(__name__)
 
 ClassIds = tuple[int | None, int | None]
+
+#: How often a follower checks the store when no notification comes (a lost notification, or a
+#: connection that died quietly, costs at most this much delay).
+FOLLOW_POLL = 1.0
 
 
 class IndexVersionError(RuntimeError):
@@ -69,49 +96,53 @@ class BulkEntry:
     class_ids: ClassIds = (None, None)
 
 
-class DataDirInUseError(RuntimeError):
-    """Another process serves this data dir (its in-memory indexes would diverge from ours)."""
-
-
 class Engine:
-    def __init__(self, data_dir: Path, *, read_only: bool = False) -> None:
-        """read_only: for looking at a data dir another process serves (listing entries): takes no
-        lock and never writes the indexes back. Otherwise the data dir is this engine's alone."""
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self._dir = data_dir
+    def __init__(self, location: Path | Store, *, read_only: bool = False) -> None:
+        """location: a data dir (the SQLite store, this engine's alone; read_only: for looking at a
+        data dir another process serves, taking no lock and never writing the indexes back) or an
+        open Store, which the engine then owns (closes)."""
+        self._store: Store = location if isinstance(location, Store) else SqliteStore(location, read_only=read_only)
         self._read_only = read_only
-        self._dir_lock = None if read_only else _lock_data_dir(data_dir)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()        # the tables
+        self._sync_lock = threading.Lock()   # one catch-up at a time
         self._libs: dict[str, _Library] = {}
+        self._applied = 0                    # every change up to this id is in the tables
+        self._closing = threading.Event()
+        self._follower: threading.Thread | None = None
+        self._follow_error: str | None = "starting"
+        self._wake: list[object] = []
         try:
-            self._store = Store(data_dir / DB_NAME)
-        except BaseException:
-            self._release()
-            raise
-        try:
-            for name in LIBRARIES:
-                self._libs[name] = self._load(name)
+            with self._store.exclusive():    # one replica at a time re-extracts
+                for name in LIBRARIES:
+                    self._check_matcher(name)
+            self._libs, self._applied = self._load_all()
         except BaseException:
             self._store.close()
-            self._release()
             raise
+        if self._store.shared:
+            self._follower = threading.Thread(target=self._follow, name="localgallery-follower", daemon=True)
+            self._follower.start()
+
+    @property
+    def store(self) -> Store:
+        return self._store
 
     def close(self) -> None:
+        self._closing.set()
+        if self._follower is not None:
+            for listener in list(self._wake):
+                listener.wake()  # type: ignore[attr-defined]
+            self._follower.join(timeout=10)
         with self._lock:
-            if not self._read_only:
+            index_dir = self._store.index_dir
+            if not self._read_only and index_dir is not None:
                 for name, lib in self._libs.items():
                     try:
-                        lib.matcher.save_index(self._index_dir(name))
+                        lib.matcher.save_index(index_dir / name)
                     except (OSError, RuntimeError) as e:  # faiss reports a failed write as RuntimeError
                         # The saved index is a cache: the next open rebuilds it from the stored features.
                         log.info("%s: index cache not saved (%s); it is rebuilt on the next start", name, e)
             self._store.close()
-            self._release()
-
-    def _release(self) -> None:
-        if self._dir_lock is not None:
-            self._dir_lock.close()  # closing the file drops the flock
-            self._dir_lock = None
 
     # --- the five operations ---------------------------------------------------------------------
 
@@ -120,17 +151,17 @@ class Engine:
         lib = self._lib(library)
         decoded = load_image(image, get_library(library))
         sign = cont_sign_of(image)
-        self._refuse_duplicate(lib, sign)           # cheap early answer before extraction
+        self._sync()
+        if sign in lib.table.pos:                   # cheap early answer before extraction
+            raise ApiError(ITEM_EXIST, "this image is already in the library", cont_sign=sign)
         feats = lib.matcher.extract(decoded.pixels)
         entry = NewEntry(sign, brief, _tags(tags), _classes(class_ids), lib.matcher.pack(feats),
                          extra=lib.matcher.pack_extra(feats), copy=encode_copy(decoded.pixels))
-        with self._lock:
-            self._refuse_duplicate(lib, sign)       # again: another thread may have won meanwhile
-            try:
-                seq = self._store.insert(library, entry)
-            except DuplicateEntry:
-                raise ApiError(ITEM_EXIST, f"this image is already in {library}", cont_sign=sign) from None
-            lib.table.append(seq, sign, brief, entry.tags, entry.class_ids, feats)
+        try:
+            change = self._store.insert(library, entry)
+        except DuplicateEntry:                      # another thread or replica won the race
+            raise ApiError(ITEM_EXIST, f"this image is already in {library}", cont_sign=sign) from None
+        self._advance([change])
         return sign
 
     def search(self, library: str, image: bytes, *, tags: tuple[int, ...] = (), tag_logic: int = 0,
@@ -141,7 +172,9 @@ class Engine:
         query = lib.matcher.extract_query(load_image(image, get_library(library)).pixels)
         if pn >= MAX_RESULTS:
             return [], False
+        self._sync()
         with self._lock:
+            lib = self._libs[library]               # (a reload may have replaced it)
             t = lib.table
             mask = filter_mask(t.alive[: t.n], t.tags[: t.n], t.class_ids[: t.n], want_tags=tags,
                                tag_logic=tag_logic, want_classes=class_ids)
@@ -156,34 +189,43 @@ class Engine:
 
     def update(self, library: str, cont_sign: str, *, brief: str | None = None,
                tags: tuple[int, ...] | None = None, class_ids: ClassIds | None = None) -> None:
-        lib = self._lib(library)
-        new_tags = None if tags is None else _tags(tags)
-        new_classes = None if class_ids is None else _classes(class_ids)
-        with self._lock:
-            if cont_sign not in lib.table.pos:
-                raise ApiError(ITEM_NOT_EXIST, f"no image with cont_sign {cont_sign} in {library}")
-            self._store.update(library, cont_sign, brief=brief, tags=new_tags, class_ids=new_classes)
-            lib.table.update(cont_sign, brief, new_tags, new_classes)
+        self._lib(library)
+        change = self._store.update(library, cont_sign, brief=brief, tags=None if tags is None else _tags(tags),
+                                    class_ids=None if class_ids is None else _classes(class_ids))
+        if change is None:
+            raise ApiError(ITEM_NOT_EXIST, f"no image with cont_sign {cont_sign} in {library}")
+        self._advance([change])
 
     def delete(self, library: str, cont_signs: Sequence[str]) -> int:
-        lib = self._lib(library)
-        with self._lock:
-            gone = self._store.delete(library, cont_signs)
-            for s in gone:
-                lib.table.remove(s)
-        if not gone:
+        self._lib(library)
+        change = self._store.delete(library, cont_signs)
+        if change is None:
             raise ApiError(ITEM_NOT_EXIST, f"none of the {len(cont_signs)} cont_sign(s) is in {library}")
-        return len(gone)
+        self._advance([change])
+        return len(change.cont_signs)
 
     def entries(self, library: str) -> list[dict[str, object]]:
-        lib = self._lib(library)
+        self._lib(library)
+        self._sync()
         with self._lock:
-            t = lib.table
+            t = self._libs[library].table
             live = [p for p in range(t.n) if t.alive[p]]
             return [{"cont_sign": t.signs[p], "brief": t.briefs[p],
                      "tags": [int(x) for x in t.tags[p] if x],
                      "class_id1": int(t.class_ids[p, 0]) or None,
                      "class_id2": int(t.class_ids[p, 1]) or None} for p in live]
+
+    def health(self) -> dict[str, object]:
+        """{"ok": bool, "store": its kind, "applied_change": id, "error": why not ok (only when not ok)}.
+        Asks the store now; a shared store also needs the follower to be connected."""
+        out: dict[str, object] = {"store": self._store.kind, "applied_change": self._applied}
+        try:
+            self._store.ping()
+        except StoreError as e:
+            return {**out, "ok": False, "error": str(e)}
+        if self._store.shared and self._follow_error is not None:
+            return {**out, "ok": False, "error": f"not following the database's changes: {self._follow_error}"}
+        return {**out, "ok": True}
 
     # --- bulk loading (benchmarks, imports) --------------------------------------------------------
 
@@ -206,17 +248,119 @@ class Engine:
     def _bulk_batch(self, library: str, lib: _Library, batch: list[BulkEntry]) -> int:
         news = [NewEntry(e.cont_sign, e.brief, _tags(e.tags), _classes(e.class_ids), lib.matcher.pack(e.features),
                          extra=lib.matcher.pack_extra(e.features)) for e in batch]
-        with self._lock:
-            try:
-                seqs = self._store.insert_many(library, news)
-            except DuplicateEntry as err:
-                raise ApiError(ITEM_EXIST, f"bulk load into {library}: {err}") from None
-            feats = lib.matcher.unpack_many([x.features for x in news])
-            lib.table.append_many(seqs, [x.cont_sign for x in news], [x.brief for x in news],
-                                  np.array([x.tags for x in news]), np.array([x.class_ids for x in news]), feats)
+        try:
+            changes = self._store.insert_many(library, news)
+        except DuplicateEntry as err:
+            raise ApiError(ITEM_EXIST, f"bulk load into {library}: {err}") from None
+        self._advance(changes)
         return len(news)
 
-    # --- internals -------------------------------------------------------------------------------
+    # --- keeping the tables current ----------------------------------------------------------------
+
+    def _sync(self) -> None:
+        """A shared store: catch up with every change committed before now (one round trip when
+        nothing is new)."""
+        if not self._store.shared:
+            return
+        before = self._applied   # the store had committed at least this much when it was asked
+        last = self._store.last_change()
+        if last < before:
+            # The database went back in time (restored from a backup, or a failover lost commits).
+            log.warning("the gallery database's change log is behind this replica's (%d < %d): reloading",
+                        last, before)
+            with self._sync_lock:
+                self._reload()
+        elif last > self._applied:
+            self._advance(newest=last)
+
+    def _advance(self, own: Sequence[Change] = (), newest: int | None = None) -> None:
+        """Bring the tables up to date with `own` (changes this engine just committed, contiguous)
+        or with the store's newest change."""
+        with self._sync_lock:
+            if own and own[-1].id <= self._applied:
+                return                              # a catch-up already applied them
+            if own and own[0].id == self._applied + 1:
+                self._apply(own)
+                return
+            while True:
+                try:
+                    batch = self._store.changes_since(self._applied)
+                except ChangesPruned as e:
+                    log.warning("%s: reloading every library from the store", e)
+                    self._reload()
+                    return
+                if not batch:
+                    if newest is not None and newest > self._applied:
+                        self._applied = newest  # ids with no change (none are made today; harmless)
+                    return
+                self._apply(batch)
+
+    def _apply(self, changes: Sequence[Change]) -> None:
+        """Apply committed changes, in id order, to the tables (idempotent for adds already there)."""
+        with self._lock:
+            pending: list[StoredEntry] = []
+            pending_lib: str | None = None
+
+            def flush() -> None:
+                if pending:
+                    assert pending_lib is not None
+                    _append(self._libs[pending_lib], pending)
+                    pending.clear()
+
+            for c in changes:
+                lib = self._libs.get(c.library)
+                if lib is None:
+                    continue
+                t = lib.table
+                if c.kind == "add":
+                    # Gone since (a later change deletes it), or already loaded from a snapshot.
+                    if c.entry is None or (t.n and c.entry.seq <= int(t.seq[t.n - 1])) \
+                            or (pending and pending_lib == c.library and c.entry.seq <= pending[-1].seq):
+                        continue
+                    if pending_lib != c.library:
+                        flush()
+                        pending_lib = c.library
+                    pending.append(c.entry)
+                    continue
+                flush()
+                if c.kind == "update":
+                    if c.cont_signs[0] in t.pos:
+                        t.update(c.cont_signs[0], c.brief, c.tags, c.class_ids)
+                else:
+                    for s in c.cont_signs:
+                        t.remove(s)
+            flush()
+            self._applied = changes[-1].id
+
+    def _follow(self) -> None:
+        """A shared store's follower: apply other replicas' changes as their notifications come, and
+        at least every FOLLOW_POLL seconds; reconnect (with a short backoff) when the connection is lost."""
+        delay = 0.1
+        while not self._closing.is_set():
+            try:
+                with self._store.listen() as listener:
+                    self._wake.append(listener)
+                    try:
+                        self._sync()                # whatever was missed while disconnected
+                        if self._follow_error is not None and self._follow_error != "starting":
+                            log.warning("gallery database %s is reachable again; following its changes",
+                                        self._store.describe())
+                        self._follow_error, delay = None, 0.1
+                        while not self._closing.is_set():
+                            listener.wait(FOLLOW_POLL)
+                            if not self._closing.is_set():
+                                self._sync()
+                    finally:
+                        self._wake.remove(listener)
+            except StoreError as e:
+                self._follow_error = str(e)
+            except Exception as e:  # noqa: BLE001 - the follower must outlive any one bad apply
+                log.exception("local gallery: following the database's changes failed")
+                self._follow_error = f"internal error ({type(e).__name__})"
+            self._closing.wait(delay)
+            delay = min(delay * 2, 2.0)
+
+    # --- loading -----------------------------------------------------------------------------------
 
     def _lib(self, library: str) -> _Library:
         try:
@@ -224,27 +368,32 @@ class Engine:
         except KeyError:
             raise KeyError(f"unknown library {library!r} (known: {', '.join(self._libs)})") from None
 
-    def _refuse_duplicate(self, lib: _Library, sign: str) -> None:
-        if sign in lib.table.pos:
-            raise ApiError(ITEM_EXIST, "this image is already in the library", cont_sign=sign)
-
-    def _index_dir(self, library: str) -> Path:
-        return self._dir / INDEX_DIR / library
-
-    def _load(self, name: str) -> _Library:
+    def _check_matcher(self, name: str) -> None:
         matcher = matcher_for(name)
         stored = self._store.matcher_of(name)
         if stored != matcher.name:
             if stored is not None and self._store.count(name):
                 self._reextract(name, stored, matcher)
             self._store.set_matcher(name, matcher.name)
+
+    def _load_all(self) -> tuple[dict[str, _Library], int]:
+        with self._store.snapshot() as snap:
+            return {name: self._load(name, snap) for name in LIBRARIES}, snap.last_change
+
+    def _reload(self) -> None:
+        """Replace every table with one loaded afresh (the change log no longer reaches back far enough)."""
+        libs, applied = self._load_all()
+        with self._lock:
+            self._libs, self._applied = libs, applied
+
+    def _load(self, name: str, snap: Snapshot) -> _Library:
+        matcher = matcher_for(name)
         table = FeatureTable(matcher.fields)
-        for rows in self._store.scan(name):
-            table.append_many((r.seq for r in rows), [r.cont_sign for r in rows], [r.brief for r in rows],
-                              np.array([r.tags for r in rows]), np.array([r.class_ids for r in rows]),
-                              matcher.unpack_many([r.features for r in rows]))
+        for rows in snap.scan(name):
+            _append(_Library(matcher, table), rows)
         table.extra_loader = self._store.extras
-        matcher.open_index(table, self._index_dir(name))
+        index_dir = self._store.index_dir
+        matcher.open_index(table, None if index_dir is None else index_dir / name)
         return _Library(matcher, table)
 
     def _reextract(self, name: str, stored: str, matcher: Matcher) -> None:
@@ -268,27 +417,10 @@ class Engine:
         log.warning("library %s: re-extracted %d entries in %.1f s", name, total, time.monotonic() - t0)
 
 
-def _lock_data_dir(data_dir: Path):  # -> the open lock file
-    """An exclusive flock on <data_dir>/lock, held while the engine is open (released by the kernel if
-    the process dies). Two engines on one data dir would each keep their own in-memory indexes and
-    save them over each other's."""
-    import fcntl
-    import os
-
-    f = open(data_dir / "lock", "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        holder = f.read().strip()
-        f.close()
-        raise DataDirInUseError(f"the gallery data dir {data_dir} is in use by another process"
-                                + (f" (pid {holder})" if holder else "")) from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"{os.getpid()}\n")
-    f.flush()
-    return f
+def _append(lib: _Library, rows: Sequence[StoredEntry]) -> None:
+    lib.table.append_many((r.seq for r in rows), [r.cont_sign for r in rows], [r.brief for r in rows],
+                          np.array([r.tags for r in rows]), np.array([r.class_ids for r in rows]),
+                          lib.matcher.unpack_many([r.features for r in rows]))
 
 
 def _tags(tags: tuple[int, ...]) -> tuple[int, int]:

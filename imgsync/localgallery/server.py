@@ -1,12 +1,17 @@
 """Running the local gallery: waitress serving GalleryApp, in a thread (tests, embedding) or in the
 foreground (the CLI, stopping cleanly on SIGINT/SIGTERM).
 
-The data dir holds everything that must survive a restart: the engine's SQLite and indexes, the
-issued tokens (tokens.sqlite) and, when no key is given, the server's own key (server-key.json).
+Where its state lives, one of:
+- a data dir (the default): the engine's SQLite and index files and, when no key is given, the
+  server's own key (server-key.json). One process at a time.
+- a PostgreSQL database (`database=`): entries, features, working copies and the server's own key.
+  Any number of processes may serve one database; each is a stateless replica (no local files).
+Tokens are stateless (auth.py): nothing to keep for them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,7 +29,7 @@ from waitress.server import create_server
 
 from imgsync.localgallery.clock import SYSTEM_CLOCK, Clock
 from imgsync.localgallery.app import GalleryApp, check_libraries
-from imgsync.localgallery.auth import DEFAULT_TOKEN_TTL, Authority, load_or_create_key
+from imgsync.localgallery.auth import DEFAULT_TOKEN_TTL, Authority
 from imgsync.localgallery.fetch import DEFAULT_TIMEOUT, UrlFetcher
 from imgsync.localgallery.ratelimit import RateLimiter
 
@@ -41,44 +46,62 @@ class RunningGallery:
     url: str
     api_key: str
     secret_key: str
-    data_dir: Path
+    #: The data dir (SQLite), or None when the gallery lives in a database.
+    data_dir: Path | None
     #: True when this start created the key (the CLI prints the secret only then).
     created_key: bool = False
     #: The enabled libraries, or None when all are.
     libraries: tuple[str, ...] | None = None
+    #: Where the gallery's state lives, for messages ("SQLite /path" or "PostgreSQL host:port/db", no password).
+    store: str = ""
     _stop: Callable[[], None] = field(default=lambda: None, repr=False)
 
     def stop(self) -> None:
         self._stop()
 
 
-def start_in_thread(data_dir: Path | str, *, host: str = "127.0.0.1", port: int = 0,
-                    keys: list[tuple[str, str]] | None = None, qps: float | None = None,
+def start_in_thread(data_dir: Path | str | None = None, *, database: str | None = None, host: str = "127.0.0.1",
+                    port: int = 0, keys: list[tuple[str, str]] | None = None, qps: float | None = None,
                     allow_private_urls: bool = False, allow_url_fetch: bool = True,
                     token_ttl: int = DEFAULT_TOKEN_TTL, threads: int = 4, clock: Clock = SYSTEM_CLOCK,
                     fetch_timeout: float = DEFAULT_TIMEOUT,
                     libraries: Collection[str] | None = None) -> RunningGallery:
     """Start serving on a daemon thread; returns once the socket is listening (port 0 → ephemeral).
 
+    Its state: `data_dir` (SQLite) or `database` (a postgresql:// URL), exactly one.
     `libraries`: the libraries enabled (None: all); calls to the others answer 216017 "not initialized"."""
     from imgsync.localgallery.engine import Engine  # the search engine; imported late, it is heavy
+    from imgsync.localgallery.store import open_store
 
     enabled = check_libraries(libraries)  # ValueError before anything is started
-    data_dir = Path(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    if (data_dir is None) == (database is None):
+        raise ValueError("serve either a data dir or a database")
+    data_dir = None if data_dir is None else Path(data_dir)
     # One listening socket: a name such as "localhost" may resolve to several addresses, and waitress
     # would then bind each (on different ephemeral ports for port 0). Serve on the first one.
     host = str(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0])
-    created = False
-    own_key = not keys
-    if not keys:
-        key, created = load_or_create_key(data_dir)
-        keys = [key]
-    engine = Engine(data_dir)  # takes the data dir's lock: DataDirInUseError if another process serves it
+    if data_dir is not None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        store = open_store(data_dir)      # takes the data dir's lock: DataDirInUseError if another process serves it
+    else:
+        from imgsync.localgallery.store_pg import PostgresStore
+
+        assert database is not None
+        store = PostgresStore(database, pool_size=threads + 2)
     socket_map: dict[int, Any] = {}
-    authority = None
     try:
-        authority = Authority(data_dir, keys, ttl=token_ttl, clock=clock)
+        created = False
+        own_key = not keys
+        if not keys:
+            key, created = store.load_or_create_key()
+            keys = [key]
+        realm = store.token_realm()
+        engine = Engine(store)            # owns the store from here on
+    except BaseException:
+        store.close()
+        raise
+    try:
+        authority = Authority(keys, ttl=token_ttl, clock=clock, realm=realm)
         app = GalleryApp(
             engine, authority,
             UrlFetcher(enabled=allow_url_fetch, allow_private=allow_private_urls, timeout=fetch_timeout,
@@ -93,12 +116,11 @@ def start_in_thread(data_dir: Path | str, *, host: str = "127.0.0.1", port: int 
         # A failed bind leaves waitress's half-made sockets in the map: close them, not leak them.
         wasyncore.close_all(socket_map, ignore_all=True)
         engine.close()
-        if authority is not None:
-            authority.close()
         raise
     thread = threading.Thread(target=server.run, name="localgallery-http", daemon=True)
     thread.start()
     stopped = threading.Event()
+    announce = own_key and data_dir is not None
 
     def stop() -> None:
         if stopped.is_set():
@@ -111,19 +133,21 @@ def start_in_thread(data_dir: Path | str, *, host: str = "127.0.0.1", port: int 
         server.task_dispatcher.shutdown(timeout=5)
         _pull(server, lambda: wasyncore.close_all(server._map, ignore_all=True))
         thread.join(timeout=10)
-        if own_key:
+        if announce:
+            assert data_dir is not None
             _forget_serving(data_dir, url)
         engine.close()
-        authority.close()
 
     bound_host = server.effective_host
     shown = f"[{bound_host}]" if ":" in str(bound_host) else bound_host
     url = f"http://{shown}:{server.effective_port}"
-    if own_key:
-        _announce_serving(data_dir, url)
-    return RunningGallery(url=url, api_key=keys[0][0],
-                          secret_key=keys[0][1], data_dir=data_dir, created_key=created,
-                          libraries=tuple(sorted(enabled)) if enabled is not None else None, _stop=stop)
+    if announce:
+        assert data_dir is not None
+        with contextlib.suppress(OSError):  # a courtesy for `imgsync search`: a full disk must not stop the start
+            _announce_serving(data_dir, url)
+    return RunningGallery(url=url, api_key=keys[0][0], secret_key=keys[0][1], data_dir=data_dir,
+                          created_key=created, libraries=tuple(sorted(enabled)) if enabled is not None else None,
+                          store=store.describe(), _stop=stop)
 
 
 SERVING_FILE = "serving.json"
@@ -165,7 +189,8 @@ def _pull(server: Any, thunk: Callable[[], None]) -> None:
             pass
 
 
-def serve_forever(data_dir: Path | str, *, echo: Callable[[str], None] = print, **options: Any) -> None:
+def serve_forever(data_dir: Path | str | None = None, *, echo: Callable[[str], None] = print,
+                  **options: Any) -> None:
     """Serve in the foreground until SIGINT or SIGTERM (the CLI's `imgsync gallery serve`).
 
     Prints the URL and, only when this start created the key, the key and secret: the operator needs
@@ -177,17 +202,27 @@ def serve_forever(data_dir: Path | str, *, echo: Callable[[str], None] = print, 
         done.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    running = start_in_thread(data_dir, **options)
     try:
-        echo(f"local gallery serving at {running.url} (data: {running.data_dir})")
+        running = start_in_thread(data_dir, **options)
+    except BaseException:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        raise
+    where = running.data_dir if running.data_dir is not None else "the database"
+    try:
+        # "(data: DIR)" for a data dir (scripts and tests read the dir from this first line).
+        echo(f"local gallery serving at {running.url} "
+             + (f"(data: {running.data_dir})" if running.data_dir is not None else f"({running.store})"))
         if running.libraries is not None:
             echo(f"libraries enabled: {', '.join(running.libraries)} (the others answer 216017 not initialized)")
         if running.created_key:
             echo(f"created API key: {running.api_key}")
             echo(f"secret key: {running.secret_key}")
-            echo(f"(saved in {running.data_dir / 'server-key.json'}; reused on the next start)")
+            echo(f"(saved in {where if running.data_dir is None else running.data_dir / 'server-key.json'}; "
+                 "reused on the next start)")
         elif not options.get("keys"):
-            echo(f"API key: {running.api_key} (secret in {running.data_dir / 'server-key.json'})")
+            echo(f"API key: {running.api_key} (secret in "
+                 f"{where if running.data_dir is None else running.data_dir / 'server-key.json'})")
         while not done.wait(0.5):
             pass
     finally:

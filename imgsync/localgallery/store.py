@@ -1,63 +1,46 @@
-"""The local gallery's durable state: one SQLite file holding every library's entries.
+"""The local gallery's durable state: one storage interface, two implementations.
 
-One row per entry: library, cont_sign (unique per library), brief, up to two tags, product class
-ids, the matcher's features as one blob, and `seq`, an AUTOINCREMENT key that records insertion
-order (never reused, so it also breaks ranking ties the same way after a restart). Tags and class
-ids use 0 for "none" (the valid range is 1..65535).
+- SqliteStore (store_sqlite.py): one SQLite file in a data dir, served by one process at a time.
+  The default: nothing to install or run.
+- PostgresStore (store_pg.py): a PostgreSQL database that any number of `gallery serve` replicas
+  share. Each replica keeps its search indexes in memory as a cache of the database.
 
-Two side tables, keyed by seq, hold what does not belong in the entries row: `extras`, a
-matcher's variable-length data (keypoints; read only for the few rows a search verifies), and
-`copies`, a reduced working copy of each added image (JPEG, ≤ images.WORK_SIDE px) from which the
-engine re-extracts features when a library's matcher changes.
+What both hold, per library: entries (cont_sign unique per library, brief, up to two tags, product
+class ids, the matcher's features as one blob, its variable-length data, a reduced working copy of
+the image); which matcher wrote the features; and a change log.
 
-Schema versions (PRAGMA user_version): 0 = the first release (entries + libraries only); 2 = with
-extras and copies. Opening a version-0 file migrates it in place (the side tables are added
-empty: its entries have no copies). A file from a newer version is refused (StoreVersionError).
+The change log is how in-memory indexes stay current. Every write transaction (add, update, batch
+delete) takes the next change id from a one-row counter that it holds locked until it commits, so
+change ids are gap-free and commit in id order: whoever has applied every change up to N and reads
+the changes after N misses nothing. An add's change carries the entry's seq (its position in
+insertion order, which also breaks ranking ties), so seqs, too, grow in commit order. Old changes
+are pruned; a reader that fell behind the pruning (ChangesPruned) reloads everything from a
+snapshot instead.
 
-Concurrency: one connection shared by all threads, serialised by a lock (SQLite allows one writer
-at a time anyway). WAL journal + synchronous=NORMAL make each single-row commit cheap while a crash
-can lose at most the last commits, never corrupt the file. Only one process may open a data dir.
+Errors a store raises for its callers to answer: DuplicateEntry (the unique constraint refused the
+cont_sign: this, not a look before the insert, decides a race), StoreUnavailable (the database
+cannot be reached; nothing is known to have been written), StoreFull (out of disk space; nothing
+was written), StoreVersionError (written by a newer imgsync).
 """
 
 from __future__ import annotations
 
-import sqlite3
+import contextlib
+import logging
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar, Literal
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS libraries (
-    name     TEXT PRIMARY KEY,
-    matcher  TEXT NOT NULL           -- which matcher wrote the features of this library's entries
-);
-CREATE TABLE IF NOT EXISTS entries (
-    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
-    library    TEXT    NOT NULL,
-    cont_sign  TEXT    NOT NULL,
-    brief      TEXT    NOT NULL,
-    tag1       INTEGER NOT NULL DEFAULT 0,
-    tag2       INTEGER NOT NULL DEFAULT 0,
-    class_id1  INTEGER NOT NULL DEFAULT 0,
-    class_id2  INTEGER NOT NULL DEFAULT 0,
-    features   BLOB    NOT NULL,
-    UNIQUE (library, cont_sign)
-);
-"""
+log = logging.getLogger("imgsync.localgallery")
 
-_SCHEMA_V2 = """
-CREATE TABLE IF NOT EXISTS extras (
-    seq   INTEGER PRIMARY KEY,       -- entries.seq
-    data  BLOB    NOT NULL
-);
-CREATE TABLE IF NOT EXISTS copies (
-    seq   INTEGER PRIMARY KEY,       -- entries.seq
-    jpeg  BLOB    NOT NULL
-);
-"""
-
-SCHEMA_VERSION = 2
+#: Changes older than this are pruned from the log (a replica that was cut off longer reloads).
+CHANGE_RETENTION = 3600.0
+#: Pruning runs in the write transaction of every PRUNE_EVERY-th change.
+PRUNE_EVERY = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,194 +66,235 @@ class NewEntry:
     copy: bytes | None = None
 
 
+ChangeKind = Literal["add", "update", "delete"]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One committed write, as the in-memory indexes apply it."""
+
+    id: int
+    library: str
+    kind: ChangeKind
+    cont_signs: tuple[str, ...]
+    #: add: the entry as stored; None when it has been deleted since (a later change says so)
+    entry: StoredEntry | None = None
+    #: update: the new values; None = unchanged
+    brief: str | None = None
+    tags: tuple[int, int] | None = None
+    class_ids: tuple[int, int] | None = None
+
+
 class DuplicateEntry(Exception):
     """The library already holds this cont_sign."""
 
 
 class StoreVersionError(RuntimeError):
-    """The data dir was written by a newer imgsync than this one."""
+    """The store was written by a newer imgsync than this one."""
 
 
-class Store:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._migrate()
+class StoreError(Exception):
+    """The store cannot do this now. str() is safe to show a client (no address, no password)."""
 
-    def _migrate(self) -> None:
-        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
-        if version > SCHEMA_VERSION:
-            self._db.close()
-            raise StoreVersionError(f"{self.path} has store schema {version}; this imgsync reads up to "
-                                    f"{SCHEMA_VERSION}: upgrade imgsync or use another data dir")
-        if version == SCHEMA_VERSION:
-            return
-        # 0 → 2 (a new file, or one from the first release): add the side tables, in one transaction.
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            for stmt in (_SCHEMA + _SCHEMA_V2).split(";"):
-                if stmt.strip():
-                    self._db.execute(stmt)
-            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+class StoreUnavailable(StoreError):
+    """The database cannot be reached (down, restarting, network): nothing is known to be written,
+    except for a commit that was cut off, which the client's retry settles (216681 on a re-add)."""
 
-    def matcher_of(self, library: str) -> str | None:
-        with self._lock:
-            row = self._db.execute("SELECT matcher FROM libraries WHERE name = ?", (library,)).fetchone()
-        return row[0] if row else None
 
-    def set_matcher(self, library: str, matcher: str) -> None:
-        with self._lock:
-            self._db.execute("INSERT INTO libraries (name, matcher) VALUES (?, ?) "
-                             "ON CONFLICT(name) DO UPDATE SET matcher = excluded.matcher", (library, matcher))
+class StoreFull(StoreError):
+    """Out of disk space: the write was not made."""
 
-    def count(self, library: str) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM entries WHERE library = ?", (library,)).fetchone()[0])
 
-    def insert(self, library: str, entry: NewEntry) -> int:
-        """Store one entry and commit; its seq. DuplicateEntry if the cont_sign is already there."""
+class ChangesPruned(Exception):
+    """The changes after the asked-for id are no longer all in the log: reload from a snapshot."""
+
+
+class Snapshot(ABC):
+    """A consistent view for loading the in-memory indexes: every entry committed up to
+    `last_change`, and none after it."""
+
+    last_change: int
+
+    @abstractmethod
+    def scan(self, library: str, batch: int = 10_000) -> Iterator[list[StoredEntry]]:
+        """Every entry of `library` in seq order, in batches."""
+
+
+class Listener(ABC):
+    """A subscription to the store's change notifications (stores that other processes write)."""
+
+    @abstractmethod
+    def wait(self, timeout: float) -> None:
+        """Return when a change may have been committed, or after `timeout` seconds.
+        StoreUnavailable when the connection is lost."""
+
+    @abstractmethod
+    def wake(self) -> None:
+        """Make a wait() in another thread return now (best effort: when the store is down, wait()
+        returns at its timeout)."""
+
+
+class Store(ABC):
+    #: "sqlite" or "postgresql" (what /health may tell anyone: no address)
+    kind: ClassVar[str]
+    #: Other processes write to this store too: the engine must follow its change log.
+    shared: ClassVar[bool] = False
+    #: Where matchers may keep index files (None: indexes are built in memory at each start).
+    index_dir: Path | None = None
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the data lives, for messages (never a password)."""
+
+    # --- matchers ---------------------------------------------------------------------------------
+
+    @abstractmethod
+    def matcher_of(self, library: str) -> str | None: ...
+
+    @abstractmethod
+    def set_matcher(self, library: str, matcher: str) -> None: ...
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Held while one process checks and re-extracts the libraries' features at startup."""
+        yield
+
+    # --- writes: each commits before it returns and answers with its change(s) -------------------
+
+    def insert(self, library: str, entry: NewEntry) -> Change:
+        """Store one entry; DuplicateEntry if the library holds its cont_sign already."""
         return self.insert_many(library, [entry])[0]
 
-    def insert_many(self, library: str, entries: Sequence[NewEntry]) -> list[int]:
-        """Store entries in one transaction (all or none); their seqs, in order."""
-        seqs: list[int] = []
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                for e in entries:
-                    cur = self._db.execute(
-                        "INSERT INTO entries (library, cont_sign, brief, tag1, tag2, class_id1, class_id2, features)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (library, e.cont_sign, e.brief, *e.tags, *e.class_ids, e.features))
-                    seq = int(cur.lastrowid or 0)
-                    seqs.append(seq)
-                    if e.extra is not None:
-                        self._db.execute("INSERT INTO extras (seq, data) VALUES (?, ?)", (seq, e.extra))
-                    if e.copy is not None:
-                        self._db.execute("INSERT INTO copies (seq, jpeg) VALUES (?, ?)", (seq, e.copy))
-                self._db.execute("COMMIT")
-            except sqlite3.IntegrityError as err:
-                self._db.execute("ROLLBACK")
-                raise DuplicateEntry(str(err)) from None
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        return seqs
+    @abstractmethod
+    def insert_many(self, library: str, entries: Sequence[NewEntry]) -> list[Change]:
+        """Store entries in one transaction (all or none); one add change each, in order."""
 
+    @abstractmethod
     def update(self, library: str, cont_sign: str, *, brief: str | None = None,
-               tags: tuple[int, int] | None = None, class_ids: tuple[int, int] | None = None) -> bool:
-        """Change the given fields; False if the entry does not exist."""
-        sets: list[str] = []
-        args: list[object] = []
-        if brief is not None:
-            sets.append("brief = ?")
-            args.append(brief)
-        if tags is not None:
-            sets.append("tag1 = ?, tag2 = ?")
-            args.extend(tags)
-        if class_ids is not None:
-            sets.append("class_id1 = ?, class_id2 = ?")
-            args.extend(class_ids)
-        if not sets:
-            return self.contains(library, cont_sign)
-        with self._lock:
-            cur = self._db.execute(f"UPDATE entries SET {', '.join(sets)} WHERE library = ? AND cont_sign = ?",
-                                   (*args, library, cont_sign))
-        return cur.rowcount > 0
+               tags: tuple[int, int] | None = None, class_ids: tuple[int, int] | None = None) -> Change | None:
+        """Change the given fields; None (and nothing written) if the entry does not exist."""
 
-    def contains(self, library: str, cont_sign: str) -> bool:
-        with self._lock:
-            return self._db.execute("SELECT 1 FROM entries WHERE library = ? AND cont_sign = ?",
-                                    (library, cont_sign)).fetchone() is not None
+    @abstractmethod
+    def delete(self, library: str, cont_signs: Iterable[str]) -> Change | None:
+        """Delete in one transaction; the change lists the cont_signs that existed (None: none did)."""
 
-    def delete(self, library: str, cont_signs: Iterable[str]) -> list[str]:
-        """Delete in one transaction; the cont_signs that existed."""
-        gone: list[str] = []
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for s in dict.fromkeys(cont_signs):
-                    row = self._db.execute("SELECT seq FROM entries WHERE library = ? AND cont_sign = ?",
-                                           (library, s)).fetchone()
-                    if row is None:
-                        continue
-                    for table in ("entries", "extras", "copies"):
-                        self._db.execute(f"DELETE FROM {table} WHERE seq = ?", (row[0],))
-                    gone.append(s)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        return gone
+    # --- reads -------------------------------------------------------------------------------------
 
-    def scan(self, library: str, batch: int = 10_000) -> Iterator[list[StoredEntry]]:
-        """Every entry of `library` in insertion order, in batches (for loading the index)."""
-        last = 0
-        while True:
-            with self._lock:
-                rows = self._db.execute(
-                    "SELECT seq, cont_sign, brief, tag1, tag2, class_id1, class_id2, features FROM entries"
-                    " WHERE library = ? AND seq > ? ORDER BY seq LIMIT ?", (library, last, batch)).fetchall()
-            if not rows:
-                return
-            yield [StoredEntry(r[0], r[1], r[2], (r[3], r[4]), (r[5], r[6]), r[7]) for r in rows]
-            last = rows[-1][0]
+    @abstractmethod
+    def count(self, library: str) -> int: ...
 
-    # --- variable-length data and working copies ------------------------------------------------
+    @abstractmethod
+    def entries(self, library: str) -> list[dict[str, object]]:
+        """A library's entries without their features, in insertion order (for listing)."""
 
+    @abstractmethod
     def extras(self, seqs: Sequence[int]) -> dict[int, bytes]:
         """{seq: variable-length blob} for those of `seqs` that have one."""
-        out: dict[int, bytes] = {}
-        with self._lock:
-            for i in range(0, len(seqs), 500):
-                chunk = seqs[i:i + 500]
-                marks = ",".join("?" * len(chunk))
-                out.update(self._db.execute(f"SELECT seq, data FROM extras WHERE seq IN ({marks})", chunk))
-        return out
 
+    @abstractmethod
+    def snapshot(self) -> contextlib.AbstractContextManager[Snapshot]: ...
+
+    @abstractmethod
+    def last_change(self) -> int:
+        """The id of the newest committed change."""
+
+    @abstractmethod
+    def changes_since(self, after: int, limit: int = 1000) -> list[Change]:
+        """Committed changes with id > after, oldest first, at most `limit`; ChangesPruned if some of
+        them are gone from the log."""
+
+    def ping(self) -> None:
+        """StoreUnavailable unless the store answers now."""
+
+    def listen(self) -> contextlib.AbstractContextManager[Listener]:
+        """Subscribe to change notifications (shared stores only)."""
+        raise NotImplementedError(f"{type(self).__name__} is not shared: nothing to follow")
+
+    # --- re-extraction when a library's matcher changes -------------------------------------------
+
+    @abstractmethod
     def count_without_copy(self, library: str) -> int:
         """Entries of `library` that have no working copy (added by the first release, or bulk-loaded)."""
-        with self._lock:
-            return int(self._db.execute(
-                "SELECT count(*) FROM entries e WHERE e.library = ? AND NOT EXISTS "
-                "(SELECT 1 FROM copies c WHERE c.seq = e.seq)", (library,)).fetchone()[0])
 
+    @abstractmethod
     def scan_copies(self, library: str, batch: int = 256) -> Iterator[list[tuple[int, bytes]]]:
         """(seq, working copy JPEG) of every entry of `library` that has one, in insertion order."""
-        last = 0
-        while True:
-            with self._lock:
-                rows = self._db.execute(
-                    "SELECT e.seq, c.jpeg FROM entries e JOIN copies c ON c.seq = e.seq"
-                    " WHERE e.library = ? AND e.seq > ? ORDER BY e.seq LIMIT ?", (library, last, batch)).fetchall()
-            if not rows:
-                return
-            yield [(int(r[0]), r[1]) for r in rows]
-            last = rows[-1][0]
 
+    @abstractmethod
     def replace_features(self, rows: Sequence[tuple[int, bytes, bytes | None]]) -> None:
-        """Overwrite (seq, features, extra) of existing entries in one transaction (re-extraction)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for seq, feats, extra in rows:
-                    self._db.execute("UPDATE entries SET features = ? WHERE seq = ?", (feats, seq))
-                    self._db.execute("DELETE FROM extras WHERE seq = ?", (seq,))
-                    if extra is not None:
-                        self._db.execute("INSERT INTO extras (seq, data) VALUES (?, ?)", (seq, extra))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        """Overwrite (seq, features, extra) of existing entries in one transaction."""
+
+    # --- the gallery's own API key (when no --key is given), and its token realm --------------------
+
+    @abstractmethod
+    def token_realm(self) -> str:
+        """A random value made with the store: access tokens are signed with it too, so a token is good
+        on every replica of this gallery and on no other gallery, even one with the same key pair."""
+
+    @abstractmethod
+    def load_or_create_key(self) -> tuple[tuple[str, str], bool]:
+        """The gallery's own key pair, created on first use: ((key, secret), created). Replicas
+        starting together agree on one pair."""
+
+
+def open_store(data_dir: Path | None = None, *, database: str | None = None, read_only: bool = False) -> Store:
+    """The SQLite store of `data_dir`, or the PostgreSQL store at `database` (a postgresql:// URL
+    or libpq conninfo). Exactly one of the two."""
+    if (data_dir is None) == (database is None):
+        raise ValueError("give either a data dir (SQLite) or a database (PostgreSQL), not both or neither")
+    if database is not None:
+        from imgsync.localgallery.store_pg import PostgresStore  # needs the `postgres` extra
+
+        return PostgresStore(database)
+    from imgsync.localgallery.store_sqlite import SqliteStore
+
+    assert data_dir is not None
+    return SqliteStore(data_dir, read_only=read_only)
+
+
+def paged(fetch: Callable[[int], list[Any]]) -> Iterator[list[Any]]:
+    """Batches of rows keyed by seq (their first column), from fetch(after_seq), until one is empty."""
+    after = 0
+    while rows := fetch(after):
+        yield rows
+        after = int(rows[-1][0])
+
+
+_warned_at: dict[str, float] = {}
+_warn_lock = threading.Lock()
+
+
+def warn_now_and_then(what: str, message: str, *args: object, every: float = 10.0) -> None:
+    """Log a warning about `what` at most once per `every` seconds: a database that is down for an
+    hour must not write a line per request."""
+    now = time.monotonic()
+    with _warn_lock:
+        if now - _warned_at.get(what, -every) < every:
+            return
+        _warned_at[what] = now
+    log.warning(message, *args)
+
+
+def listed_entry(cont_sign: str, brief: str, tag1: int, tag2: int, class_id1: int, class_id2: int) -> dict[str, object]:
+    return {"cont_sign": cont_sign, "brief": brief, "tags": [t for t in (tag1, tag2) if t],
+            "class_id1": class_id1 or None, "class_id2": class_id2 or None}
+
+
+def _pair(a: int | None, b: int | None) -> tuple[int, int] | None:
+    return None if a is None else (int(a), int(b or 0))
+
+
+def change_from_row(r: Sequence[Any]) -> Change:
+    """A changes row joined with its add's entry → Change. Columns: id, library, kind, cont_signs,
+    brief, tag1, tag2, class_id1, class_id2, then the entry's seq, cont_sign, brief, tag1, tag2,
+    class_id1, class_id2, features (NULL when the change is not an add or its entry is gone)."""
+    cid, library, kind, signs, brief, t1, t2, c1, c2 = r[:9]
+    entry = None
+    if kind == "add" and r[9] is not None:
+        entry = StoredEntry(int(r[9]), r[10], r[11], (r[12], r[13]), (r[14], r[15]), bytes(r[16]))
+    return Change(int(cid), library, kind, tuple(signs.split(";")), entry=entry, brief=brief,
+                  tags=_pair(t1, t2), class_ids=_pair(c1, c2))

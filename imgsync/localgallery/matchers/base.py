@@ -22,7 +22,8 @@ Optional parts, for matchers that need more than fixed-size columns (keypoint ma
 - extract_query(): features of a search query, when they differ from an entry's (e.g. the
   mirrored picture as well, for flipped copies). Defaults to extract().
 - open_index() / save_index(): a matcher that keeps its own index (faiss) next to the table is
-  told where the data dir is after the table is loaded, and asked to save it at shutdown.
+  told where the data dir is after the table is loaded (or that there is none), and asked to save
+  it at shutdown when there is one.
 """
 
 from __future__ import annotations
@@ -81,9 +82,10 @@ class Matcher(ABC):
         """Features of a search query; by default the same as an entry's."""
         return self.extract(img)
 
-    def open_index(self, table: FeatureTable, directory: Path) -> None:
+    def open_index(self, table: FeatureTable, directory: Path | None) -> None:
         """Called once the library's table is loaded; `directory` is where the matcher may keep
-        index files. Default: the table is the whole index."""
+        index files (None: nowhere, build it in memory; stateless replicas on PostgreSQL). Default:
+        the table is the whole index."""
 
     def save_index(self, directory: Path) -> None:
         """Called at shutdown; persist whatever open_index() would otherwise rebuild."""

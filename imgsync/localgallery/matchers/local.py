@@ -107,9 +107,9 @@ class LocalFeatureMatcher(Matcher):
 
     # --- index -----------------------------------------------------------------------------------
 
-    def open_index(self, table: FeatureTable, directory: Path) -> None:
+    def open_index(self, table: FeatureTable, directory: Path | None) -> None:
         self._table = table
-        if not self._votes.load(directory / "votes.faiss", self.name):
+        if directory is None or not self._votes.load(directory / "votes.faiss", self.name):
             self._votes.rebuild(table)
         self._votes.sync(table)
 
