@@ -109,12 +109,14 @@ def _variants(items: dict[str, Image.Image], edits: dict[str, Callable], rng: np
     return {e: [(n, f(fit(im, library), rng)) for n, im in items.items()] for e, f in edits.items()}
 
 
-def _outside_encodings(items: Iterable[Image.Image]) -> list[bytes]:
-    """Each outside picture as sent (q92) and as a smaller re-compressed copy."""
+def _outside_encodings(items: Iterable[Image.Image], library: str) -> list[bytes]:
+    """Each outside picture as sent (q92) and as a smaller re-compressed copy (never below the
+    library's minimum side)."""
     out = []
     for im in items:
-        out.append(encode(im, 92))
-        out.append(encode(im.resize((max(60, im.width * 3 // 5), max(60, im.height * 3 // 5))), 60))
+        out.append(encode(fit(im, library), 92))
+        small = im.resize((max(60, im.width * 3 // 5), max(60, im.height * 3 // 5)))
+        out.append(encode(fit(small, library), 60))
     return out
 
 
@@ -143,9 +145,9 @@ def run_same_hq(h: HeldOut, rng: np.random.Generator, d: Path) -> dict:
     print(f"\nsame_hq: {len(library)} pictures of the part + 20 distractor photos in the library")
     res = {"recall": b.recall("true transforms", _variants(library, SAME_IMAGE, rng, "same_hq"))}
     res["outside"] = b.outside({
-        "lookalikes (recoloured, siblings)": _outside_encodings(h.lookalikes.values()),
-        "textures": _outside_encodings(im for _, im in _texture_patches(h.textures, 1.0, [STORED_AT])),
-        "other pictures": _outside_encodings(photos_out.values()),
+        "lookalikes (recoloured, siblings)": _outside_encodings(h.lookalikes.values(), "same_hq"),
+        "textures": _outside_encodings((im for _, im in _texture_patches(h.textures, 1.0, [STORED_AT])), "same_hq"),
+        "other pictures": _outside_encodings(photos_out.values(), "same_hq"),
     })
     b.close()
     return res
@@ -180,7 +182,7 @@ def run_materiel(h: HeldOut, d: Path) -> dict:
     res["outside"] = b.outside({
         "other textures (3 scales)": [encode(im) for s in (1.0, 1.5, 1 / 1.5)
                                       for _, im in _texture_patches(tex_out, s, QUERY_AT)],
-        "photos and low-texture pictures": _outside_encodings([*h.photos.values(), *h.lowtex.values()]),
+        "photos and low-texture pictures": _outside_encodings([*h.photos.values(), *h.lowtex.values()], "materiel"),
     })
     b.close()
     return res
@@ -203,7 +205,8 @@ def run_pairs(library: str, h: HeldOut, d: Path) -> dict:
                                                                          for p in pairs]})
             if direction == "alone->scene":
                 res["outside"] = b.outside({
-                    "textures": _outside_encodings(im for _, im in _texture_patches(h.textures, 1.0, [STORED_AT])),
+                    "textures": _outside_encodings((im for _, im in _texture_patches(h.textures, 1.0, [STORED_AT])),
+                                                   library),
                 })
             b.close()
     return res

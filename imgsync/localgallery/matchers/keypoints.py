@@ -61,6 +61,12 @@ class Keypoints:
         desc = np.frombuffer(blob, dtype=np.uint8, count=DESC_BYTES * n, offset=at + 4 * n).reshape(n, DESC_BYTES)
         return cls(xy, desc, (int(head["w"]), int(head["h"])))
 
+    @staticmethod
+    def nbytes_of(blob: bytes) -> int:
+        """Length of the serialised keypoints at the start of `blob` (data may follow them)."""
+        n = int(np.frombuffer(blob, dtype=_HEADER, count=1)[0]["n"])
+        return _HEADER.itemsize + n * (4 + DESC_BYTES)
+
     def flipped(self) -> Keypoints:
         """Not a mirror of the descriptors (ORB is not mirror-invariant): only for coordinates."""
         xy = self.xy.copy()
@@ -85,9 +91,51 @@ def orb_keypoints(gray: np.ndarray, n: int = 500, *, fast_threshold: int = 12) -
     if desc is None or not kps:
         return Keypoints(np.zeros((0, 2), np.float32), EMPTY_DESC, (w, h))
     resp = np.array([k.response for k in kps], dtype=np.float32)
-    order = np.argsort(-resp, kind="stable")
+    order = np.argsort(-resp, kind="stable")[:n]
     xy = np.array([k.pt for k in kps], dtype=np.float32)[order]
     return Keypoints(xy, np.ascontiguousarray(desc[order]), (w, h))
+
+
+#: Fewer keypoints than this share of the budget marks a low-texture picture (smooth gradients,
+#: dark skies, blur): it is detected again at LOW_TEXTURE_THRESHOLD.
+LOW_TEXTURE_SHARE = 0.5
+LOW_TEXTURE_THRESHOLD = 4
+
+
+def adaptive_keypoints(gray: np.ndarray, n: int, *, spread: bool = False) -> Keypoints:
+    """Up to `n` keypoints that do not leave a smooth picture, or a smooth part of one, without any.
+
+    - A picture that yields fewer than LOW_TEXTURE_SHARE * n points at the usual FAST threshold is
+      detected again at LOW_TEXTURE_THRESHOLD: its faint corners are all it has.
+    - spread=True (queries): up to n/2 more points, the strongest of each cell of a 6x6 grid in
+      turn (spread_subset) among 3n candidates at the low threshold. A smooth picture pasted into a
+      busy frame then keeps points of its own instead of losing them all to the busy part.
+    """
+    kps = orb_keypoints(gray, n)
+    if len(kps) < LOW_TEXTURE_SHARE * n:
+        kps = orb_keypoints(gray, n, fast_threshold=LOW_TEXTURE_THRESHOLD)
+    if not spread:
+        return kps
+    cand = orb_keypoints(gray, 3 * n, fast_threshold=LOW_TEXTURE_THRESHOLD)
+    idx = spread_subset(cand, n, grid=6)                # sorted indices = strongest first
+    extra = cand.xy[idx]
+    # drop the spread points the usual detection already has, then interleave the two lists so
+    # that the first voters (local.QUERY_VOTERS) come from both
+    if len(kps):
+        d = np.abs(extra[:, None, :] - kps.xy[None, :, :]).max(axis=2).min(axis=1)
+        idx = idx[d > 1.0][:n]
+    else:
+        idx = idx[:n]
+    order = _interleave(len(kps), len(idx))
+    xy = np.concatenate([kps.xy, cand.xy[idx]])[order]
+    desc = np.concatenate([kps.desc, cand.desc[idx]])[order]
+    return Keypoints(xy, np.ascontiguousarray(desc), kps.size)
+
+
+def _interleave(a: int, b: int) -> np.ndarray:
+    """Positions 0..a+b-1 ordering a list of a items followed by b items as a0 b0 a1 b1 ..."""
+    rank = np.concatenate([np.arange(a) * 2.0, np.arange(b) * 2.0 + 1.0])
+    return np.argsort(rank, kind="stable")
 
 
 def spread_subset(kps: Keypoints, k: int, grid: int = 4) -> np.ndarray:

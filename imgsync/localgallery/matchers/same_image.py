@@ -20,7 +20,7 @@ from imgsync.localgallery.matchers.local import LocalFeatureMatcher
 
 
 class SameImageKeypointMatcher(LocalFeatureMatcher):
-    name: ClassVar[str] = "same-image/phash64x3+dct143+orb400-sim-v1"
+    name: ClassVar[str] = "same-image/phash64x3+dct143+orb400-sim+look32-v2"
     n_keypoints: ClassVar[int] = 400
     vote_cap: ClassVar[int] = 32
     model: ClassVar[Literal["homography", "similarity"]] = "similarity"
