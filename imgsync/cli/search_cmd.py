@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -92,6 +93,10 @@ def search(app: App, target: str, library: str | None, tags: str | None, tag_log
     source = _source(target)
     tag_values = parse_tags(tags)
     library = library or default_library(app.config)
+    if "image" in source:
+        source["image"], note = enlarge_small_query(source["image"], library)  # type: ignore[arg-type]
+        if note:
+            click.echo(f"note: {target}: {note}", err=True)
     if tag_values and LIBRARIES[library].labels != "tags":
         raise UsageError(f"--tags: the {library} library has class ids, not tags")
     with open_gallery(app.config) as gallery:
@@ -106,6 +111,39 @@ def search(app: App, target: str, library: str | None, tags: str | None, tag_log
             click.echo(line)
     else:
         click.echo(f"no matches in {library}", err=True)
+
+
+def enlarge_small_query(data: bytes, library: str) -> tuple[bytes, str | None]:
+    """A query image whose shortest side is below what `library` accepts (product 300 px,
+    picturebook 150 px: the cloud answers 216202), enlarged just enough, with a note saying so.
+
+    Only the *query* is enlarged: the gallery, like the cloud, still refuses such an image as an
+    entry (docs/fidelity.md). Anything else (not an image, big enough, or too long to enlarge
+    within the longest side allowed) is returned unchanged for the gallery to judge."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    lib = LIBRARIES[library]
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            k = lib.min_side / min(w, h)
+            if k <= 1 or max(w, h) * k > lib.max_side:
+                return data, None
+            img = ImageOps.exif_transpose(im).convert("RGBA" if im.mode in ("RGBA", "LA", "P") else "RGB")
+            fmt = "PNG" if im.format in ("PNG", "GIF", "BMP") else "JPEG"
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return data, None
+    if img.width != w:            # EXIF said the picture is turned: its sides swapped
+        w, h = img.size
+    size = (max(lib.min_side, round(w * k)), max(lib.min_side, round(h * k)))
+    out = io.BytesIO()
+    big = img.resize(size, Image.Resampling.LANCZOS)
+    if fmt == "JPEG":
+        big.convert("RGB").save(out, "JPEG", quality=95)
+    else:
+        big.save(out, "PNG")
+    return out.getvalue(), (f"{w}x{h} px is below the {lib.min_side} px {library} accepts; searched with a copy "
+                            f"enlarged to {size[0]}x{size[1]}")
 
 
 def _locate(app: App, library: str, cont_signs: list[str]) -> Locations:
