@@ -110,13 +110,16 @@ def _variants(items: dict[str, Image.Image], edits: dict[str, Callable], rng: np
 
 
 def _outside_encodings(items: Iterable[Image.Image], library: str) -> list[bytes]:
-    """Each outside picture as sent (q92) and as a smaller re-compressed copy (never below the
-    library's minimum side)."""
+    """Each outside picture four ways: as sent (q92), a smaller re-compressed copy (never below the
+    library's minimum side), a 5 % crop and a brighter copy: the edits a true copy would survive."""
     out = []
     for im in items:
         out.append(encode(fit(im, library), 92))
         small = im.resize((max(60, im.width * 3 // 5), max(60, im.height * 3 // 5)))
         out.append(encode(fit(small, library), 60))
+        w, h = im.size
+        out.append(encode(fit(im.crop((w // 40, h // 40, w - w // 40, h - h // 40)), library), 90))
+        out.append(encode(fit(im.point(lambda v: min(255, int(v * 1.2))), library), 90))
     return out
 
 

@@ -117,7 +117,9 @@ class LocalFeatureMatcher(Matcher):
         return {**G._same_extract(img), "vote": vote, EXTRA: np.frombuffer(blob, dtype=np.uint8)}
 
     def extract_query(self, img: Image.Image) -> dict[str, np.ndarray]:
-        q = {**self._extract(img, spread=self.spread_query), "qpic": A.query_picture(img), **_regions(img)}
+        # qimg: the working picture itself, for the region fallback (only searched when needed)
+        q = {**self._extract(img, spread=self.spread_query), "qpic": A.query_picture(img),
+             "qimg": np.asarray(img.convert("RGB"))}
         if self.mirror:
             flipped = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
             m = {**self._extract(flipped, spread=self.spread_query), "qpic": A.query_picture(flipped)}
@@ -173,7 +175,7 @@ class LocalFeatureMatcher(Matcher):
                 if int(r) not in found or e.score > found[int(r)].score:
                     found[int(r)] = e
         self._check_appearance(query, table, found)
-        if max((e.score for e in found.values()), default=0.0) < 0.9 and len(query.get("region_to_query", ())):
+        if max((e.score for e in found.values()), default=0.0) < 0.9 and "qimg" in query:
             self._search_regions(query, table, mask, found)
         rows = np.fromiter(found, dtype=np.int64, count=len(found))
         scores = np.fromiter((e.score for e in found.values()), dtype=np.float64, count=len(found))
@@ -206,14 +208,15 @@ class LocalFeatureMatcher(Matcher):
         of the query, rectified, goes through the hash stage as if it were the whole query; the
         rows it finds are checked for appearance with the region's exact alignment."""
         more: dict[int, Evidence] = {}
-        for i, to_query in enumerate(np.asarray(query["region_to_query"])):
-            sub = {"phash": query["region_phash"][i], "fine": query["region_fine"][i]}
+        regions = _regions(Image.fromarray(np.asarray(query["qimg"])))
+        for i, to_query in enumerate(regions.get("region_to_query", ())):
+            sub = {"phash": regions["region_phash"][i], "fine": regions["region_fine"][i]}
             rows = G._same_shortlist(sub, table, mask)
             if len(rows) == 0:
                 continue
             cos = G._same_pair_cosines(sub, table, rows)
             score = calibrate_cosine(np.clip(cos.max(axis=1), 0.0, 1.0))
-            frame = tuple(int(x) for x in query["region_size"][i])
+            frame = tuple(int(x) for x in regions["region_size"][i])
             for r, s, pair in zip(rows, score, cos.argmax(axis=1)):
                 if s > max(found[int(r)].score if int(r) in found else 0.0,
                            more[int(r)].score if int(r) in more else 0.0):
@@ -307,11 +310,13 @@ def _regions(img: Image.Image) -> dict[str, np.ndarray]:
     phash, fine, to_query, size = [], [], [], []
     for q in quads:
         rect, h = R.rectify(img, q)
-        d = G._same_extract(rect)
-        phash.append(d["phash"])
-        fine.append(d["fine"])
-        to_query.append(h)
-        size.append(rect.size)
+        # as it is, and with uneven light evened out (a page photographed under a lamp)
+        for version in (rect, R.even_light(rect)):
+            d = G._same_extract(version)
+            phash.append(d["phash"])
+            fine.append(d["fine"])
+            to_query.append(h)
+            size.append(rect.size)
     return {"region_phash": np.stack(phash), "region_fine": np.stack(fine), "region_to_query": np.stack(to_query),
             "region_size": np.array(size, dtype=np.int64)}
 

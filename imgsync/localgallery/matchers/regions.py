@@ -21,7 +21,7 @@ from PIL import Image
 #: A region must cover between these shares of the query frame.
 MIN_AREA, MAX_AREA = 0.05, 0.92
 #: At most this many regions per query (the largest first).
-MAX_REGIONS = 3
+MAX_REGIONS = 2
 #: Rectified regions are resampled so that their longer side is this long.
 SIDE = 256
 
@@ -44,6 +44,9 @@ def quads(rgb: np.ndarray) -> list[np.ndarray]:
     contours = cv2.findContours(edges, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)[0]
     props: list[tuple[float, np.ndarray]] = []
     for c in contours:
+        _, _, bw, bh = cv2.boundingRect(c)
+        if bw * bh < MIN_AREA * w * h:
+            continue        # too small to outline a picture, whatever its shape
         # the contour itself, when it is a clean quadrilateral (a plain picture: nothing touches it)
         approx = cv2.approxPolyDP(c, 0.02 * cv2.arcLength(c, True), True)
         if len(approx) == 4 and cv2.isContourConvex(approx):
@@ -63,6 +66,10 @@ def quads(rgb: np.ndarray) -> list[np.ndarray]:
             a = cv2.contourArea(q)
             if MIN_AREA * w * h <= a <= MAX_AREA * w * h and _support(edges, q) >= MIN_SUPPORT:
                 props.append((a, q))
+    # upright rectangles are looked for at ≤ 320 px: a pasted picture's sides survive, the cost halves
+    k = min(1.0, 320 / max(h, w))
+    small = blur if k == 1.0 else cv2.resize(blur, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA)
+    props += [(float((r[2] - r[0]) * (r[3] - r[1])) / k ** 2, _box(r) / k) for r in upright_rectangles(small)]
     found: list[np.ndarray] = []
     for _, q in sorted(props, key=lambda p: -p[0]):
         if not any(np.abs(q - f).max() < 0.03 * max(w, h) for f in found):   # the same outline twice
@@ -70,6 +77,74 @@ def quads(rgb: np.ndarray) -> list[np.ndarray]:
         if len(found) >= MAX_REGIONS:
             break
     return found
+
+
+def upright_rectangles(rgb: np.ndarray, keep: int = 10) -> list[tuple[int, int, int, int]]:
+    """Axis-aligned rectangles (x0, y0, x1, y1) whose four sides are step edges: a picture pasted
+    into another one (a collage, a screenshot, a page layout). Busy pictures have edges everywhere
+    inside, so their outline is rarely a clean contour; but its sides are long straight runs of
+    horizontal or vertical steps, which the inside of a picture seldom has. The `keep` longest runs
+    of each direction are paired into rectangles; those with MIN_SUPPORT of their border on such
+    steps are kept."""
+    h, w = rgb.shape[:2]
+    img = rgb.astype(np.int16)
+    gy = np.zeros((h, w), np.int16)
+    gx = np.zeros((h, w), np.int16)
+    gy[1:-1] = np.abs(img[2:] - img[:-2]).max(axis=2)
+    gx[:, 1:-1] = np.abs(img[:, 2:] - img[:, :-2]).max(axis=2)
+    horiz = cv2.dilate(((gy > 40) & (gy > 2 * gx)).astype(np.uint8), np.ones((3, 1), np.uint8))
+    vert = cv2.dilate(((gx > 40) & (gx > 2 * gy)).astype(np.uint8), np.ones((1, 3), np.uint8))
+    rows = _runs(horiz, int(0.12 * w), keep)             # (y, x0, x1)
+    cols = _runs(vert.T, int(0.12 * h), keep)            # (x, y0, y1)
+    if len(rows) < 2 or len(cols) < 2:
+        return []
+    # prefix sums along each row of `horiz` and each column of `vert`: a side's support in O(1)
+    hsum = np.zeros((h, w + 1), np.int32)
+    np.cumsum(horiz, axis=1, out=hsum[:, 1:])
+    vsum = np.zeros((h + 1, w), np.int32)
+    np.cumsum(vert, axis=0, out=vsum[1:])
+    ys = sorted({r[0] for r in rows})
+    xs = sorted({c[0] for c in cols})
+    found = []
+    for i, y0 in enumerate(ys):
+        for y1 in ys[i + 1:]:
+            if y1 - y0 < 0.15 * h:
+                continue
+            for j, x0 in enumerate(xs):
+                for x1 in xs[j + 1:]:
+                    if x1 - x0 < 0.15 * w or not MIN_AREA * w * h <= (x1 - x0) * (y1 - y0) <= MAX_AREA * w * h:
+                        continue
+                    on = (hsum[y0, x1] - hsum[y0, x0] + hsum[y1, x1] - hsum[y1, x0]
+                          + vsum[y1, x0] - vsum[y0, x0] + vsum[y1, x1] - vsum[y0, x1])
+                    if on >= MIN_SUPPORT * 2 * ((x1 - x0) + (y1 - y0)):
+                        found.append((x0, y0, x1, y1))
+    return found
+
+
+def _runs(mask: np.ndarray, min_len: int, keep: int) -> list[tuple[int, int, int]]:
+    """The `keep` longest horizontal runs of set pixels (gaps ≤ 3 px bridged) at least min_len long,
+    one per row at most (its longest): (row, start, end)."""
+    bridged = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((1, 5), np.uint8))
+    h, w = bridged.shape
+    padded = np.zeros((h, w + 2), np.int8)
+    padded[:, 1:-1] = bridged
+    d = np.diff(padded, axis=1)
+    ry, rx0 = np.nonzero(d == 1)
+    _, rx1 = np.nonzero(d == -1)            # same row order: every start has its end
+    length = rx1 - rx0
+    ok = length >= min_len
+    ry, rx0, rx1, length = ry[ok], rx0[ok], rx1[ok], length[ok]
+    order = np.lexsort((-length, ry))       # per row, longest first
+    first = np.ones(len(order), bool)
+    first[1:] = ry[order][1:] != ry[order][:-1]
+    best = order[first]
+    best = best[np.argsort(-length[best], kind="stable")][:keep]
+    return [(int(ry[k]), int(rx0[k]), int(rx1[k])) for k in best]
+
+
+def _box(r: tuple[int, int, int, int]) -> np.ndarray:
+    x0, y0, x1, y1 = r
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float32)
 
 
 #: Share of a proposal's border that must lie on edges.
@@ -97,6 +172,21 @@ def rectify(img: Image.Image, quad: np.ndarray) -> tuple[Image.Image, np.ndarray
     out = cv2.warpPerspective(np.asarray(img.convert("RGB")), to_query, (ow, oh),
                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
     return Image.fromarray(out), to_query.astype(np.float64)
+
+
+def even_light(img: Image.Image) -> Image.Image:
+    """The picture with a linear light gradient divided out: a plane fitted to log-luminance
+    (light falling off across a photographed page multiplies every channel alike). A picture's own
+    gradient is removed too, so this is only ever tried beside the picture as it is."""
+    rgb = np.asarray(img.convert("RGB"), dtype=np.float32)
+    h, w = rgb.shape[:2]
+    lum = np.log(rgb.mean(axis=2) + 8.0)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    a = np.c_[xx.ravel() / w - 0.5, yy.ravel() / h - 0.5, np.ones(h * w, np.float32)]
+    coef, *_ = np.linalg.lstsq(a, lum.ravel(), rcond=None)
+    plane = (a[:, :2] @ coef[:2]).reshape(h, w)          # the slope only: overall brightness stays
+    out = rgb * np.exp(-plane)[..., None]
+    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
 
 
 def _clockwise(q: np.ndarray) -> np.ndarray:
