@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import importlib.util
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,14 +39,9 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
+from benchmarks.photos import package_dir as _pkg
+
 TUNE, HELD = "tune", "held"
-
-
-def _pkg(name: str) -> Path:
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit(f"the held-out set needs the {name!r} package: pip install '.[bench]'")
-    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def _rgba(path: Path) -> Image.Image:
