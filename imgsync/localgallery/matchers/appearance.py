@@ -78,7 +78,13 @@ def compare_near(stored: np.ndarray, stored_size: tuple[int, int], query: np.nda
             a = compare(stored, stored_size, query, query_size, h @ t)
             if a.overlap >= MIN_OVERLAP and (best.overlap < MIN_OVERLAP or _cost(a) < _cost(best)):
                 best = a
+            if best.overlap >= MIN_OVERLAP and _cost(best) < GOOD_ENOUGH:
+                return best      # lined up already (a resized or re-compressed copy): no need to look around
     return best
+
+
+#: A comparison this close (colour residual + 1 - luma correlation) ends the search for a better shift.
+GOOD_ENOUGH = 0.15
 
 
 def _cost(a: Agreement) -> float:

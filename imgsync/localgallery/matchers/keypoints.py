@@ -107,35 +107,26 @@ def adaptive_keypoints(gray: np.ndarray, n: int, *, spread: bool = False) -> Key
 
     - A picture that yields fewer than LOW_TEXTURE_SHARE * n points at the usual FAST threshold is
       detected again at LOW_TEXTURE_THRESHOLD: its faint corners are all it has.
-    - spread=True (queries): up to n/2 more points, the strongest of each cell of a 6x6 grid in
-      turn (spread_subset) among 3n candidates at the low threshold. A smooth picture pasted into a
-      busy frame then keeps points of its own instead of losing them all to the busy part.
+    - spread=True (queries): the n strongest points, then up to n more: the strongest of each cell
+      of a 6x6 grid in turn (spread_subset) among 3n detected at the low threshold. A
+      smooth picture pasted into a busy frame then keeps points of its own instead of losing them
+      all to the busy part. The first min(n, len) points are the usual ones.
     """
     kps = orb_keypoints(gray, n)
     if len(kps) < LOW_TEXTURE_SHARE * n:
         kps = orb_keypoints(gray, n, fast_threshold=LOW_TEXTURE_THRESHOLD)
     if not spread:
         return kps
+    # A second detection at the low threshold feeds the spread extras; the usual points stay those
+    # of the usual detection (the n strongest of a larger low-threshold detection are not: ORB
+    # shares its budget out over the pyramid levels, and a busy background takes other shares).
     cand = orb_keypoints(gray, 3 * n, fast_threshold=LOW_TEXTURE_THRESHOLD)
-    idx = spread_subset(cand, n, grid=6)                # sorted indices = strongest first
-    extra = cand.xy[idx]
-    # drop the spread points the usual detection already has, then interleave the two lists so
-    # that the first voters (local.QUERY_VOTERS) come from both
-    if len(kps):
-        d = np.abs(extra[:, None, :] - kps.xy[None, :, :]).max(axis=2).min(axis=1)
-        idx = idx[d > 1.0][:n]
-    else:
-        idx = idx[:n]
-    order = _interleave(len(kps), len(idx))
-    xy = np.concatenate([kps.xy, cand.xy[idx]])[order]
-    desc = np.concatenate([kps.desc, cand.desc[idx]])[order]
-    return Keypoints(xy, np.ascontiguousarray(desc), kps.size)
-
-
-def _interleave(a: int, b: int) -> np.ndarray:
-    """Positions 0..a+b-1 ordering a list of a items followed by b items as a0 b0 a1 b1 ..."""
-    rank = np.concatenate([np.arange(a) * 2.0, np.arange(b) * 2.0 + 1.0])
-    return np.argsort(rank, kind="stable")
+    idx = spread_subset(cand, n, grid=6)                 # sorted indices = strongest first
+    if len(kps) and len(idx):                            # not the usual points again
+        d = np.abs(cand.xy[idx][:, None, :] - kps.xy[None, :, :]).max(axis=2).min(axis=1)
+        idx = idx[d > 1.0]
+    return Keypoints(np.concatenate([kps.xy, cand.xy[idx]]),
+                     np.ascontiguousarray(np.concatenate([kps.desc, cand.desc[idx]])), kps.size)
 
 
 def spread_subset(kps: Keypoints, k: int, grid: int = 4) -> np.ndarray:

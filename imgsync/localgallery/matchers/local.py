@@ -38,8 +38,8 @@ from imgsync.localgallery.matchers.vote_index import VoteIndex
 
 #: A hash score this high needs no keypoint check.
 HASH_SURE = 0.97
-#: Query descriptors that vote (the strongest); more cost time and add little.
-QUERY_VOTERS = 600
+#: Query descriptors that vote (the strongest usual ones; in the second round as many spread ones too).
+QUERY_VOTERS = 300
 #: Inlier count → confidence: logistic with midpoint and width. Measured on 25 real photos
 #: (benchmarks/bench_match_keypoints.py): unrelated pictures ≤ 6 inliers, true matches mostly
 #: ≥ 30 and rarely below 15. 10 ± 2 puts 6 inliers at 0.12 and 15 at 0.92.
@@ -114,7 +114,10 @@ class LocalFeatureMatcher(Matcher):
         sel = K.spread_subset(kps, self.vote_cap)
         vote[: len(sel)] = kps.desc[sel]
         blob = kps.to_bytes() + A.thumbnail(img).tobytes()
-        return {**G._same_extract(img), "vote": vote, EXTRA: np.frombuffer(blob, dtype=np.uint8)}
+        out = {**G._same_extract(img), "vote": vote, EXTRA: np.frombuffer(blob, dtype=np.uint8)}
+        if spread:   # the first `usual` points are the usual ones, the rest spread extras
+            out["usual"] = np.array([min(self.n_keypoints, len(kps))])
+        return out
 
     def extract_query(self, img: Image.Image) -> dict[str, np.ndarray]:
         # qimg: the working picture itself, for the region fallback (only searched when needed)
@@ -146,7 +149,7 @@ class LocalFeatureMatcher(Matcher):
     def shortlist(self, query: Features, table: FeatureTable, mask: np.ndarray) -> np.ndarray:
         rows = [G._same_shortlist(query, table, mask)]
         for suffix in self._orientations(query):
-            votes = self._votes.votes(_voters(query, suffix), table)
+            votes = self._votes.votes(_voters(query, suffix, spread=True), table)
             rows.append(_top_voted(votes, mask, self.verify_cap))
         return np.unique(np.concatenate(rows)).astype(np.int64)
 
@@ -164,18 +167,23 @@ class LocalFeatureMatcher(Matcher):
         if self.mirror:
             hash_rows = np.union1d(hash_rows, G._same_shortlist(_mirrored(query), table, mask))
         found = self._hash_evidence(query, table, hash_rows)
-        for suffix in self._orientations(query):
-            if suffix and max((e.score for e in found.values()), default=0.0) >= 0.9:
-                break        # the picture is found as it is; no need to look for its mirror image
-            votes = self._votes.votes(_voters(query, suffix), table)
-            cand = _top_voted(votes, mask, self.verify_cap, VOTE_KEEP)
-            cand = np.array([r for r in cand if int(r) not in found or found[int(r)].score < HASH_SURE],
-                            dtype=np.int64)
-            for r, e in zip(cand, self._keypoint_evidence(query, table, cand, (suffix,))):
-                if int(r) not in found or e.score > found[int(r)].score:
-                    found[int(r)] = e
+        # Two rounds: the usual keypoints first; the spread ones (a plain picture in a busy frame)
+        # only for a query nothing has been found for yet, so a query found at once costs as before.
+        for spread in (False, True):
+            if spread and ("usual" not in query or _best(found) >= 0.9):
+                break
+            for suffix in self._orientations(query):
+                if suffix and _best(found) >= 0.9:
+                    break        # the picture is found as it is; no need to look for its mirror image
+                votes = self._votes.votes(_voters(query, suffix, spread), table)
+                cand = _top_voted(votes, mask, self.verify_cap, VOTE_KEEP)
+                cand = np.array([r for r in cand if int(r) not in found or found[int(r)].score < HASH_SURE],
+                                dtype=np.int64)
+                for r, e in zip(cand, self._keypoint_evidence(query, table, cand, (suffix,), spread)):
+                    if int(r) not in found or e.score > found[int(r)].score:
+                        found[int(r)] = e
         self._check_appearance(query, table, found)
-        if max((e.score for e in found.values()), default=0.0) < 0.9 and "qimg" in query:
+        if _best(found) < 0.9 and "qimg" in query:
             self._search_regions(query, table, mask, found)
         rows = np.fromiter(found, dtype=np.int64, count=len(found))
         scores = np.fromiter((e.score for e in found.values()), dtype=np.float64, count=len(found))
@@ -227,12 +235,12 @@ class LocalFeatureMatcher(Matcher):
                 found[r] = e
 
     def _keypoint_evidence(self, query: Features, table: FeatureTable, rows: np.ndarray,
-                           orientations: tuple[str, ...] | None = None) -> list[Evidence]:
+                           orientations: tuple[str, ...] | None = None, spread: bool = True) -> list[Evidence]:
         out = [NO_EVIDENCE] * len(rows)
         if len(rows) == 0:
             return out
         suffixes = orientations if orientations is not None else self._orientations(query)
-        queries = [(s, K.Keypoints.from_bytes(np.asarray(query[EXTRA + s]).tobytes())) for s in suffixes]
+        queries = [(s, _query_keypoints(query, s, spread)) for s in suffixes]
         for i, blob in enumerate(table.extras(rows)):
             if blob is None:
                 continue
@@ -332,9 +340,27 @@ def _query_size(query: Features) -> tuple[int, int]:
     return K.Keypoints.from_bytes(np.asarray(query[EXTRA]).tobytes()).size
 
 
-def _voters(query: Features, suffix: str) -> np.ndarray:
+def _query_keypoints(query: Features, suffix: str, spread: bool) -> K.Keypoints:
+    """The query's keypoints: the usual ones, with the spread extras too when `spread`."""
     kps = K.Keypoints.from_bytes(np.asarray(query[EXTRA + suffix]).tobytes())
-    return kps.desc[:QUERY_VOTERS]
+    usual = query.get("usual" + suffix)
+    if spread or usual is None:
+        return kps
+    n = int(np.asarray(usual)[0])
+    return K.Keypoints(kps.xy[:n], kps.desc[:n], kps.size)
+
+
+def _voters(query: Features, suffix: str, spread: bool) -> np.ndarray:
+    """The strongest QUERY_VOTERS usual descriptors, and as many spread ones when `spread`."""
+    kps = K.Keypoints.from_bytes(np.asarray(query[EXTRA + suffix]).tobytes())
+    usual = query.get("usual" + suffix)
+    n = len(kps) if usual is None else int(np.asarray(usual)[0])
+    voters = kps.desc[:min(n, QUERY_VOTERS)]
+    return np.concatenate([voters, kps.desc[n:n + QUERY_VOTERS]]) if spread else voters
+
+
+def _best(found: dict[int, Evidence]) -> float:
+    return max((e.score for e in found.values()), default=0.0)
 
 
 def _top_voted(votes: np.ndarray, mask: np.ndarray, k: int, keep_above: float = 0.0) -> np.ndarray:
