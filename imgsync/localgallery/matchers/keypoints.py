@@ -102,31 +102,39 @@ LOW_TEXTURE_SHARE = 0.5
 LOW_TEXTURE_THRESHOLD = 4
 
 
-def adaptive_keypoints(gray: np.ndarray, n: int, *, spread: bool = False) -> Keypoints:
+def adaptive_keypoints(gray: np.ndarray, n: int, *, spread: bool = False, low: int | None = None) -> Keypoints:
     """Up to `n` keypoints that do not leave a smooth picture, or a smooth part of one, without any.
 
     - A picture that yields fewer than LOW_TEXTURE_SHARE * n points at the usual FAST threshold is
-      detected again at LOW_TEXTURE_THRESHOLD: its faint corners are all it has.
-    - spread=True (queries): the n strongest points, then up to n more: the strongest of each cell
-      of a 6x6 grid in turn (spread_subset) among 3n detected at the low threshold. A
-      smooth picture pasted into a busy frame then keeps points of its own instead of losing them
-      all to the busy part. The first min(n, len) points are the usual ones.
+      detected again at LOW_TEXTURE_THRESHOLD, keeping up to `low` points (default n): its faint
+      corners are all it has. Each point costs every verification time, hence `low`.
+    - spread=True (queries): up to n more points spread over the frame (spread_keypoints).
     """
-    kps = orb_keypoints(gray, n)
-    if len(kps) < LOW_TEXTURE_SHARE * n:
-        kps = orb_keypoints(gray, n, fast_threshold=LOW_TEXTURE_THRESHOLD)
-    if not spread:
-        return kps
-    # A second detection at the low threshold feeds the spread extras; the usual points stay those
-    # of the usual detection (the n strongest of a larger low-threshold detection are not: ORB
-    # shares its budget out over the pyramid levels, and a busy background takes other shares).
+    return spread_keypoints(gray, n)[0] if spread else _usual_keypoints(gray, n, low)
+
+
+def spread_keypoints(gray: np.ndarray, n: int) -> tuple[Keypoints, int]:
+    """(keypoints, u): the u usual points (as adaptive_keypoints), then up to n more, the strongest of
+    each cell of a 6x6 grid in turn (spread_subset) among 3n detected at the low threshold. A smooth
+    picture pasted into a busy frame then keeps points of its own instead of losing them all to
+    the busy part. (The n strongest of one larger low-threshold detection are not the usual points:
+    ORB shares its budget out over the pyramid levels, and a busy background takes other shares.)"""
+    kps = _usual_keypoints(gray, n)
     cand = orb_keypoints(gray, 3 * n, fast_threshold=LOW_TEXTURE_THRESHOLD)
     idx = spread_subset(cand, n, grid=6)                 # sorted indices = strongest first
     if len(kps) and len(idx):                            # not the usual points again
         d = np.abs(cand.xy[idx][:, None, :] - kps.xy[None, :, :]).max(axis=2).min(axis=1)
         idx = idx[d > 1.0]
-    return Keypoints(np.concatenate([kps.xy, cand.xy[idx]]),
+    both = Keypoints(np.concatenate([kps.xy, cand.xy[idx]]),
                      np.ascontiguousarray(np.concatenate([kps.desc, cand.desc[idx]])), kps.size)
+    return both, len(kps)
+
+
+def _usual_keypoints(gray: np.ndarray, n: int, low: int | None = None) -> Keypoints:
+    kps = orb_keypoints(gray, n)
+    if len(kps) < LOW_TEXTURE_SHARE * n:
+        kps = orb_keypoints(gray, n if low is None else max(low, len(kps)), fast_threshold=LOW_TEXTURE_THRESHOLD)
+    return kps
 
 
 def spread_subset(kps: Keypoints, k: int, grid: int = 4) -> np.ndarray:

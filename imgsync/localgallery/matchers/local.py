@@ -81,8 +81,10 @@ class LocalFeatureMatcher(Matcher):
     verify_cap: ClassVar[int] = 24
     coverage_weight: ClassVar[float] = 0.1
     floor: ClassVar[float] = 0.6
-    #: query keypoints spread over the frame (keypoints.adaptive_keypoints)
+    #: a second round with query keypoints spread over the frame (keypoints.spread_keypoints)
     spread_query: ClassVar[bool] = True
+    #: a low-texture picture, detected again at a low threshold, keeps this share of n_keypoints
+    low_texture_share: ClassVar[float] = 1.0
     #: compare colour and detail of the aligned pictures before a row keeps its score
     check_appearance: ClassVar[bool] = True
     #: appearance limits (see appearance_cap): (colour residual, luma correlation) beyond which a
@@ -105,27 +107,29 @@ class LocalFeatureMatcher(Matcher):
     # --- extract ---------------------------------------------------------------------------------
 
     def extract(self, img: Image.Image) -> dict[str, np.ndarray]:
-        return self._extract(img, spread=False)
+        return self._extract(img, query=False)
 
-    def _extract(self, img: Image.Image, *, spread: bool) -> dict[str, np.ndarray]:
-        gray = img.convert("L")
-        kps = K.adaptive_keypoints(np.asarray(gray), self.n_keypoints, spread=spread)
+    def _extract(self, img: Image.Image, *, query: bool) -> dict[str, np.ndarray]:
+        gray = np.asarray(img.convert("L"))
+        # A low-texture picture is detected again at a low threshold; except a query that may have a
+        # second round (spread_query): its spread points, low threshold included, wait for it (match).
+        if query and self.spread_query:
+            kps = K.orb_keypoints(gray, self.n_keypoints)
+        else:
+            kps = K.adaptive_keypoints(gray, self.n_keypoints, low=round(self.low_texture_share * self.n_keypoints))
         vote = np.zeros((self.vote_cap, K.DESC_BYTES), dtype=np.uint8)
         sel = K.spread_subset(kps, self.vote_cap)
         vote[: len(sel)] = kps.desc[sel]
         blob = kps.to_bytes() + A.thumbnail(img).tobytes()
-        out = {**G._same_extract(img), "vote": vote, EXTRA: np.frombuffer(blob, dtype=np.uint8)}
-        if spread:   # the first `usual` points are the usual ones, the rest spread extras
-            out["usual"] = np.array([min(self.n_keypoints, len(kps))])
-        return out
+        return {**G._same_extract(img), "vote": vote, EXTRA: np.frombuffer(blob, dtype=np.uint8)}
 
     def extract_query(self, img: Image.Image) -> dict[str, np.ndarray]:
-        # qimg: the working picture itself, for the region fallback (only searched when needed)
-        q = {**self._extract(img, spread=self.spread_query), "qpic": A.query_picture(img),
-             "qimg": np.asarray(img.convert("RGB"))}
+        # qimg: the working picture itself, for what only a second round needs (spread keypoints,
+        # regions), computed then
+        q = {**self._extract(img, query=True), "qpic": A.query_picture(img), "qimg": np.asarray(img.convert("RGB"))}
         if self.mirror:
             flipped = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            m = {**self._extract(flipped, spread=self.spread_query), "qpic": A.query_picture(flipped)}
+            m = {**self._extract(flipped, query=True), "qpic": A.query_picture(flipped)}
             q.update({f"{k}_m": v for k, v in m.items()})
         return q
 
@@ -167,11 +171,14 @@ class LocalFeatureMatcher(Matcher):
         if self.mirror:
             hash_rows = np.union1d(hash_rows, G._same_shortlist(_mirrored(query), table, mask))
         found = self._hash_evidence(query, table, hash_rows)
-        # Two rounds: the usual keypoints first; the spread ones (a plain picture in a busy frame)
-        # only for a query nothing has been found for yet, so a query found at once costs as before.
+        # Two rounds: the usual keypoints first; points spread over the frame (a plain picture in a
+        # busy frame) only for a query nothing has been found for yet, so that a query found at
+        # once costs what it did before they existed.
         for spread in (False, True):
-            if spread and ("usual" not in query or _best(found) >= 0.9):
-                break
+            if spread:
+                if not self.spread_query or "qimg" not in query or _best(found) >= 0.9:
+                    break
+                query = {**query, **_spread_features(query, self.n_keypoints, self._orientations(query))}
             for suffix in self._orientations(query):
                 if suffix and _best(found) >= 0.9:
                     break        # the picture is found as it is; no need to look for its mirror image
@@ -340,23 +347,33 @@ def _query_size(query: Features) -> tuple[int, int]:
     return K.Keypoints.from_bytes(np.asarray(query[EXTRA]).tobytes()).size
 
 
+def _spread_features(query: Features, n: int, suffixes: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The second round's query keypoints (keypoints.spread_keypoints) of each orientation:
+    {"spread<suffix>": serialised keypoints, "usual<suffix>": how many of them are the usual ones}."""
+    img = np.asarray(query["qimg"])
+    out: dict[str, np.ndarray] = {}
+    for suffix in suffixes:
+        rgb = img[:, ::-1] if suffix == "_m" else img
+        gray = np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).convert("L"))
+        kps, usual = K.spread_keypoints(gray, n)
+        out["spread" + suffix] = np.frombuffer(kps.to_bytes(), dtype=np.uint8)
+        out["usual" + suffix] = np.array([usual])
+    return out
+
+
 def _query_keypoints(query: Features, suffix: str, spread: bool) -> K.Keypoints:
-    """The query's keypoints: the usual ones, with the spread extras too when `spread`."""
-    kps = K.Keypoints.from_bytes(np.asarray(query[EXTRA + suffix]).tobytes())
-    usual = query.get("usual" + suffix)
-    if spread or usual is None:
-        return kps
-    n = int(np.asarray(usual)[0])
-    return K.Keypoints(kps.xy[:n], kps.desc[:n], kps.size)
+    """The query's keypoints: the usual ones, or in the second round those with the spread ones."""
+    key = ("spread" if spread and "spread" + suffix in query else EXTRA) + suffix
+    return K.Keypoints.from_bytes(np.asarray(query[key]).tobytes())
 
 
 def _voters(query: Features, suffix: str, spread: bool) -> np.ndarray:
-    """The strongest QUERY_VOTERS usual descriptors, and as many spread ones when `spread`."""
-    kps = K.Keypoints.from_bytes(np.asarray(query[EXTRA + suffix]).tobytes())
-    usual = query.get("usual" + suffix)
+    """The strongest QUERY_VOTERS usual descriptors, and in the second round as many spread ones."""
+    kps = _query_keypoints(query, suffix, spread)
+    usual = query.get("usual" + suffix) if spread else None
     n = len(kps) if usual is None else int(np.asarray(usual)[0])
     voters = kps.desc[:min(n, QUERY_VOTERS)]
-    return np.concatenate([voters, kps.desc[n:n + QUERY_VOTERS]]) if spread else voters
+    return np.concatenate([voters, kps.desc[n:n + QUERY_VOTERS]]) if usual is not None else voters
 
 
 def _best(found: dict[int, Evidence]) -> float:
