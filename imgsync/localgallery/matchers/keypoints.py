@@ -230,7 +230,7 @@ def sane_transform(h: np.ndarray, stored_size: tuple[int, int], query_size: tupl
     if not np.all(np.isfinite(h)) or abs(h[2, 2]) < 1e-9:
         return False
     h = h / h[2, 2]
-    det = float(np.linalg.det(h[:2, :2]))
+    det = float(h[0, 0] * h[1, 1] - h[0, 1] * h[1, 0])
     if not 1 / 64 < det < 64:
         return False
     w, ht = stored_size
@@ -254,9 +254,10 @@ def sane_transform(h: np.ndarray, stored_size: tuple[int, int], query_size: tupl
 
 def coverage(h: np.ndarray, stored_size: tuple[int, int], query_size: tuple[int, int]) -> float:
     """Fraction of the stored image's area that `h` maps inside the query frame."""
-    try:
-        inv = np.linalg.inv(h)
-    except np.linalg.LinAlgError:
+    # cv2, not np.linalg: numpy's LAPACK call for a 3x3 matrix took ~8 ms on the shared, loaded
+    # machine (its BLAS threads contending), more than the rest of a verification
+    ok, inv = cv2.invert(np.asarray(h, dtype=np.float64), flags=cv2.DECOMP_LU)
+    if not ok:
         return 0.0
     qw, qh = query_size
     frame = _project(inv, np.array([[0, 0], [qw, 0], [qw, qh], [0, qh]], dtype=np.float64))
