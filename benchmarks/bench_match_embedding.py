@@ -157,12 +157,12 @@ class Gallery:
 
     def scores(self, query: Image.Image) -> np.ndarray:
         """Calibrated score of every row (verify over all rows, so non-matches are measured too)."""
-        q = self.matcher.extract(query)
+        q = self.matcher.extract_query(query)
         rows = np.arange(self.table.n)
         return self.matcher.verify(q, self.table, rows)
 
     def raw(self, query: Image.Image) -> np.ndarray:
-        return self.matcher.raw(self.matcher.extract(query), self.table)
+        return self.matcher.raw(self.matcher.extract_query(query), self.table)
 
 
 class Tally:
@@ -316,7 +316,7 @@ def latency(lib: str, matcher: Matcher, pics: dict[str, Image.Image], sizes: tup
                 if wired:
                     eng.search(lib, b, rn=300)
                 else:
-                    q = matcher.extract(load_image(b, get_library(lib)).pixels)
+                    q = matcher.extract_query(load_image(b, get_library(lib)).pixels)
                     matcher.match(q, table, np.ones(table.n, bool))
                 ts.append(time.perf_counter() - t0)
             ts_ms = np.array(ts) * 1e3

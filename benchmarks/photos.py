@@ -15,7 +15,7 @@ from pathlib import Path
 from PIL import Image
 
 
-def _pkg_dir(name: str) -> Path:
+def package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit(f"benchmark data needs the {name!r} package: pip install '.[bench]'")
@@ -39,26 +39,26 @@ _SKIMAGE_TEXTURES = ("brick.png", "grass.png", "gravel.png")
 
 def photos() -> dict[str, Image.Image]:
     """About 25 distinct real images (photos, graphics, scans)."""
-    sk = _pkg_dir("skimage") / "data"
+    sk = package_dir("skimage") / "data"
     out = {Path(n).stem: _open(sk / n) for n in _SKIMAGE_PHOTOS}
-    sl = _pkg_dir("sklearn") / "datasets" / "images"
+    sl = package_dir("sklearn") / "datasets" / "images"
     for n in ("china.jpg", "flower.jpg"):
         out[Path(n).stem] = _open(sl / n)
-    mpl = _pkg_dir("matplotlib") / "mpl-data" / "sample_data"
+    mpl = package_dir("matplotlib") / "mpl-data" / "sample_data"
     out["grace_hopper"] = _open(mpl / "grace_hopper.jpg")
     return out
 
 
 def textures() -> dict[str, Image.Image]:
     """Large uniform textures: patches of one are 'the same fabric'."""
-    sk = _pkg_dir("skimage") / "data"
+    sk = package_dir("skimage") / "data"
     out = {Path(n).stem: _open(sk / n) for n in _SKIMAGE_TEXTURES}
     return out
 
 
 def stereo_pair() -> tuple[Image.Image, Image.Image]:
     """The same motorcycle seen from two viewpoints (Middlebury 2014 stereo pair)."""
-    sk = _pkg_dir("skimage") / "data"
+    sk = package_dir("skimage") / "data"
     return _open(sk / "motorcycle_left.png"), _open(sk / "motorcycle_right.png")
 
 

@@ -418,9 +418,11 @@ class Imgsync:
     # ------------------------------------------------------------------ search
 
     def search(self, image: bytes | str | Path, *, library: str | None = None, tags: Sequence[int] = (),
-               tag_logic: str = "and", top: int = 10) -> list[Hit]:
+               tag_logic: str = "and", top: int = 10, on_note: Callable[[str], None] | None = None) -> list[Hit]:
         """The entries most like `image` (bytes, a file path, or an http(s) URL the gallery fetches),
-        best first, each with the local files it stands for. Needs no lock: works while `watch` runs."""
+        best first, each with the local files it stands for. Needs no lock: works while `watch` runs.
+        on_note: told what was done to the query to make the gallery take it (a too-small picture
+        enlarged), if anything."""
         from imgsync.query import prepare_query
 
         library = library or self.default_library()
@@ -428,7 +430,9 @@ class Imgsync:
             raise UsageError(f"--library: unknown library {library!r} (known: {', '.join(LIBRARIES)})")
         if tags and LIBRARIES[library].labels != "tags":
             raise UsageError(f"--tags: the {library} library has class ids, not tags")
-        source = prepare_query(image, library)
+        source, note = prepare_query(image, library)
+        if note and on_note is not None:
+            on_note(note)
         with self.open_gallery() as gallery:
             result = gallery.search(library, **source, tags=tuple(tags), tag_logic=tag_logic, rn=top)
         hits = sorted(result.hits, key=lambda h: -float(h.score))[:top]

@@ -2,22 +2,28 @@
 
 The cloud takes only JPEG, PNG and BMP, at most 4 MB base64 and within each library's size limits. An
 upload in another format (WebP, GIF, TIFF) or too large is re-encoded when the mirror says
-`fit = "shrink"`; a query is always converted the same way, since the user only wants an answer.
+`fit = "shrink"`; a query is always converted the same way, since the user only wants an answer. A query
+below the library's minimum side (product 300 px, picturebook 150 px: the cloud answers 216202) is
+enlarged just enough, with a note; an *entry* that small is still refused (docs/fidelity.md).
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from imgsync.errors import UsageError
+from imgsync.libraries import LIBRARIES
 
 
-def prepare_query(image: bytes | str | Path, library: str) -> dict[str, bytes | str]:
-    """{"url": ...} for an http(s) URL (the gallery fetches it), else {"image": bytes} ready to send."""
+def prepare_query(image: bytes | str | Path, library: str) -> tuple[dict[str, bytes | str], str | None]:
+    """({"url": ...}, None) for an http(s) URL (the gallery fetches it), else ({"image": bytes}, note)
+    ready to send; the note says what was done to a too-small picture (None: nothing)."""
     if isinstance(image, str) and image.lower().startswith(("http://", "https://")):
-        return {"url": image}
+        return {"url": image}, None
     data = image if isinstance(image, bytes) else _read(Path(image).expanduser(), str(image))
-    return {"image": _fit(data, library)}
+    data, note = enlarge_small_query(_fit(data, library), library)
+    return {"image": data}, note
 
 
 def _read(path: Path, shown: str) -> bytes:
@@ -40,3 +46,36 @@ def _fit(data: bytes, library: str) -> bytes:
         return prepare_upload(data, library, "shrink")
     except ShrinkError:
         return data
+
+
+def enlarge_small_query(data: bytes, library: str) -> tuple[bytes, str | None]:
+    """A query image whose shortest side is below what `library` accepts (product 300 px,
+    picturebook 150 px: the cloud answers 216202), enlarged just enough, with a note saying so.
+
+    Only the *query* is enlarged: the gallery, like the cloud, still refuses such an image as an
+    entry (docs/fidelity.md). Anything else (not an image, big enough, or too long to enlarge
+    within the longest side allowed) is returned unchanged for the gallery to judge."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    lib = LIBRARIES[library]
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            k = lib.min_side / min(w, h)
+            if k <= 1 or max(w, h) * k > lib.max_side:
+                return data, None
+            img = ImageOps.exif_transpose(im).convert("RGBA" if im.mode in ("RGBA", "LA", "P") else "RGB")
+            fmt = "PNG" if im.format in ("PNG", "GIF", "BMP") else "JPEG"
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return data, None
+    if img.width != w:            # EXIF said the picture is turned: its sides swapped
+        w, h = img.size
+    size = (max(lib.min_side, round(w * k)), max(lib.min_side, round(h * k)))
+    out = io.BytesIO()
+    big = img.resize(size, Image.Resampling.LANCZOS)
+    if fmt == "JPEG":
+        big.convert("RGB").save(out, "JPEG", quality=95)
+    else:
+        big.save(out, "PNG")
+    return out.getvalue(), (f"{w}x{h} px is below the {lib.min_side} px {library} accepts; searched with a copy "
+                            f"enlarged to {size[0]}x{size[1]}")

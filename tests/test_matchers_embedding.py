@@ -53,7 +53,7 @@ def table_of(matcher: Matcher, items: dict[str, Image.Image], tags: list[tuple[i
 
 
 def all_scores(matcher: Matcher, table: FeatureTable, query: Image.Image) -> np.ndarray:
-    return matcher.verify(matcher.extract(query), table, np.arange(table.n))
+    return matcher.verify(matcher.extract_query(query), table, np.arange(table.n))
 
 
 @pytest.fixture(scope="module")

@@ -234,3 +234,29 @@ def test_search_reaches_the_embedded_gallery_another_process_holds(env: dict[str
     # once the holder is gone, search opens the gallery itself again
     result = CliRunner().invoke(cli, ["search", str(query), "--json"], env=env)
     assert result.exit_code == 0 and [r["brief"] for r in json.loads(result.stdout)] == ["held"]
+
+
+def test_a_query_below_the_library_minimum_is_enlarged_with_a_note(env: dict[str, str], tmp_path: Path) -> None:
+    """product refuses pictures under 300 px (216202, as the cloud does); `imgsync search` enlarges a
+    too-small *query* instead, says so on stderr, and still finds the entry."""
+    config = load_config(env=env)
+    with open_gallery(config) as gallery:
+        sign = gallery.add("product", image=make_image(77, (480, 400)), brief="box.jpg")
+    query = tmp_path / "small.jpg"
+    query.write_bytes(make_image(77, (240, 200)))
+    result = CliRunner().invoke(cli, ["search", str(query), "--library", "product", "--json"], env=env)
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "240x200 px is below the 300 px product accepts" in result.stderr
+    assert "enlarged to 360x300" in result.stderr
+    rows = json.loads(result.stdout)
+    assert rows and rows[0]["cont_sign"] == sign
+
+
+def test_an_entry_below_the_minimum_is_still_refused(env: dict[str, str]) -> None:
+    """Only queries are enlarged: adding a too-small picture is refused as the cloud would."""
+    from imgsync.errors import GalleryError
+
+    config = load_config(env=env)
+    with open_gallery(config) as gallery, pytest.raises(GalleryError) as err:
+        gallery.add("product", image=make_image(78, (240, 200)), brief="small.jpg")
+    assert "216202" in str(err.value)

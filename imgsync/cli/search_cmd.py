@@ -38,7 +38,8 @@ def search(app: App, target: str, library: str | None, tags: str | None, tag_log
     A query in a format the gallery does not take (WebP, GIF, TIFF) or too large is converted first."""
     from imgsync.render import hits_json, hits_table
 
-    hits = app.sync.search(target, library=library, tags=parse_tags(tags), tag_logic=tag_logic, top=top)
+    hits = app.sync.search(target, library=library, tags=parse_tags(tags), tag_logic=tag_logic, top=top,
+                           on_note=lambda note: click.echo(f"note: {target}: {note}", err=True))
     if as_json:
         echo_json(hits_json(hits))
     elif hits:

@@ -66,11 +66,26 @@ def _same_shortlist(query: Features, table: FeatureTable, mask: np.ndarray) -> n
     return rows.astype(np.int64)
 
 
-def _same_verify(query: Features, table: FeatureTable, rows: np.ndarray) -> np.ndarray:
+def _same_pair_cosines(query: Features, table: FeatureTable, rows: np.ndarray) -> np.ndarray:
+    """Fine-DCT cosine of every CROP_PAIRS pair (query crop, stored crop) for each row: (k, pairs)."""
     stored = table.col("fine")[rows].astype(np.float32)           # (k, crops, dim)
     q = np.asarray(query["fine"], dtype=np.float32)                # (crops, dim)
-    cos = np.einsum("kpd,pd->kp", stored[:, _CROP_B], q[_CROP_A])  # (k, pairs)
+    return np.einsum("kpd,pd->kp", stored[:, _CROP_B], q[_CROP_A])
+
+
+def _same_verify(query: Features, table: FeatureTable, rows: np.ndarray) -> np.ndarray:
+    cos = _same_pair_cosines(query, table, rows)
     return np.clip(cos.max(axis=1), 0.0, 1.0).astype(np.float64)
+
+
+def crop_pair_transform(pair: int, stored_size: tuple[int, int], query_size: tuple[int, int]) -> np.ndarray:
+    """The 3x3 map stored pixels → query pixels that lines up the crops of CROP_PAIRS[pair] (the
+    alignment the hash stage found)."""
+    a, b = F.CROP_PAIRS[pair]
+    sx0, sy0, sx1, sy1 = F._crop_box(stored_size, F.CROPS[b])
+    qx0, qy0, qx1, qy1 = F._crop_box(query_size, F.CROPS[a])
+    kx, ky = (qx1 - qx0) / (sx1 - sx0), (qy1 - qy0) / (sy1 - sy0)
+    return np.array([[kx, 0.0, qx0 - kx * sx0], [0.0, ky, qy0 - ky * sy0], [0.0, 0.0, 1.0]])
 
 
 class SameImageMatcher(Matcher):

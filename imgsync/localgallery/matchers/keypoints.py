@@ -61,6 +61,12 @@ class Keypoints:
         desc = np.frombuffer(blob, dtype=np.uint8, count=DESC_BYTES * n, offset=at + 4 * n).reshape(n, DESC_BYTES)
         return cls(xy, desc, (int(head["w"]), int(head["h"])))
 
+    @staticmethod
+    def nbytes_of(blob: bytes) -> int:
+        """Length of the serialised keypoints at the start of `blob` (data may follow them)."""
+        n = int(np.frombuffer(blob, dtype=_HEADER, count=1)[0]["n"])
+        return _HEADER.itemsize + n * (4 + DESC_BYTES)
+
     def flipped(self) -> Keypoints:
         """Not a mirror of the descriptors (ORB is not mirror-invariant): only for coordinates."""
         xy = self.xy.copy()
@@ -85,9 +91,50 @@ def orb_keypoints(gray: np.ndarray, n: int = 500, *, fast_threshold: int = 12) -
     if desc is None or not kps:
         return Keypoints(np.zeros((0, 2), np.float32), EMPTY_DESC, (w, h))
     resp = np.array([k.response for k in kps], dtype=np.float32)
-    order = np.argsort(-resp, kind="stable")
+    order = np.argsort(-resp, kind="stable")[:n]
     xy = np.array([k.pt for k in kps], dtype=np.float32)[order]
     return Keypoints(xy, np.ascontiguousarray(desc[order]), (w, h))
+
+
+#: Fewer keypoints than this share of the budget marks a low-texture picture (smooth gradients,
+#: dark skies, blur): it is detected again at LOW_TEXTURE_THRESHOLD.
+LOW_TEXTURE_SHARE = 0.5
+LOW_TEXTURE_THRESHOLD = 4
+
+
+def adaptive_keypoints(gray: np.ndarray, n: int, *, spread: bool = False, low: int | None = None) -> Keypoints:
+    """Up to `n` keypoints that do not leave a smooth picture, or a smooth part of one, without any.
+
+    - A picture that yields fewer than LOW_TEXTURE_SHARE * n points at the usual FAST threshold is
+      detected again at LOW_TEXTURE_THRESHOLD, keeping up to `low` points (default n): its faint
+      corners are all it has. Each point costs every verification time, hence `low`.
+    - spread=True (queries): up to n more points spread over the frame (spread_keypoints).
+    """
+    return spread_keypoints(gray, n)[0] if spread else _usual_keypoints(gray, n, low)
+
+
+def spread_keypoints(gray: np.ndarray, n: int) -> tuple[Keypoints, int]:
+    """(keypoints, u): the u usual points (as adaptive_keypoints), then up to n more, the strongest of
+    each cell of a 6x6 grid in turn (spread_subset) among 3n detected at the low threshold. A smooth
+    picture pasted into a busy frame then keeps points of its own instead of losing them all to
+    the busy part. (The n strongest of one larger low-threshold detection are not the usual points:
+    ORB shares its budget out over the pyramid levels, and a busy background takes other shares.)"""
+    kps = _usual_keypoints(gray, n)
+    cand = orb_keypoints(gray, 3 * n, fast_threshold=LOW_TEXTURE_THRESHOLD)
+    idx = spread_subset(cand, n, grid=6)                 # sorted indices = strongest first
+    if len(kps) and len(idx):                            # not the usual points again
+        d = np.abs(cand.xy[idx][:, None, :] - kps.xy[None, :, :]).max(axis=2).min(axis=1)
+        idx = idx[d > 1.0]
+    both = Keypoints(np.concatenate([kps.xy, cand.xy[idx]]),
+                     np.ascontiguousarray(np.concatenate([kps.desc, cand.desc[idx]])), kps.size)
+    return both, len(kps)
+
+
+def _usual_keypoints(gray: np.ndarray, n: int, low: int | None = None) -> Keypoints:
+    kps = orb_keypoints(gray, n)
+    if len(kps) < LOW_TEXTURE_SHARE * n:
+        kps = orb_keypoints(gray, n if low is None else max(low, len(kps)), fast_threshold=LOW_TEXTURE_THRESHOLD)
+    return kps
 
 
 def spread_subset(kps: Keypoints, k: int, grid: int = 4) -> np.ndarray:
@@ -183,7 +230,7 @@ def sane_transform(h: np.ndarray, stored_size: tuple[int, int], query_size: tupl
     if not np.all(np.isfinite(h)) or abs(h[2, 2]) < 1e-9:
         return False
     h = h / h[2, 2]
-    det = float(np.linalg.det(h[:2, :2]))
+    det = float(h[0, 0] * h[1, 1] - h[0, 1] * h[1, 0])
     if not 1 / 64 < det < 64:
         return False
     w, ht = stored_size
@@ -207,9 +254,10 @@ def sane_transform(h: np.ndarray, stored_size: tuple[int, int], query_size: tupl
 
 def coverage(h: np.ndarray, stored_size: tuple[int, int], query_size: tuple[int, int]) -> float:
     """Fraction of the stored image's area that `h` maps inside the query frame."""
-    try:
-        inv = np.linalg.inv(h)
-    except np.linalg.LinAlgError:
+    # cv2, not np.linalg: numpy's LAPACK call for a 3x3 matrix took ~8 ms on the shared, loaded
+    # machine (its BLAS threads contending), more than the rest of a verification
+    ok, inv = cv2.invert(np.asarray(h, dtype=np.float64), flags=cv2.DECOMP_LU)
+    if not ok:
         return 0.0
     qw, qh = query_size
     frame = _project(inv, np.array([[0, 0], [qw, 0], [qw, qh], [0, qh]], dtype=np.float64))

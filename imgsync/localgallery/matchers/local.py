@@ -23,20 +23,22 @@ pages), the keypoint budget, and whether to try the mirrored query.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, NamedTuple
 
 import numpy as np
 from PIL import Image
 
+from imgsync.localgallery.matchers import appearance as A
 from imgsync.localgallery.matchers import global_descriptors as G
 from imgsync.localgallery.matchers import keypoints as K
+from imgsync.localgallery.matchers import regions as R
 from imgsync.localgallery.matchers.base import EXTRA, Features, Field, Matcher
 from imgsync.localgallery.matchers.table import FeatureTable
 from imgsync.localgallery.matchers.vote_index import VoteIndex
 
 #: A hash score this high needs no keypoint check.
 HASH_SURE = 0.97
-#: Query descriptors that vote (the strongest); more cost time and add little.
+#: Query descriptors that vote (the strongest usual ones; in the second round as many spread ones too).
 QUERY_VOTERS = 300
 #: Inlier count → confidence: logistic with midpoint and width. Measured on 25 real photos
 #: (benchmarks/bench_match_keypoints.py): unrelated pictures ≤ 6 inliers, true matches mostly
@@ -46,6 +48,8 @@ INLIER_MID, INLIER_WIDTH = 10.0, 2.0
 #: (see _top_voted); at least MIN_VERIFIED rows always are.
 VOTE_KEEP = 0.15
 MIN_VERIFIED = 4
+#: The appearance check (appearance.py) runs on at most this many of the best rows at or above the floor.
+APPEARANCE_ROWS = 32
 
 _COSINE_POINTS = ([0.0, 0.7, 0.86, 1.0], [0.0, 0.3, 0.9, 1.0])
 
@@ -77,6 +81,18 @@ class LocalFeatureMatcher(Matcher):
     verify_cap: ClassVar[int] = 24
     coverage_weight: ClassVar[float] = 0.1
     floor: ClassVar[float] = 0.6
+    #: a second round with query keypoints spread over the frame (keypoints.spread_keypoints)
+    spread_query: ClassVar[bool] = True
+    #: a low-texture picture, detected again at a low threshold, keeps this share of n_keypoints
+    low_texture_share: ClassVar[float] = 1.0
+    #: compare colour and detail of the aligned pictures before a row keeps its score
+    check_appearance: ClassVar[bool] = True
+    #: appearance limits (see appearance_cap): (colour residual, luma correlation) beyond which a
+    #: row is another picture, and within which it is the same picture; a keypoint match showing
+    #: less than same_coverage of the stored picture is related, not the same.
+    other_look: ClassVar[tuple[float, float]] = (0.55, 0.3)
+    same_look: ClassVar[tuple[float, float]] = (0.45, 0.6)
+    same_coverage: ClassVar[float] = 0.25
 
     fields: ClassVar[tuple[Field, ...]]
 
@@ -91,17 +107,29 @@ class LocalFeatureMatcher(Matcher):
     # --- extract ---------------------------------------------------------------------------------
 
     def extract(self, img: Image.Image) -> dict[str, np.ndarray]:
-        gray = img.convert("L")
-        kps = K.orb_keypoints(np.asarray(gray), self.n_keypoints)
+        return self._extract(img, query=False)
+
+    def _extract(self, img: Image.Image, *, query: bool) -> dict[str, np.ndarray]:
+        gray = np.asarray(img.convert("L"))
+        # A low-texture picture is detected again at a low threshold; except a query that may have a
+        # second round (spread_query): its spread points, low threshold included, wait for it (match).
+        if query and self.spread_query:
+            kps = K.orb_keypoints(gray, self.n_keypoints)
+        else:
+            kps = K.adaptive_keypoints(gray, self.n_keypoints, low=round(self.low_texture_share * self.n_keypoints))
         vote = np.zeros((self.vote_cap, K.DESC_BYTES), dtype=np.uint8)
         sel = K.spread_subset(kps, self.vote_cap)
         vote[: len(sel)] = kps.desc[sel]
-        return {**G._same_extract(img), "vote": vote, EXTRA: np.frombuffer(kps.to_bytes(), dtype=np.uint8)}
+        blob = kps.to_bytes() + A.thumbnail(img).tobytes()
+        return {**G._same_extract(img), "vote": vote, EXTRA: np.frombuffer(blob, dtype=np.uint8)}
 
     def extract_query(self, img: Image.Image) -> dict[str, np.ndarray]:
-        q = self.extract(img)
+        # qimg: the working picture itself, for what only a second round needs (spread keypoints,
+        # regions), computed then
+        q = {**self._extract(img, query=True), "qpic": A.query_picture(img), "qimg": np.asarray(img.convert("RGB"))}
         if self.mirror:
-            m = self.extract(img.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+            flipped = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            m = {**self._extract(flipped, query=True), "qpic": A.query_picture(flipped)}
             q.update({f"{k}_m": v for k, v in m.items()})
         return q
 
@@ -125,34 +153,47 @@ class LocalFeatureMatcher(Matcher):
     def shortlist(self, query: Features, table: FeatureTable, mask: np.ndarray) -> np.ndarray:
         rows = [G._same_shortlist(query, table, mask)]
         for suffix in self._orientations(query):
-            votes = self._votes.votes(_voters(query, suffix), table)
+            votes = self._votes.votes(_voters(query, suffix, spread=True), table)
             rows.append(_top_voted(votes, mask, self.verify_cap))
         return np.unique(np.concatenate(rows)).astype(np.int64)
 
     def verify(self, query: Features, table: FeatureTable, rows: np.ndarray) -> np.ndarray:
-        scores = self._hash_scores(query, table, rows)
-        todo = np.flatnonzero(scores < HASH_SURE)
-        if len(todo):
-            scores[todo] = np.maximum(scores[todo], self._keypoint_scores(query, table, rows[todo]))
-        return scores
+        found = self._hash_evidence(query, table, rows)
+        todo = np.array([r for r in rows if found[int(r)].score < HASH_SURE], dtype=np.int64)
+        for r, e in zip(todo, self._keypoint_evidence(query, table, todo)):
+            if e.score > found[int(r)].score:
+                found[int(r)] = e
+        self._check_appearance(query, table, found)
+        return np.array([found[int(r)].score for r in rows], dtype=np.float64)
 
     def match(self, query: Features, table: FeatureTable, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         hash_rows = G._same_shortlist(query, table, mask)
         if self.mirror:
             hash_rows = np.union1d(hash_rows, G._same_shortlist(_mirrored(query), table, mask))
-        hash_scores = self._hash_scores(query, table, hash_rows)
-        best: dict[int, float] = {int(r): float(s) for r, s in zip(hash_rows, hash_scores)}
-        for suffix in self._orientations(query):
-            if suffix and max(best.values(), default=0.0) >= 0.9:
-                break        # the picture is found as it is; no need to look for its mirror image
-            votes = self._votes.votes(_voters(query, suffix), table)
-            cand = _top_voted(votes, mask, self.verify_cap, VOTE_KEEP)
-            cand = np.array([r for r in cand if best.get(int(r), 0.0) < HASH_SURE], dtype=np.int64)
-            for r, s in zip(cand, self._keypoint_scores(query, table, cand, (suffix,))):
-                if s > best.get(int(r), 0.0):
-                    best[int(r)] = s
-        rows = np.fromiter(best, dtype=np.int64, count=len(best))
-        scores = np.fromiter(best.values(), dtype=np.float64, count=len(best))
+        found = self._hash_evidence(query, table, hash_rows)
+        # Two rounds: the usual keypoints first; points spread over the frame (a plain picture in a
+        # busy frame) only for a query nothing has been found for yet, so that a query found at
+        # once costs what it did before they existed.
+        for spread in (False, True):
+            if spread:
+                if not self.spread_query or "qimg" not in query or _best(found) >= 0.9:
+                    break
+                query = {**query, **_spread_features(query, self.n_keypoints, self._orientations(query))}
+            for suffix in self._orientations(query):
+                if suffix and _best(found) >= 0.9:
+                    break        # the picture is found as it is; no need to look for its mirror image
+                votes = self._votes.votes(_voters(query, suffix, spread), table)
+                cand = _top_voted(votes, mask, self.verify_cap, VOTE_KEEP)
+                cand = np.array([r for r in cand if int(r) not in found or found[int(r)].score < HASH_SURE],
+                                dtype=np.int64)
+                for r, e in zip(cand, self._keypoint_evidence(query, table, cand, (suffix,), spread)):
+                    if int(r) not in found or e.score > found[int(r)].score:
+                        found[int(r)] = e
+        self._check_appearance(query, table, found)
+        if _best(found) < 0.9 and "qimg" in query:
+            self._search_regions(query, table, mask, found)
+        rows = np.fromiter(found, dtype=np.int64, count=len(found))
+        scores = np.fromiter((e.score for e in found.values()), dtype=np.float64, count=len(found))
         keep = scores >= self.floor
         return rows[keep], scores[keep]
 
@@ -161,34 +202,182 @@ class LocalFeatureMatcher(Matcher):
     def _orientations(self, query: Features) -> tuple[str, ...]:
         return ("", "_m") if self.mirror and "vote_m" in query else ("",)
 
-    def _hash_scores(self, query: Features, table: FeatureTable, rows: np.ndarray) -> np.ndarray:
+    def _hash_evidence(self, query: Features, table: FeatureTable, rows: np.ndarray) -> dict[int, Evidence]:
+        """Each row's calibrated hash score, with the orientation and crop pair that gave it."""
         if len(rows) == 0:
-            return np.empty(0)
-        cos = G._same_verify(query, table, rows)
+            return {}
+        cos = G._same_pair_cosines(query, table, rows)
+        suffix = np.zeros(len(rows), dtype=np.int64)
         if self.mirror and "fine_m" in query:
-            cos = np.maximum(cos, G._same_verify(_mirrored(query), table, rows))
-        return calibrate_cosine(cos)
+            cos_m = G._same_pair_cosines(_mirrored(query), table, rows)
+            suffix = (cos_m.max(axis=1) > cos.max(axis=1)).astype(np.int64)
+            cos = np.where(suffix[:, None] == 1, cos_m, cos)
+        pair = cos.argmax(axis=1)
+        score = calibrate_cosine(np.clip(cos.max(axis=1), 0.0, 1.0))
+        return {int(r): Evidence(float(s), ("", "_m")[int(m)], int(p), None, 1.0)
+                for r, s, m, p in zip(rows, score, suffix, pair)}
 
-    def _keypoint_scores(self, query: Features, table: FeatureTable, rows: np.ndarray,
-                         orientations: tuple[str, ...] | None = None) -> np.ndarray:
-        out = np.zeros(len(rows))
+    def _search_regions(self, query: Features, table: FeatureTable, mask: np.ndarray,
+                        found: dict[int, Evidence]) -> None:
+        """The fallback for pictures too plain for keypoints (regions.py): each quadrilateral region
+        of the query, rectified, goes through the hash stage as if it were the whole query; the
+        rows it finds are checked for appearance with the region's exact alignment."""
+        more: dict[int, Evidence] = {}
+        regions = _regions(Image.fromarray(np.asarray(query["qimg"])))
+        for i, to_query in enumerate(regions.get("region_to_query", ())):
+            sub = {"phash": regions["region_phash"][i], "fine": regions["region_fine"][i]}
+            rows = G._same_shortlist(sub, table, mask)
+            if len(rows) == 0:
+                continue
+            cos = G._same_pair_cosines(sub, table, rows)
+            score = calibrate_cosine(np.clip(cos.max(axis=1), 0.0, 1.0))
+            frame = tuple(int(x) for x in regions["region_size"][i])
+            for r, s, pair in zip(rows, score, cos.argmax(axis=1)):
+                if s > max(found[int(r)].score if int(r) in found else 0.0,
+                           more[int(r)].score if int(r) in more else 0.0):
+                    more[int(r)] = Evidence(float(s), "", int(pair), None, 1.0, to_query, frame)
+        self._check_appearance(query, table, more)
+        for r, e in more.items():
+            if r not in found or e.score > found[r].score:
+                found[r] = e
+
+    def _keypoint_evidence(self, query: Features, table: FeatureTable, rows: np.ndarray,
+                           orientations: tuple[str, ...] | None = None, spread: bool = True) -> list[Evidence]:
+        out = [NO_EVIDENCE] * len(rows)
         if len(rows) == 0:
             return out
-        queries = [K.Keypoints.from_bytes(np.asarray(query[EXTRA + s]).tobytes())
-                   for s in (orientations if orientations is not None else self._orientations(query))]
+        suffixes = orientations if orientations is not None else self._orientations(query)
+        queries = [(s, _query_keypoints(query, s, spread)) for s in suffixes]
         for i, blob in enumerate(table.extras(rows)):
             if blob is None:
                 continue
             stored = K.Keypoints.from_bytes(blob)
-            for q in queries:
+            for s, q in queries:
                 v = K.verify(q, stored, K.ratio_matches(q.desc, stored.desc), model=self.model)
-                out[i] = max(out[i], keypoint_score(v, self.coverage_weight))
+                score = keypoint_score(v, self.coverage_weight)
+                if score > out[i].score:
+                    out[i] = Evidence(score, s, -1, v.transform, v.coverage)
         return out
 
+    def _check_appearance(self, query: Features, table: FeatureTable, found: dict[int, Evidence]) -> None:
+        """Rows about to be returned (the best APPEARANCE_ROWS at or above the floor) are compared with
+        the query in colour and detail once aligned (appearance.py); a row that does not look like the
+        query loses its "same" score. Rows without a stored thumbnail (bulk-loaded) keep theirs."""
+        if not self.check_appearance:
+            return
+        cand = sorted((r for r, e in found.items() if e.score >= self.floor), key=lambda r: -found[r].score)
+        cand = cand[:APPEARANCE_ROWS]
+        if not cand:
+            return
+        for r, blob in zip(cand, table.extras(np.array(cand, dtype=np.int64))):
+            if blob is None:
+                continue
+            stored = K.Keypoints.from_bytes(blob)
+            thumb = _thumb_of(blob)
+            if thumb is None:
+                continue
+            e = found[r]
+            qsize = _query_size(query)
+            qpic = np.asarray(query["qpic" + e.suffix])
+            if e.transform is not None:
+                a = A.compare(thumb, stored.size, qpic, qsize, e.transform)
+            else:   # the hash stage's crop alignment is approximate: look around it
+                h = G.crop_pair_transform(e.pair, stored.size, e.frame or qsize)
+                a = A.compare_near(thumb, stored.size, qpic, qsize, h if e.region is None else e.region @ h)
+            found[r] = e._replace(score=min(e.score, self.appearance_cap(a, e.coverage)))
 
-def _voters(query: Features, suffix: str) -> np.ndarray:
-    kps = K.Keypoints.from_bytes(np.asarray(query[EXTRA + suffix]).tobytes())
-    return kps.desc[:QUERY_VOTERS]
+    def appearance_cap(self, a: A.Agreement, coverage: float) -> float:
+        """The highest score a row may keep given how it looks once aligned with the query.
+        Limits fitted on the tuning part of benchmarks/heldout.py (true edits vs recoloured and
+        sibling lookalikes): docs/matching-keypoints.md."""
+        if a.overlap < A.MIN_OVERLAP:
+            return 1.0       # too little of it in view to judge; the geometry alone decided
+        if a.colour > self.other_look[0] or a.detail < self.other_look[1]:
+            return 0.5       # another picture: below every keypoint library's "similar"
+        if a.colour > self.same_look[0] or a.detail < self.same_look[1] or coverage < self.same_coverage:
+            return 0.85      # related (similar), but not the same picture
+        return 1.0
+
+
+class Evidence(NamedTuple):
+    """Why a row scores what it scores: the orientation of the query ("" or "_m"), and the alignment:
+    the hash stage's crop pair (transform None) or the keypoint transform stored → query."""
+
+    score: float
+    suffix: str
+    pair: int
+    transform: np.ndarray | None
+    coverage: float
+    #: for a hash match of a query region (regions.py): region pixels → query pixels, region size
+    region: np.ndarray | None = None
+    frame: tuple[int, int] | None = None
+
+
+NO_EVIDENCE = Evidence(0.0, "", -1, None, 0.0)
+
+
+def _regions(img: Image.Image) -> dict[str, np.ndarray]:
+    """Query features of the quadrilateral regions of the query (regions.py): their hashes, their
+    map to query pixels and their size."""
+    quads = R.quads(np.asarray(img.convert("RGB")))
+    if not quads:
+        return {}
+    phash, fine, to_query, size = [], [], [], []
+    for q in quads:
+        rect, h = R.rectify(img, q)
+        # as it is, and with uneven light evened out (a page photographed under a lamp)
+        for version in (rect, R.even_light(rect)):
+            d = G._same_extract(version)
+            phash.append(d["phash"])
+            fine.append(d["fine"])
+            to_query.append(h)
+            size.append(rect.size)
+    return {"region_phash": np.stack(phash), "region_fine": np.stack(fine), "region_to_query": np.stack(to_query),
+            "region_size": np.array(size, dtype=np.int64)}
+
+
+def _thumb_of(blob: bytes) -> np.ndarray | None:
+    at = K.Keypoints.nbytes_of(blob)
+    if len(blob) < at + A.THUMB_BYTES:
+        return None
+    return np.frombuffer(blob, dtype=np.uint8, count=A.THUMB_BYTES, offset=at).reshape(A.THUMB, A.THUMB, 3)
+
+
+def _query_size(query: Features) -> tuple[int, int]:
+    return K.Keypoints.from_bytes(np.asarray(query[EXTRA]).tobytes()).size
+
+
+def _spread_features(query: Features, n: int, suffixes: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The second round's query keypoints (keypoints.spread_keypoints) of each orientation:
+    {"spread<suffix>": serialised keypoints, "usual<suffix>": how many of them are the usual ones}."""
+    img = np.asarray(query["qimg"])
+    out: dict[str, np.ndarray] = {}
+    for suffix in suffixes:
+        rgb = img[:, ::-1] if suffix == "_m" else img
+        gray = np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).convert("L"))
+        kps, usual = K.spread_keypoints(gray, n)
+        out["spread" + suffix] = np.frombuffer(kps.to_bytes(), dtype=np.uint8)
+        out["usual" + suffix] = np.array([usual])
+    return out
+
+
+def _query_keypoints(query: Features, suffix: str, spread: bool) -> K.Keypoints:
+    """The query's keypoints: the usual ones, or in the second round those with the spread ones."""
+    key = ("spread" if spread and "spread" + suffix in query else EXTRA) + suffix
+    return K.Keypoints.from_bytes(np.asarray(query[key]).tobytes())
+
+
+def _voters(query: Features, suffix: str, spread: bool) -> np.ndarray:
+    """The strongest QUERY_VOTERS usual descriptors, and in the second round as many spread ones."""
+    kps = _query_keypoints(query, suffix, spread)
+    usual = query.get("usual" + suffix) if spread else None
+    n = len(kps) if usual is None else int(np.asarray(usual)[0])
+    voters = kps.desc[:min(n, QUERY_VOTERS)]
+    return np.concatenate([voters, kps.desc[n:n + QUERY_VOTERS]]) if usual is not None else voters
+
+
+def _best(found: dict[int, Evidence]) -> float:
+    return max((e.score for e in found.values()), default=0.0)
 
 
 def _top_voted(votes: np.ndarray, mask: np.ndarray, k: int, keep_above: float = 0.0) -> np.ndarray:

@@ -19,7 +19,7 @@ from imgsync.localgallery.matchers.local import LocalFeatureMatcher
 
 
 class PictureBookMatcher(LocalFeatureMatcher):
-    name: ClassVar[str] = "picturebook/phash64x3+dct143+orb600-homography-v1"
+    name: ClassVar[str] = "picturebook/phash64x3+dct143+orb600-homography+look32-v2"
     n_keypoints: ClassVar[int] = 600
     vote_cap: ClassVar[int] = 64
     model: ClassVar[Literal["homography", "similarity"]] = "homography"
@@ -27,3 +27,9 @@ class PictureBookMatcher(LocalFeatureMatcher):
     verify_cap: ClassVar[int] = 24
     coverage_weight: ClassVar[float] = 0.0
     floor: ClassVar[float] = 0.3
+    # A phone photo shifts colours (warm light, a gradient across the page) far more than a copy
+    # does, and part of a page is still the page: looser appearance limits, no coverage limit.
+    other_look: ClassVar[tuple[float, float]] = (0.9, 0.1)
+    same_look: ClassVar[tuple[float, float]] = (0.7, 0.3)
+    same_coverage: ClassVar[float] = 0.0
+    spread_query: ClassVar[bool] = False

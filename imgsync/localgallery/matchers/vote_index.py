@@ -27,6 +27,12 @@ import numpy as np
 
 from imgsync.localgallery.matchers.table import FeatureTable
 
+# One thread per search, as for OpenCV (keypoints.py): a vote search is small (hundreds of query
+# codes), and on a shared 2-core machine with a threaded HTTP server faiss's OpenMP team only
+# spins against the other requests: measured 45-82 ms per 300-600-code search with 2 threads under
+# load, 2-3 ms with 1.
+faiss.omp_set_num_threads(1)
+
 BITS = 256
 #: Switch from exact search to IVF at this many codes (exact costs ~O(codes) per query descriptor).
 IVF_FROM = 150_000

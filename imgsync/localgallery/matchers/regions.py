@@ -1,0 +1,196 @@
+"""Where in a query might a whole picture be? Quadrilateral regions, for pictures too plain for keypoints.
+
+A smooth picture (a soft gradient, a dark sky, a blurred photo) has too few corners for keypoint
+matching, so when it is pasted into a larger image, or photographed lying on a table, nothing
+finds it. But exactly such a picture has a clean outline: its interior is smooth and its border
+is a strong, straight-edged step. So the query's edge map is searched for convex quadrilaterals
+(OpenCV contours simplified to 4 corners); each is rectified to a rectangle, and the hash stage
+then compares that rectangle with the stored pictures as if it were the whole query. The
+transform that rectified it gives the appearance check (appearance.py) an exact alignment.
+
+Cheap (≈ 1 ms at the ≤ 512 px working size) and only searched when the keypoint stages found
+nothing sure.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from PIL import Image
+
+#: A region must cover between these shares of the query frame.
+MIN_AREA, MAX_AREA = 0.05, 0.92
+#: At most this many regions per query (the largest first).
+MAX_REGIONS = 2
+#: Rectified regions are resampled so that their longer side is this long.
+SIDE = 256
+
+
+def quads(rgb: np.ndarray) -> list[np.ndarray]:
+    """Convex quadrilaterals (float32 (4, 2), corners clockwise from top-left) outlined in the edge
+    map of a uint8 RGB picture, largest first.
+
+    Edges of every colour channel count (a dark blue picture on a dark red table has a weak edge in
+    grey levels). Each contour proposes the 4-corner simplification of its convex hull and its
+    minimum-area rectangle: a picture's own edges often touch its outline, so the contour itself is
+    rarely a clean quadrilateral, but its hull is. A proposal is kept when edges run along at least
+    MIN_SUPPORT of its border."""
+    h, w = rgb.shape[:2]
+    blur = cv2.GaussianBlur(rgb, (5, 5), 0)
+    edges = np.zeros((h, w), np.uint8)
+    for c in range(3):
+        edges |= cv2.Canny(np.ascontiguousarray(blur[..., c]), 30, 90)
+    edges = cv2.dilate(edges, np.ones((3, 3), np.uint8))
+    contours = cv2.findContours(edges, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)[0]
+    props: list[tuple[float, np.ndarray]] = []
+    for c in contours:
+        _, _, bw, bh = cv2.boundingRect(c)
+        if bw * bh < MIN_AREA * w * h:
+            continue        # too small to outline a picture, whatever its shape
+        # the contour itself, when it is a clean quadrilateral (a plain picture: nothing touches it)
+        approx = cv2.approxPolyDP(c, 0.02 * cv2.arcLength(c, True), True)
+        if len(approx) == 4 and cv2.isContourConvex(approx):
+            q = _clockwise(approx.reshape(4, 2).astype(np.float32))
+            a = cv2.contourArea(q)
+            if MIN_AREA * w * h <= a <= MAX_AREA * w * h:
+                props.append((a, q))
+        hull = cv2.convexHull(c)
+        area = cv2.contourArea(hull)
+        if not MIN_AREA * w * h <= area <= MAX_AREA * w * h / 0.9:
+            continue
+        approx = cv2.approxPolyDP(hull, 0.03 * cv2.arcLength(hull, True), True)
+        for q in (approx.reshape(-1, 2), cv2.boxPoints(cv2.minAreaRect(c))):
+            if len(q) != 4:
+                continue
+            q = _clockwise(q.astype(np.float32))
+            a = cv2.contourArea(q)
+            if MIN_AREA * w * h <= a <= MAX_AREA * w * h and _support(edges, q) >= MIN_SUPPORT:
+                props.append((a, q))
+    # upright rectangles are looked for at ≤ 320 px: a pasted picture's sides survive, the cost halves
+    k = min(1.0, 320 / max(h, w))
+    small = blur if k == 1.0 else cv2.resize(blur, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA)
+    props += [(float((r[2] - r[0]) * (r[3] - r[1])) / k ** 2, _box(r) / k) for r in upright_rectangles(small)]
+    found: list[np.ndarray] = []
+    for _, q in sorted(props, key=lambda p: -p[0]):
+        if not any(np.abs(q - f).max() < 0.03 * max(w, h) for f in found):   # the same outline twice
+            found.append(q)
+        if len(found) >= MAX_REGIONS:
+            break
+    return found
+
+
+def upright_rectangles(rgb: np.ndarray, keep: int = 10) -> list[tuple[int, int, int, int]]:
+    """Axis-aligned rectangles (x0, y0, x1, y1) whose four sides are step edges: a picture pasted
+    into another one (a collage, a screenshot, a page layout). Busy pictures have edges everywhere
+    inside, so their outline is rarely a clean contour; but its sides are long straight runs of
+    horizontal or vertical steps, which the inside of a picture seldom has. The `keep` longest runs
+    of each direction are paired into rectangles; those with MIN_SUPPORT of their border on such
+    steps are kept."""
+    h, w = rgb.shape[:2]
+    img = rgb.astype(np.int16)
+    gy = np.zeros((h, w), np.int16)
+    gx = np.zeros((h, w), np.int16)
+    gy[1:-1] = np.abs(img[2:] - img[:-2]).max(axis=2)
+    gx[:, 1:-1] = np.abs(img[:, 2:] - img[:, :-2]).max(axis=2)
+    horiz = cv2.dilate(((gy > 40) & (gy > 2 * gx)).astype(np.uint8), np.ones((3, 1), np.uint8))
+    vert = cv2.dilate(((gx > 40) & (gx > 2 * gy)).astype(np.uint8), np.ones((1, 3), np.uint8))
+    rows = _runs(horiz, int(0.12 * w), keep)             # (y, x0, x1)
+    cols = _runs(vert.T, int(0.12 * h), keep)            # (x, y0, y1)
+    if len(rows) < 2 or len(cols) < 2:
+        return []
+    # prefix sums along each row of `horiz` and each column of `vert`: a side's support in O(1)
+    hsum = np.zeros((h, w + 1), np.int32)
+    np.cumsum(horiz, axis=1, out=hsum[:, 1:])
+    vsum = np.zeros((h + 1, w), np.int32)
+    np.cumsum(vert, axis=0, out=vsum[1:])
+    ys = sorted({r[0] for r in rows})
+    xs = sorted({c[0] for c in cols})
+    found = []
+    for i, y0 in enumerate(ys):
+        for y1 in ys[i + 1:]:
+            if y1 - y0 < 0.15 * h:
+                continue
+            for j, x0 in enumerate(xs):
+                for x1 in xs[j + 1:]:
+                    if x1 - x0 < 0.15 * w or not MIN_AREA * w * h <= (x1 - x0) * (y1 - y0) <= MAX_AREA * w * h:
+                        continue
+                    on = (hsum[y0, x1] - hsum[y0, x0] + hsum[y1, x1] - hsum[y1, x0]
+                          + vsum[y1, x0] - vsum[y0, x0] + vsum[y1, x1] - vsum[y0, x1])
+                    if on >= MIN_SUPPORT * 2 * ((x1 - x0) + (y1 - y0)):
+                        found.append((x0, y0, x1, y1))
+    return found
+
+
+def _runs(mask: np.ndarray, min_len: int, keep: int) -> list[tuple[int, int, int]]:
+    """The `keep` longest horizontal runs of set pixels (gaps ≤ 3 px bridged) at least min_len long,
+    one per row at most (its longest): (row, start, end)."""
+    bridged = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((1, 5), np.uint8))
+    h, w = bridged.shape
+    padded = np.zeros((h, w + 2), np.int8)
+    padded[:, 1:-1] = bridged
+    d = np.diff(padded, axis=1)
+    ry, rx0 = np.nonzero(d == 1)
+    _, rx1 = np.nonzero(d == -1)            # same row order: every start has its end
+    length = rx1 - rx0
+    ok = length >= min_len
+    ry, rx0, rx1, length = ry[ok], rx0[ok], rx1[ok], length[ok]
+    order = np.lexsort((-length, ry))       # per row, longest first
+    first = np.ones(len(order), bool)
+    first[1:] = ry[order][1:] != ry[order][:-1]
+    best = order[first]
+    best = best[np.argsort(-length[best], kind="stable")][:keep]
+    return [(int(ry[k]), int(rx0[k]), int(rx1[k])) for k in best]
+
+
+def _box(r: tuple[int, int, int, int]) -> np.ndarray:
+    x0, y0, x1, y1 = r
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float32)
+
+
+#: Share of a proposal's border that must lie on edges.
+MIN_SUPPORT = 0.7
+
+
+def _support(edges: np.ndarray, q: np.ndarray, per_side: int = 48) -> float:
+    h, w = edges.shape
+    t = np.linspace(0.0, 1.0, per_side, endpoint=False)[:, None]
+    pts = np.concatenate([q[i] + t * (q[(i + 1) % 4] - q[i]) for i in range(4)])
+    x = np.clip(np.round(pts[:, 0]).astype(np.int64), 0, w - 1)
+    y = np.clip(np.round(pts[:, 1]).astype(np.int64), 0, h - 1)
+    return float(np.mean(edges[y, x] > 0))
+
+
+def rectify(img: Image.Image, quad: np.ndarray) -> tuple[Image.Image, np.ndarray]:
+    """(the region as an upright picture, the 3x3 map from its pixels to the query's pixels)."""
+    top, right = np.linalg.norm(quad[1] - quad[0]), np.linalg.norm(quad[2] - quad[1])
+    bottom, left = np.linalg.norm(quad[2] - quad[3]), np.linalg.norm(quad[3] - quad[0])
+    rw, rh = max(top, bottom), max(left, right)
+    k = SIDE / max(rw, rh, 1.0)
+    ow, oh = max(8, round(rw * k)), max(8, round(rh * k))
+    rect = np.array([[0, 0], [ow, 0], [ow, oh], [0, oh]], dtype=np.float32)
+    to_query = cv2.getPerspectiveTransform(rect, quad)
+    out = cv2.warpPerspective(np.asarray(img.convert("RGB")), to_query, (ow, oh),
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+    return Image.fromarray(out), to_query.astype(np.float64)
+
+
+def even_light(img: Image.Image) -> Image.Image:
+    """The picture with a linear light gradient divided out: a plane fitted to log-luminance
+    (light falling off across a photographed page multiplies every channel alike). A picture's own
+    gradient is removed too, so this is only ever tried beside the picture as it is."""
+    rgb = np.asarray(img.convert("RGB"), dtype=np.float32)
+    h, w = rgb.shape[:2]
+    lum = np.log(rgb.mean(axis=2) + 8.0)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    a = np.c_[xx.ravel() / w - 0.5, yy.ravel() / h - 0.5, np.ones(h * w, np.float32)]
+    coef, *_ = np.linalg.lstsq(a, lum.ravel(), rcond=None)
+    plane = (a[:, :2] @ coef[:2]).reshape(h, w)          # the slope only: overall brightness stays
+    out = rgb * np.exp(-plane)[..., None]
+    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
+
+
+def _clockwise(q: np.ndarray) -> np.ndarray:
+    """Corners ordered top-left, top-right, bottom-right, bottom-left."""
+    s = q.sum(axis=1)
+    d = q[:, 1] - q[:, 0]
+    return np.array([q[np.argmin(s)], q[np.argmin(d)], q[np.argmax(s)], q[np.argmax(d)]], dtype=np.float32)
