@@ -171,10 +171,10 @@ def _real_rasters() -> dict[str, bytes]:
     pipeline writes: 16-bit (both byte orders), 32-bit integer and 32-bit float."""
     import gzip
 
-    from benchmarks.photos import _pkg_dir
+    from benchmarks.photos import package_dir
 
-    mpl = _pkg_dir("matplotlib") / "mpl-data" / "sample_data"
-    sk = _pkg_dir("skimage") / "data"
+    mpl = package_dir("matplotlib") / "mpl-data" / "sample_data"
+    sk = package_dir("skimage") / "data"
     mri = np.frombuffer(gzip.decompress((mpl / "s1045.ima.gz").read_bytes()), ">u2").reshape(256, 256)
     with np.load(mpl / "jacksboro_fault_dem.npz") as dem, np.load(mpl / "topobathy.npz") as topo:
         elevation, depth = dem["elevation"].astype(np.int32), topo["topo"].astype(np.float32)
