@@ -24,7 +24,6 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,130 +35,34 @@ from imgsync.config import (
     load_config,
     with_remembered,
 )
-from imgsync.errors import ConfigError, DeletesRefusedError, ImgsyncError, UsageError
+from imgsync.errors import ConfigError, ImgsyncError, UsageError
 from imgsync.libraries import DEFAULT_LIBRARY, LIBRARIES
-from imgsync.manifest.records import RunInfo
 from imgsync.remembered import load_remembered, name_for, remember, remembered_path
-from imgsync.report import MirrorRun, Report
+from imgsync.report import (  # what the API returns and tells (plain data): re-exported here
+    Event,
+    Events,
+    Forgot,
+    Hit,
+    MirrorRun,
+    MirrorStatus,
+    Planned,
+    Progress,
+    Remembered,
+    Report,
+    Status,
+    SyncResult,
+    Waiting,
+)
 
 if TYPE_CHECKING:
     from imgsync.doctor import DoctorReport
     from imgsync.entries import EntryPage, GalleryInfo
     from imgsync.manifest import Store
-    from imgsync.plan import Plan
     from imgsync.watch.daemon import Daemon
     from imgsync.watch.notify import Notifier
 
 log = logging.getLogger("imgsync")
 
-
-
-# --------------------------------------------------------------------------- what the API reports
-
-
-@dataclass(frozen=True)
-class Remembered:
-    """A folder was mirrored for the first time without a config: it is now a remembered mirror."""
-
-    mirror: MirrorConfig
-    where: Path
-
-
-@dataclass(frozen=True)
-class Waiting:
-    """A one-shot run waits (at most limit_s) for files that were saved moments ago."""
-
-    mirror: str
-    files: int
-    limit_s: float
-
-
-@dataclass(frozen=True)
-class Planned:
-    mirror: str
-    plan: Plan
-
-
-@dataclass(frozen=True)
-class Progress:
-    """`done` more remote actions of the mirror's plan are finished (their outcome recorded)."""
-
-    mirror: str
-    done: int
-
-
-@dataclass(frozen=True)
-class Forgot:
-    """--rebind forgot the entries of the gallery the state dir was bound to."""
-
-    entries: int
-
-
-Event = Remembered | Waiting | Planned | Progress | Forgot
-Events = Callable[[Event], None]
-
-
-@dataclass
-class SyncResult:
-    """What `reconcile` did to each mirror, and the exit code that means."""
-
-    runs: list[MirrorRun]
-    dry_run: bool = False
-
-    @property
-    def exit_code(self) -> int:
-        """The documented codes (README "Exit codes"): a gallery error that stopped a run decides; then a
-        guard that withheld deletes or a folder that could not be listed (6); then files rejected, failed
-        or still being written (1). Files rejected or unreadable in an earlier run and unchanged since are
-        reported but do not count: a folder that always holds a few bad files still syncs with exit 0."""
-        for run in self.runs:
-            if run.report.stopped is not None:
-                return run.report.stopped.exit_code
-        if any(r.report.folder_problem or r.report.withheld_reason or (r.plan and r.plan.withheld_reason)
-               for r in self.runs):
-            return DeletesRefusedError.exit_code
-        for run in self.runs:
-            r = run.report
-            if r.failed or any(p not in r.unchanged_problems for p, _ in r.rejected):
-                return ImgsyncError.exit_code
-            # A dry run does not wait for young files: only what a real run would still leave pending counts.
-            if not self.dry_run and any(p not in r.unchanged_problems for p, _ in r.pending):
-                return ImgsyncError.exit_code
-            if run.plan is not None and any(x.path not in r.unchanged_problems for x in run.plan.rejects):
-                return ImgsyncError.exit_code
-        return 0
-
-
-@dataclass(frozen=True)
-class Hit:
-    """A search result and the local files its entry stands for (from the manifest; none for an entry
-    no mirror here added)."""
-
-    score: float
-    cont_sign: str
-    brief: str
-    paths: tuple[Path, ...] = ()
-
-
-@dataclass(frozen=True)
-class MirrorStatus:
-    name: str
-    folder: Path | None  # None: known to the manifest only (no longer configured)
-    library: str | None
-    remembered: bool
-    counts: Mapping[str, int]
-    last_run: RunInfo | None
-    #: (path, reason), a page of them (see Imgsync.files for more)
-    rejected: list[tuple[str, str]] = field(default_factory=list)
-    pending: list[tuple[str, str]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Status:
-    state_dir: Path
-    mirrors: list[MirrorStatus]
-    #: what `imgsync watch` last published (watch/statusfile.py), or None if it never ran here
-    daemon: dict[str, Any] | None
 
 
 # --------------------------------------------------------------------------- the entry point
@@ -402,7 +305,7 @@ class Imgsync:
     def check_gallery(self) -> None:
         """What opening the configured gallery would refuse at once (a ConfigError, exit 2): a URL without
         keys, the local gallery without its packages (a light install: `pip install 'imgsync[gallery]'`)."""
-        from imgsync.gallery.embedded import check_gallery
+        from imgsync.embedded import check_gallery
 
         check_gallery(self.config)
 
@@ -410,7 +313,7 @@ class Imgsync:
     def open_gallery(self) -> Iterator[Any]:
         """The configured gallery, ready to call (a GalleryClient): the cloud or a served gallery by URL,
         or the embedded local gallery started for the block (or the one another imgsync serves)."""
-        from imgsync.gallery.embedded import open_gallery
+        from imgsync.embedded import open_gallery
 
         with open_gallery(self.config) as gallery:
             yield gallery

@@ -582,7 +582,7 @@ def run_doctor(
     report.findings.append(manifest)
     if manifest.level == "ok" and (config.state_dir / MANIFEST_NAME).exists():
         report.findings.extend(check_guards(config.mirrors, config.state_dir / MANIFEST_NAME))
-    from imgsync.gallery.embedded import gallery_identity
+    from imgsync.embedded import gallery_identity
 
     binding = check_binding(config.state_dir / MANIFEST_NAME, gallery_identity(config))
     if binding is not None:
@@ -659,7 +659,7 @@ def open_configured_gallery(config: Config, *, clock: Clock = SYSTEM_CLOCK
         finally:
             probe.close()
         return
-    from imgsync.gallery.embedded import local_data_dir
+    from imgsync.embedded import local_data_dir
     from imgsync.gallery.extra import ELSEWHERE_HINT, INSTALL_HINT, gallery_missing, missing_gallery_modules
 
     data_dir = local_data_dir(config)

@@ -275,7 +275,7 @@ def sweep_unreferenced_spool(store: Store, spool_dir: Path) -> None:
 
 def bind_gallery(store: Store, identity: str, *, rebind: bool = False) -> int:
     """Check that the manifest's entries live in the gallery the config points at (`identity`, from
-    gallery.embedded.gallery_identity). Pointing the config at another gallery (the cloud after trying
+    gallery.identity.gallery_identity). Pointing the config at another gallery (the cloud after trying
     the embedded one, another account, a deleted embedded gallery) would otherwise make every image look
     uploaded already: refuse, unless `rebind`, which forgets the old gallery's entries so that every
     image is added to the new one. Returns how many entries were forgotten.

@@ -13,7 +13,19 @@ import io
 from pathlib import Path
 
 from imgsync.errors import UsageError
-from imgsync.libraries import LIBRARIES
+from imgsync.libraries import LIBRARIES, MAX_TAGS, TAG_RANGE
+
+
+def parse_tags(text: str | None) -> tuple[int, ...]:
+    """"1,2" → (1, 2): at most two integers in 1..65535."""
+    if not text or not text.strip():
+        return ()
+    lo, hi = TAG_RANGE
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) > MAX_TAGS or not all(p.isascii() and p.isdecimal() and lo <= int(p) <= hi for p in parts):
+        raise UsageError(f"--tags: expected at most {MAX_TAGS} comma-separated integers in {lo}..{hi}, "
+                         f"got {text!r}")
+    return tuple(int(p) for p in parts)
 
 
 def prepare_query(image: bytes | str | Path, library: str) -> tuple[dict[str, bytes | str], str | None]:

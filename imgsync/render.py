@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from imgsync.report import MirrorRun, Report
 
 if TYPE_CHECKING:
-    from imgsync.api import Hit, Status, SyncResult
+    from imgsync.report import Hit, Status, SyncResult
     from imgsync.plan import Plan
 
 

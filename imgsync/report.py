@@ -1,13 +1,17 @@
-"""What one mirror's run did: counted by the executor, rendered by the CLI (render.py) and the console,
-mapped to an exit code by the API. Plain data, no I/O."""
+"""What the API reports: a mirror's run (Report, counted by the executor), a reconcile's result and the
+exit code it means (SyncResult), the events of a run, search hits, status. Plain data, no I/O: rendered
+by the CLI (render.py) and the console, returned to Python users by imgsync.api."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from imgsync.config import MirrorConfig
-from imgsync.errors import GalleryError
+from imgsync.errors import DeletesRefusedError, GalleryError, ImgsyncError
+from imgsync.manifest.records import RunInfo
 
 if TYPE_CHECKING:
     from imgsync.plan import Plan
@@ -55,3 +59,108 @@ class MirrorRun:
     mirror: MirrorConfig
     plan: Plan | None
     report: Report
+
+
+@dataclass(frozen=True)
+class Remembered:
+    """A folder was mirrored for the first time without a config: it is now a remembered mirror."""
+
+    mirror: MirrorConfig
+    where: Path
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A one-shot run waits (at most limit_s) for files that were saved moments ago."""
+
+    mirror: str
+    files: int
+    limit_s: float
+
+
+@dataclass(frozen=True)
+class Planned:
+    mirror: str
+    plan: Plan
+
+
+@dataclass(frozen=True)
+class Progress:
+    """`done` more remote actions of the mirror's plan are finished (their outcome recorded)."""
+
+    mirror: str
+    done: int
+
+
+@dataclass(frozen=True)
+class Forgot:
+    """--rebind forgot the entries of the gallery the state dir was bound to."""
+
+    entries: int
+
+
+Event = Remembered | Waiting | Planned | Progress | Forgot
+Events = Callable[[Event], None]
+
+
+@dataclass
+class SyncResult:
+    """What `reconcile` did to each mirror, and the exit code that means."""
+
+    runs: list[MirrorRun]
+    dry_run: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        """The documented codes (README "Exit codes"): a gallery error that stopped a run decides; then a
+        guard that withheld deletes or a folder that could not be listed (6); then files rejected, failed
+        or still being written (1). Files rejected or unreadable in an earlier run and unchanged since are
+        reported but do not count: a folder that always holds a few bad files still syncs with exit 0."""
+        for run in self.runs:
+            if run.report.stopped is not None:
+                return run.report.stopped.exit_code
+        if any(r.report.folder_problem or r.report.withheld_reason or (r.plan and r.plan.withheld_reason)
+               for r in self.runs):
+            return DeletesRefusedError.exit_code
+        for run in self.runs:
+            r = run.report
+            if r.failed or any(p not in r.unchanged_problems for p, _ in r.rejected):
+                return ImgsyncError.exit_code
+            # A dry run does not wait for young files: only what a real run would still leave pending counts.
+            if not self.dry_run and any(p not in r.unchanged_problems for p, _ in r.pending):
+                return ImgsyncError.exit_code
+            if run.plan is not None and any(x.path not in r.unchanged_problems for x in run.plan.rejects):
+                return ImgsyncError.exit_code
+        return 0
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A search result and the local files its entry stands for (from the manifest; none for an entry
+    no mirror here added)."""
+
+    score: float
+    cont_sign: str
+    brief: str
+    paths: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class MirrorStatus:
+    name: str
+    folder: Path | None  # None: known to the manifest only (no longer configured)
+    library: str | None
+    remembered: bool
+    counts: Mapping[str, int]
+    last_run: RunInfo | None
+    #: (path, reason), a page of them (see Imgsync.files for more)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    pending: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Status:
+    state_dir: Path
+    mirrors: list[MirrorStatus]
+    #: what `imgsync watch` last published (watch/statusfile.py), or None if it never ran here
+    daemon: dict[str, Any] | None

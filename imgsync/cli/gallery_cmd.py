@@ -32,7 +32,7 @@ def _location(app: App, data_dir: Path | None, database: str | None) -> tuple[Pa
         _check_driver()
         return None, database
     if data_dir is None:
-        from imgsync.gallery.embedded import local_data_dir
+        from imgsync.embedded import local_data_dir
 
         data_dir = local_data_dir(app.config)
     return data_dir, None
@@ -104,7 +104,7 @@ def serve(app: App, host: str, port: int, data_dir: Path | None, database: str |
     logging.getLogger("imgsync.localgallery").setLevel(logging.NOTSET)  # a server's log is for its operator
     data_dir, database = _location(app, data_dir, database)
     if data_dir is not None:
-        from imgsync.gallery.embedded import local_data_dir, make_local_data_dir
+        from imgsync.embedded import local_data_dir, make_local_data_dir
 
         if data_dir == local_data_dir(app.config):
             make_local_data_dir(app.config)  # it holds the gallery's key: readable by its owner only

@@ -189,7 +189,7 @@ def search_page(console: Console, request: Request) -> Response:
 def search_json(console: Console, request: Request) -> Response:
     """POST: the query image as the body (any type the browser has), or JSON {"url": ...}. Query string:
     in = mirror:NAME | library:NAME, tags = "1,2", tag_logic, top."""
-    from imgsync.cli.search_cmd import parse_tags
+    from imgsync.query import parse_tags
 
     sync = console.opener()
     scope = request.arg("in", f"library:{sync.default_library()}")
@@ -280,7 +280,7 @@ def gallery_page(console: Console, request: Request) -> Response:
 
 
 def entry_edit(console: Console, request: Request) -> Response:
-    from imgsync.cli.search_cmd import parse_tags
+    from imgsync.query import parse_tags
 
     body = request.json()
     library, cont_sign = str(body.get("library", "")), str(body.get("cont_sign", ""))

@@ -1,4 +1,6 @@
-"""The configured gallery, ready to call: `with open_gallery(config) as gallery: ...`.
+"""The configured gallery, ready to call: `with open_gallery(config) as gallery: ...`. Composition, not the
+client: it ties the config to the gallery client (imgsync.gallery) and, for the embedded default, to the
+local gallery (imgsync.localgallery), which know nothing of each other.
 
 endpoint = "local" (the default): the local gallery is started in this process on 127.0.0.1 (an
 ephemeral port, so several imgsync processes never fight over one) with its data under
