@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from imgsync.doctor import DoctorReport
     from imgsync.entries import EntryPage, GalleryInfo
     from imgsync.manifest import Store
+    from imgsync.plan import Plan
     from imgsync.watch.daemon import Daemon
     from imgsync.watch.notify import Notifier
 
@@ -266,10 +267,15 @@ class Imgsync:
                 def waiting(n: int, limit_s: float, name: str = name) -> None:
                     emit(Waiting(name, n, limit_s))
 
+                def planned(plan: Plan, name: str = name) -> None:
+                    emit(Planned(name, plan))
+
+                def progress(n: int, name: str = name) -> None:
+                    emit(Progress(name, n))
+
                 run = reconcile_mirror(
-                    mirror, store, gallery, spool_dir=spool_dir, force=force,
-                    on_planned=lambda plan, name=name: emit(Planned(name, plan)),
-                    on_progress=lambda n, name=name: emit(Progress(name, n)),
+                    mirror, store, gallery, spool_dir=spool_dir, force=force, on_planned=planned,
+                    on_progress=progress,
                     should_stop=should_stop, settle=SettleWait(limit_s=wait_s, on_wait=waiting) if wait_s else None)
                 runs.append(run)
                 if run.report.stopped is not None or run.report.interrupted:

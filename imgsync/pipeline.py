@@ -294,6 +294,7 @@ def bind_gallery(store: Store, identity: str, *, rebind: bool = False) -> int:
             store.unbind_gallery()  # nothing of ours lives there (never reached, or all deleted)
         store.expect_gallery(identity)
         return 0
+    assert bound is not None  # (bound None with acknowledged entries was taken as bound to this gallery above)
     if not rebind:
         raise GalleryChangedError(
             f"this state dir's manifest records {acknowledged} entries in gallery {_shown(bound)}, but the "

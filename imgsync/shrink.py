@@ -90,7 +90,7 @@ def shrink_image(data: bytes, library: str | Library) -> Shrunk:
 
 def _load_upright(data: bytes, lib: Library) -> Image.Image:
     try:
-        img = Image.open(io.BytesIO(data))
+        img: Image.Image = Image.open(io.BytesIO(data))
         if img.width * img.height > SHRINK_MAX_PIXELS:
             raise ShrinkError(f"{img.width}x{img.height} px is too large to shrink safely")
         if img.format == "JPEG":
@@ -169,7 +169,7 @@ def stretch_to_8bit(img: Image.Image) -> Image.Image:
     module computed with numpy before, so the engine needs no numpy and a file shrinks to the same bytes.
     """
     f = img if img.mode == "F" else img.convert("F")
-    lo, hi = f.getextrema()
+    lo, hi = (float(v) for v in f.getextrema())  # type: ignore[arg-type]  # one band: (min, max) numbers
     if not hi > lo:  # flat, or NaN somewhere
         return Image.new("L", img.size, 0)
     # point() on "F" computes v * scale + offset in double and stores float32: subtracting lo is exact,

@@ -160,8 +160,8 @@ def ls(app: App, data_dir: Path | None, database: str | None, library: str, as_j
     if as_json:
         echo_json(entries)
         return
-    for e in entries:
-        click.echo(f"{e['cont_sign']}\t{_labels(library, e)}\t{e['brief']}")
+    for entry in entries:
+        click.echo(f"{entry['cont_sign']}\t{_labels(library, entry)}\t{entry['brief']}")
 
 
 def _labels(library: str, entry: dict[str, object]) -> str:

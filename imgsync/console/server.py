@@ -77,6 +77,7 @@ def start_console(opener: Callable[[], Imgsync], state_dir: Path, *, host: str =
     jobs: Jobs | DaemonJobs = DaemonJobs(request_full_scan) if request_full_scan else Jobs(opener)
     socket_map: dict[int, Any] = {}
     server: Any = None
+    app: Any = None  # made below, once the port is known; the lambda reads it per request
     for i, candidate in enumerate(candidates):
         try:
             # The app is made once the port is known (the guard checks Host against it); no request is

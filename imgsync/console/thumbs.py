@@ -23,9 +23,10 @@ import logging
 import os
 import stat
 import threading
+import typing
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -109,7 +110,7 @@ def make_thumbnail(data: io.BufferedIOBase | bytes, side: int = SIDE) -> bytes |
     image, or a decompression bomb: Pillow's warning is an error here)."""
     from PIL import Image, ImageOps
 
-    source = io.BytesIO(data) if isinstance(data, bytes) else data
+    source: IO[bytes] = io.BytesIO(data) if isinstance(data, bytes) else typing.cast(IO[bytes], data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -135,7 +136,7 @@ def _rgb(img: Image.Image) -> Image.Image:
         return Image.alpha_composite(back, rgba).convert("RGB")
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):  # 16/32-bit or float: stretched to 8 bits
         grey = img.convert("F")
-        lo, hi = grey.getextrema()
+        lo, hi = (float(v) for v in grey.getextrema())  # type: ignore[arg-type]  # one band: (min, max)
         scale = 255.0 / (hi - lo) if hi > lo else 0.0
         return grey.point(lambda v: (v - lo) * scale).convert("L").convert("RGB")
     return img.convert("RGB") if img.mode != "RGB" else img

@@ -140,7 +140,7 @@ class PostgresStore(Store):
             params = {**_CONNECT_DEFAULTS, **conninfo_to_dict(database)}
         except psycopg.ProgrammingError as e:
             raise ValueError(f"not a PostgreSQL connection string: {str(e).splitlines()[0]}") from None
-        self._conninfo = make_conninfo(**params)
+        self._conninfo = make_conninfo("", **params)
         self._where = describe_database(database)
         self._retention = change_retention
         self._pool = _Pool(self._conninfo, pool_size, self._where)

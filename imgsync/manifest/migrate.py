@@ -117,6 +117,7 @@ def _schema_change(engine: Engine) -> Iterator[Connection]:
     changes: batch migrations rebuild tables, which would otherwise cascade or fail on references)."""
     with writer(engine).connect() as conn:
         raw = conn.connection.driver_connection
+        assert raw is not None  # a pooled connection, checked out: its DBAPI connection is there
         raw.execute("PRAGMA foreign_keys = OFF")  # only takes effect outside a transaction
         try:
             with conn.begin():

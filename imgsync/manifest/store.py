@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from types import TracebackType
 from typing import Any, Literal
 
 from sqlalchemy import (
+    CursorResult,
+    Table,
     Connection,
     Engine,
     Row,
@@ -69,12 +72,12 @@ ClassIds = tuple[int | None, int | None]
 
 # Core tables: the Store runs Core statements on a Connection and reads plain Rows (no ORM session,
 # no identity map to go stale between transactions).
-_FILES = FileRow.__table__
-_ENTRIES = EntryRow.__table__
-_JOURNAL = JournalRow.__table__
-_RUNS = RunRow.__table__
-_STATES = MirrorStateRow.__table__
-_SETTINGS = SettingRow.__table__
+_FILES = typing.cast(Table, FileRow.__table__)  # (declarative gives FromClause; each is a Table)
+_ENTRIES = typing.cast(Table, EntryRow.__table__)
+_JOURNAL = typing.cast(Table, JournalRow.__table__)
+_RUNS = typing.cast(Table, RunRow.__table__)
+_STATES = typing.cast(Table, MirrorStateRow.__table__)
+_SETTINGS = typing.cast(Table, SettingRow.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,13 +258,13 @@ class Store:
         now = self._clock.time()
         with self._write() as conn:
             try:
-                entry_id = conn.execute(
+                entry_id = _inserted_id(conn.execute(
                     insert(EntryRow).values(
                         mirror=mirror, library=library, cont_sign=None, content_hash=content_hash, brief="",
                         tags=_tags_text(tags), class_id1=class_ids[0], class_id2=class_ids[1], state="adding",
                         created_at=now, updated_at=now,
                     )
-                ).inserted_primary_key[0]
+                ))
             except IntegrityError:
                 other = conn.execute(
                     select(EntryRow.id, EntryRow.state).where(
@@ -534,10 +537,10 @@ class Store:
 
     def _intent(self, conn: Connection, op: JournalOp, mirror: str, library: str, entry_ids: list[int],
                 payload: dict[str, Any], now: float) -> int:
-        return conn.execute(
+        return _inserted_id(conn.execute(
             insert(JournalRow).values(op=op, mirror=mirror, library=library, entry_ids=entry_ids,
                                       payload=payload, state="intent", created_at=now)
-        ).inserted_primary_key[0]
+        ))
 
     def _open_item(self, conn: Connection, journal_id: int, op: JournalOp | None = None,
                    entry_id: int | None = None) -> JournalItem:
@@ -585,6 +588,13 @@ class Store:
 
 
 # ---------------------------------------------------------------------- conversions (pure)
+
+
+def _inserted_id(result: CursorResult[Any]) -> int:
+    """The primary key an INSERT of one row gave it."""
+    key = result.inserted_primary_key
+    assert key is not None, "an INSERT of one row has a primary key"
+    return int(key[0])
 
 
 def _tags_text(tags: Iterable[int]) -> str:
