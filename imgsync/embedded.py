@@ -22,10 +22,13 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from imgsync.config import Config
 from imgsync.errors import ConfigError, GalleryUnavailableError, ManifestError
-from imgsync.gallery.client import GalleryClient
+
+if TYPE_CHECKING:
+    from imgsync.gallery.client import GalleryClient
 from imgsync.gallery.extra import require_local_gallery
 from imgsync.gallery.identity import gallery_identity, local_data_dir  # noqa: F401 (re-exported)
 from imgsync.statedir import manifest_path
@@ -65,6 +68,10 @@ def check_gallery(config: Config) -> None:
 
 @contextmanager
 def open_gallery(config: Config) -> Iterator[GalleryClient]:
+    # The client (requests) is imported here: check_gallery and the identity are asked by runs that end
+    # without a call (a no-op reconcile), which must not pay for it.
+    from imgsync.gallery.client import GalleryClient
+
     check_gallery(config)
     g = config.gallery
     if g.endpoint == "local":
@@ -78,6 +85,8 @@ def open_gallery(config: Config) -> Iterator[GalleryClient]:
 
 @contextmanager
 def _embedded(config: Config) -> Iterator[GalleryClient]:
+    from imgsync.gallery.client import GalleryClient
+
     # Imported here: the local gallery pulls in the search engine (numpy, OpenCV, onnxruntime, faiss),
     # which a cloud user never needs and a light install does not have.
     from imgsync.localgallery.server import start_in_thread
@@ -116,6 +125,8 @@ def _embedded(config: Config) -> Iterator[GalleryClient]:
 
 @contextmanager
 def _client_of_the_holder(config: Config, data_dir: Path, busy: Exception) -> Iterator[GalleryClient]:
+    from imgsync.gallery.client import GalleryClient
+
     from imgsync.localgallery.auth import load_or_create_key
     from imgsync.localgallery.server import serving_url
 
