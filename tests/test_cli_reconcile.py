@@ -220,3 +220,53 @@ def test_pillow_warnings_are_the_files_own_note_at_v_and_never_printed_raw(tmp_p
     assert verbose.returncode == 0, verbose.stderr
     lines = [line for line in verbose.stderr.splitlines() if "camera.jpg: Pillow: Corrupt EXIF data" in line]
     assert len(lines) == 1 and "malformed MPO file" in lines[0]
+
+
+def test_a_folder_mirrored_without_a_config_is_a_mirror_by_name_everywhere(tmp_path):
+    """Zero-config carries over: the folder is remembered in the state dir under its own name, said once;
+    later commands take that name, and a plain `reconcile` includes it."""
+    from conftest import make_image
+
+    folder = tmp_path / "Holiday Photos"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(make_image(1))
+    os.utime(folder / "a.jpg", (1_600_000_000, 1_600_000_000))
+    state = tmp_path / "state"
+    first = invoke(state, "reconcile", str(folder))
+    assert first.exit_code == 0 and first.stderr.count("remembered as mirror 'Holiday_Photos'") == 1
+    again = invoke(state, "reconcile", str(folder))
+    assert "remembered" not in again.stderr  # said once
+    by_name = invoke(state, "reconcile", "Holiday_Photos", "--json")
+    assert by_name.exit_code == 0 and json.loads(by_name.stdout)[0]["mirror"] == "Holiday_Photos"
+    everything = invoke(state, "reconcile", "--json")
+    assert [r["mirror"] for r in json.loads(everything.stdout)] == ["Holiday_Photos"]
+    status = json.loads(invoke(state, "status", "--json").stdout)
+    assert status["mirrors"][0]["remembered"] and status["mirrors"][0]["counts"]["synced"] == 1
+
+
+def test_a_folder_an_older_imgsync_mirrored_keeps_its_name_and_records(tmp_path):
+    """Before mirrors were remembered, `reconcile FOLDER` named the mirror "<name>-<hash>": such a folder
+    keeps that name (its manifest records are filed under it), so nothing is uploaded again."""
+    from conftest import make_image
+
+    from imgsync.config import adhoc_mirror, load_config
+    from imgsync.embedded import open_gallery
+    from imgsync.manifest import Store
+    from imgsync.pipeline import reconcile_mirror
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(make_image(1))
+    os.utime(folder / "a.jpg", (1_600_000_000, 1_600_000_000))
+    state = tmp_path / "state"
+    old = adhoc_mirror(folder)
+    config = load_config(state_dir=state, env={})
+    with Store.open(state / "manifest.sqlite3") as store, open_gallery(config) as gallery:
+        from imgsync.embedded import gallery_identity
+        from imgsync.pipeline import bind_gallery
+
+        bind_gallery(store, gallery_identity(config))
+        assert len(reconcile_mirror(old, store, gallery, spool_dir=state / "spool").report.added) == 1
+    now = invoke(state, "reconcile", str(folder), "--json")
+    (report,) = json.loads(now.stdout)
+    assert report["mirror"] == old.name and report["counts"]["added"] == 0
