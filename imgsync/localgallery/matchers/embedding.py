@@ -70,6 +70,10 @@ class _Model:
         # with the HTTP threads. Overridable for bigger machines.
         opts.intra_op_num_threads = int(os.environ.get("IMGSYNC_ONNX_THREADS", "2"))
         opts.inter_op_num_threads = 1
+        # No busy-waiting between operators: on a loaded machine the spinning thread takes the core
+        # the other one needs. Measured on the shared 2-core box (load 6): one picture p50 33 -> 11 ms,
+        # a batch of three 77 -> 46 ms.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3  # onnxruntime's own warnings are not actionable for a user
         try:
             return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])

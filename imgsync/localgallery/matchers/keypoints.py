@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import cv2
+import faiss
 import numpy as np
 
 #: Bytes per ORB descriptor (256 bits).
@@ -34,6 +35,7 @@ _HEADER = np.dtype([("n", "<u4"), ("w", "<u2"), ("h", "<u2")])
 # OpenCV uses its own thread pool per call; on a shared 2-core machine with a threaded HTTP
 # server, letting every request spawn more threads only adds contention.
 cv2.setNumThreads(1)
+faiss.omp_set_num_threads(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,25 +115,28 @@ def adaptive_keypoints(gray: np.ndarray, n: int, *, spread: bool = False, low: i
     return spread_keypoints(gray, n)[0] if spread else _usual_keypoints(gray, n, low)
 
 
-def spread_keypoints(gray: np.ndarray, n: int) -> tuple[Keypoints, int]:
+def spread_keypoints(gray: np.ndarray, n: int, first: Keypoints | None = None) -> tuple[Keypoints, int]:
     """(keypoints, u): the u usual points (as adaptive_keypoints), then up to n more, the strongest of
     each cell of a 6x6 grid in turn (spread_subset) among 3n detected at the low threshold. A smooth
     picture pasted into a busy frame then keeps points of its own instead of losing them all to
     the busy part. (The n strongest of one larger low-threshold detection are not the usual points:
-    ORB shares its budget out over the pyramid levels, and a busy background takes other shares.)"""
-    kps = _usual_keypoints(gray, n)
+    ORB shares its budget out over the pyramid levels, and a busy background takes other shares.)
+    first: orb_keypoints(gray, n), when the caller has it already."""
+    kps = _usual_keypoints(gray, n, first=first)
     cand = orb_keypoints(gray, 3 * n, fast_threshold=LOW_TEXTURE_THRESHOLD)
     idx = spread_subset(cand, n, grid=6)                 # sorted indices = strongest first
     if len(kps) and len(idx):                            # not the usual points again
-        d = np.abs(cand.xy[idx][:, None, :] - kps.xy[None, :, :]).max(axis=2).min(axis=1)
-        idx = idx[d > 1.0]
+        c = cand.xy[idx]        # Chebyshev distance to the nearest usual point (2-D arrays: a
+        d = np.abs(c[:, :1] - kps.xy[None, :, 0])    # reduction over a length-2 axis is slow)
+        np.maximum(d, np.abs(c[:, 1:] - kps.xy[None, :, 1]), out=d)
+        idx = idx[d.min(axis=1) > 1.0]
     both = Keypoints(np.concatenate([kps.xy, cand.xy[idx]]),
                      np.ascontiguousarray(np.concatenate([kps.desc, cand.desc[idx]])), kps.size)
     return both, len(kps)
 
 
-def _usual_keypoints(gray: np.ndarray, n: int, low: int | None = None) -> Keypoints:
-    kps = orb_keypoints(gray, n)
+def _usual_keypoints(gray: np.ndarray, n: int, low: int | None = None, first: Keypoints | None = None) -> Keypoints:
+    kps = orb_keypoints(gray, n) if first is None else first
     if len(kps) < LOW_TEXTURE_SHARE * n:
         kps = orb_keypoints(gray, n if low is None else max(low, len(kps)), fast_threshold=LOW_TEXTURE_THRESHOLD)
     return kps
@@ -146,12 +151,12 @@ def spread_subset(kps: Keypoints, k: int, grid: int = 4) -> np.ndarray:
     w, h = kps.size
     cell = (np.minimum(kps.xy[:, 1] * grid // max(h, 1), grid - 1) * grid
             + np.minimum(kps.xy[:, 0] * grid // max(w, 1), grid - 1)).astype(np.int64)
-    # rank of each point within its cell (points are strongest first, so rank 0 = strongest)
-    rank = np.zeros(len(kps), dtype=np.int64)
-    seen = np.zeros(grid * grid, dtype=np.int64)
-    for i, c in enumerate(cell):
-        rank[i] = seen[c]
-        seen[c] += 1
+    # rank of each point within its cell (points are strongest first, so rank 0 = strongest): its
+    # place among its cell's points in a stable sort by cell, minus where that cell's run starts
+    by_cell = np.argsort(cell, kind="stable")
+    start = np.searchsorted(cell[by_cell], cell[by_cell], side="left")
+    rank = np.empty(len(kps), dtype=np.int64)
+    rank[by_cell] = np.arange(len(kps)) - start
     order = np.lexsort((np.arange(len(kps)), rank))
     return np.sort(order[:k])
 
@@ -166,7 +171,11 @@ def ratio_matches(q_desc: np.ndarray, d_desc: np.ndarray, ratio: float = 0.8,
     """
     if len(q_desc) == 0 or len(d_desc) < 2:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    dist, idx = cv2.batchDistance(q_desc, d_desc, -1, normType=cv2.NORM_HAMMING, K=2)
+    # faiss's Hamming k-NN (popcount on 64-bit words): the same distances as cv2.batchDistance, ~5x
+    # faster (800 x 256 descriptors: 0.5 vs 2.5 ms). Which of two equally near points comes first may
+    # differ, but such a point fails the ratio test either way.
+    dist, idx = faiss.knn_hamming(np.ascontiguousarray(q_desc, dtype=np.uint8),
+                                  np.ascontiguousarray(d_desc, dtype=np.uint8), 2)
     d0, d1 = dist[:, 0].astype(np.float32), dist[:, 1].astype(np.float32)
     ok = np.flatnonzero((d0 < ratio * d1) & (d0 <= max_dist))
     qi, di, dd = ok, idx[ok, 0].astype(np.int64), d0[ok]
@@ -194,25 +203,34 @@ NO_MATCH = Verification(0, 0, None, 0.0)
 
 def verify(query: Keypoints, stored: Keypoints, pairs: tuple[np.ndarray, np.ndarray], *,
            model: Literal["homography", "similarity"] = "homography", threshold: float = 5.0,
-           min_matches: int = 8) -> Verification:
+           min_matches: int = 8, min_inliers: int | None = None) -> Verification:
     """RANSAC-fit a transform stored → query to the matched pairs; count its inliers.
 
     model "similarity" (rotation + uniform scale + shift) suits copies of a picture (same_hq): it
     has fewer degrees of freedom, so random matches agree with it far less often. "homography"
     suits a flat page photographed at an angle (picturebook). A transform failing the sanity check
     (sane_transform) counts as no match at all.
+
+    min_inliers: only a transform with at least this many inliers matters to the caller, so fewer
+    matches are not tried at all, and RANSAC stops after the iterations that find such a transform
+    with its 99 % confidence (ransac_iterations). Without it, hopeless pairs (5 consistent of 18
+    matches, say) ran all 500 iterations: 3-30 ms each on the loaded machine.
     """
     qi, di = pairs
+    if min_inliers is not None:
+        min_matches = max(min_matches, min_inliers)
     if len(qi) < min_matches:
         return Verification(0, len(qi), None, 0.0)
     src = stored.xy[di].reshape(-1, 1, 2)
     dst = query.xy[qi].reshape(-1, 1, 2)
+    sample = 2 if model == "similarity" else 4
+    iters = RANSAC_ITERS if min_inliers is None else ransac_iterations(min_inliers, len(qi), sample)
     if model == "similarity":
         m, inl = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=threshold,
-                                             maxIters=500, confidence=0.99)
+                                             maxIters=iters, confidence=RANSAC_CONFIDENCE)
         h = None if m is None else np.vstack([m, [0.0, 0.0, 1.0]])
     else:
-        h, inl = cv2.findHomography(src, dst, cv2.RANSAC, threshold, maxIters=500, confidence=0.99)
+        h, inl = cv2.findHomography(src, dst, cv2.RANSAC, threshold, maxIters=iters, confidence=RANSAC_CONFIDENCE)
     if h is None or inl is None or not sane_transform(h, stored.size, query.size):
         return Verification(0, len(qi), None, 0.0)
     mask = inl.ravel().astype(bool)
@@ -220,6 +238,22 @@ def verify(query: Keypoints, stored: Keypoints, pairs: tuple[np.ndarray, np.ndar
     if n and _spread(src[mask, 0]) < 0.02 * stored.size[0] * stored.size[1]:
         return Verification(0, len(qi), None, 0.0)    # all inliers on one spot: no real agreement
     return Verification(n, len(qi), h, coverage(h, stored.size, query.size))
+
+
+RANSAC_ITERS = 500
+RANSAC_CONFIDENCE = 0.99
+
+
+def ransac_iterations(inliers: int, matches: int, sample: int) -> int:
+    """Iterations after which RANSAC has drawn an all-inlier sample with RANSAC_CONFIDENCE, if
+    `inliers` of `matches` agree with one transform: OpenCV's own stopping rule
+    (RANSACUpdateNumIters), with that ratio in place of the best one found so far. At most
+    RANSAC_ITERS."""
+    good = min(1.0, inliers / max(matches, 1)) ** sample
+    if good >= 1.0:
+        return 1
+    n = np.log(1.0 - RANSAC_CONFIDENCE) / np.log1p(-good)
+    return int(min(RANSAC_ITERS, max(1, np.ceil(n))))
 
 
 def sane_transform(h: np.ndarray, stored_size: tuple[int, int], query_size: tuple[int, int]) -> bool:

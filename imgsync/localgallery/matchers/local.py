@@ -48,6 +48,8 @@ INLIER_MID, INLIER_WIDTH = 10.0, 2.0
 #: (see _top_voted); at least MIN_VERIFIED rows always are.
 VOTE_KEEP = 0.15
 MIN_VERIFIED = 4
+#: Query field: the usual keypoints' coordinates at full precision (EXTRA keeps them in 1/8 px).
+USUAL_XY = "usual_xy"
 #: The appearance check (appearance.py) runs on at most this many of the best rows at or above the floor.
 APPEARANCE_ROWS = 32
 
@@ -121,7 +123,10 @@ class LocalFeatureMatcher(Matcher):
         sel = K.spread_subset(kps, self.vote_cap)
         vote[: len(sel)] = kps.desc[sel]
         blob = kps.to_bytes() + A.thumbnail(img).tobytes()
-        return {**G._same_extract(img), "vote": vote, EXTRA: np.frombuffer(blob, dtype=np.uint8)}
+        out = {**G._same_extract(img), "vote": vote, EXTRA: np.frombuffer(blob, dtype=np.uint8)}
+        if query and self.spread_query:   # exact coordinates: a second round need not detect them again
+            out[USUAL_XY] = kps.xy
+        return out
 
     def extract_query(self, img: Image.Image) -> dict[str, np.ndarray]:
         # qimg: the working picture itself, for what only a second round needs (spread keypoints,
@@ -170,7 +175,9 @@ class LocalFeatureMatcher(Matcher):
         hash_rows = G._same_shortlist(query, table, mask)
         if self.mirror:
             hash_rows = np.union1d(hash_rows, G._same_shortlist(_mirrored(query), table, mask))
-        found = self._hash_evidence(query, table, hash_rows)
+        # rows the hash scores below the floor are no result unless keypoints raise them, and then
+        # the keypoint evidence stands alone: no need to keep ~2000 of them at 100k entries
+        found = self._hash_evidence(query, table, hash_rows, at_least=self.floor)
         # Two rounds: the usual keypoints first; points spread over the frame (a plain picture in a
         # busy frame) only for a query nothing has been found for yet, so that a query found at
         # once costs what it did before they existed.
@@ -202,8 +209,10 @@ class LocalFeatureMatcher(Matcher):
     def _orientations(self, query: Features) -> tuple[str, ...]:
         return ("", "_m") if self.mirror and "vote_m" in query else ("",)
 
-    def _hash_evidence(self, query: Features, table: FeatureTable, rows: np.ndarray) -> dict[int, Evidence]:
-        """Each row's calibrated hash score, with the orientation and crop pair that gave it."""
+    def _hash_evidence(self, query: Features, table: FeatureTable, rows: np.ndarray,
+                       at_least: float = 0.0) -> dict[int, Evidence]:
+        """Each row's calibrated hash score (those scoring at_least), with the orientation and crop
+        pair that gave it."""
         if len(rows) == 0:
             return {}
         cos = G._same_pair_cosines(query, table, rows)
@@ -214,8 +223,9 @@ class LocalFeatureMatcher(Matcher):
             cos = np.where(suffix[:, None] == 1, cos_m, cos)
         pair = cos.argmax(axis=1)
         score = calibrate_cosine(np.clip(cos.max(axis=1), 0.0, 1.0))
+        keep = score >= at_least
         return {int(r): Evidence(float(s), ("", "_m")[int(m)], int(p), None, 1.0)
-                for r, s, m, p in zip(rows, score, suffix, pair)}
+                for r, s, m, p in zip(rows[keep], score[keep], suffix[keep], pair[keep])}
 
     def _search_regions(self, query: Features, table: FeatureTable, mask: np.ndarray,
                         found: dict[int, Evidence]) -> None:
@@ -355,7 +365,11 @@ def _spread_features(query: Features, n: int, suffixes: tuple[str, ...]) -> dict
     for suffix in suffixes:
         rgb = img[:, ::-1] if suffix == "_m" else img
         gray = np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).convert("L"))
-        kps, usual = K.spread_keypoints(gray, n)
+        first = None
+        if USUAL_XY + suffix in query:   # the first round's points (orb_keypoints(gray, n)), not detected again
+            stored = K.Keypoints.from_bytes(np.asarray(query[EXTRA + suffix]).tobytes())
+            first = K.Keypoints(np.asarray(query[USUAL_XY + suffix]), stored.desc, stored.size)
+        kps, usual = K.spread_keypoints(gray, n, first=first)
         out["spread" + suffix] = np.frombuffer(kps.to_bytes(), dtype=np.uint8)
         out["usual" + suffix] = np.array([usual])
     return out

@@ -23,6 +23,7 @@ measured: benchmarks/bench_match_embedding.py --calibrate, docs/matching-embeddi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -82,26 +83,34 @@ SIMILAR_KEYPOINT_CAP = 0.85
 _XY_SCALE = 8.0  # stored coordinates in 1/8 px, as uint16 (pictures are ≤ 512 px)
 
 
-def _query_keypoints(img: Image.Image) -> np.ndarray:
-    kps = K.adaptive_keypoints(np.asarray(img.convert("L")), QUERY_KP, spread=True)
-    return np.frombuffer(kps.to_bytes(), dtype=np.uint8)
+#: The query's grey picture: its keypoints are detected only when a re-ranking runs (verify).
+QUERY_GRAY = "qgray"
 
 
-def _rerank(query: Features, raw: np.ndarray, scores: np.ndarray, stored: list[K.Keypoints | None],
-            order: np.ndarray, cap: float = 1.0) -> None:
-    """Raise scores[order[i]] to the keypoint evidence of the query against stored[i] (in place)."""
-    if "qkp" not in query:
-        return
-    q = K.Keypoints.from_bytes(np.asarray(query["qkp"]).tobytes())
-    if len(q) < 8:
-        return
+def _query_keypoints(gray: np.ndarray) -> K.Keypoints:
+    kps = K.adaptive_keypoints(gray, QUERY_KP, spread=True)
+    return K.Keypoints.from_bytes(kps.to_bytes())    # at the stored precision (1/8 px), as entries
+
+
+def _rerank(q: K.Keypoints, scores: np.ndarray, stored: list[K.Keypoints | None], order: np.ndarray,
+            cap: float = 1.0) -> None:
+    """Raise scores[order[i]] to the keypoint evidence of the query q against stored[i] (in place)."""
     for i, kps in zip(order, stored):
         if kps is None or len(kps) < 8:
             continue
-        # fewer matches than the inliers that score anything: no RANSAC needed
+        # only a transform with more inliers than the row's score already stands for can raise it:
+        # fewer matches need no RANSAC, and RANSAC need not look for fewer inliers
         v = K.verify(q, kps, K.ratio_matches(q.desc, kps.desc), model="homography",
-                     min_matches=int(_INLIER_KNOTS[0][1]) + 1)
+                     min_inliers=_inliers_above(scores[i]))
         scores[i] = max(scores[i], min(cap, float(np.interp(v.inliers, *_INLIER_KNOTS))))
+
+
+def _inliers_above(score: float) -> int:
+    """The fewest inliers whose keypoint score exceeds `score` (at least those that score at all)."""
+    n = int(_INLIER_KNOTS[0][1]) + 1
+    while n < _INLIER_KNOTS[0][-1] and float(np.interp(n, *_INLIER_KNOTS)) <= score:
+        n += 1
+    return n
 
 
 class SimilarMatcher(Matcher):
@@ -116,32 +125,62 @@ class SimilarMatcher(Matcher):
     # Knots: see docs/matching-embedding.md (held-out split of benchmarks.photos).
     calibration: ClassVar[Calibration] = Calibration((0.0, 0.448, 0.714, 0.918, 1.0))
     keypoint_cap: ClassVar[float] = SIMILAR_KEYPOINT_CAP
+    #: No keypoint re-ranking once the embedding has found a row scoring this: the query is that
+    #: picture, and keypoint evidence (at most keypoint_cap, below it) could only reorder the rows
+    #: under it. Every row scoring ≥ keypoint_cap, the first included, is the same either way.
+    settled_at: ClassVar[float] = 0.9
 
     def extract(self, img: Image.Image) -> dict[str, np.ndarray]:
         kps = K.adaptive_keypoints(np.asarray(img.convert("L")), KP)
         return {"emb": E.embed(img), EXTRA: np.frombuffer(kps.to_bytes(), dtype=np.uint8)}
 
     def extract_query(self, img: Image.Image) -> dict[str, np.ndarray]:
-        return {"emb": E.embed(img), "qkp": _query_keypoints(img)}
+        return {"emb": E.embed(img), QUERY_GRAY: np.asarray(img.convert("L"))}
 
     def raw(self, query: Features, table: FeatureTable, rows: np.ndarray | None = None) -> np.ndarray:
         emb = table.col("emb") if rows is None else table.col("emb")[rows]
         return emb @ np.asarray(query["emb"], dtype=np.float32)
 
-    def shortlist(self, query: Features, table: FeatureTable, mask: np.ndarray) -> np.ndarray:
+    def match(self, query: Features, table: FeatureTable, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # one pass over the table: the shortlist's raw scores are the verification's too
         raw = self.raw(query, table)
+        rows = self._shortlist_of(query, raw, mask)
+        scores = self._scores(query, table, rows, raw[rows]) if rows.size else np.empty(0)
+        keep = scores >= self.floor
+        return rows[keep], scores[keep]
+
+    def shortlist(self, query: Features, table: FeatureTable, mask: np.ndarray) -> np.ndarray:
+        return self._shortlist_of(query, self.raw(query, table), mask)
+
+    def verify(self, query: Features, table: FeatureTable, rows: np.ndarray) -> np.ndarray:
+        return self._scores(query, table, rows, self.raw(query, table, rows))
+
+    def _shortlist_of(self, query: Features, raw: np.ndarray, mask: np.ndarray) -> np.ndarray:
         by_score = _top_rows(raw, mask, self.calibration.raw_at(self.floor), SHORTLIST)
-        if "qkp" not in query:
+        if not self._reranks(query):
             return by_score
         # The best RERANK rows get a keypoint check even when the embedding alone scores them low.
         return np.union1d(by_score, _top_rows(raw, mask, -np.inf, RERANK))
 
-    def verify(self, query: Features, table: FeatureTable, rows: np.ndarray) -> np.ndarray:
-        raw = self.raw(query, table, rows)
+    def _scores(self, query: Features, table: FeatureTable, rows: np.ndarray, raw: np.ndarray) -> np.ndarray:
+        """Calibrated scores of `rows` given their raw scores, raised by the keypoint re-ranking."""
         scores = self.calibration(raw)
+        if not self._reranks(query) or (len(scores) and scores.max() >= self.settled_at):
+            return scores
         order = np.argsort(-raw, kind="stable")[:RERANK]
-        _rerank(query, raw, scores, self._stored_keypoints(table, rows[order]), order, self.keypoint_cap)
+        order = order[scores[order] < self.keypoint_cap]     # a row at the cap already cannot gain
+        if len(order) == 0:
+            return scores
+        q = self._query_keypoints(query)
+        if len(q) >= 8:
+            _rerank(q, scores, self._stored_keypoints(table, rows[order]), order, self.keypoint_cap)
         return scores
+
+    def _reranks(self, query: Features) -> bool:
+        return QUERY_GRAY in query
+
+    def _query_keypoints(self, query: Features) -> K.Keypoints:
+        return _query_keypoints(np.asarray(query[QUERY_GRAY]))
 
     def _stored_keypoints(self, table: FeatureTable, rows: np.ndarray) -> list[K.Keypoints | None]:
         return [None if b is None else K.Keypoints.from_bytes(b) for b in table.extras(rows)]
@@ -178,18 +217,19 @@ class ProductMatcher(SimilarMatcher):
     )
     calibration: ClassVar[Calibration] = Calibration((0.0, 0.448, 0.714, 0.918, 1.0))
     keypoint_cap: ClassVar[float] = 1.0
+    settled_at: ClassVar[float] = np.inf   # keypoints may say "the same product" above any row
 
     def extract(self, img: Image.Image) -> dict[str, np.ndarray]:
         return {"emb": E.embed(img), **_keypoint_fields(img)}
 
-    def extract_query(self, img: Image.Image) -> dict[str, np.ndarray]:
-        return {**self.extract(img), "qkp": _query_keypoints(img)}
+    def _reranks(self, query: Features) -> bool:
+        return QUERY_GRAY in query or "kp_xy" in query
 
-    def verify(self, query: Features, table: FeatureTable, rows: np.ndarray) -> np.ndarray:
-        if "qkp" not in query:   # features from a plain extract(): its own keypoints are the query's
-            q = _keypoints_of(query["kp_xy"], query["kp_desc"], query["kp_n"])
-            query = {**query, "qkp": np.frombuffer(q.to_bytes(), dtype=np.uint8)}
-        return super().verify(query, table, rows)
+    def _query_keypoints(self, query: Features) -> K.Keypoints:
+        if QUERY_GRAY in query:
+            return _query_keypoints(np.asarray(query[QUERY_GRAY]))
+        # features from a plain extract(): its own keypoints are the query's
+        return _keypoints_of(query["kp_xy"], query["kp_desc"], query["kp_n"])
 
     def _stored_keypoints(self, table: FeatureTable, rows: np.ndarray) -> list[K.Keypoints | None]:
         xy, desc, meta = table.col("kp_xy"), table.col("kp_desc"), table.col("kp_n")
@@ -247,6 +287,24 @@ def _shrunk(img: Image.Image, s: float) -> Image.Image:
     return img.resize((max(32, round(img.width / s)), max(32, round(img.height / s))), Image.Resampling.BOX)
 
 
+def _cosines(query: Features, table: FeatureTable, rows: np.ndarray | None,
+             pairs: list[tuple[str, str]]) -> Callable[[str, str], np.ndarray]:
+    """cos(stored field, query field) for every pair, each stored column read once: the scale
+    hypotheses compare one stored column with several query vectors (emb with three crops), and
+    a 10k x 1280 column is ~50 MB of memory to stream (5 reads: 45 ms at 10k on the loaded
+    machine; 2 reads, one of them against three vectors at once: 22 ms)."""
+    wanted: dict[str, list[str]] = {}
+    for stored, queried in pairs:
+        if queried not in wanted.setdefault(stored, []):
+            wanted[stored].append(queried)
+    out: dict[tuple[str, str], np.ndarray] = {}
+    for stored, queried in wanted.items():
+        col = table.col(stored) if rows is None else table.col(stored)[rows]
+        m = col @ np.stack([np.asarray(query[q], dtype=np.float32) for q in queried], axis=1)
+        out.update({(stored, q): m[:, j] for j, q in enumerate(queried)})
+    return lambda stored, queried: out[(stored, queried)]
+
+
 class FabricMatcher(SimilarMatcher):
     """materiel. Every part of the descriptor is position-free, and each comparison is tried at
     five relative scales (SCALE_HYPOTHESES): the score is the best weighted mean over them, each
@@ -279,15 +337,18 @@ class FabricMatcher(SimilarMatcher):
         out = {"emb": emb[0], "emb_q15": emb[1], "emb_q2": emb[2], "lbp": lbp, "glcm": glcm, "hsv": hsv}
         for suffix, k in (("_q15", 1.5), ("_q2", 2.0)):
             out["lbp" + suffix], out["glcm" + suffix], _ = T.texture_descriptors(_shrunk(img, k))
-        # what an entry has too, so that a query can also be compared as an entry would be
+        # what an entry has too, so that a query can also be compared as an entry would be (the
+        # same crop and the same reduction as the query's 1.5 ones: ZOOM = SHRINK = 1.5)
         out["emb_z"] = emb[1]
-        out["lbp_s"], out["glcm_s"], _ = T.texture_descriptors(_shrunk(img, SHRINK))
+        out["lbp_s"], out["glcm_s"] = out["lbp_q15"], out["glcm_q15"]
         return out
 
     def raw(self, query: Features, table: FeatureTable, rows: np.ndarray | None = None) -> np.ndarray:
-        def cos(stored: str, queried: str) -> np.ndarray:
-            col = table.col(stored) if rows is None else table.col(stored)[rows]
-            return col @ np.asarray(query[queried], dtype=np.float32)
+        # features of a plain extract() (no query-only fields): scale 1 only
+        hypotheses = [h for h in SCALE_HYPOTHESES if h[1] in query and "lbp" + h[3] in query]
+        cos = _cosines(query, table, rows, [("hsv", "hsv")] + [
+            pair for _, q_emb, s_emb, q_tex, s_tex in hypotheses
+            for pair in ((s_emb, q_emb), ("lbp" + s_tex, "lbp" + q_tex), ("glcm" + s_tex, "glcm" + q_tex))])
 
         def stretch(c: np.ndarray, level: float) -> np.ndarray:
             return np.clip((c - level) / (1.0 - level), 0.0, 1.0)
@@ -296,9 +357,7 @@ class FabricMatcher(SimilarMatcher):
         total = sum(w for w, _ in weights.values())
         colour = weights["hsv"][0] * stretch(cos("hsv", "hsv"), weights["hsv"][1])
         best = None
-        for _, q_emb, s_emb, q_tex, s_tex in SCALE_HYPOTHESES:
-            if q_emb not in query or "lbp" + q_tex not in query:
-                continue        # features of a plain extract() (no query-only fields): scale 1 only
+        for _, q_emb, s_emb, q_tex, s_tex in hypotheses:
             mean = colour + weights["emb"][0] * stretch(cos(s_emb, q_emb), weights["emb"][1])
             for part in ("lbp", "glcm"):
                 mean = mean + weights[part][0] * stretch(cos(part + s_tex, part + q_tex), weights[part][1])

@@ -72,8 +72,11 @@ def lbp_histogram(gray: np.ndarray) -> np.ndarray:
 
 def glcm_histogram(gray: np.ndarray) -> np.ndarray:
     """Symmetric, direction-averaged co-occurrence matrices of octile grey levels (GLCM_DIM,)."""
-    edges = np.quantile(gray, np.linspace(0, 1, GLCM_LEVELS + 1)[1:-1])
-    q = np.searchsorted(edges, gray, side="right").astype(np.int32)  # 0..7
+    edges = _octile_edges(gray) if gray.dtype == np.uint8 else np.quantile(gray, _OCTILES)
+    if gray.dtype == np.uint8:   # a level per grey value, looked up: the same as searching each pixel
+        q = np.searchsorted(edges, np.arange(256), side="right").astype(np.int32)[gray]  # 0..7
+    else:
+        q = np.searchsorted(edges, gray, side="right").astype(np.int32)
     h, w = q.shape
     out = []
     for d in GLCM_DISTANCES:
@@ -86,6 +89,22 @@ def glcm_histogram(gray: np.ndarray) -> np.ndarray:
         m = counts.reshape(GLCM_LEVELS, GLCM_LEVELS)
         out.append(_hellinger((m + m.T).ravel()))
     return np.concatenate(out) / np.sqrt(len(GLCM_DISTANCES))
+
+
+_OCTILES = np.linspace(0, 1, GLCM_LEVELS + 1)[1:-1]
+
+
+def _octile_edges(gray: np.ndarray) -> np.ndarray:
+    """np.quantile(gray, _OCTILES) (its default, linear interpolation) of a uint8 picture, from its
+    histogram instead of a partial sort of every pixel: the same numbers (the interpolation
+    fractions are multiples of 1/8, exact in binary), ~10x faster."""
+    n = gray.size
+    cum = np.cumsum(np.bincount(gray.ravel(), minlength=256))
+    at = _OCTILES * (n - 1)
+    lo = np.floor(at).astype(np.int64)
+    a = np.searchsorted(cum, lo, side="right")                      # the lo-th smallest value
+    b = np.searchsorted(cum, np.minimum(lo + 1, n - 1), side="right")
+    return a + (b - a) * (at - lo)
 
 
 def hsv_histogram(rgb: np.ndarray) -> np.ndarray:

@@ -1,0 +1,150 @@
+"""The matchers' speed-ups change no result: each faster path against the one it replaced.
+
+Real photos shipped in wheels, real ORB keypoints, a real Engine on a temp dir. (How much faster
+is measured in benchmarks/bench_match_speed.py, side by side with the previous version.)
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from benchmarks.photos import photos
+from imgsync.localgallery.engine import Engine
+from imgsync.localgallery.matchers import keypoints as K
+from imgsync.localgallery.matchers import local as L
+from imgsync.localgallery.matchers import matcher_for
+from imgsync.localgallery.matchers import texture as T
+from imgsync.localgallery.matchers.similar import SimilarMatcher
+
+
+def jpeg(img: Image.Image, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def pics() -> dict[str, Image.Image]:
+    out = {}
+    for name, im in sorted(photos().items())[:10]:
+        im = im.convert("RGB")
+        im.thumbnail((512, 512))
+        out[name] = im
+    return out
+
+
+def _gray(im: Image.Image) -> np.ndarray:
+    return np.asarray(im.convert("L"))
+
+
+def test_ratio_matches_equal_opencv_brute_force(pics: dict[str, Image.Image]) -> None:
+    """faiss's Hamming k-NN in place of cv2.batchDistance: the very same matches, pair by pair."""
+    def reference(q: np.ndarray, d: np.ndarray, ratio: float = 0.8, max_dist: int = 80):
+        if len(d) < 2:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        dist, idx = cv2.batchDistance(q, d, -1, normType=cv2.NORM_HAMMING, K=2)
+        d0, d1 = dist[:, 0], dist[:, 1]
+        ok = np.flatnonzero((d0 < ratio * d1) & (d0 <= max_dist))
+        di, dd = idx[ok, 0].astype(np.int64), d0[ok]
+        order = np.lexsort((dd, di))
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = di[order][1:] != di[order][:-1]
+        return ok[order[first]], di[order[first]]
+
+    kps = {n: K.adaptive_keypoints(_gray(im), 400, spread=True) for n, im in pics.items()}
+    crops = {n: K.adaptive_keypoints(_gray(im.crop((20, 20, im.width - 20, im.height - 20))), 256)
+             for n, im in pics.items()}
+    matched = 0
+    for a in kps:
+        for b in crops:
+            want, got = reference(kps[a].desc, crops[b].desc), K.ratio_matches(kps[a].desc, crops[b].desc)
+            assert np.array_equal(want[0], got[0]) and np.array_equal(want[1], got[1]), (a, b)
+            matched += len(got[0])
+    assert matched > 500          # the comparison covered real matches, not only empty sets
+
+
+def test_octile_edges_equal_numpy_quantile(pics: dict[str, Image.Image]) -> None:
+    rng = np.random.default_rng(0)
+    grays = [_gray(im) for im in pics.values()]
+    grays += [rng.integers(0, 256, (int(rng.integers(1, 200)), int(rng.integers(1, 200))), dtype=np.uint8)
+              for _ in range(100)]
+    grays += [np.full((40, 30), 9, np.uint8), rng.integers(100, 102, (17, 33), dtype=np.uint8)]
+    for g in grays:
+        assert np.array_equal(T._octile_edges(g), np.quantile(g, T._OCTILES))
+
+
+def test_spread_subset_equals_the_cell_by_cell_loop() -> None:
+    def reference(kps: K.Keypoints, k: int, grid: int) -> np.ndarray:
+        if len(kps) <= k:
+            return np.arange(len(kps))
+        w, h = kps.size
+        cell = (np.minimum(kps.xy[:, 1] * grid // max(h, 1), grid - 1) * grid
+                + np.minimum(kps.xy[:, 0] * grid // max(w, 1), grid - 1)).astype(np.int64)
+        rank, seen = np.zeros(len(kps), np.int64), np.zeros(grid * grid, np.int64)
+        for i, c in enumerate(cell):
+            rank[i], seen[c] = seen[c], seen[c] + 1
+        return np.sort(np.lexsort((np.arange(len(kps)), rank))[:k])
+
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        n, w, h = int(rng.integers(0, 1200)), int(rng.integers(1, 600)), int(rng.integers(1, 600))
+        kps = K.Keypoints((rng.random((n, 2)) * [w, h]).astype(np.float32), np.zeros((n, 32), np.uint8), (w, h))
+        for k, grid in ((32, 4), (400, 6)):
+            assert np.array_equal(K.spread_subset(kps, k, grid), reference(kps, k, grid))
+
+
+def test_ransac_for_enough_inliers_only(pics: dict[str, Image.Image]) -> None:
+    """min_inliers: a true pair keeps its inlier count; a pair with fewer matches is not tried."""
+    for im in list(pics.values())[:5]:
+        stored = K.adaptive_keypoints(_gray(im), 256)
+        crop = im.crop((im.width // 10, im.height // 10, im.width - im.width // 10, im.height - im.height // 10))
+        q = K.adaptive_keypoints(_gray(crop.resize(im.size)), 400, spread=True)
+        pairs = K.ratio_matches(q.desc, stored.desc)
+        full = K.verify(q, stored, pairs, model="homography")
+        assert full.inliers >= 30
+        assert K.verify(q, stored, pairs, model="homography", min_inliers=12).inliers == full.inliers
+        assert K.verify(q, stored, pairs, model="homography", min_inliers=len(pairs[0]) + 1).inliers == 0
+    assert K.ransac_iterations(12, 18, 4) < 30 < K.ransac_iterations(12, 40, 4) <= K.RANSAC_ITERS
+    assert K.ransac_iterations(12, 12, 4) == 1
+
+
+def test_second_round_reuses_the_first_rounds_points(pics: dict[str, Image.Image]) -> None:
+    """same_hq's spread query points, from the first round's keypoints, equal a fresh detection."""
+    m = matcher_for("same_hq")
+    for im in pics.values():
+        q = m.extract_query(im)
+        fresh = {k: v for k, v in q.items() if not k.startswith(L.USUAL_XY)}
+        a = L._spread_features(q, m.n_keypoints, m._orientations(q))
+        b = L._spread_features(fresh, m.n_keypoints, m._orientations(fresh))
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_similar_skips_keypoints_once_the_same_picture_is_found(
+        tmp_path: Path, pics: dict[str, Image.Image], monkeypatch: pytest.MonkeyPatch) -> None:
+    """No re-ranking under a row scoring ≥ 0.9: every row scoring ≥ the keypoint cap (0.85), the
+    first included, is the same as with the re-ranking; and a query without such a row is still
+    re-ranked (a crop of a scene finds its picture through keypoints)."""
+    eng = Engine(tmp_path / "g")
+    try:
+        for name, im in pics.items():
+            eng.add("similar", jpeg(im), brief=name)
+        copy = jpeg(next(iter(pics.values())), quality=70)
+        gated = eng.search("similar", copy, rn=20)[0]
+        calls = []
+        real = SimilarMatcher._query_keypoints
+        monkeypatch.setattr(SimilarMatcher, "_query_keypoints", lambda self, q: calls.append(1) or real(self, q))
+        assert eng.search("similar", copy, rn=20)[0] == gated and not calls   # no keypoints were detected
+        monkeypatch.setattr(SimilarMatcher, "settled_at", np.inf)
+        full = eng.search("similar", copy, rn=20)[0]
+        assert calls                                                         # this time they were
+        assert gated[0][1] >= 0.9 and gated[0] == full[0]
+        cap = SimilarMatcher.keypoint_cap
+        assert [r for r in gated if r[1] >= cap] == [r for r in full if r[1] >= cap]
+    finally:
+        eng.close()
