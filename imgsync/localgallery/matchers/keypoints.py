@@ -87,7 +87,7 @@ def orb_keypoints(gray: np.ndarray, n: int = 500, *, fast_threshold: int = 12) -
     strongest, so high-contrast pictures are unaffected.
     """
     h, w = gray.shape
-    orb = cv2.ORB_create(nfeatures=n, scaleFactor=1.2, nlevels=8, edgeThreshold=19, patchSize=19,
+    orb = cv2.ORB.create(nfeatures=n, scaleFactor=1.2, nlevels=8, edgeThreshold=19, patchSize=19,
                          fastThreshold=fast_threshold)
     kps, desc = orb.detectAndCompute(gray, None)
     if desc is None or not kps:

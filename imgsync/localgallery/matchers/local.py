@@ -241,7 +241,8 @@ class LocalFeatureMatcher(Matcher):
                 continue
             cos = G._same_pair_cosines(sub, table, rows)
             score = calibrate_cosine(np.clip(cos.max(axis=1), 0.0, 1.0))
-            frame = tuple(int(x) for x in regions["region_size"][i])
+            fw, fh = (int(x) for x in regions["region_size"][i])
+            frame = (fw, fh)
             for r, s, pair in zip(rows, score, cos.argmax(axis=1)):
                 if s > max(found[int(r)].score if int(r) in found else 0.0,
                            more[int(r)].score if int(r) in more else 0.0):

@@ -37,9 +37,9 @@ def quads(rgb: np.ndarray) -> list[np.ndarray]:
     MIN_SUPPORT of its border."""
     h, w = rgb.shape[:2]
     blur = cv2.GaussianBlur(rgb, (5, 5), 0)
-    edges = np.zeros((h, w), np.uint8)
-    for c in range(3):
-        edges |= cv2.Canny(np.ascontiguousarray(blur[..., c]), 30, 90)
+    edges: np.ndarray = np.zeros((h, w), np.uint8)
+    for channel in range(3):
+        edges |= cv2.Canny(np.ascontiguousarray(blur[..., channel]), 30, 90)
     edges = cv2.dilate(edges, np.ones((3, 3), np.uint8))
     contours = cv2.findContours(edges, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)[0]
     props: list[tuple[float, np.ndarray]] = []
@@ -162,8 +162,8 @@ def _support(edges: np.ndarray, q: np.ndarray, per_side: int = 48) -> float:
 
 def rectify(img: Image.Image, quad: np.ndarray) -> tuple[Image.Image, np.ndarray]:
     """(the region as an upright picture, the 3x3 map from its pixels to the query's pixels)."""
-    top, right = np.linalg.norm(quad[1] - quad[0]), np.linalg.norm(quad[2] - quad[1])
-    bottom, left = np.linalg.norm(quad[2] - quad[3]), np.linalg.norm(quad[3] - quad[0])
+    top, right = float(np.linalg.norm(quad[1] - quad[0])), float(np.linalg.norm(quad[2] - quad[1]))
+    bottom, left = float(np.linalg.norm(quad[2] - quad[3])), float(np.linalg.norm(quad[3] - quad[0]))
     rw, rh = max(top, bottom), max(left, right)
     k = SIDE / max(rw, rh, 1.0)
     ow, oh = max(8, round(rw * k)), max(8, round(rh * k))

@@ -298,10 +298,10 @@ def _cosines(query: Features, table: FeatureTable, rows: np.ndarray | None,
         if queried not in wanted.setdefault(stored, []):
             wanted[stored].append(queried)
     out: dict[tuple[str, str], np.ndarray] = {}
-    for stored, queried in wanted.items():
+    for stored, fields in wanted.items():
         col = table.col(stored) if rows is None else table.col(stored)[rows]
-        m = col @ np.stack([np.asarray(query[q], dtype=np.float32) for q in queried], axis=1)
-        out.update({(stored, q): m[:, j] for j, q in enumerate(queried)})
+        m = col @ np.stack([np.asarray(query[q], dtype=np.float32) for q in fields], axis=1)
+        out.update({(stored, q): m[:, j] for j, q in enumerate(fields)})
     return lambda stored, queried: out[(stored, queried)]
 
 
@@ -356,12 +356,13 @@ class FabricMatcher(SimilarMatcher):
         weights = {n: (w, lvl) for n, _, w, lvl in FABRIC_PARTS}
         total = sum(w for w, _ in weights.values())
         colour = weights["hsv"][0] * stretch(cos("hsv", "hsv"), weights["hsv"][1])
-        best = None
+        best: np.ndarray | None = None
         for _, q_emb, s_emb, q_tex, s_tex in hypotheses:
             mean = colour + weights["emb"][0] * stretch(cos(s_emb, q_emb), weights["emb"][1])
             for part in ("lbp", "glcm"):
                 mean = mean + weights[part][0] * stretch(cos(part + s_tex, part + q_tex), weights[part][1])
             best = mean if best is None else np.maximum(best, mean)
+        assert best is not None  # (there is always the 1x hypothesis)
         return best / total
 
 
