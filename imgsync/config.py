@@ -97,6 +97,8 @@ class GalleryConfig:
     secret_key: str | None = field(default=None, repr=False)
     qps: float | None = None
     timeout: float = 60.0
+    #: Calls kept in flight at once; None = "auto" (enough to reach `qps` at the latency seen).
+    in_flight: int | None = None
 
     @property
     def is_local(self) -> bool:
@@ -265,8 +267,21 @@ def _parse_gallery(table: Any, env: Mapping[str, str]) -> GalleryConfig:
     timeout = r.get("timeout", (int, float), 60.0)
     if timeout <= 0:
         raise ConfigError(f"gallery.timeout: must be > 0 seconds, got {timeout}")
+    in_flight = _parse_in_flight(r.get("in_flight", (int, str), "auto"))
     r.finish()
-    return GalleryConfig(endpoint.rstrip("/"), api_key, secret_key, float(qps) if qps else None, float(timeout))
+    return GalleryConfig(endpoint.rstrip("/"), api_key, secret_key, float(qps) if qps else None, float(timeout),
+                         in_flight)
+
+
+def _parse_in_flight(value: int | str) -> int | None:
+    from imgsync.gallery.pacing import CEILING
+
+    if value == "auto":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= CEILING:
+        raise ConfigError(f'gallery.in_flight: must be "auto" or a whole number from 1 to {CEILING}, '
+                          f"got {value!r}")
+    return value
 
 
 def _parse_local_gallery(table: Any, env: Mapping[str, str]) -> LocalGalleryConfig:

@@ -45,9 +45,14 @@ def make_local_data_dir(config: Config) -> Path:
     return data_dir
 
 
-def _timeouts(timeout: float) -> tuple[float, float]:
-    """(connect, read): connecting never needs the whole read budget."""
-    return min(5.0, timeout), timeout
+def _client(config: Config, url: str, api_key: str, secret_key: str) -> GalleryClient:
+    """A client for `url` with the config's pacing: qps, calls in flight, timeouts ((connect, read):
+    connecting never needs the whole read budget)."""
+    from imgsync.gallery.client import GalleryClient
+
+    g = config.gallery
+    return GalleryClient(url, api_key, secret_key, qps=g.qps, in_flight=g.in_flight,
+                         timeout=(min(5.0, g.timeout), g.timeout))
 
 
 def check_gallery(config: Config) -> None:
@@ -68,10 +73,8 @@ def check_gallery(config: Config) -> None:
 
 @contextmanager
 def open_gallery(config: Config) -> Iterator[GalleryClient]:
-    # The client (requests) is imported here: check_gallery and the identity are asked by runs that end
-    # without a call (a no-op reconcile), which must not pay for it.
-    from imgsync.gallery.client import GalleryClient
-
+    # The client (requests) is imported in _client: check_gallery and the identity are asked by runs that
+    # end without a call (a no-op reconcile), which must not pay for it.
     check_gallery(config)
     g = config.gallery
     if g.endpoint == "local":
@@ -79,14 +82,12 @@ def open_gallery(config: Config) -> Iterator[GalleryClient]:
             yield client
         return
     assert g.api_key and g.secret_key  # check_gallery
-    with GalleryClient(g.endpoint, g.api_key, g.secret_key, qps=g.qps, timeout=_timeouts(g.timeout)) as client:
+    with _client(config, g.endpoint, g.api_key, g.secret_key) as client:
         yield client
 
 
 @contextmanager
 def _embedded(config: Config) -> Iterator[GalleryClient]:
-    from imgsync.gallery.client import GalleryClient
-
     # Imported here: the local gallery pulls in the search engine (numpy, OpenCV, onnxruntime, faiss),
     # which a cloud user never needs and a light install does not have.
     from imgsync.localgallery.server import start_in_thread
@@ -109,8 +110,7 @@ def _embedded(config: Config) -> Iterator[GalleryClient]:
             f"{manifest} aside (or delete them) and run `imgsync reconcile` again: every image is uploaded anew"
         ) from None
     try:
-        with GalleryClient(running.url, running.api_key, running.secret_key, qps=config.gallery.qps,
-                           timeout=_timeouts(config.gallery.timeout)) as client:
+        with _client(config, running.url, running.api_key, running.secret_key) as client:
             yield client
     except BaseException:
         # What ended the run is the error to show: a failure while stopping (a full disk refusing the
@@ -125,8 +125,6 @@ def _embedded(config: Config) -> Iterator[GalleryClient]:
 
 @contextmanager
 def _client_of_the_holder(config: Config, data_dir: Path, busy: Exception) -> Iterator[GalleryClient]:
-    from imgsync.gallery.client import GalleryClient
-
     from imgsync.localgallery.auth import load_or_create_key
     from imgsync.localgallery.server import serving_url
 
@@ -134,6 +132,5 @@ def _client_of_the_holder(config: Config, data_dir: Path, busy: Exception) -> It
     if url is None:
         raise GalleryUnavailableError(f"{busy}, which does not serve it over HTTP; try again when it is done")
     (api_key, secret_key), _ = load_or_create_key(data_dir)
-    with GalleryClient(url, api_key, secret_key, qps=config.gallery.qps,
-                       timeout=_timeouts(config.gallery.timeout)) as client:
+    with _client(config, url, api_key, secret_key) as client:
         yield client

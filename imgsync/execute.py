@@ -9,6 +9,11 @@ intent (nothing was sent) or an open intent that `recover()` finishes on the nex
   open delete   delete again; an entry that is already gone counts as done
   open update   dropped: the plan compares briefs and labels again and re-issues it if still needed
 
+Several actions are under way at once (flight.py): each is a generator that journals, yields its call to
+a worker thread, and records the answer, all manifest work staying on the caller's thread. The guarantees
+are per action, so they hold with any number in flight; after a crash the journal may simply hold several
+open intents, each recovered as above.
+
 So the gallery never gets a duplicate entry (the cloud refuses identical images, and we adopt),
 never keeps an orphan (every intent is finished or undone), and the manifest never loses a record.
 One image's refusal is recorded on its file and the run goes on; transient, quota and auth failures
@@ -20,12 +25,14 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from imgsync.brief import render_brief
 from imgsync.gallery import Gallery
 from imgsync.config import MirrorConfig
+from imgsync.flight import Step, drive
 from imgsync.errors import (
     DISK_FULL_ERRNOS,
     GalleryDuplicateError,
@@ -75,7 +82,7 @@ class Executor:
     def __init__(
         self,
         mirror: MirrorConfig,
-        store: object,
+        store: Any,
         gallery: Gallery,
         *,
         spool_dir: Path,
@@ -95,29 +102,39 @@ class Executor:
     # ------------------------------------------------------------------ the plan
 
     def run(self, plan: Plan, report: Report) -> Report:
-        """Apply `plan`; a GalleryError that stops the run is stored in report.stopped (manifest stays valid)."""
+        """Apply `plan`; a GalleryError that stops the run is stored in report.stopped (manifest stays valid).
+
+        Each phase keeps several calls in flight (flight.py); a phase starts when the one before has
+        ended, which keeps the order that matters: a changed file's new image is in before its old
+        entry goes (adds before deletes), and a relabel's delete before its add (inside its step)."""
         report.rejected += [(r.path, r.reason) for r in plan.rejects]
         report.pending += list(plan.pending)
         report.withheld, report.withheld_reason = len(plan.withheld), plan.withheld_reason
-        try:
-            for remap in plan.remaps:
-                self._remap(remap, report)
-            for update in plan.updates:
-                self._update(update, report)
-                self.on_progress(1)
-            for readd in plan.readds:
-                self._readd(readd, report)
-                self.on_progress(2)
-            # Adds before deletes: a changed file's new image is in before its old one goes.
-            for add in plan.adds:
-                self._add(add, report)
-                self.on_progress(1)
-            self._delete(plan.deletes, report)
-        except GalleryError as e:  # transient (after retries), quota, auth: every later call would fail too
-            report.stopped = e
-        except _Interrupted:  # the caller is shutting down: the rest of the plan is for the next run
-            report.interrupted = True
+        for remap in plan.remaps:
+            self._remap(remap, report)
+        phases: list[Iterable[Step]] = [
+            (self._update(update, report) for update in plan.updates),
+            (self._readd(readd, report) for readd in plan.readds),
+            (self._add(add, report) for add in plan.adds),
+            self._deletes(plan.deletes, report),
+        ]
+        for steps in phases:
+            stop = self._drive(steps)
+            if isinstance(stop, _Interrupted):  # the caller is shutting down: the rest is for the next run
+                report.interrupted = True
+                break
+            if stop is not None:  # transient (after retries), quota, auth: every later call would fail too
+                report.stopped = stop
+                break
         return report
+
+    def _drive(self, steps: Iterable[Step]) -> BaseException | None:
+        return drive(steps, limit=self._calls_in_flight, on_done=self.on_progress, stops=(GalleryError, _Interrupted))
+
+    def _calls_in_flight(self) -> int:
+        """Asked before each new step: the client knows its rate cap and the latency it sees."""
+        hint = getattr(self.gallery, "calls_in_flight", None)
+        return hint() if callable(hint) else 1
 
     def on_progress(self, n: int) -> None:
         """After each finished action (its outcome recorded): report it, then stop here if asked to."""
@@ -129,13 +146,13 @@ class Executor:
         self.store.map_files(self.mirror.name, remap.paths, remap.entry.id)
         report.remapped += 1
 
-    def _add(self, add: Add, report: Report, *, done: list[str] | None = None) -> None:
+    def _add(self, add: Add, report: Report, *, done: list[str] | None = None) -> Step:
         """Journaled add; on success the path goes to `done` (default: report.added)."""
         try:
             data = self.read_upload(self.mirror.folder, add.path, add.content_hash)
         except UploadChangedError as e:
             (report.pending if e.still_changing else report.failed).append((add.path, str(e)))
-            return
+            return 1
         spool = self._spool(data)
 
         def brief_for(entry_id: int) -> str:
@@ -146,24 +163,25 @@ class Executor:
             self.mirror.name, self.library.name, add.content_hash, brief_for, add.tags, add.class_ids, str(spool)
         )
         try:
-            cont_sign = self._send_add(data, entry.brief, add.tags, add.class_ids)
+            cont_sign = yield from self._send_add(data, entry.brief, add.tags, add.class_ids)
         except GalleryRequestError as e:
             self._refuse(jid, entry.id, add.path, f"refused by the gallery: {e}", spool, report)
-            return
+            return 1
         except StillDeletingError as e:
             self.store.abort_add(jid, entry.id, str(e))
             spool.unlink(missing_ok=True)
             report.failed.append((add.path, str(e)))
-            return
+            return 1
         try:
             self.store.finish_add(jid, entry.id, cont_sign, add.paths)
         except ContSignTakenError as e:
             # The gallery calls this the same image as an entry another record owns; two records for one
             # remote entry would let one delete it under the other, so this file stays out.
             self._refuse(jid, entry.id, add.path, _taken_reason(e), spool, report)
-            return
+            return 1
         spool.unlink(missing_ok=True)
         (report.added if done is None else done).append(add.path)
+        return 1
 
     def _refuse(self, jid: int, entry_id: int, path: str, reason: str, spool: Path, report: Report) -> None:
         self.store.abort_add(jid, entry_id, reason)
@@ -172,91 +190,101 @@ class Executor:
         report.rejected.append((path, reason))
 
     def _send_add(self, data: bytes, brief: str, tags: Sequence[int],
-                  class_ids: tuple[int | None, int | None], *, library: str | None = None) -> str:
+                  class_ids: tuple[int | None, int | None], *,
+                  library: str | None = None) -> Generator[Callable[[], Any], Any, str]:
         """Add, adopting the existing entry when the gallery says the identical image is already there."""
-        library = library or self.library.name
+        lib = library or self.library.name
         try:
-            return self.gallery.add(library, image=data, brief=brief, tags=tags,
-                                    class_ids=_class_ids_or_none(class_ids))
+            return (yield lambda: self.gallery.add(lib, image=data, brief=brief, tags=tags,
+                                                   class_ids=_class_ids_or_none(class_ids)))
         except GalleryDuplicateError as e:
-            if e.cont_sign and self.store.deleted_lately(library, e.cont_sign, DELETE_SETTLE_S):
-                # Either our own add landed before (a retry after a crash or a lost answer): the entry
-                # carries this add's brief, unique by its id; or it is the entry we deleted, still dying.
-                if self._find_by_brief(library, data, brief) == e.cont_sign:
-                    return e.cont_sign
-                raise StillDeletingError(
-                    f"the gallery still holds entry {e.cont_sign}, deleted lately (deletes can take hours to take "
-                    "effect); will add it again on a later run") from None
-            if e.cont_sign:
-                log.info("gallery already had this image (%s); adopting it", e.cont_sign)
-                return e.cont_sign
-            found = self._find_by_brief(library, data, brief)
-            if found:
-                return found
-            raise GalleryRequestError(
-                "the gallery says this image is already there but did not say which entry, and no entry with "
-                "our brief was found by searching; another program may have added it"
-            ) from None
+            duplicate = e
+        if duplicate.cont_sign and self.store.deleted_lately(lib, duplicate.cont_sign, DELETE_SETTLE_S):
+            # Either our own add landed before (a retry after a crash or a lost answer): the entry
+            # carries this add's brief, unique by its id; or it is the entry we deleted, still dying.
+            if (yield from self._find_by_brief(lib, data, brief)) == duplicate.cont_sign:
+                return duplicate.cont_sign
+            raise StillDeletingError(
+                f"the gallery still holds entry {duplicate.cont_sign}, deleted lately (deletes can take hours to "
+                "take effect); will add it again on a later run")
+        if duplicate.cont_sign:
+            log.info("gallery already had this image (%s); adopting it", duplicate.cont_sign)
+            return duplicate.cont_sign
+        found = yield from self._find_by_brief(lib, data, brief)
+        if found:
+            return found
+        raise GalleryRequestError(
+            "the gallery says this image is already there but did not say which entry, and no entry with "
+            "our brief was found by searching; another program may have added it"
+        )
 
-    def _find_by_brief(self, library: str, data: bytes, brief: str) -> str | None:
-        result = self.gallery.search(library, image=data, rn=100)
+    def _find_by_brief(self, library: str, data: bytes, brief: str) -> Generator[Callable[[], Any], Any, str | None]:
+        result = yield lambda: self.gallery.search(library, image=data, rn=100)
         for hit in getattr(result, "hits", []):
             if hit.brief == brief:
-                return hit.cont_sign
+                return str(hit.cont_sign)
         return None
 
-    def _update(self, update: Update, report: Report) -> None:
+    def _update(self, update: Update, report: Report) -> Step:
         entry = update.entry
         jid = self.store.begin_update(self.mirror.name, entry.id, update.brief, update.tags, update.class_ids)
         try:
-            self.gallery.update(self.library.name, cont_sign=entry.cont_sign, brief=update.brief,
-                                tags=list(update.tags), class_ids=_class_ids_or_none(update.class_ids))
+            yield lambda: self.gallery.update(self.library.name, cont_sign=entry.cont_sign, brief=update.brief,
+                                              tags=list(update.tags), class_ids=_class_ids_or_none(update.class_ids))
         except GalleryNotFoundError:
             # Someone removed the entry behind our back: forget it locally and upload the image again.
             self.store.fail(jid, "entry missing from the gallery; re-adding")
             djid = self.store.begin_delete(self.mirror.name, [entry.id])
             self.store.finish_delete(djid)
-            self._add(Add(entry.content_hash, update.path, update.paths, update.tags, update.class_ids), report)
-            return
+            yield from self._add(Add(entry.content_hash, update.path, update.paths, update.tags, update.class_ids),
+                                 report)
+            return 1
         except GalleryRequestError as e:
             self.store.fail(jid, str(e))
             report.failed.append((update.path, f"update refused by the gallery: {e}"))
-            return
+            return 1
         self.store.finish_update(jid, update.paths)
         report.updated.append(update.path)
+        return 1
 
-    def _readd(self, readd: Readd, report: Report) -> None:
+    def _readd(self, readd: Readd, report: Report) -> Step:
         """Delete, then add anew (the old entry must go first: the gallery refuses an identical image).
         A crash in between leaves no entry for the image, so the next plan adds it: nothing is lost."""
-        self._delete_batch(readd.entry.library, [readd.entry])
-        self._add(readd.add, report, done=report.updated)  # to the user, a relabel is an update
+        yield from self._delete_batch(readd.entry.library, [readd.entry])
+        yield from self._add(readd.add, report, done=report.updated)  # to the user, a relabel is an update
+        return 2
 
-    def _delete(self, deletes: Iterable[Delete], report: Report) -> None:
-        # An entry is deleted from the library it was added to (the mirror's library may have changed).
-        by_library: dict[str, list] = {}
+    def _deletes(self, deletes: Iterable[Delete], report: Report) -> Iterator[Step]:
+        """One step per batch call. An entry is deleted from the library it was added to (the mirror's
+        library may have changed)."""
+        by_library: dict[str, list[Entry]] = {}
         for d in deletes:
             by_library.setdefault(d.entry.library, []).append(d.entry)
         for library, entries in by_library.items():
             cap = get_library(library).batch_delete_max
             for i in range(0, len(entries), cap):
-                batch = entries[i : i + cap]
-                self._delete_batch(library, batch)
-                report.deleted += len(batch)
-                self.on_progress(len(batch))
+                yield self._counted(self._delete_batch(library, entries[i : i + cap]), report)
 
-    def _delete_batch(self, library: str, entries: Sequence[Entry]) -> None:
+    def _counted(self, batch: Step, report: Report) -> Step:
+        n = yield from batch
+        report.deleted += n
+        return n
+
+    def _delete_batch(self, library: str, entries: Sequence[Entry]) -> Step:
         """One journaled delete call: intent, call, outcome."""
         jid = self.store.begin_delete(self.mirror.name, [e.id for e in entries])
-        self._send_delete(library, [e.cont_sign for e in entries if e.cont_sign])
+        yield from self._send_delete(library, [e.cont_sign for e in entries if e.cont_sign])
         self.store.finish_delete(jid)
+        return len(entries)
 
-    def _send_delete(self, library: str, cont_signs: Sequence[str]) -> None:
+    def _send_delete(self, library: str, cont_signs: Sequence[str]) -> Generator[Callable[[], Any], Any, None]:
         if not cont_signs:
             return
         try:
-            self.gallery.delete_many(library, cont_signs)
+            yield lambda: self.gallery.delete_many(library, cont_signs)
+            return
         except GalleryNotFoundError:
-            pass  # already gone: that is what we wanted
+            return  # already gone: that is what we wanted
         except GalleryRequestError as e:
             if len(cont_signs) == 1:
                 raise
@@ -264,11 +292,11 @@ class Executor:
             # docs/fidelity.md): fall back to one call per entry rather than stall on it every run.
             log.warning("%s refused a batch delete of %d entries (%s); deleting one by one",
                         library, len(cont_signs), e)
-            for sign in cont_signs:
-                try:
-                    self.gallery.delete_many(library, [sign])
-                except GalleryNotFoundError:
-                    pass
+        for sign in cont_signs:
+            try:
+                yield lambda sign=sign: self.gallery.delete_many(library, [sign])
+            except GalleryNotFoundError:
+                pass
 
     def _spool(self, data: bytes) -> Path:
         """Keep the bytes of an in-flight add, so recovery can finish or undo it even if the file is gone."""
@@ -286,21 +314,27 @@ class Executor:
 
     # ------------------------------------------------------------------ crash recovery
 
-    def recover(self, items: Iterable[object], report: Report) -> None:
-        """Finish the journal's open intents for this mirror (see the module docstring)."""
-        for item in items:
-            if item.mirror != self.mirror.name:
-                continue
-            if item.op == "add":
-                self._recover_add(item, report)
-            elif item.op == "delete":
-                self._send_delete(item.library, [c for c in item.payload.get("cont_signs", []) if c])
-                self.store.finish_delete(item.id)
-                report.recovered += 1
-            else:
-                self.store.fail(item.id, "interrupted; the next plan re-issues it if still needed")
+    def recover(self, items: Iterable[Any], report: Report) -> None:
+        """Finish the journal's open intents for this mirror (see the module docstring); a GalleryError
+        that stops it is raised once the calls under way have ended."""
+        mine = (item for item in items if item.mirror == self.mirror.name)
+        stop = drive((self._recover(item, report) for item in mine), limit=self._calls_in_flight,
+                     stops=(GalleryError,))
+        if stop is not None:
+            raise stop
 
-    def _recover_add(self, item: object, report: Report) -> None:
+    def _recover(self, item: Any, report: Report) -> Step:
+        if item.op == "add":
+            yield from self._recover_add(item, report)
+        elif item.op == "delete":
+            yield from self._send_delete(item.library, [c for c in item.payload.get("cont_signs", []) if c])
+            self.store.finish_delete(item.id)
+            report.recovered += 1
+        else:
+            self.store.fail(item.id, "interrupted; the next plan re-issues it if still needed")
+        return 0
+
+    def _recover_add(self, item: Any, report: Report) -> Generator[Callable[[], Any], Any, None]:
         payload = item.payload
         entry_id = item.entry_ids[0]
         spool = Path(payload["spool"]) if payload.get("spool") else None
@@ -310,8 +344,9 @@ class Executor:
             return
         data = spool.read_bytes()
         try:
-            cont_sign = self._send_add(data, payload["brief"], payload.get("tags", []),
-                                       tuple(payload.get("class_ids", (None, None))), library=item.library)
+            cont_sign = yield from self._send_add(data, payload["brief"], payload.get("tags", []),
+                                                  tuple(payload.get("class_ids", (None, None))),
+                                                  library=item.library)
             self.store.finish_add(item.id, entry_id, cont_sign, ())
         except (GalleryRequestError, StillDeletingError) as e:
             self.store.abort_add(item.id, entry_id, str(e))

@@ -23,6 +23,12 @@ def test_example_config_parses_with_every_documented_key():
     assert cfg.gallery.is_local
 
 
+def test_in_flight_is_auto_unless_a_number_is_given():
+    assert parse_config({}, env={}).gallery.in_flight is None
+    assert parse_config({"gallery": {"in_flight": "auto"}}, env={}).gallery.in_flight is None
+    assert parse_config({"gallery": {"in_flight": 6}}, env={}).gallery.in_flight == 6
+
+
 def test_zero_config_means_local_gallery_and_no_mirrors(tmp_path):
     cfg = load_config(None, env={"IMGSYNC_STATE_DIR": str(tmp_path)})
     assert cfg.gallery.endpoint == "local" and cfg.mirrors == () and cfg.state_dir == tmp_path
@@ -49,6 +55,10 @@ def test_keys_from_environment_win_and_never_show_in_repr():
         ({"gallery": {"endpoint": "ftp://x"}}, "gallery.endpoint"),
         ({"gallery": {"qps": -1}}, "gallery.qps"),
         ({"gallery": {"qps": "fast"}}, "gallery.qps"),
+        ({"gallery": {"in_flight": 0}}, "gallery.in_flight"),
+        ({"gallery": {"in_flight": 33}}, "gallery.in_flight"),
+        ({"gallery": {"in_flight": "many"}}, "gallery.in_flight"),
+        ({"gallery": {"in_flight": True}}, "gallery.in_flight"),
         ({"mirror": [{"folder": "/x"}]}, "mirror[0].name"),
         ({"mirror": [{"name": "a"}]}, "mirror 'a'.folder"),
         ({"mirror": [{"name": "a", "folder": "/x", "library": "faces"}]}, "mirror 'a'.library"),

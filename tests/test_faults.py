@@ -7,6 +7,11 @@ injected at the two boundaries a real failure comes through: the gallery client'
 before the request, response lost after the server acted) and the manifest's journal writes (the
 process dies just before or after one). A "crash" is an exception no code catches; afterwards the
 manifest is reopened from its file, as a new process would.
+
+The executor keeps several calls in flight (the client's `calls_in_flight()`: 4 against this uncapped
+gallery), so the gallery's faults land on worker threads while the journal's land on the main one, in
+whatever order the threads take; `test_faults_with_calls_in_flight` makes sure two adds really are in
+flight together when its fault fires.
 """
 
 from __future__ import annotations
@@ -14,12 +19,15 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import event as hypothesis_event
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 
 from conftest import make_image
 from imgsync.config import DeleteGuard, MirrorConfig
@@ -81,7 +89,41 @@ class Faulty:
         return call
 
 
+class Overlap:
+    """Holds the first two add calls until both are under way, so they are in flight together when the
+    faults that follow fire (a one-call-at-a-time executor would wait here and fail with BrokenBarrierError)."""
+
+    def __init__(self, target: object) -> None:
+        self._target = target
+        self._barrier = threading.Barrier(2, timeout=30)
+        self._lock = threading.Lock()
+        self._adds = 0
+
+    def __getattr__(self, name: str):
+        real = getattr(self._target, name)
+        if name != "add":
+            return real
+
+        def add(*args, **kwargs):
+            with self._lock:
+                self._adds += 1
+                held = self._adds <= 2
+            if held:
+                self._barrier.wait()
+            return real(*args, **kwargs)
+
+        return add
+
+
 _example = itertools.count(1)
+
+
+def event(what: str) -> None:
+    """Hypothesis's event() where it counts (the property tests); a no-op in the plain tests."""
+    try:
+        hypothesis_event(what)
+    except InvalidArgument:
+        pass
 
 ops = st.lists(
     st.tuples(st.sampled_from(["new", "copy", "move", "delete", "modify", "corrupt", "mkdir_move"]),
@@ -165,12 +207,13 @@ def _remote(server, mirror_name: str) -> dict[str, str]:
         eng.close()
 
 
-def _run(mirror, manifest: Path, client, spool: Path, schedule: list[str]):
+def _run(mirror, manifest: Path, client, spool: Path, schedule: list[str], *, overlap: bool = False):
     f = Faults(schedule)
     store = Store.open(manifest)
+    gallery = Faulty(client, GALLERY_CALLS, f, network=True)
     try:
         run = reconcile_mirror(mirror, Faulty(store, JOURNAL_WRITES, f, network=False),
-                               Faulty(client, GALLERY_CALLS, f, network=True), spool_dir=spool, force=True)
+                               Overlap(gallery) if overlap else gallery, spool_dir=spool, force=True)
         sweep_unreferenced_spool(store, spool)
         return run
     except Crash as c:
@@ -180,7 +223,8 @@ def _run(mirror, manifest: Path, client, spool: Path, schedule: list[str]):
         store.close()
 
 
-def check_converges(server, tmp_path: Path, plan: list[tuple[list[tuple[str, int]], list[str]]]) -> None:
+def check_converges(server, tmp_path: Path, plan: list[tuple[list[tuple[str, int]], list[str]]], *,
+                    overlap: bool = False) -> None:
     n = next(_example)
     name = f"ex{n}"
     folder = Folder(tmp_path / name / "pics", seed_base=n * 1000)
@@ -193,7 +237,7 @@ def check_converges(server, tmp_path: Path, plan: list[tuple[list[tuple[str, int
         for changes, schedule in plan:
             for op, k in changes:
                 folder.apply(op, k)
-            run = _run(mirror, manifest, client, spool, schedule)
+            run = _run(mirror, manifest, client, spool, schedule, overlap=overlap)
             if run is not None and run.report.stopped is not None:
                 event("a run stopped on a network fault")
         for _ in range(3):  # clean runs: recovery first, then whatever is left to do
@@ -230,6 +274,16 @@ def check_converges(server, tmp_path: Path, plan: list[tuple[list[tuple[str, int
 @example(plan=[([("new", 0)], []), ([("delete", 0)], []), ([("new", 0)], ["ok", "ok", "crash_after"])])
 def test_crashes_and_faults_anywhere_never_lose_or_orphan(gallery_server, tmp_path, plan):
     check_converges(gallery_server, tmp_path, plan)
+
+
+@pytest.mark.parametrize("fault", ["crash_before", "crash_after", "down", "lost"])
+@pytest.mark.parametrize("at", [4, 6, 8])
+def test_faults_with_calls_in_flight(gallery_server, tmp_path, fault, at):
+    """Six new images, two adds held until both are in flight, then a fault at boundary call `at` (the
+    first three are the scan's save and two intents): the other calls in flight end as they will, the
+    journal keeps what they were, and the next runs converge."""
+    schedule = ["ok"] * (at - 1) + [fault]
+    check_converges(gallery_server, tmp_path, [([("new", n) for n in range(6)], schedule)], overlap=True)
 
 
 @pytest.mark.slow

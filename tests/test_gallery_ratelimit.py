@@ -75,11 +75,26 @@ def test_slow_down_halves_for_a_while_then_recovers() -> None:
     limiter = RateLimiter(8, clock=clock, slow_period=60, headroom=0)
     limiter.slow_down()
     assert limiter.current_qps() == 4
+    clock.advance(1.5)  # a later error 18: the rate in force is still too high
     limiter.slow_down()
     assert limiter.current_qps() == 2
     a, b = limiter.acquire(), limiter.acquire()
     assert b - a == pytest.approx(0.5)
     clock.advance(61)
+    assert limiter.current_qps() == 8
+
+
+def test_errors_18_of_one_burst_slow_down_once() -> None:
+    """Several calls in flight refused in the same second are one signal: the rate halves once, not per call."""
+    clock = FakeClock()
+    limiter = RateLimiter(8, clock=clock, slow_period=60, headroom=0)
+    for _ in range(6):
+        limiter.slow_down()
+        clock.advance(0.1)
+    assert limiter.current_qps() == 4
+    clock.advance(59.5)  # the burst's last error extended the slow period
+    assert limiter.current_qps() == 4
+    clock.advance(1)
     assert limiter.current_qps() == 8
 
 
@@ -89,6 +104,7 @@ def test_slow_down_without_a_limit_starts_limiting() -> None:
     limiter.slow_down()
     assert limiter.current_qps() == 5
     for _ in range(5):
+        clock.advance(1.5)
         limiter.slow_down()
     assert limiter.current_qps() == 1  # never below min_qps
 

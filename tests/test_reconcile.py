@@ -367,13 +367,18 @@ def test_bind_gallery_binds_on_first_use_and_refuses_another_gallery(rig):
 
 
 def test_should_stop_ends_the_run_between_actions_and_the_next_run_finishes(rig):
-    for i in range(4):
+    for i in range(12):
         rig.put(f"{i}.jpg", i)
     done: list[int] = []
+    in_flight = rig.client.calls_in_flight()
+    assert in_flight > 1
     run = reconcile_mirror(rig.mirror, rig.store, rig.client, spool_dir=rig.state / "spool",
                            on_progress=done.append, should_stop=lambda: len(done) >= 2)
-    assert run.report.interrupted and len(run.report.added) == 2 and not run.report.ok
+    # No new call after the stop; the ones in flight then finish and are recorded.
+    first = len(run.report.added)
+    assert run.report.interrupted and 2 <= first <= 2 + in_flight - 1 and not run.report.ok
+    assert len(done) == first and len(rig.remote()) == first
     assert rig.store.last_run("m").status == "interrupted" and rig.store.mirror_state("m").settled is None
     assert rig.store.open_journal() == []  # stopped between actions, never inside one
     run, calls = rig.run()
-    assert len(run.report.added) == 2 and len(rig.remote()) == 4
+    assert len(run.report.added) == 12 - first and len(rig.remote()) == 12

@@ -27,6 +27,7 @@ from typing import Any, Literal, NoReturn
 from urllib.parse import quote_plus, urlsplit
 
 import requests
+import requests.adapters
 
 from imgsync.clock import SYSTEM_CLOCK, Clock
 from imgsync.errors import (
@@ -41,6 +42,7 @@ from imgsync.errors import (
     GalleryUnavailableError,
 )
 from imgsync.gallery.auth import Token, TokenCache, parse_token_answer
+from imgsync.gallery.pacing import CEILING, LatencyMeter, calls_in_flight
 from imgsync.gallery.ratelimit import RateLimiter
 from imgsync.gallery.redact import install_log_redaction, redact
 from imgsync.gallery.retry import RetryPolicy, call_with_retry
@@ -290,6 +292,7 @@ class GalleryClient:
         secret_key: str,
         *,
         qps: float | None = None,
+        in_flight: int | None = None,
         session: requests.Session | None = None,
         timeout: tuple[float, float] = (5.0, 60.0),
         retry: RetryPolicy = RetryPolicy(),
@@ -305,13 +308,15 @@ class GalleryClient:
         # The SDKs strip keys too (api.md §8.1); a pasted newline must not become an auth failure.
         self._api_key = api_key.strip()
         self._secret_key = secret_key.strip()
-        self._session = session if session is not None else requests.Session()
+        self._session = session if session is not None else _pooled_session()
         self._owns_session = session is None
         self._timeout = timeout
         self._retry = retry
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
         self.limiter = RateLimiter(qps, clock=clock)
+        self.latency = LatencyMeter()
+        self._in_flight = in_flight
         self._tokens = TokenCache(self._fetch_token, clock)
         self.stats = ClientStats()
         self._stats_lock = threading.Lock()
@@ -377,6 +382,13 @@ class GalleryClient:
         if groups and len(not_found) == len(groups):
             raise not_found[0]
 
+    def calls_in_flight(self) -> int:
+        """How many calls the executor keeps in flight: as configured, else enough to reach this client's
+        rate cap at the latency seen so far (pacing.py)."""
+        if self._in_flight is not None:
+            return self._in_flight
+        return calls_in_flight(self.limiter.current_qps(), self.latency.mean)
+
     def close(self) -> None:
         if self._owns_session:
             self._session.close()
@@ -412,7 +424,12 @@ class GalleryClient:
         self.limiter.acquire()
         self._count("requests")
         log.debug("POST %s", what)
-        return self._send(what, url, data=encode_form(form), params={"access_token": token})
+        body = encode_form(form)
+        started = self._clock.monotonic()
+        try:
+            return self._send(what, url, data=body, params={"access_token": token})
+        finally:
+            self.latency.observe(self._clock.monotonic() - started)
 
     def _fetch_token(self) -> Token:
         what = "getting an access token"
@@ -480,6 +497,16 @@ class GalleryClient:
     def _count(self, name: str) -> None:
         with self._stats_lock:
             setattr(self.stats, name, getattr(self.stats, name) + 1)
+
+
+def _pooled_session() -> requests.Session:
+    """A session that keeps a connection for each call the executor may have in flight (requests'
+    default pool keeps 10 and drops the rest after use, so more calls would reconnect every time)."""
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=CEILING)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 def _timeout_text(e: requests.Timeout, timeout: tuple[float, float]) -> str:

@@ -10,7 +10,9 @@ tests. 5% of a second's budget is 50 ms of slack per window.
 
 `slow_down()` is called after an error 18: someone else (another process on the same key, or a
 lower limit than configured) is using the budget, so the rate is halved for `slow_period` seconds;
-each further error 18 halves it again, down to `min_qps`. Without a configured rate the first error
+each further error 18 halves it again, down to `min_qps`. Errors 18 that arrive together (several calls in
+flight, refused in the same second) are one signal, not several: within `same_window` seconds of a
+slow-down, another one changes nothing, so N workers do not divide the rate by 2**N. Without a configured rate the first error
 18 starts limiting at `unlimited_fallback` calls per second.
 """
 
@@ -36,6 +38,7 @@ class RateLimiter:
         slow_period: float = 60.0,
         min_qps: float = 0.1,
         unlimited_fallback: float = 10.0,
+        same_window: float = 1.0,
     ) -> None:
         if qps is not None and (not qps > 0 or math.isinf(qps)):
             raise ValueError(f"qps must be a positive number or None (no limit), got {qps}")
@@ -50,6 +53,8 @@ class RateLimiter:
         self._slow_period = slow_period
         self._min_qps = min_qps
         self._fallback = unlimited_fallback
+        self._same_window = same_window
+        self._slowed_at = -math.inf
         self._lock = threading.Lock()
         self._tat = -math.inf  # theoretical arrival time of the next call (monotonic seconds)
         self._slowed_qps: float | None = None
@@ -84,10 +89,14 @@ class RateLimiter:
         """Halve the rate in force (down to min_qps) for the next `slow_period` seconds."""
         with self._lock:
             now = self._clock.monotonic()
+            if now - self._slowed_at < self._same_window:
+                self._slowed_until = now + self._slow_period  # the same burst: keep the rate, extend the period
+                return
             current = self._rate(now)
             base = self._fallback if current is None else current
             self._slowed_qps = max(self._min_qps, base / 2)
             self._slowed_until = now + self._slow_period
+            self._slowed_at = now
             slowed = self._slowed_qps
         log.info("gallery says too many calls per second (error 18): slowing to %.2f calls/s for %.0f s",
                  slowed, self._slow_period)

@@ -110,9 +110,13 @@ class VoteIndex:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
+        # Serialized here and written by Python, not by faiss.write_index_binary: faiss prints its own
+        # "close error: No space left on device" to stderr, past imgsync's one-line error on a full disk.
+        data = faiss.serialize_index_binary(self._index)
         try:
-            faiss.write_index_binary(self._index, str(tmp))
-        except RuntimeError:
+            with open(tmp, "wb") as f:
+                f.write(memoryview(data))
+        except OSError:
             tmp.unlink(missing_ok=True)  # a partial file would only take the space a full disk lacks
             raise
         tmp.replace(path)

@@ -1,0 +1,83 @@
+"""Several gallery calls in flight at once, with every decision still made on one thread.
+
+An action (add an image, delete a batch, ...) is written as a generator, a *step*: it does its local work
+(read the file, spool it, journal the intent), yields the gallery call it needs as a zero-argument
+callable, gets the answer back (or the call's exception thrown in at the yield), records the outcome,
+and may yield again (a duplicate answer is followed by a search). `drive()` runs the yielded calls on
+worker threads and everything else on the caller's thread, so the manifest is only ever touched by one
+thread and each step reads exactly as the sequential code it replaced: journal, call, outcome. Up to
+`limit()` steps are under way at once; while calls are in flight the caller's thread prepares the next
+image (which is where reading, validating and hashing overlap with the network).
+
+Stopping is orderly. A *stop* error from a step (the gallery is down, out of quota, refusing our
+credentials) or from `on_done` (asked to shut down) starts no new step and lets those under way finish
+and record their outcomes; the first stop is returned. Anything else (a manifest error, a full disk, a
+crash) waits for the calls already sent to end — their answers are lost, as in a real crash, and the
+journal's open intents are what the next run recovers — and propagates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+#: A step yields gallery calls, is sent their answers, and returns how much progress it made.
+Step = Generator[Callable[[], Any], Any, int]
+
+
+def drive(
+    steps: Iterable[Step],
+    *,
+    limit: Callable[[], int],
+    on_done: Callable[[int], None] = lambda n: None,
+    stops: tuple[type[BaseException], ...] = (),
+) -> BaseException | None:
+    """Run `steps` with at most `limit()` under way at once; returns the first stop error, else None."""
+    todo = iter(steps)
+    running: dict[Future[Any], Step] = {}
+    stopped: BaseException | None = None
+    pool = ThreadPoolExecutor(thread_name_prefix="imgsync-call")
+
+    def advance(step: Step, answer: Future[Any] | None) -> None:
+        """Resume `step` with the answer of its call (None: start it); it yields its next call or ends."""
+        nonlocal stopped
+        try:
+            if answer is None:
+                call = next(step)
+            elif (error := answer.exception()) is not None:
+                call = step.throw(error)
+            else:
+                call = step.send(answer.result())
+        except StopIteration as done:
+            try:
+                on_done(done.value or 0)
+            except stops as e:
+                stopped = stopped or e
+            return
+        except stops as e:
+            stopped = stopped or e
+            return
+        running[pool.submit(call)] = step
+
+    try:
+        while True:
+            while stopped is None and len(running) < max(1, limit()):
+                step = next(todo, None)
+                if step is None:
+                    break
+                advance(step, None)
+            if not running:
+                return stopped
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                advance(running.pop(future), future)
+    except BaseException:
+        # Not a stop: the caller's thread failed (or a call raised what no step handles). The calls
+        # already sent end on their own; nothing more is recorded (the journal has their intents).
+        wait(running)
+        for step in running.values():
+            step.close()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
