@@ -126,7 +126,6 @@ def _embedded(config: Config) -> Iterator[GalleryClient]:
 @contextmanager
 def _client_of_the_holder(config: Config, data_dir: Path, busy: Exception) -> Iterator[GalleryClient]:
     from imgsync.gallery.client import GalleryClient
-
     from imgsync.localgallery.auth import load_or_create_key
     from imgsync.localgallery.server import serving_url
 
