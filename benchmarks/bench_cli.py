@@ -95,9 +95,11 @@ def bench(files: int, runs: int, keep: Path | None) -> None:
                 samples[name].append(timed(argv))
         med = {k: statistics.median(v) for k, v in samples.items()}
         for name in commands:
-            print(f"  {name:<7} median {med[name]:6.3f} s  (min {min(samples[name]):.3f}, max {max(samples[name]):.3f})")
-        net = statistics.median((n - h) / f for n, h, f in zip(samples["noop"], samples["help"], samples["find"]))
-        whole = statistics.median(n / f for n, f in zip(samples["noop"], samples["find"]))
+            print(f"  {name:<7} median {med[name]:6.3f} s  "
+                  f"(min {min(samples[name]):.3f}, max {max(samples[name]):.3f})")
+        net = statistics.median((n - h) / f
+                                for n, h, f in zip(samples["noop"], samples["help"], samples["find"], strict=True))
+        whole = statistics.median(n / f for n, f in zip(samples["noop"], samples["find"], strict=True))
         print(f"  (no-op - help) / find: {net:5.2f}x   (goal at 20k: <= 3x)")
         print(f"  no-op / find:          {whole:5.2f}x   (goal at 100k: <= 2x)")
         print(f"  status {med['status']:.3f} s, --help {med['help']:.3f} s   (goal at 100k: <= 0.3 s each)")

@@ -15,7 +15,6 @@ Prints figures; asserts nothing. What it measures:
 from __future__ import annotations
 
 import argparse
-import base64
 import io
 import statistics
 import sys
@@ -26,7 +25,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from imgsync.libraries import get_library
 from imgsync.localgallery.engine import BulkEntry, Engine
 from imgsync.localgallery.matchers.features import CROPS, FINE_DIM
 

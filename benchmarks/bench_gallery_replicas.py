@@ -20,9 +20,10 @@ private PostgreSQL server with tests/pg_cluster.py. What it measures:
    before every search).
 3. same_hq search latency at `--size` entries, SQLite and PostgreSQL side by side (both open, each
    query to one then the other; Engine.search in this process, image bytes in, results out; queries
-   are re-encoded copies of 50 real added pictures), and the time to open each (a PostgreSQL replica's start: load everything and build the
-   indexes in memory). The libraries are filled at the storage layer with Engine.bulk_load and
-   synthetic features (as bench_gallery.py does): 200k real extractions would take an hour.
+   are re-encoded copies of 50 real added pictures), and the time to open each (a PostgreSQL
+   replica's start: load everything and build the indexes in memory). The libraries are filled at
+   the storage layer with Engine.bulk_load and synthetic features (as bench_gallery.py does): 200k
+   real extractions would take an hour.
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ class CpuMeter:
 
     def lap(self) -> tuple[float, float]:
         now = self._read()
-        used = tuple(sum(v - last.get(pid, 0.0) for pid, v in cur.items()) for cur, last in zip(now, self._last))
+        used = tuple(sum(v - last.get(pid, 0.0) for pid, v in cur.items())
+                     for cur, last in zip(now, self._last, strict=True))
         self._last = now
         return used[0], used[1]
 
@@ -185,7 +187,8 @@ def measure_setup(n: int, new_database: Callable[[], str], db_uid: int | None, a
             for r in replicas:
                 r.stop()
     return {"add_rate": len(add_bodies) / t_add, "add_busy": (cpu_a + db_a) / t_add,
-            "add_per_cpu": len(add_bodies) / (cpu_a + db_a), "add_client": cli_a / t_add, "add_db": db_a / (cpu_a + db_a),
+            "add_per_cpu": len(add_bodies) / (cpu_a + db_a), "add_client": cli_a / t_add,
+            "add_db": db_a / (cpu_a + db_a),
             "search_rate": len(search_bodies) / t_search, "search_busy": (cpu_s + db_s) / t_search,
             "search_per_cpu": len(search_bodies) / (cpu_s + db_s), "search_client": cli_s / t_search,
             "search_db": db_s / (cpu_s + db_s)}
@@ -261,7 +264,8 @@ def bench_delay(database: str, n: int) -> None:
             on_b.health()
         poll_ms = (time.perf_counter() - polls[0]) / 50 * 1000
         print(f"   follower delay (A's answer → B applied): p50 {statistics.median(delays):.1f} ms, "
-              f"p95 {pct(delays, 0.95):.1f} ms, max {max(delays):.1f} ms (one /health poll of B takes {poll_ms:.1f} ms)")
+              f"p95 {pct(delays, 0.95):.1f} ms, max {max(delays):.1f} ms "
+              f"(one /health poll of B takes {poll_ms:.1f} ms)")
         print(f"   a search on B right after A's answer found the new entry: {found}/{(n + 1) // 2}")
     finally:
         a.stop()
@@ -360,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     with psycopg.connect(admin) as conn:
         version = conn.execute("SHOW server_version").fetchone()
     print(f"Python {sys.version.split()[0]}, numpy {np.__version__}, PostgreSQL {version[0] if version else '?'}"
-          f"{' (private server, fsync and synchronous_commit on)' if cluster else ''}, {CORES} cores, database CPU counted: "
+          f"{' (private server, fsync and synchronous_commit on)' if cluster else ''}, {CORES} cores, "
+          f"database CPU counted: "
           f"{'yes (user ' + pwd.getpwuid(db_uid).pw_name + ')' if db_uid is not None else 'no'}")
     try:
         if "throughput" not in skip:

@@ -119,7 +119,8 @@ def synth_textures(n: int, size: int = 512, seed: int = 7) -> dict[str, Image.Im
             g = np.sin(2 * np.pi * f * (xx * np.cos(th) + yy * np.sin(th))) + rng.normal(0, 0.4, (size, size))
         elif kind == 1:  # plain weave: product of two gratings
             f = rng.uniform(0.05, 0.3)
-            g = np.sign(np.sin(2 * np.pi * f * xx)) * np.sign(np.sin(2 * np.pi * f * yy)) + rng.normal(0, 0.5, (size, size))
+            g = (np.sign(np.sin(2 * np.pi * f * xx)) * np.sign(np.sin(2 * np.pi * f * yy))
+                 + rng.normal(0, 0.5, (size, size)))
         elif kind == 2:  # dots / polka
             p = int(rng.integers(8, 40))
             g = ((xx % p - p / 2) ** 2 + (yy % p - p / 2) ** 2 < (p * rng.uniform(0.15, 0.35)) ** 2).astype(np.float32)
@@ -204,7 +205,7 @@ def eval_similar(lib: str, matcher: SimilarMatcher, pics: dict[str, Image.Image]
     if stereo and "motorcycle_left" in pics:
         _, right = stereo_pair()
         t.add("stereo-view", score(work(right, lib)), gal.names.index("motorcycle_left"))
-    for i, (n, im) in enumerate(pics.items()):
+    for i, im in enumerate(pics.values()):
         for v, f in {**SAME, **VIEWS}.items():
             t.add(("same:" if v in SAME else "view:") + v, score(work(f(im, rng), lib)), i)
     return t

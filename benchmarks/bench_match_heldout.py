@@ -20,7 +20,6 @@ every natural pair top-1.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -74,7 +73,8 @@ class Bench:
             row = {"n": len(s), "top1": float(np.mean(top1)), "ge90": float(np.mean(s >= 0.9)),
                    "ge60": float(np.mean(s >= 0.6)), "median": float(np.median(s))}
             out[g] = row
-            print(f"  {g:30} {row['n']:4d} {row['top1']:6.2f} {row['ge90']:6.2f} {row['ge60']:6.2f} {row['median']:7.3f}")
+            print(f"  {g:30} {row['n']:4d} {row['top1']:6.2f} {row['ge90']:6.2f} {row['ge60']:6.2f} "
+                  f"{row['median']:7.3f}")
         return out
 
     def outside(self, groups: dict[str, list[bytes]], show: int = 3) -> dict[str, dict[str, float]]:
@@ -180,7 +180,8 @@ def run_materiel(h: HeldOut, d: Path) -> dict:
           f"({', '.join(tex_in)}); queries: other patches")
     groups = {}
     for scale in (1.0, 1.5, 1 / 1.5, 2.0):
-        groups[f"other patch at {scale:.2f}x"] = [(n, encode(im)) for n, im in _texture_patches(tex_in, scale, QUERY_AT)]
+        patches = _texture_patches(tex_in, scale, QUERY_AT)
+        groups[f"other patch at {scale:.2f}x"] = [(n, encode(im)) for n, im in patches]
     res = {"recall": b.recall("true matches", groups)}
     res["outside"] = b.outside({
         "other textures (3 scales)": [encode(im) for s in (1.0, 1.5, 1 / 1.5)

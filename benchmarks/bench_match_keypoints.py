@@ -23,7 +23,6 @@ shortlist to face crowds of plausible descriptors, at 100k entries without extra
 from __future__ import annotations
 
 import argparse
-import io
 import statistics
 import sys
 import tempfile
@@ -40,7 +39,8 @@ from benchmarks.variants import PHONE_PHOTO, SAME_IMAGE, encode
 from imgsync.libraries import get_library
 from imgsync.localgallery.engine import BulkEntry, Engine
 from imgsync.localgallery.images import load_image
-from imgsync.localgallery.matchers import EXTRA, keypoints as K, matcher_for
+from imgsync.localgallery.matchers import EXTRA, matcher_for
+from imgsync.localgallery.matchers import keypoints as K
 
 #: Photos too plain for keypoints (a colour chart, a blurred clock): picturebook's goal is about
 #: textured pages, so they are left out of its recall (same_hq keeps them: its hash finds them).

@@ -138,7 +138,8 @@ def _distractors(pool: list[dict], n: int, rng: np.random.Generator):
     seconds): a pool item, 3 % of its descriptor bits flipped, keypoints jittered, hashes random.
     Whatever the entry's blob carries after its keypoints (the appearance thumbnail) is kept."""
     from imgsync.localgallery.engine import BulkEntry
-    from imgsync.localgallery.matchers import EXTRA, keypoints as K
+    from imgsync.localgallery.matchers import EXTRA
+    from imgsync.localgallery.matchers import keypoints as K
 
     bank = np.packbits(rng.random((4096, 8 * K.DESC_BYTES)) < 0.03, axis=-1)
     parsed = []

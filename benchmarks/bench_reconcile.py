@@ -93,10 +93,11 @@ def seed_manifest(store: Store, mirror: MirrorConfig) -> None:
             for i, f in enumerate(sorted(scan.files.values(), key=lambda f: f.path), 1)]
     with store._engine.begin() as conn:  # noqa: SLF001 - benchmark seeding
         conn.execute(insert(EntryRow), rows)
+        # state != 'deleting': the condition of the partial unique index (mirror, library, content_hash)
         conn.execute(text("UPDATE files SET entry_id = (SELECT e.id FROM entries e WHERE "
                           "e.mirror = files.mirror AND e.library = :lib AND e.content_hash = files.content_hash "
                           "AND e.state != 'deleting') "
-                          "WHERE mirror = :m"),  # the partial unique index (mirror, library, content_hash) WHERE state != 'deleting'
+                          "WHERE mirror = :m"),
                      {"m": mirror.name, "lib": mirror.library})
     store.set_mirror_state(mirror.name, str(mirror.folder), os.stat(mirror.folder).st_dev, len(rows),
                            f"{mirror.library}:{mirror.fit}")

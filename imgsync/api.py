@@ -347,7 +347,8 @@ class Imgsync:
         hits = sorted(result.hits, key=lambda h: -float(h.score))[:top]
         where = self._locate(library, [h.cont_sign for h in hits])
         return [Hit(float(h.score), h.cont_sign, h.brief,
-                    tuple(Path(folder) / path if folder else Path(path) for _, folder, path in where.get(h.cont_sign, ())))
+                    tuple(Path(folder) / path if folder else Path(path)
+                          for _, folder, path in where.get(h.cont_sign, ())))
                 for h in hits]
 
     def default_library(self) -> str:

@@ -46,9 +46,9 @@ from imgsync.errors import (
     ManifestError,
 )
 from imgsync.folder import check_folder as check_folder_state
-from imgsync.manifest import lite
 from imgsync.folder import unreadable_folder
 from imgsync.libraries import DEFAULT_LIBRARY, LIBRARIES, TOKEN_PATH
+from imgsync.manifest import lite
 from imgsync.statedir import MANIFEST as MANIFEST_NAME
 
 Level = Literal["ok", "warn", "fail"]
@@ -138,7 +138,8 @@ def check_config(load: Callable[[], Config]) -> tuple[Finding, Config | None]:
     remembered = f" ({len(config.remembered)} remembered)" if config.remembered else ""
     if not n:
         return warn("config", f"{where}: no mirror yet, gallery {config.gallery.endpoint}",
-                    "run `imgsync reconcile FOLDER` (the folder is remembered) or add a [[mirror]] to the config"), config
+                    "run `imgsync reconcile FOLDER` (the folder is remembered) "
+                    "or add a [[mirror]] to the config"), config
     return ok("config", f"{where}: {n} mirror{'s' if n != 1 else ''}{remembered}, gallery "
                         f"{config.gallery.endpoint}"), config
 

@@ -26,13 +26,12 @@ import logging
 import os
 import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from imgsync.brief import render_brief
-from imgsync.gallery import Gallery
 from imgsync.config import MirrorConfig
-from imgsync.flight import Step, drive
 from imgsync.errors import (
     DISK_FULL_ERRNOS,
     GalleryDuplicateError,
@@ -42,6 +41,8 @@ from imgsync.errors import (
     ManifestError,
     disk_full,
 )
+from imgsync.flight import Step, drive
+from imgsync.gallery import Gallery
 from imgsync.libraries import get_library
 from imgsync.manifest import ContSignTakenError
 from imgsync.model import Entry
@@ -123,9 +124,12 @@ class Executor:
             if isinstance(stop, _Interrupted):  # the caller is shutting down: the rest is for the next run
                 report.interrupted = True
                 break
-            if stop is not None:  # transient (after retries), quota, auth: every later call would fail too
+            if isinstance(stop, GalleryError):  # transient (after retries), quota, auth: every later call fails too
                 report.stopped = stop
                 break
+        # Calls end in any order; the report lists files in the plan's order (by path), run after run.
+        for files in (report.added, report.updated, report.failed, report.pending):
+            files.sort()
         return report
 
     def _drive(self, steps: Iterable[Step]) -> BaseException | None:
@@ -227,9 +231,11 @@ class Executor:
 
     def _update(self, update: Update, report: Report) -> Step:
         entry = update.entry
+        cont_sign = entry.cont_sign
+        assert cont_sign is not None  # the plan updates live entries only (an add in flight has no cont_sign)
         jid = self.store.begin_update(self.mirror.name, entry.id, update.brief, update.tags, update.class_ids)
         try:
-            yield lambda: self.gallery.update(self.library.name, cont_sign=entry.cont_sign, brief=update.brief,
+            yield lambda: self.gallery.update(self.library.name, cont_sign=cont_sign, brief=update.brief,
                                               tags=list(update.tags), class_ids=_class_ids_or_none(update.class_ids))
         except GalleryNotFoundError:
             # Someone removed the entry behind our back: forget it locally and upload the image again.
@@ -294,7 +300,7 @@ class Executor:
                         library, len(cont_signs), e)
         for sign in cont_signs:
             try:
-                yield lambda sign=sign: self.gallery.delete_many(library, [sign])
+                yield partial(self.gallery.delete_many, library, [sign])
             except GalleryNotFoundError:
                 pass
 

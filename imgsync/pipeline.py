@@ -15,8 +15,8 @@ from imgsync.clock import SYSTEM_CLOCK, Clock
 from imgsync.config import MirrorConfig
 from imgsync.errors import ConfigError, GalleryChangedError, GalleryError
 from imgsync.execute import Executor, UploadChangedError, sweep_spool
-from imgsync.gallery import Gallery
 from imgsync.folder import FolderCheck, check_folder
+from imgsync.gallery import Gallery
 from imgsync.manifest import Store
 from imgsync.model import KnownFile, ScannedFile
 from imgsync.plan import Plan, make_plan

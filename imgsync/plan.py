@@ -238,7 +238,8 @@ def _clears_labels(entry: Entry, tags: tuple[int, ...], class_ids: ClassIds) -> 
     field is left as it is), so that takes a delete and a fresh add."""
     if entry.tags and not tags:
         return True
-    return any(old is not None and new is None for old, new in zip((entry.class_id1, entry.class_id2), class_ids))
+    old_ids = (entry.class_id1, entry.class_id2)
+    return any(old is not None and new is None for old, new in zip(old_ids, class_ids, strict=True))
 
 
 def _brief(mirror: MirrorConfig, entry_id: int, path: str) -> str:

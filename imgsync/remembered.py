@@ -94,7 +94,8 @@ def forget(state_dir: Path, name: str) -> bool:
 
 
 def _table(m: MirrorConfig) -> str:
-    return f"\n[[mirror]]\nname = {_toml_str(m.name)}\nfolder = {_toml_str(str(m.folder))}\nlibrary = {_toml_str(m.library)}\n"
+    return (f"\n[[mirror]]\nname = {_toml_str(m.name)}\nfolder = {_toml_str(str(m.folder))}\n"
+            f"library = {_toml_str(m.library)}\n")
 
 
 def _toml_str(value: str) -> str:

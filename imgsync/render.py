@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 from imgsync.report import MirrorRun, Report
 
 if TYPE_CHECKING:
-    from imgsync.report import Hit, Status, SyncResult
     from imgsync.plan import Plan
+    from imgsync.report import Hit, Status, SyncResult
 
 
 def _brief_path(brief: str) -> str:
@@ -40,15 +40,16 @@ def plan_lines(plan: Plan, report: Report | None = None) -> list[str]:
 
 
 def describe_plan(plan: Plan) -> str:
-    return (f"{len(plan.adds)} to add, {len(plan.updates) + len(plan.readds)} to update, {len(plan.deletes)} to delete, "
-            f"{len(plan.rejects)} rejected")
+    return (f"{len(plan.adds)} to add, {len(plan.updates) + len(plan.readds)} to update, "
+            f"{len(plan.deletes)} to delete, {len(plan.rejects)} rejected")
 
 
 def dry_run_lines(run: MirrorRun) -> list[str]:
     if run.report.folder_problem:
         return [f"{run.mirror.name}: {run.report.folder_problem}"]
     assert run.plan is not None
-    return plan_lines(run.plan, run.report) + [f"{run.mirror.name}: {describe_plan(run.plan)} (dry run: nothing changed)"]
+    done = f"{run.mirror.name}: {describe_plan(run.plan)} (dry run: nothing changed)"
+    return plan_lines(run.plan, run.report) + [done]
 
 
 def render_report(report: Report) -> str:

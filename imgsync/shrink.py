@@ -34,14 +34,14 @@ from imgsync.errors import ImgsyncError
 from imgsync.libraries import Library, get_library
 from imgsync.validate import (
     SHRINK_MAX_PIXELS,
-    pillow_says,
     Fit,
     base64_fits,
+    base64_size,
     describe_base64,
     fit_size,
     inspect_image,
-    base64_size,
     needs_shrink,
+    pillow_says,
 )
 
 JPEG_QUALITIES = (90, 80, 70)

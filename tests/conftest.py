@@ -70,7 +70,7 @@ def image_factory():
 
 
 @pytest.fixture
-def gallery_server(tmp_path: Path) -> Iterator["object"]:
+def gallery_server(tmp_path: Path) -> Iterator[object]:
     """A fresh local gallery on an ephemeral loopback port, with one known key.
 
     Yields imgsync.localgallery.server.RunningGallery (url, api_key, secret_key, data_dir, stop()).
@@ -124,7 +124,7 @@ class LiveSettings:
     qps: float
 
 
-def live_settings(env: "dict[str, str] | os._Environ[str]") -> LiveSettings | None:
+def live_settings(env: dict[str, str] | os._Environ[str]) -> LiveSettings | None:
     """The live target's settings from the environment, or None when the keys are not both set."""
     from imgsync.libraries import LIBRARIES
 
@@ -134,7 +134,8 @@ def live_settings(env: "dict[str, str] | os._Environ[str]") -> LiveSettings | No
     libraries = tuple(n.strip() for n in env.get("IMGSYNC_LIVE_LIBRARIES", "same_hq").split(",") if n.strip())
     unknown = [n for n in libraries if n not in LIBRARIES]
     if unknown:
-        raise pytest.UsageError(f"IMGSYNC_LIVE_LIBRARIES: unknown library {unknown[0]!r} (known: {', '.join(LIBRARIES)})")
+        raise pytest.UsageError(f"IMGSYNC_LIVE_LIBRARIES: unknown library {unknown[0]!r} "
+                                f"(known: {', '.join(LIBRARIES)})")
     return LiveSettings(env.get("IMGSYNC_LIVE_ENDPOINT", LIVE_DEFAULT_ENDPOINT).strip(), ak, sk, libraries,
                         float(env.get("IMGSYNC_LIVE_QPS", "2")))
 
@@ -187,7 +188,7 @@ class Target:
     seed_offset: int
     #: A tag (1..65535) for this run, so live searches can be filtered to this run's entries.
     tag: int
-    local: "object | None" = None
+    local: object | None = None
     added: list[tuple[str, str]] = field(default_factory=list)
     #: Every address the gallery answers at (two replicas of a PostgreSQL gallery); default [url].
     urls: list[str] = field(default_factory=list)
@@ -214,7 +215,7 @@ class Target:
         """Delete this entry at teardown (entries added through target.client() are tracked already)."""
         self.added.append((library, cont_sign))
 
-    def client(self, session: object = None, **kw: object) -> "object":
+    def client(self, session: object = None, **kw: object) -> object:
         from imgsync.gallery.client import GalleryClient
 
         target = self
@@ -378,7 +379,7 @@ _PG_TEMPLATE = "imgsync_gallery_template"
 class PgServer:
     """A PostgreSQL server the tests may create databases on."""
 
-    def __init__(self, admin_url: str, cluster: "object | None" = None) -> None:
+    def __init__(self, admin_url: str, cluster: object | None = None) -> None:
         self.admin_url = admin_url
         self.cluster = cluster  # a pg_cluster.Cluster when started here
         self._n = 0
@@ -450,7 +451,7 @@ def pg_server(request: pytest.FixtureRequest) -> Iterator[PgServer]:
 
 
 @pytest.fixture
-def private_pg() -> Iterator["object"]:
+def private_pg() -> Iterator[object]:
     """A PostgreSQL server of this test's own, to stop and restart (pg_cluster.Cluster); skips where
     none can be started."""
     try:
@@ -477,7 +478,7 @@ class GalleryPlace:
     data_dir: Path | None = None
     database: str | None = None
 
-    def start(self, **kw: object) -> "object":
+    def start(self, **kw: object) -> object:
         """A RunningGallery on this place (for PostgreSQL: one more replica)."""
         from imgsync.localgallery.server import start_in_thread
 
@@ -485,7 +486,7 @@ class GalleryPlace:
         kw.setdefault("port", 0)
         return start_in_thread(self.data_dir, database=self.database, **kw)  # type: ignore[arg-type]
 
-    def engine(self) -> "object":
+    def engine(self) -> object:
         from imgsync.localgallery.engine import Engine
 
         if self.database is not None:

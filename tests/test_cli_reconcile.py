@@ -248,7 +248,6 @@ def test_a_folder_an_older_imgsync_mirrored_keeps_its_name_and_records(tmp_path)
     """Before mirrors were remembered, `reconcile FOLDER` named the mirror "<name>-<hash>": such a folder
     keeps that name (its manifest records are filed under it), so nothing is uploaded again."""
     from conftest import make_image
-
     from imgsync.config import adhoc_mirror, load_config
     from imgsync.embedded import open_gallery
     from imgsync.manifest import Store

@@ -37,9 +37,9 @@ from imgsync.doctor import (
     schema_info,
 )
 from imgsync.libraries import LIBRARIES
+from imgsync.localgallery.server import start_in_thread
 from imgsync.manifest import Store
 from imgsync.manifest.migrate import find_scripts
-from imgsync.localgallery.server import start_in_thread
 
 KEY, SECRET = "doctor-ak", "doctor-sk-0123456789"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import threading
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,7 @@ def test_n_calls_take_at_least_n_minus_1_intervals(qps: float, n: int) -> None:
     slots = [limiter.acquire() for _ in range(n)]
     assert clock.monotonic() - start >= (n - 1) / qps - 1e-9
     assert slots[0] == start  # the first call does not wait
-    assert all(b - a >= 1 / qps - 1e-9 for a, b in zip(slots, slots[1:]))
+    assert all(b - a >= 1 / qps - 1e-9 for a, b in pairwise(slots))
 
 
 def test_at_most_qps_calls_in_any_second() -> None:
@@ -139,7 +140,7 @@ def test_threads_share_one_bucket() -> None:
         t.join()
     slots.sort()
     assert len(slots) == 200
-    assert all(b - a >= 0.1 - 1e-9 for a, b in zip(slots, slots[1:]))
+    assert all(b - a >= 0.1 - 1e-9 for a, b in pairwise(slots))
 
 
 # --------------------------------------------------------------------------- the retry policy (pure)

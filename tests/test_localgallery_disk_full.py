@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import make_image
 
+from conftest import make_image
 from imgsync.libraries import LIBRARIES, TOKEN_PATH
 from imgsync.localgallery.server import start_in_thread
 from imgsync.localgallery.store_sqlite import SqliteStore

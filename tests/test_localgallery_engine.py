@@ -15,10 +15,10 @@ from PIL import Image, ImageEnhance
 from PIL.PngImagePlugin import PngInfo
 
 from conftest import GalleryPlace, make_image
+from imgsync.libraries import get_library
 from imgsync.localgallery.engine import BulkEntry, Engine, IndexVersionError
 from imgsync.localgallery.errors import IMAGE_SIZE_ERROR, ITEM_EXIST, ITEM_NOT_EXIST, ApiError
 from imgsync.localgallery.images import cont_sign_of, load_image
-from imgsync.libraries import get_library
 from imgsync.localgallery.matchers import matcher_for
 from imgsync.localgallery.matchers.ranking import filter_mask, rank_page
 
@@ -174,7 +174,7 @@ def _reencodings(seed: int, n: int) -> list[bytes]:
 
 def test_tag_and_or(engine: Engine) -> None:
     files = _reencodings(3, 5)
-    for data, tags, brief in zip(files, [(1,), (2,), (1, 2), (), (2, 9)], "abcde"):
+    for data, tags, brief in zip(files, [(1,), (2,), (1, 2), (), (2, 9)], "abcde", strict=True):
         engine.add("same_hq", data, brief=brief, tags=tags)
     query = make_image(3)
 
@@ -192,7 +192,7 @@ def test_tag_and_or(engine: Engine) -> None:
 def test_product_class_filters(engine: Engine) -> None:
     files = _reencodings(4, 4)
     files = [_enc(_open(f).resize((400, 300))) for f in files]  # product needs ≥ 300 px
-    for data, cls, brief in zip(files, [(1, None), (1, 2), (3, 2), (None, None)], "abcd"):
+    for data, cls, brief in zip(files, [(1, None), (1, 2), (3, 2), (None, None)], "abcd", strict=True):
         engine.add("product", data, brief=brief, class_ids=cls)
     query = files[0]
 
@@ -326,7 +326,8 @@ def test_update_product_class_ids(engine: Engine) -> None:
 
 def test_delete_removes_from_results(engine: Engine) -> None:
     a, b = make_image(12), make_image(13)
-    sa, sb = engine.add("same_hq", a, brief="a"), engine.add("same_hq", b, brief="b")
+    sa = engine.add("same_hq", a, brief="a")
+    engine.add("same_hq", b, brief="b")
     assert engine.delete("same_hq", [sa, "9,9"]) == 1
     assert engine.search("same_hq", a) == ([], False)
     assert engine.search("same_hq", b)[0][0][2] == "b"

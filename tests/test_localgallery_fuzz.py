@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import make_image
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from conftest import make_image
 from imgsync.libraries import LIBRARIES, TOKEN_PATH, route_table
 from imgsync.localgallery.server import RunningGallery, start_in_thread
 

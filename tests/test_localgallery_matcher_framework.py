@@ -153,8 +153,8 @@ def test_update_keeps_features_and_delete_drops_extras_and_copies(tmp_path: Path
 
 def test_embedded_gallery_that_cannot_be_upgraded_says_what_to_do(tmp_path: Path) -> None:
     from imgsync.config import parse_config
-    from imgsync.errors import ManifestError
     from imgsync.embedded import local_data_dir, open_gallery
+    from imgsync.errors import ManifestError
 
     config = parse_config({"state_dir": str(tmp_path / "state")}, env={})
     local_data_dir(config).parent.mkdir(parents=True)

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import requests
 from click.testing import CliRunner
-from conftest import GalleryPlace, PgServer, make_image, wait_until
 
+from conftest import GalleryPlace, PgServer, make_image, wait_until
 from imgsync.cli import cli
 from imgsync.libraries import LIBRARIES, TOKEN_PATH, get_library
 
@@ -134,7 +134,8 @@ def test_identical_inserts_racing_in_two_stores_leave_one_row(db: GalleryPlace) 
             barrier = threading.Barrier(2)
             results: list[str] = []
 
-            def insert(store: PostgresStore, k: int = k, barrier: threading.Barrier = barrier) -> None:
+            def insert(store: PostgresStore, k: int = k, barrier: threading.Barrier = barrier,
+                       results: list[str] = results) -> None:
                 barrier.wait()
                 try:
                     store.insert("same_hq", NewEntry(f"{k},7", "b", (0, 0), (0, 0), b"\0" * 8))

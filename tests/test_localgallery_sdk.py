@@ -16,8 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from conftest import make_image
 
+from conftest import make_image
 from imgsync.localgallery.server import RunningGallery
 
 aip = pytest.importorskip("aip")

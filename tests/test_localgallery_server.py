@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 import requests
 from click.testing import CliRunner
-from conftest import Gallery, GalleryPlace, make_image
 
+from conftest import Gallery, GalleryPlace, make_image
 from imgsync.cli import cli
 from imgsync.clock import FakeClock
 from imgsync.libraries import LIBRARIES, TOKEN_PATH

@@ -42,7 +42,8 @@ def working(img: Image.Image, library: str) -> Image.Image:
     return load_image(jpeg(img), get_library(library)).pixels
 
 
-def table_of(matcher: Matcher, items: dict[str, Image.Image], tags: list[tuple[int, int]] | None = None) -> FeatureTable:
+def table_of(matcher: Matcher, items: dict[str, Image.Image],
+             tags: list[tuple[int, int]] | None = None) -> FeatureTable:
     feats = [matcher.extract(im) for im in items.values()]
     t = FeatureTable(matcher.fields)
     n = len(feats)
@@ -102,7 +103,7 @@ def test_similar_ranks_the_other_viewpoint_first_and_unrelated_low(pics: dict[st
     assert best == "motorcycle_left"
     assert scores.max() >= 0.6
     others = np.delete(scores, table.pos["motorcycle_left"])
-    assert others.max() < 0.3, dict(zip(table.signs, scores.round(3)))
+    assert others.max() < 0.3, dict(zip(table.signs, scores.round(3), strict=True))
 
 
 def test_similar_scores_a_recompressed_copy_as_the_same(pics: dict[str, Image.Image]) -> None:

@@ -23,8 +23,8 @@ from imgsync.config import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, MirrorConfig
 from imgsync.model import KnownFile, ScannedFile
 from imgsync.scan import (
     MAX_READ_BYTES,
-    PathFilter,
     SETTLE_NS,
+    PathFilter,
     ScanResult,
     can_reuse,
     is_included,

@@ -13,10 +13,10 @@ from click.testing import CliRunner
 import imgsync.cli.search_cmd  # noqa: F401 - registers `search` on the root group
 from conftest import make_image
 from imgsync.cli import cli
-from imgsync.query import parse_tags
 from imgsync.config import load_config
-from imgsync.errors import ConfigError, UsageError
 from imgsync.embedded import open_gallery
+from imgsync.errors import ConfigError, UsageError
+from imgsync.query import parse_tags
 
 
 @pytest.fixture

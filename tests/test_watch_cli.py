@@ -41,7 +41,7 @@ class NotifyListener:
         while True:
             try:
                 data = self.sock.recv(4096)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 return
             self.messages.append(dict(line.split("=", 1) for line in data.decode().splitlines()))
 

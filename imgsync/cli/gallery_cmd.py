@@ -11,7 +11,6 @@ from imgsync.errors import ImgsyncError, UsageError
 from imgsync.gallery.extra import require_local_gallery
 from imgsync.libraries import LIBRARIES
 
-
 _data_option = click.option(
     "--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
     help="The gallery's data directory (default: the embedded gallery's, <state dir>/gallery; see --state-dir).")

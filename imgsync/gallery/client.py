@@ -29,6 +29,7 @@ from urllib.parse import quote_plus, urlsplit
 import requests
 import requests.adapters
 
+from imgsync import libraries as cloud
 from imgsync.clock import SYSTEM_CLOCK, Clock
 from imgsync.errors import (
     GalleryAuthError,
@@ -46,7 +47,6 @@ from imgsync.gallery.pacing import CEILING, LatencyMeter, calls_in_flight
 from imgsync.gallery.ratelimit import RateLimiter
 from imgsync.gallery.redact import install_log_redaction, redact
 from imgsync.gallery.retry import RetryPolicy, call_with_retry
-from imgsync import libraries as cloud
 from imgsync.libraries import TOKEN_PATH, Library, Operation, get_library
 
 log = logging.getLogger("imgsync.gallery")

@@ -12,8 +12,8 @@ tests. 5% of a second's budget is 50 ms of slack per window.
 lower limit than configured) is using the budget, so the rate is halved for `slow_period` seconds;
 each further error 18 halves it again, down to `min_qps`. Errors 18 that arrive together (several calls in
 flight, refused in the same second) are one signal, not several: within `same_window` seconds of a
-slow-down, another one changes nothing, so N workers do not divide the rate by 2**N. Without a configured rate the first error
-18 starts limiting at `unlimited_fallback` calls per second.
+slow-down, another one changes nothing, so N workers do not divide the rate by 2**N. Without a configured
+rate the first error 18 starts limiting at `unlimited_fallback` calls per second.
 """
 
 from __future__ import annotations

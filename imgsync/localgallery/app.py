@@ -1,7 +1,8 @@
 """The local gallery's WSGI application: routing and HTTP concerns only.
 
     request ─► route (path, method) ─► token check (110/111) ─► QPS limit (18)
-            ─► library enabled? (216017) ─► form body ─► protocol.parse_request (216xxx) ─► url fetch (2821xx) ─► Engine ─► JSON
+            ─► library enabled? (216017) ─► form body ─► protocol.parse_request (216xxx)
+            ─► url fetch (2821xx) ─► Engine ─► JSON
 
 Every answer is JSON. API errors go out with HTTP 200 as {"error_code", "error_msg", "log_id"}, as the
 cloud does (api.md §5); only the token endpoint uses 400/401 for its OAuth-style errors. A store that

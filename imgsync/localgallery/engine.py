@@ -180,7 +180,7 @@ class Engine:
                                tag_logic=tag_logic, want_classes=class_ids)
             rows, scores = lib.matcher.match(query, t, mask)
             page, page_scores, has_more = rank_page(rows, scores, t.seq[: t.n], pn, rn)
-            out = [(t.signs[p], round(float(s), 6), t.briefs[p]) for p, s in zip(page, page_scores)]
+            out = [(t.signs[p], round(float(s), 6), t.briefs[p]) for p, s in zip(page, page_scores, strict=True)]
         return out, has_more
 
     def cont_sign_of(self, library: str, image: bytes) -> str:

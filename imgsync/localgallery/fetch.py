@@ -23,8 +23,8 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from imgsync.localgallery.clock import SYSTEM_CLOCK, Clock
 from imgsync.libraries import MAX_IMAGE_BASE64, MAX_URL_BYTES
+from imgsync.localgallery.clock import SYSTEM_CLOCK, Clock
 from imgsync.localgallery.errors import (
     URL_DOWNLOAD_TIMEOUT,
     URL_FORMAT_ILLEGAL,

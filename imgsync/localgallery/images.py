@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import io
-import struct
 import logging
 import re
+import struct
 import warnings
 from dataclasses import dataclass
 

@@ -27,9 +27,9 @@ from typing import Any
 from waitress import wasyncore
 from waitress.server import create_server
 
-from imgsync.localgallery.clock import SYSTEM_CLOCK, Clock
 from imgsync.localgallery.app import GalleryApp, check_libraries
 from imgsync.localgallery.auth import DEFAULT_TOKEN_TTL, Authority
+from imgsync.localgallery.clock import SYSTEM_CLOCK, Clock
 from imgsync.localgallery.fetch import DEFAULT_TIMEOUT, UrlFetcher
 from imgsync.localgallery.ratelimit import RateLimiter
 

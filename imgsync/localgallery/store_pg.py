@@ -5,12 +5,12 @@ pg_migrations/ (shipped in the package); every replica upgrades the database at 
 time under an advisory lock, and refuses a database from a newer imgsync.
 
 Tables: `entries` (one row per entry: its features, the matcher's variable-length data and the
-working copy in the same row; seq = the id of the change that added it), `libraries`, the change
-log (`changes`, `change_clock`, see store.py), `server_key` (the gallery's own key pair when no
---key is given) and `settings` (the token realm). Each write is one statement that locks the
-change_clock row before anything else, so writes from all replicas are serialised only for that statement and its commit (the slow part of
-an add, feature extraction, happens before). Commits also send NOTIFY on CHANNEL with the change id,
-which wakes the other replicas' followers.
+working copy in the same row; seq = the id of the change that added it), `libraries`, the change log
+(`changes`, `change_clock`, see store.py), `server_key` (the gallery's own key pair when no --key is
+given) and `settings` (the token realm). Each write is one statement that locks the change_clock row
+before anything else, so writes from all replicas are serialised only for that statement and its
+commit (the slow part of an add, feature extraction, happens before). Commits also send NOTIFY on
+CHANNEL with the change id, which wakes the other replicas' followers.
 
 Connections: a small pool, refilled on demand. A connection found dead (the server restarted, the
 network broke) empties the pool, and the next request connects afresh: the gallery recovers at the
@@ -212,7 +212,7 @@ class PostgresStore(Store):
         self._prune_if_due(ids[0], ids[-1])
         return [Change(i, library, "add", (e.cont_sign,),
                        entry=StoredEntry(i, e.cont_sign, e.brief, e.tags, e.class_ids, e.features))
-                for i, e in zip(ids, entries)]
+                for i, e in zip(ids, entries, strict=True)]
 
     def update(self, library: str, cont_sign: str, *, brief: str | None = None,
                tags: tuple[int, int] | None = None, class_ids: tuple[int, int] | None = None) -> Change | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from imgsync.statedir import MANIFEST as MANIFEST_NAME  # noqa: F401 (re-exported)
 
@@ -82,7 +82,7 @@ def decode_text(value: str | None) -> str | None:
 
 
 def dt(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=timezone.utc)
+    return datetime.fromtimestamp(ts, tz=UTC)
 
 
 def dt_or_none(ts: float | None) -> datetime | None:

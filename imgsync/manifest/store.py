@@ -23,11 +23,11 @@ from types import TracebackType
 from typing import Any, Literal
 
 from sqlalchemy import (
-    CursorResult,
-    Table,
     Connection,
+    CursorResult,
     Engine,
     Row,
+    Table,
     Text,
     bindparam,
     cast,
@@ -491,7 +491,8 @@ class Store:
     def unsettle(self, mirror: str) -> None:
         """Forget that the mirror was in step: its next full run plans from scratch."""
         with self._write() as conn:
-            conn.execute(update(MirrorStateRow).where(MirrorStateRow.mirror == mirror, MirrorStateRow.settled.is_not(None))
+            conn.execute(update(MirrorStateRow)
+                         .where(MirrorStateRow.mirror == mirror, MirrorStateRow.settled.is_not(None))
                          .values(settled=None))
 
     def counts(self, mirror: str) -> dict[str, int]:
@@ -607,12 +608,12 @@ def _tags(text: str) -> tuple[int, ...]:
 
 def _entry(row: Row[Any]) -> Entry:
     return Entry(row.id, row.mirror, row.library, row.cont_sign, row.content_hash, row.brief, _tags(row.tags),
-                 row.class_id1, row.class_id2, row.state)  # type: ignore[arg-type]
+                 row.class_id1, row.class_id2, row.state)
 
 
 def _journal_item(row: Row[Any]) -> JournalItem:
     return JournalItem(row.id, row.op, row.mirror, row.library, tuple(row.entry_ids), dict(row.payload),
-                       row.state, row.error, dt(row.created_at), dt_or_none(row.finished_at))  # type: ignore[arg-type]
+                       row.state, row.error, dt(row.created_at), dt_or_none(row.finished_at))
 
 
 def _cause(e: SQLAlchemyError) -> str:

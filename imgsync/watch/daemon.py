@@ -38,8 +38,8 @@ from imgsync.errors import (
     GalleryError,
     ImgsyncError,
 )
-from imgsync.gallery import Gallery
 from imgsync.folder import check_folder
+from imgsync.gallery import Gallery
 from imgsync.manifest import Store
 from imgsync.statedir import DAEMON_STATUS, spool_dir
 from imgsync.watch import policy

@@ -11,9 +11,10 @@ what it may have missed:
                subdirectory it cannot watch; our watch group reports both.
   * root gone  the watched folder itself was deleted (watchdog stops the emitter).
 
-The inotify hooks subclass watchdog internals (InotifyWatchGroup / InotifyEmitter, watchdog 7.x: pyproject pins it). With
-another watchdog or on another OS the plain Observer is used: events still arrive, and overflow or a
-watch limit goes unnoticed until the periodic full scan, which is what it is there for.
+The inotify hooks subclass watchdog internals (InotifyWatchGroup / InotifyEmitter, watchdog 7.x:
+pyproject pins it). With another watchdog or on another OS the plain Observer is used: events still
+arrive, and overflow or a watch limit goes unnoticed until the periodic full scan, which is what it
+is there for.
 """
 
 from __future__ import annotations

@@ -82,12 +82,12 @@ class Matcher(ABC):
         """Features of a search query; by default the same as an entry's."""
         return self.extract(img)
 
-    def open_index(self, table: FeatureTable, directory: Path | None) -> None:
+    def open_index(self, table: FeatureTable, directory: Path | None) -> None:  # noqa: B027 - a hook; no-op here
         """Called once the library's table is loaded; `directory` is where the matcher may keep
         index files (None: nowhere, build it in memory; stateless replicas on PostgreSQL). Default:
         the table is the whole index."""
 
-    def save_index(self, directory: Path) -> None:
+    def save_index(self, directory: Path) -> None:  # noqa: B027 - a hook; no-op here
         """Called at shutdown; persist whatever open_index() would otherwise rebuild."""
 
     def match(self, query: Features, table: FeatureTable, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -115,7 +115,7 @@ def similarity_descriptor(img: Image.Image, weights: tuple[float, float, float])
     so its dot product is the weighted mean of the three cosines."""
     parts = (colour_histogram(img), orientation_histogram(img), layout(img))
     total = sum(weights)
-    v = np.concatenate([p * np.sqrt(w / total) for p, w in zip(parts, weights)])
+    v = np.concatenate([p * np.sqrt(w / total) for p, w in zip(parts, weights, strict=True)])
     return v.astype(np.float32)
 
 

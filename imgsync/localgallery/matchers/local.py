@@ -165,7 +165,7 @@ class LocalFeatureMatcher(Matcher):
     def verify(self, query: Features, table: FeatureTable, rows: np.ndarray) -> np.ndarray:
         found = self._hash_evidence(query, table, rows)
         todo = np.array([r for r in rows if found[int(r)].score < HASH_SURE], dtype=np.int64)
-        for r, e in zip(todo, self._keypoint_evidence(query, table, todo)):
+        for r, e in zip(todo, self._keypoint_evidence(query, table, todo), strict=True):
             if e.score > found[int(r)].score:
                 found[int(r)] = e
         self._check_appearance(query, table, found)
@@ -193,7 +193,7 @@ class LocalFeatureMatcher(Matcher):
                 cand = _top_voted(votes, mask, self.verify_cap, VOTE_KEEP)
                 cand = np.array([r for r in cand if int(r) not in found or found[int(r)].score < HASH_SURE],
                                 dtype=np.int64)
-                for r, e in zip(cand, self._keypoint_evidence(query, table, cand, (suffix,), spread)):
+                for r, e in zip(cand, self._keypoint_evidence(query, table, cand, (suffix,), spread), strict=True):
                     if int(r) not in found or e.score > found[int(r)].score:
                         found[int(r)] = e
         self._check_appearance(query, table, found)
@@ -225,7 +225,7 @@ class LocalFeatureMatcher(Matcher):
         score = calibrate_cosine(np.clip(cos.max(axis=1), 0.0, 1.0))
         keep = score >= at_least
         return {int(r): Evidence(float(s), ("", "_m")[int(m)], int(p), None, 1.0)
-                for r, s, m, p in zip(rows[keep], score[keep], suffix[keep], pair[keep])}
+                for r, s, m, p in zip(rows[keep], score[keep], suffix[keep], pair[keep], strict=True)}
 
     def _search_regions(self, query: Features, table: FeatureTable, mask: np.ndarray,
                         found: dict[int, Evidence]) -> None:
@@ -243,7 +243,7 @@ class LocalFeatureMatcher(Matcher):
             score = calibrate_cosine(np.clip(cos.max(axis=1), 0.0, 1.0))
             fw, fh = (int(x) for x in regions["region_size"][i])
             frame = (fw, fh)
-            for r, s, pair in zip(rows, score, cos.argmax(axis=1)):
+            for r, s, pair in zip(rows, score, cos.argmax(axis=1), strict=True):
                 if s > max(found[int(r)].score if int(r) in found else 0.0,
                            more[int(r)].score if int(r) in more else 0.0):
                     more[int(r)] = Evidence(float(s), "", int(pair), None, 1.0, to_query, frame)
@@ -280,7 +280,7 @@ class LocalFeatureMatcher(Matcher):
         cand = cand[:APPEARANCE_ROWS]
         if not cand:
             return
-        for r, blob in zip(cand, table.extras(np.array(cand, dtype=np.int64))):
+        for r, blob in zip(cand, table.extras(np.array(cand, dtype=np.int64)), strict=True):
             if blob is None:
                 continue
             stored = K.Keypoints.from_bytes(blob)

@@ -95,7 +95,7 @@ def _query_keypoints(gray: np.ndarray) -> K.Keypoints:
 def _rerank(q: K.Keypoints, scores: np.ndarray, stored: list[K.Keypoints | None], order: np.ndarray,
             cap: float = 1.0) -> None:
     """Raise scores[order[i]] to the keypoint evidence of the query q against stored[i] (in place)."""
-    for i, kps in zip(order, stored):
+    for i, kps in zip(order, stored, strict=True):
         if kps is None or len(kps) < 8:
             continue
         # only a transform with more inliers than the row's score already stands for can raise it:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imgsync.localgallery.matchers.base import Field, Features
+from imgsync.localgallery.matchers.base import Features, Field
 
 _MIN_CAPACITY = 1024
 
@@ -134,7 +134,7 @@ class FeatureTable:
         self.alive[k:] = False
         self.tags[:k] = self.tags[keep]
         self.class_ids[:k] = self.class_ids[keep]
-        for name, c in self.cols.items():
+        for c in self.cols.values():
             c[:k] = c[keep]
         self.signs = [self.signs[i] for i in keep]
         self.briefs = [self.briefs[i] for i in keep]

@@ -115,7 +115,7 @@ class VoteIndex:
         data = faiss.serialize_index_binary(self._index)
         try:
             with open(tmp, "wb") as f:
-                f.write(memoryview(data))
+                f.write(data.data)  # the array's buffer: no copy of a 100 MB index
         except OSError:
             tmp.unlink(missing_ok=True)  # a partial file would only take the space a full disk lacks
             raise
