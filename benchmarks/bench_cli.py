@@ -44,8 +44,10 @@ def prepare(root: Path, files: int) -> tuple[list[str], Path]:
     state = root / "state"
     config = root / "config.toml"
     build_tree(tree, files)
-    config.write_text(f'[gallery]\nendpoint = "http://127.0.0.1:9"\napi_key = "ak"\nsecret_key = "sk"\n\n'
-                      f'[[mirror]]\nname = "big"\nfolder = "{tree}"\nmax_delete = 1000000000\n')
+    config.write_text(
+        f'[gallery]\nendpoint = "http://127.0.0.1:9"\napi_key = "ak"\nsecret_key = "sk"\n\n'
+        f'[[mirror]]\nname = "big"\nfolder = "{tree}"\nmax_delete = 1000000000\n'
+    )
     config.chmod(0o600)
     sync = Imgsync.open(config, state_dir=state)
     (mirror,) = sync.mirrors
@@ -54,9 +56,15 @@ def prepare(root: Path, files: int) -> tuple[list[str], Path]:
         scan = scan_folder(mirror.folder, mirror, store.known_files(mirror.name), now_ns=time.time_ns())
         state_row = store.mirror_state(mirror.name)
         assert state_row is not None
-        store.set_mirror_state(mirror.name, str(mirror.folder), state_row.device, len(scan.files),
-                               state_row.judged_as, settled=settled_mark(mirror, digest_of(scan.files.values())),
-                               fsid=os.statvfs(tree).f_fsid or None)
+        store.set_mirror_state(
+            mirror.name,
+            str(mirror.folder),
+            state_row.device,
+            len(scan.files),
+            state_row.judged_as,
+            settled=settled_mark(mirror, digest_of(scan.files.values())),
+            fsid=os.statvfs(tree).f_fsid or None,
+        )
         store.set_setting("gallery", sync.gallery_identity())
     return [sys.executable, "-m", "imgsync", "--config", str(config), "--state-dir", str(state)], tree
 
@@ -95,10 +103,12 @@ def bench(files: int, runs: int, keep: Path | None) -> None:
                 samples[name].append(timed(argv))
         med = {k: statistics.median(v) for k, v in samples.items()}
         for name in commands:
-            print(f"  {name:<7} median {med[name]:6.3f} s  "
-                  f"(min {min(samples[name]):.3f}, max {max(samples[name]):.3f})")
-        net = statistics.median((n - h) / f
-                                for n, h, f in zip(samples["noop"], samples["help"], samples["find"], strict=True))
+            print(
+                f"  {name:<7} median {med[name]:6.3f} s  (min {min(samples[name]):.3f}, max {max(samples[name]):.3f})"
+            )
+        net = statistics.median(
+            (n - h) / f for n, h, f in zip(samples["noop"], samples["help"], samples["find"], strict=True)
+        )
         whole = statistics.median(n / f for n, f in zip(samples["noop"], samples["find"], strict=True))
         print(f"  (no-op - help) / find: {net:5.2f}x   (goal at 20k: <= 3x)")
         print(f"  no-op / find:          {whole:5.2f}x   (goal at 100k: <= 2x)")

@@ -60,34 +60,58 @@ def seed(state: Path, folder: Path, files: int, rejected: int, pending: int) -> 
             entry_id = None
             if verdict == "ok":
                 entry_id = len(entries) + 1
-                entries.append((entry_id, "big", "same_hq", f"{i},{i}", f"{i:064x}",
-                                f'{{"id":{entry_id},"path":"{path}"}}', "", "live", now, now))
+                entries.append(
+                    (
+                        entry_id,
+                        "big",
+                        "same_hq",
+                        f"{i},{i}",
+                        f"{i:064x}",
+                        f'{{"id":{entry_id},"path":"{path}"}}',
+                        "",
+                        "live",
+                        now,
+                        now,
+                    )
+                )
             rows.append(("big", path, 1000 + i, 10**18 + i, i, f"{i:064x}", verdict, reason, entry_id, 0, now))
         for i in range(10):
             rows.append(("small", f"s{i}.jpg", 1000, 10**18, 10**7 + i, f"s{i:063x}", "ok", None, None, 0, now))
-        con.executemany("INSERT INTO entries (id, mirror, library, cont_sign, content_hash, brief, tags, state, "
-                        "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)", entries)
-        con.executemany("INSERT INTO files (mirror, path, size, mtime_ns, inode, content_hash, verdict, reason, "
-                        "entry_id, hashed_at_ns, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+        con.executemany(
+            "INSERT INTO entries (id, mirror, library, cont_sign, content_hash, brief, tags, state, "
+            "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            entries,
+        )
+        con.executemany(
+            "INSERT INTO files (mirror, path, size, mtime_ns, inode, content_hash, verdict, reason, "
+            "entry_id, hashed_at_ns, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            rows,
+        )
         for name in ("big", "small"):
-            con.execute("INSERT INTO runs (mirror, started_at, finished_at, status, counts) "
-                        "VALUES (?, ?, ?, 'partial', '{}')", (name, now - 60, now - 30))
+            con.execute(
+                "INSERT INTO runs (mirror, started_at, finished_at, status, counts) VALUES (?, ?, ?, 'partial', '{}')",
+                (name, now - 60, now - 30),
+            )
     con.close()
     from imgsync.localgallery.store import NewEntry
     from imgsync.localgallery.store import Store as GalleryStore
 
     (state / "gallery").mkdir()
     gallery = GalleryStore(state / "gallery" / "gallery.sqlite3")
-    batch = [NewEntry(f"{i},{i}", f'{{"id":{n},"path":"d{i // 1000:04d}/img{i:06d}.jpg"}}', (0, 0), (0, 0),
-                      b"\0" * 64) for n, i in enumerate(range(rejected + pending, files), 1)]
+    batch = [
+        NewEntry(f"{i},{i}", f'{{"id":{n},"path":"d{i // 1000:04d}/img{i:06d}.jpg"}}', (0, 0), (0, 0), b"\0" * 64)
+        for n, i in enumerate(range(rejected + pending, files), 1)
+    ]
     for k in range(0, len(batch), 10_000):
-        gallery.insert_many("same_hq", batch[k:k + 10_000])
+        gallery.insert_many("same_hq", batch[k : k + 10_000])
     gallery.close()
 
 
 def configs(tmp: Path, folder: Path) -> dict[str, Path]:
-    mirrors = (f'[[mirror]]\nname = "big"\nfolder = "{folder}"\nlibrary = "same_hq"\n'
-               f'[[mirror]]\nname = "small"\nfolder = "{folder}"\nlibrary = "same_hq"\n')
+    mirrors = (
+        f'[[mirror]]\nname = "big"\nfolder = "{folder}"\nlibrary = "same_hq"\n'
+        f'[[mirror]]\nname = "small"\nfolder = "{folder}"\nlibrary = "same_hq"\n'
+    )
     local, cloud = tmp / "local.toml", tmp / "cloud.toml"
     local.write_text(mirrors)
     cloud.write_text('[gallery]\nendpoint = "https://aip.baidubce.com"\napi_key = "k"\nsecret_key = "s"\n' + mirrors)
@@ -96,8 +120,13 @@ def configs(tmp: Path, folder: Path) -> dict[str, Path]:
 
 def serve(config: Path, state: Path) -> tuple[subprocess.Popen[str], str, str]:
     env = {**os.environ, "IMGSYNC_CONFIG": str(config), "IMGSYNC_STATE_DIR": str(state)}
-    proc = subprocess.Popen([sys.executable, "-m", "imgsync", "ui", "--port", "0", "--no-browser"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgsync", "ui", "--port", "0", "--no-browser"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     match = URL.search(line)
@@ -135,8 +164,10 @@ def main() -> None:
         state, folder = tmp / "state", tmp / "folder"
         t = time.perf_counter()
         seed(state, folder, args.files, args.rejected, args.pending)
-        print(f"seeded: {args.files} files ({args.rejected} rejected, {args.pending} pending/unreadable), "
-              f"{args.files - args.rejected - args.pending} entries, in {time.perf_counter() - t:.1f} s")
+        print(
+            f"seeded: {args.files} files ({args.rejected} rejected, {args.pending} pending/unreadable), "
+            f"{args.files - args.rejected - args.pending} entries, in {time.perf_counter() - t:.1f} s"
+        )
         last_rejected = -(-args.rejected // 50)
         last_entries = -(-(args.files - args.rejected - args.pending) // 60)
         pages = [

@@ -37,7 +37,7 @@ def picture(seed: int, size: tuple[int, int] = (1152, 864), quality: int = 90) -
     px = np.asarray(img.resize((w, h), Image.Resampling.BICUBIC)).copy()
     for _ in range(6):
         x0, y0 = int(rng.integers(0, w - 8)), int(rng.integers(0, h - 8))
-        px[y0:y0 + int(rng.integers(4, h // 3)), x0:x0 + int(rng.integers(4, w // 3))] = rng.integers(0, 256, 3)
+        px[y0 : y0 + int(rng.integers(4, h // 3)), x0 : x0 + int(rng.integers(4, w // 3))] = rng.integers(0, 256, 3)
     px = np.clip(px + rng.normal(0, 6, px.shape), 0, 255).astype(np.uint8)
     buf = io.BytesIO()
     Image.fromarray(px, "RGB").save(buf, "JPEG", quality=quality)
@@ -84,13 +84,18 @@ def bench_add_http(images: list[bytes]) -> None:
                     client.search("same_hq", image=images[0])  # token fetched outside the timing
                     t0 = time.perf_counter()
                     with ThreadPoolExecutor(threads) as pool:
-                        list(pool.map(lambda ib: client.add("same_hq", image=ib[1], brief=f"img-{ib[0]}"),
-                                      enumerate(images)))
+                        list(
+                            pool.map(
+                                lambda ib: client.add("same_hq", image=ib[1], brief=f"img-{ib[0]}"), enumerate(images)
+                            )
+                        )
                     dt = time.perf_counter() - t0
             finally:
                 running.stop()
-        print(f"add over HTTP, same_hq  : {len(images) / dt:7.1f} images/s  "
-              f"(imgsync's GalleryClient, {threads} thread(s), 4 server threads)")
+        print(
+            f"add over HTTP, same_hq  : {len(images) / dt:7.1f} images/s  "
+            f"(imgsync's GalleryClient, {threads} thread(s), 4 server threads)"
+        )
 
 
 def synthetic_same_hq(n: int, start: int, rng: np.random.Generator) -> list[BulkEntry]:
@@ -99,8 +104,14 @@ def synthetic_same_hq(n: int, start: int, rng: np.random.Generator) -> list[Bulk
     fine /= np.linalg.norm(fine, axis=2, keepdims=True)
     fine16 = fine.astype(np.float16)
     no_votes = np.zeros((32, 32), np.uint8)  # no keypoints: the hash stage alone must reject them
-    return [BulkEntry(f"{start + k},{4_000_000_000 - start - k}", f"synthetic-{start + k}",
-                      {"phash": hashes[k], "fine": fine16[k], "vote": no_votes}) for k in range(n)]
+    return [
+        BulkEntry(
+            f"{start + k},{4_000_000_000 - start - k}",
+            f"synthetic-{start + k}",
+            {"phash": hashes[k], "fine": fine16[k], "vote": no_votes},
+        )
+        for k in range(n)
+    ]
 
 
 def bench_search(sizes: list[int], n_queries: int) -> None:
@@ -127,8 +138,10 @@ def bench_search(sizes: list[int], n_queries: int) -> None:
                 hits += bool(results) and results[0][2] == f"real-{k % len(real)}"
             lat.sort()
             p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))]
-            print(f"same_hq search @ {size:>7,} entries: p50 {statistics.median(lat):6.1f} ms  p95 {p95:6.1f} ms"
-                  f"  top-1 correct {hits}/{len(queries)}  (bulk fill {fill:.1f} s)")
+            print(
+                f"same_hq search @ {size:>7,} entries: p50 {statistics.median(lat):6.1f} ms  p95 {p95:6.1f} ms"
+                f"  top-1 correct {hits}/{len(queries)}  (bulk fill {fill:.1f} s)"
+            )
         e.close()
         t = time.perf_counter()
         Engine(Path(d)).close()

@@ -99,8 +99,9 @@ class CpuMeter:
 
     def lap(self) -> tuple[float, float]:
         now = self._read()
-        used = tuple(sum(v - last.get(pid, 0.0) for pid, v in cur.items())
-                     for cur, last in zip(now, self._last, strict=True))
+        used = tuple(
+            sum(v - last.get(pid, 0.0) for pid, v in cur.items()) for cur, last in zip(now, self._last, strict=True)
+        )
         self._last = now
         return used[0], used[1]
 
@@ -109,9 +110,12 @@ class Replica:
     """One `imgsync gallery serve` process."""
 
     def __init__(self, *where: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "imgsync", "gallery", "serve", "--port", "0",
-                                      "--key", f"{KEY[0]}:{KEY[1]}", *where],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "imgsync", "gallery", "serve", "--port", "0", "--key", f"{KEY[0]}:{KEY[1]}", *where],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if " at " not in line:
@@ -128,13 +132,18 @@ class Caller:
         self.url = url
         self.http = requests.Session()
         self.http.trust_env = False
-        r = self.http.get(url + TOKEN_PATH, params={"grant_type": "client_credentials", "client_id": KEY[0],
-                                                    "client_secret": KEY[1]})
+        r = self.http.get(
+            url + TOKEN_PATH, params={"grant_type": "client_credentials", "client_id": KEY[0], "client_secret": KEY[1]}
+        )
         self.token = r.json()["access_token"]
 
     def post(self, op: str, body: bytes) -> dict[str, Any]:
-        r = self.http.post(self.url + LIBRARIES["same_hq"].path(op), params={"access_token": self.token}, data=body,
-                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+        r = self.http.post(
+            self.url + LIBRARIES["same_hq"].path(op),
+            params={"access_token": self.token},
+            data=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
         return r.json()
 
     def health(self) -> dict[str, Any]:
@@ -165,17 +174,27 @@ def run_calls(replicas: Sequence[Replica], bodies: Sequence[bytes], op: str, cli
     return dt
 
 
-SETUPS = (("SQLite, 1 process", 0), ("PostgreSQL, 1 replica", 1), ("PostgreSQL, 2 replicas", 2),
-          ("PostgreSQL, 3 replicas", 3))
+SETUPS = (
+    ("SQLite, 1 process", 0),
+    ("PostgreSQL, 1 replica", 1),
+    ("PostgreSQL, 2 replicas", 2),
+    ("PostgreSQL, 3 replicas", 3),
+)
 
 
-def measure_setup(n: int, new_database: Callable[[], str], db_uid: int | None, add_bodies: Sequence[bytes],
-                  search_bodies: Sequence[bytes], clients: int) -> dict[str, float]:
+def measure_setup(
+    n: int,
+    new_database: Callable[[], str],
+    db_uid: int | None,
+    add_bodies: Sequence[bytes],
+    search_bodies: Sequence[bytes],
+    clients: int,
+) -> dict[str, float]:
     """One setup (n = 0: SQLite) on fresh storage: rates, and CPU seconds of replicas, database, client."""
     with tempfile.TemporaryDirectory() as d:
         replicas = [Replica("--data", d)] if n == 0 else [Replica("--database", new_database()) for _ in range(n)]
         try:
-            for r in replicas:   # warm up (token, first search) outside the clock
+            for r in replicas:  # warm up (token, first search) outside the clock
                 Caller(r.url).post("search", search_bodies[0])
             meter = CpuMeter([r.proc.pid for r in replicas], db_uid if n else None)
             me = CpuMeter([os.getpid()], None)
@@ -186,56 +205,83 @@ def measure_setup(n: int, new_database: Callable[[], str], db_uid: int | None, a
         finally:
             for r in replicas:
                 r.stop()
-    return {"add_rate": len(add_bodies) / t_add, "add_busy": (cpu_a + db_a) / t_add,
-            "add_per_cpu": len(add_bodies) / (cpu_a + db_a), "add_client": cli_a / t_add,
-            "add_db": db_a / (cpu_a + db_a),
-            "search_rate": len(search_bodies) / t_search, "search_busy": (cpu_s + db_s) / t_search,
-            "search_per_cpu": len(search_bodies) / (cpu_s + db_s), "search_client": cli_s / t_search,
-            "search_db": db_s / (cpu_s + db_s)}
+    return {
+        "add_rate": len(add_bodies) / t_add,
+        "add_busy": (cpu_a + db_a) / t_add,
+        "add_per_cpu": len(add_bodies) / (cpu_a + db_a),
+        "add_client": cli_a / t_add,
+        "add_db": db_a / (cpu_a + db_a),
+        "search_rate": len(search_bodies) / t_search,
+        "search_busy": (cpu_s + db_s) / t_search,
+        "search_per_cpu": len(search_bodies) / (cpu_s + db_s),
+        "search_client": cli_s / t_search,
+        "search_db": db_s / (cpu_s + db_s),
+    }
 
 
-def bench_throughput(new_database: Callable[[], str], db_uid: int | None, adds: int, searches: int,
-                     clients: int, rounds: int) -> None:
-    print(f"\n1. throughput over HTTP: {adds} adds, then {searches} searches, same_hq, ~1 MP JPEGs, "
-          f"{clients} client threads; {CORES} cores shared by the client, the replicas, the database (and "
-          f"whatever else runs on the machine); {rounds} rounds, setups in alternating order, best round shown")
+def bench_throughput(
+    new_database: Callable[[], str], db_uid: int | None, adds: int, searches: int, clients: int, rounds: int
+) -> None:
+    print(
+        f"\n1. throughput over HTTP: {adds} adds, then {searches} searches, same_hq, ~1 MP JPEGs, "
+        f"{clients} client threads; {CORES} cores shared by the client, the replicas, the database (and "
+        f"whatever else runs on the machine); {rounds} rounds, setups in alternating order, best round shown"
+    )
     images = [picture(20_000 + k) for k in range(adds)]
     add_bodies = [form(image=base64.b64encode(img), brief=f"img-{k}") for k, img in enumerate(images)]
     search_bodies = [form(image=base64.b64encode(reencode(images[k % adds], 70))) for k in range(searches)]
     runs: dict[int, list[dict[str, float]]] = {n: [] for _, n in SETUPS}
     for r in range(rounds):
-        for _, n in (SETUPS if r % 2 == 0 else SETUPS[::-1]):
+        for _, n in SETUPS if r % 2 == 0 else SETUPS[::-1]:
             runs[n].append(measure_setup(n, new_database, db_uid, add_bodies, search_bodies, clients))
-    best = {n: {"add": max(rs, key=lambda m: m["add_rate"]), "search": max(rs, key=lambda m: m["search_rate"])}
-            for n, rs in runs.items()}
-    print("   busy = cores kept busy by the replicas + database (their CPU seconds / wall seconds); per CPU s = calls "
-          "per CPU second of replicas + database;\n   client = cores busy in this process (the load generator); "
-          "db = the database's share of the CPU")
-    print(f"   {'setup':<24}{'adds/s':>7}{'busy':>6}{'per CPU s':>10}{'client':>7}{'db':>5}   "
-          f"{'searches/s':>10}{'busy':>6}{'per CPU s':>10}{'client':>7}{'db':>5}")
+    best = {
+        n: {"add": max(rs, key=lambda m: m["add_rate"]), "search": max(rs, key=lambda m: m["search_rate"])}
+        for n, rs in runs.items()
+    }
+    print(
+        "   busy = cores kept busy by the replicas + database (their CPU seconds / wall seconds); per CPU s = calls "
+        "per CPU second of replicas + database;\n   client = cores busy in this process (the load generator); "
+        "db = the database's share of the CPU"
+    )
+    print(
+        f"   {'setup':<24}{'adds/s':>7}{'busy':>6}{'per CPU s':>10}{'client':>7}{'db':>5}   "
+        f"{'searches/s':>10}{'busy':>6}{'per CPU s':>10}{'client':>7}{'db':>5}"
+    )
     for label, n in SETUPS:
         a, s_ = best[n]["add"], best[n]["search"]
-        print(f"   {label:<24}{a['add_rate']:7.1f}{a['add_busy']:6.2f}{a['add_per_cpu']:10.1f}{a['add_client']:7.2f}"
-              f"{a['add_db']:5.0%}   {s_['search_rate']:10.1f}{s_['search_busy']:6.2f}{s_['search_per_cpu']:10.1f}"
-              f"{s_['search_client']:7.2f}{s_['search_db']:5.0%}")
-    print("   every round (adds/s; searches/s): " + "; ".join(
-        f"{label.split(',')[0][:2]}{n}: " + " ".join(f"{m['add_rate']:.0f}/{m['search_rate']:.0f}" for m in runs[n])
-        for label, n in SETUPS))
+        print(
+            f"   {label:<24}{a['add_rate']:7.1f}{a['add_busy']:6.2f}{a['add_per_cpu']:10.1f}{a['add_client']:7.2f}"
+            f"{a['add_db']:5.0%}   {s_['search_rate']:10.1f}{s_['search_busy']:6.2f}{s_['search_per_cpu']:10.1f}"
+            f"{s_['search_client']:7.2f}{s_['search_db']:5.0%}"
+        )
+    print(
+        "   every round (adds/s; searches/s): "
+        + "; ".join(
+            f"{label.split(',')[0][:2]}{n}: " + " ".join(f"{m['add_rate']:.0f}/{m['search_rate']:.0f}" for m in runs[n])
+            for label, n in SETUPS
+        )
+    )
     one = best[1]
-    print("   relative to 1 replica: rate, and calls per CPU second (per-core efficiency: 100 % = no overhead "
-          "from more replicas)")
+    print(
+        "   relative to 1 replica: rate, and calls per CPU second (per-core efficiency: 100 % = no overhead "
+        "from more replicas)"
+    )
     for n in (2, 3):
         a, s_ = best[n]["add"], best[n]["search"]
-        print(f"   {n} replicas: adds {a['add_rate'] / one['add']['add_rate']:.2f}x rate, "
-              f"{a['add_per_cpu'] / one['add']['add_per_cpu']:.0%} per core; searches "
-              f"{s_['search_rate'] / one['search']['search_rate']:.2f}x rate, "
-              f"{s_['search_per_cpu'] / one['search']['search_per_cpu']:.0%} per core; ideal rate on {CORES} cores: "
-              f"{min(n, CORES):.0f}x")
+        print(
+            f"   {n} replicas: adds {a['add_rate'] / one['add']['add_rate']:.2f}x rate, "
+            f"{a['add_per_cpu'] / one['add']['add_per_cpu']:.0%} per core; searches "
+            f"{s_['search_rate'] / one['search']['search_rate']:.2f}x rate, "
+            f"{s_['search_per_cpu'] / one['search']['search_per_cpu']:.0%} per core; ideal rate on {CORES} cores: "
+            f"{min(n, CORES):.0f}x"
+        )
     sq = best[0]
-    print(f"   PostgreSQL 1 replica vs SQLite: adds {one['add']['add_rate'] / sq['add']['add_rate']:.2f}x rate, "
-          f"{one['add']['add_per_cpu'] / sq['add']['add_per_cpu']:.0%} per core; searches "
-          f"{one['search']['search_rate'] / sq['search']['search_rate']:.2f}x rate, "
-          f"{one['search']['search_per_cpu'] / sq['search']['search_per_cpu']:.0%} per core")
+    print(
+        f"   PostgreSQL 1 replica vs SQLite: adds {one['add']['add_rate'] / sq['add']['add_rate']:.2f}x rate, "
+        f"{one['add']['add_per_cpu'] / sq['add']['add_per_cpu']:.0%} per core; searches "
+        f"{one['search']['search_rate'] / sq['search']['search_rate']:.2f}x rate, "
+        f"{one['search']['search_per_cpu'] / sq['search']['search_per_cpu']:.0%} per core"
+    )
 
 
 def bench_delay(database: str, n: int) -> None:
@@ -263,9 +309,11 @@ def bench_delay(database: str, n: int) -> None:
         for _ in range(50):
             on_b.health()
         poll_ms = (time.perf_counter() - polls[0]) / 50 * 1000
-        print(f"   follower delay (A's answer → B applied): p50 {statistics.median(delays):.1f} ms, "
-              f"p95 {pct(delays, 0.95):.1f} ms, max {max(delays):.1f} ms "
-              f"(one /health poll of B takes {poll_ms:.1f} ms)")
+        print(
+            f"   follower delay (A's answer → B applied): p50 {statistics.median(delays):.1f} ms, "
+            f"p95 {pct(delays, 0.95):.1f} ms, max {max(delays):.1f} ms "
+            f"(one /health poll of B takes {poll_ms:.1f} ms)"
+        )
         print(f"   a search on B right after A's answer found the new entry: {found}/{(n + 1) // 2}")
     finally:
         a.stop()
@@ -276,15 +324,19 @@ def bench_search_at_size(database: str, size: int, n_queries: int) -> None:
     from imgsync.localgallery.engine import Engine
     from imgsync.localgallery.store_pg import PostgresStore
 
-    print(f"\n3. same_hq search at {size:,} entries (Engine.search in-process), SQLite and PostgreSQL side by side: "
-          "both open at once, each query sent to one then the other")
+    print(
+        f"\n3. same_hq search at {size:,} entries (Engine.search in-process), SQLite and PostgreSQL side by side: "
+        "both open at once, each query sent to one then the other"
+    )
     rng = np.random.default_rng(0)
     real = [picture(10_000 + k, (800, 600)) for k in range(50)]
     queries = [reencode(real[k % len(real)], quality=50 + k % 40) for k in range(n_queries)]
     synthetic = [synthetic_same_hq(20_000, 50 + i, rng) for i in range(0, size - 50, 20_000)]
     with tempfile.TemporaryDirectory() as d:
         openers: dict[str, Callable[[], Engine]] = {
-            "SQLite": lambda: Engine(Path(d)), "PostgreSQL": lambda: Engine(PostgresStore(database))}
+            "SQLite": lambda: Engine(Path(d)),
+            "PostgreSQL": lambda: Engine(PostgresStore(database)),
+        }
         fill, opened, engines = {}, {}, {}
         for label, open_engine in openers.items():
             e = open_engine()
@@ -304,7 +356,7 @@ def bench_search_at_size(database: str, size: int, n_queries: int) -> None:
         lat: dict[str, list[float]] = {label: [] for label in engines}
         hits = dict.fromkeys(engines, 0)
         for k, q in enumerate(queries):
-            for label, e in (engines.items() if k % 2 else reversed(engines.items())):
+            for label, e in engines.items() if k % 2 else reversed(engines.items()):
                 t = time.perf_counter()
                 results, _ = e.search("same_hq", q)
                 lat[label].append((time.perf_counter() - t) * 1000)
@@ -313,13 +365,17 @@ def bench_search_at_size(database: str, size: int, n_queries: int) -> None:
         for e in engines.values():
             e.close()
         for label in engines:
-            print(f"   {label:<11} @ {n[label]:,}: p50 {statistics.median(lat[label]):5.1f} ms  p95 "
-                  f"{pct(lat[label], 0.95):5.1f} ms  top-1 {hits[label]}/{n_queries}  (fill {fill[label]:.0f} s, "
-                  f"open {opened[label]:.1f} s)")
+            print(
+                f"   {label:<11} @ {n[label]:,}: p50 {statistics.median(lat[label]):5.1f} ms  p95 "
+                f"{pct(lat[label], 0.95):5.1f} ms  top-1 {hits[label]}/{n_queries}  (fill {fill[label]:.0f} s, "
+                f"open {opened[label]:.1f} s)"
+            )
         s_, p = lat["SQLite"], lat["PostgreSQL"]
-        print(f"   PostgreSQL / SQLite: p50 {statistics.median(p) / statistics.median(s_):.2f}x, "
-              f"p95 {pct(p, 0.95) / pct(s_, 0.95):.2f}x, open {opened['PostgreSQL'] / opened['SQLite']:.1f}x "
-              "(SQLite reads its saved vote index; a replica builds it)")
+        print(
+            f"   PostgreSQL / SQLite: p50 {statistics.median(p) / statistics.median(s_):.2f}x, "
+            f"p95 {pct(p, 0.95) / pct(s_, 0.95):.2f}x, open {opened['PostgreSQL'] / opened['SQLite']:.1f}x "
+            "(SQLite reads its saved vote index; a replica builds it)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -363,10 +419,12 @@ def main(argv: list[str] | None = None) -> int:
 
     with psycopg.connect(admin) as conn:
         version = conn.execute("SHOW server_version").fetchone()
-    print(f"Python {sys.version.split()[0]}, numpy {np.__version__}, PostgreSQL {version[0] if version else '?'}"
-          f"{' (private server, fsync and synchronous_commit on)' if cluster else ''}, {CORES} cores, "
-          f"database CPU counted: "
-          f"{'yes (user ' + pwd.getpwuid(db_uid).pw_name + ')' if db_uid is not None else 'no'}")
+    print(
+        f"Python {sys.version.split()[0]}, numpy {np.__version__}, PostgreSQL {version[0] if version else '?'}"
+        f"{' (private server, fsync and synchronous_commit on)' if cluster else ''}, {CORES} cores, "
+        f"database CPU counted: "
+        f"{'yes (user ' + pwd.getpwuid(db_uid).pw_name + ')' if db_uid is not None else 'no'}"
+    )
     try:
         if "throughput" not in skip:
             bench_throughput(new_database, db_uid, args.adds, args.searches, args.clients, args.rounds)

@@ -65,6 +65,7 @@ def work(img: Image.Image, library: str, quality: int = 92) -> Image.Image:
 
 # --- variants ------------------------------------------------------------------------------------
 
+
 def _crop(img: Image.Image, keep: float, rng: np.random.Generator) -> Image.Image:
     w, h = img.size
     cw, ch = int(w * keep), int(h * keep)
@@ -114,22 +115,23 @@ def synth_textures(n: int, size: int = 512, seed: int = 7) -> dict[str, Image.Im
     out = {}
     for i in range(n):
         kind = i % 4
-        if kind == 0:    # oriented grating + noise (twill, corduroy)
+        if kind == 0:  # oriented grating + noise (twill, corduroy)
             f, th = rng.uniform(0.03, 0.25), rng.uniform(0, np.pi)
             g = np.sin(2 * np.pi * f * (xx * np.cos(th) + yy * np.sin(th))) + rng.normal(0, 0.4, (size, size))
         elif kind == 1:  # plain weave: product of two gratings
             f = rng.uniform(0.05, 0.3)
-            g = (np.sign(np.sin(2 * np.pi * f * xx)) * np.sign(np.sin(2 * np.pi * f * yy))
-                 + rng.normal(0, 0.5, (size, size)))
+            g = np.sign(np.sin(2 * np.pi * f * xx)) * np.sign(np.sin(2 * np.pi * f * yy)) + rng.normal(
+                0, 0.5, (size, size)
+            )
         elif kind == 2:  # dots / polka
             p = int(rng.integers(8, 40))
             g = ((xx % p - p / 2) ** 2 + (yy % p - p / 2) ** 2 < (p * rng.uniform(0.15, 0.35)) ** 2).astype(np.float32)
             g = g + rng.normal(0, 0.3, (size, size))
-        else:            # band-pass filtered noise (felt, suede, stone)
+        else:  # band-pass filtered noise (felt, suede, stone)
             spec = np.fft.fft2(rng.normal(size=(size, size)))
             fr = np.hypot(*np.meshgrid(np.fft.fftfreq(size), np.fft.fftfreq(size)))
             centre = rng.uniform(0.01, 0.2)
-            g = np.real(np.fft.ifft2(spec * np.exp(-((fr - centre) / (0.3 * centre + 0.01)) ** 2)))
+            g = np.real(np.fft.ifft2(spec * np.exp(-(((fr - centre) / (0.3 * centre + 0.01)) ** 2))))
         g = (g - g.min()) / (np.ptp(g) + 1e-6)
         c1, c2 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
         rgb = (c1[None, None] * g[..., None] + c2[None, None] * (1 - g[..., None])).clip(0, 255).astype(np.uint8)
@@ -146,15 +148,21 @@ def patches(img: Image.Image, side: int, k: int) -> list[Image.Image]:
 
 # --- evaluation ----------------------------------------------------------------------------------
 
+
 class Gallery:
     def __init__(self, matcher: Matcher, items: dict[str, Image.Image]) -> None:
         self.matcher = matcher
         self.names = list(items)
         feats = [matcher.extract(im) for im in items.values()]
         self.table = FeatureTable(matcher.fields)
-        self.table.append_many(range(len(feats)), self.names, self.names, np.zeros((len(feats), 2), np.uint16),
-                               np.zeros((len(feats), 2), np.uint16),
-                               {f.name: np.stack([x[f.name] for x in feats]) for f in matcher.fields})
+        self.table.append_many(
+            range(len(feats)),
+            self.names,
+            self.names,
+            np.zeros((len(feats), 2), np.uint16),
+            np.zeros((len(feats), 2), np.uint16),
+            {f.name: np.stack([x[f.name] for x in feats]) for f in matcher.fields},
+        )
 
     def scores(self, query: Image.Image) -> np.ndarray:
         """Calibrated score of every row (verify over all rows, so non-matches are measured too)."""
@@ -185,11 +193,15 @@ class Tally:
         print(f"  {'variant':14} {'n':>4} {'top1':>6} {'top5':>6} {'match p10':>9} {'median':>7}")
         for g in self.top1:
             m = np.array(self.match[g])
-            print(f"  {g:14} {len(m):4d} {np.mean(self.top1[g]):6.2f} {np.mean(self.top5[g]):6.2f} "
-                  f"{np.percentile(m, 10):9.3f} {np.median(m):7.3f}")
+            print(
+                f"  {g:14} {len(m):4d} {np.mean(self.top1[g]):6.2f} {np.mean(self.top5[g]):6.2f} "
+                f"{np.percentile(m, 10):9.3f} {np.median(m):7.3f}"
+            )
         non = np.array(self.non)
-        print(f"  non-matches: n={len(non)} median {np.median(non):.3f} p99 {np.percentile(non, 99):.3f} "
-              f"max {non.max():.3f} (≥0.3: {np.mean(non >= 0.3):.3%})")
+        print(
+            f"  non-matches: n={len(non)} median {np.median(non):.3f} p99 {np.percentile(non, 99):.3f} "
+            f"max {non.max():.3f} (≥0.3: {np.mean(non >= 0.3):.3%})"
+        )
 
 
 def split(names: list[str]) -> tuple[list[str], list[str]]:
@@ -197,8 +209,14 @@ def split(names: list[str]) -> tuple[list[str], list[str]]:
     return s[0::2], s[1::2]
 
 
-def eval_similar(lib: str, matcher: SimilarMatcher, pics: dict[str, Image.Image], rng: np.random.Generator,
-                 raw: bool = False, stereo: bool = True) -> Tally:
+def eval_similar(
+    lib: str,
+    matcher: SimilarMatcher,
+    pics: dict[str, Image.Image],
+    rng: np.random.Generator,
+    raw: bool = False,
+    stereo: bool = True,
+) -> Tally:
     gal = Gallery(matcher, {n: work(im, lib) for n, im in pics.items()})
     t = Tally()
     score = gal.raw if raw else gal.scores
@@ -211,8 +229,9 @@ def eval_similar(lib: str, matcher: SimilarMatcher, pics: dict[str, Image.Image]
     return t
 
 
-def eval_product(lib: str, matcher: ProductMatcher, pics: dict[str, Image.Image], rng: np.random.Generator,
-                 raw: bool = False) -> Tally:
+def eval_product(
+    lib: str, matcher: ProductMatcher, pics: dict[str, Image.Image], rng: np.random.Generator, raw: bool = False
+) -> Tally:
     gal = Gallery(matcher, {n: work(im, lib) for n, im in pics.items()})
     names = list(pics)
     # Backgrounds that are NOT in the gallery (else the background itself is a right answer).
@@ -236,8 +255,9 @@ def fabric_sources(quick: bool) -> dict[str, Image.Image]:
     return src
 
 
-def eval_fabric(lib: str, matcher: FabricMatcher, src: dict[str, Image.Image], raw: bool = False,
-                side: int = 160) -> Tally:
+def eval_fabric(
+    lib: str, matcher: FabricMatcher, src: dict[str, Image.Image], raw: bool = False, side: int = 160
+) -> Tally:
     stored, queries = {}, []
     for n, im in src.items():
         ps = patches(im, side, 4)
@@ -257,14 +277,14 @@ def fit_knots(t: Tally, same_groups: list[str], view_groups: list[str] | None) -
     non = np.array(t.non)
     r1 = float(np.percentile(non, 99))
     r3 = float(np.percentile(np.concatenate([t.match[g] for g in same_groups]), 10))
-    r2 = (float(np.percentile(np.concatenate([t.match[g] for g in view_groups]), 10)) if view_groups
-          else (r1 + r3) / 2)
+    r2 = float(np.percentile(np.concatenate([t.match[g] for g in view_groups]), 10)) if view_groups else (r1 + r3) / 2
     r2 = max(r2, r1 + 0.02)
     r3 = min(max(r3, r2 + 0.02), 0.995)
     return (0.0, round(r1, 3), round(r2, 3), round(r3, 3), 1.0)
 
 
 # --- latency -------------------------------------------------------------------------------------
+
 
 def latency(lib: str, matcher: Matcher, pics: dict[str, Image.Image], sizes: tuple[int, ...], searches: int) -> None:
     from imgsync.localgallery.engine import BulkEntry, Engine
@@ -274,8 +294,10 @@ def latency(lib: str, matcher: Matcher, pics: dict[str, Image.Image], sizes: tup
     rng = np.random.default_rng(3)
     blobs = [encode(fit(im, lib)) for im in pics.values()]
     base = [matcher.extract(load_image(b, get_library(lib)).pixels) for b in blobs]
-    print(f"\n== latency {lib} ({type(matcher).__name__}; "
-          f"{'through Engine' if wired else 'registry not wired yet: matcher + FeatureTable directly'})")
+    print(
+        f"\n== latency {lib} ({type(matcher).__name__}; "
+        f"{'through Engine' if wired else 'registry not wired yet: matcher + FeatureTable directly'})"
+    )
     with tempfile.TemporaryDirectory() as d:
         if wired:
             eng = Engine(Path(d))
@@ -294,11 +316,13 @@ def latency(lib: str, matcher: Matcher, pics: dict[str, Image.Image], sizes: tup
             print(f"  add (decode + extract): median {statistics.median(t_add) * 1e3:.1f} ms")
         loaded = 0
         for n in sizes:
+
             def fake(k: int) -> dict[str, np.ndarray]:
                 f = dict(base[k % len(base)])
                 e = f["emb"] + rng.normal(0, 0.03, f["emb"].shape).astype(np.float32)
                 f["emb"] = (e / np.linalg.norm(e)).astype(np.float32)
                 return f
+
             extra = [BulkEntry(f"bulk-{k}", f"b{k}", fake(k), tags=(1 + k % 50,)) for k in range(loaded, n)]
             if wired:
                 eng.bulk_load(lib, extra)
@@ -306,9 +330,14 @@ def latency(lib: str, matcher: Matcher, pics: dict[str, Image.Image], sizes: tup
             else:
                 table = FeatureTable(matcher.fields)
                 feats = [e.features for e in extra]
-                table.append_many(range(len(feats)), [e.cont_sign for e in extra], [""] * len(feats),
-                                  np.zeros((len(feats), 2), np.uint16), np.zeros((len(feats), 2), np.uint16),
-                                  {f.name: np.stack([x[f.name] for x in feats]) for f in matcher.fields})
+                table.append_many(
+                    range(len(feats)),
+                    [e.cont_sign for e in extra],
+                    [""] * len(feats),
+                    np.zeros((len(feats), 2), np.uint16),
+                    np.zeros((len(feats), 2), np.uint16),
+                    {f.name: np.stack([x[f.name] for x in feats]) for f in matcher.fields},
+                )
             loaded = n
             ts = []
             for k in range(searches):
@@ -321,8 +350,10 @@ def latency(lib: str, matcher: Matcher, pics: dict[str, Image.Image], sizes: tup
                     matcher.match(q, table, np.ones(table.n, bool))
                 ts.append(time.perf_counter() - t0)
             ts_ms = np.array(ts) * 1e3
-            print(f"  search at {n:>6} entries (decode + extract + match): median {np.median(ts_ms):.1f} ms, "
-                  f"p95 {np.percentile(ts_ms, 95):.1f} ms")
+            print(
+                f"  search at {n:>6} entries (decode + extract + match): median {np.median(ts_ms):.1f} ms, "
+                f"p95 {np.percentile(ts_ms, 95):.1f} ms"
+            )
         if wired:
             eng.close()
 
@@ -349,13 +380,15 @@ def main(argv: list[str] | None = None) -> int:
         print("materiel knots (every patch match is 'same'):", fit_knots(t, list(t.match), None))
 
     held_pics = {n: pics[n] for n in held}
-    eval_similar("similar", SimilarMatcher(), {**held_pics, "motorcycle_left": pics["motorcycle_left"]}, rng
-                 ).report("similar (held-out half + motorcycle) — calibrated scores")
+    eval_similar("similar", SimilarMatcher(), {**held_pics, "motorcycle_left": pics["motorcycle_left"]}, rng).report(
+        "similar (held-out half + motorcycle) — calibrated scores"
+    )
     eval_product("product", ProductMatcher(), held_pics, rng).report("product (held-out half) — calibrated scores")
     src = fabric_sources(args.quick)
     names = sorted(src)
-    eval_fabric("materiel", FabricMatcher(), {n: src[n] for n in names[1::2]}
-                ).report(f"materiel (held-out half of {len(src)} texture sources) — calibrated scores")
+    eval_fabric("materiel", FabricMatcher(), {n: src[n] for n in names[1::2]}).report(
+        f"materiel (held-out half of {len(src)} texture sources) — calibrated scores"
+    )
     eval_fabric("materiel", FabricMatcher(), src).report(f"materiel (all {len(src)} texture sources)")
 
     sizes = (1000,) if args.quick else (1000, 10_000)

@@ -35,7 +35,7 @@ from benchmarks.variants import PHONE_PHOTO, SAME_IMAGE
 from imgsync.libraries import get_library
 from imgsync.localgallery.engine import Engine
 
-Query = tuple[str, bytes]   # (expected brief or "" for an outside query, image bytes)
+Query = tuple[str, bytes]  # (expected brief or "" for an outside query, image bytes)
 
 
 def fit(img: Image.Image, library: str) -> Image.Image:
@@ -70,11 +70,17 @@ class Bench:
                 top1.append(bool(hits) and hits[0][0] == want)
                 scores.append(next((s for b, s in hits if b == want), 0.0))
             s = np.array(scores)
-            row = {"n": len(s), "top1": float(np.mean(top1)), "ge90": float(np.mean(s >= 0.9)),
-                   "ge60": float(np.mean(s >= 0.6)), "median": float(np.median(s))}
+            row = {
+                "n": len(s),
+                "top1": float(np.mean(top1)),
+                "ge90": float(np.mean(s >= 0.9)),
+                "ge60": float(np.mean(s >= 0.6)),
+                "median": float(np.median(s)),
+            }
             out[g] = row
-            print(f"  {g:30} {row['n']:4d} {row['top1']:6.2f} {row['ge90']:6.2f} {row['ge60']:6.2f} "
-                  f"{row['median']:7.3f}")
+            print(
+                f"  {g:30} {row['n']:4d} {row['top1']:6.2f} {row['ge90']:6.2f} {row['ge60']:6.2f} {row['median']:7.3f}"
+            )
         return out
 
     def outside(self, groups: dict[str, list[bytes]], show: int = 3) -> dict[str, dict[str, float]]:
@@ -104,8 +110,9 @@ class Bench:
         self.engine.close()
 
 
-def _variants(items: dict[str, Image.Image], edits: dict[str, Callable], rng: np.random.Generator,
-              library: str) -> dict[str, list[Query]]:
+def _variants(
+    items: dict[str, Image.Image], edits: dict[str, Callable], rng: np.random.Generator, library: str
+) -> dict[str, list[Query]]:
     return {e: [(n, f(fit(im, library), rng)) for n, im in items.items()] for e, f in edits.items()}
 
 
@@ -128,8 +135,9 @@ def _halves(d: dict[str, Image.Image]) -> tuple[dict[str, Image.Image], dict[str
     return {n: d[n] for n in names[0::2]}, {n: d[n] for n in names[1::2]}
 
 
-def _texture_patches(tex: dict[str, Image.Image], scale: float, where: Iterable[tuple[float, float]]
-                     ) -> list[tuple[str, Image.Image]]:
+def _texture_patches(
+    tex: dict[str, Image.Image], scale: float, where: Iterable[tuple[float, float]]
+) -> list[tuple[str, Image.Image]]:
     return [(n, texture_patch(t, w, 320, scale)) for n, t in tex.items() for w in where]
 
 
@@ -143,15 +151,17 @@ def run_same_hq(h: HeldOut, rng: np.random.Generator, d: Path) -> dict:
     photos_in, photos_out = _halves(h.photos)
     library = {**h.objects, **h.lowtex, **photos_in}
     b = Bench("same_hq", d)
-    b.add(photos())                       # 20 distractors (the calibration photos: never queried)
+    b.add(photos())  # 20 distractors (the calibration photos: never queried)
     b.add(library)
     print(f"\nsame_hq: {len(library)} pictures of the part + 20 distractor photos in the library")
     res = {"recall": b.recall("true transforms", _variants(library, SAME_IMAGE, rng, "same_hq"))}
-    res["outside"] = b.outside({
-        "lookalikes (recoloured, siblings)": _outside_encodings(h.lookalikes.values(), "same_hq"),
-        "textures": _outside_encodings((im for _, im in _texture_patches(h.textures, 1.0, [STORED_AT])), "same_hq"),
-        "other pictures": _outside_encodings(photos_out.values(), "same_hq"),
-    })
+    res["outside"] = b.outside(
+        {
+            "lookalikes (recoloured, siblings)": _outside_encodings(h.lookalikes.values(), "same_hq"),
+            "textures": _outside_encodings((im for _, im in _texture_patches(h.textures, 1.0, [STORED_AT])), "same_hq"),
+            "other pictures": _outside_encodings(photos_out.values(), "same_hq"),
+        }
+    )
     b.close()
     return res
 
@@ -164,10 +174,14 @@ def run_picturebook(h: HeldOut, rng: np.random.Generator, d: Path) -> dict:
     b.add(library)
     print(f"\npicturebook: {len(library)} pictures of the part + 20 distractor photos in the library")
     res = {"recall": b.recall("phone photos", _variants(library, PHONE_PHOTO, rng, "picturebook"))}
-    res["outside"] = b.outside({
-        "phone photo of an outside picture": [PHONE_PHOTO["phone photo"](fit(im, "picturebook"), rng)
-                                              for im in [*h.lookalikes.values(), *photos_out.values()]],
-    })
+    res["outside"] = b.outside(
+        {
+            "phone photo of an outside picture": [
+                PHONE_PHOTO["phone photo"](fit(im, "picturebook"), rng)
+                for im in [*h.lookalikes.values(), *photos_out.values()]
+            ],
+        }
+    )
     b.close()
     return res
 
@@ -176,18 +190,23 @@ def run_materiel(h: HeldOut, d: Path) -> dict:
     tex_in, tex_out = _halves(h.textures)
     b = Bench("materiel", d)
     b.add({n: texture_patch(t, STORED_AT, 320, 1.0) for n, t in tex_in.items()})
-    print(f"\nmateriel: one 320 px patch of {len(tex_in)} textures in the library "
-          f"({', '.join(tex_in)}); queries: other patches")
+    print(
+        f"\nmateriel: one 320 px patch of {len(tex_in)} textures in the library "
+        f"({', '.join(tex_in)}); queries: other patches"
+    )
     groups = {}
     for scale in (1.0, 1.5, 1 / 1.5, 2.0):
         patches = _texture_patches(tex_in, scale, QUERY_AT)
         groups[f"other patch at {scale:.2f}x"] = [(n, encode(im)) for n, im in patches]
     res = {"recall": b.recall("true matches", groups)}
-    res["outside"] = b.outside({
-        "other textures (3 scales)": [encode(im) for s in (1.0, 1.5, 1 / 1.5)
-                                      for _, im in _texture_patches(tex_out, s, QUERY_AT)],
-        "photos and low-texture pictures": _outside_encodings([*h.photos.values(), *h.lowtex.values()], "materiel"),
-    })
+    res["outside"] = b.outside(
+        {
+            "other textures (3 scales)": [
+                encode(im) for s in (1.0, 1.5, 1 / 1.5) for _, im in _texture_patches(tex_out, s, QUERY_AT)
+            ],
+            "photos and low-texture pictures": _outside_encodings([*h.photos.values(), *h.lowtex.values()], "materiel"),
+        }
+    )
     b.close()
     return res
 
@@ -205,13 +224,17 @@ def run_pairs(library: str, h: HeldOut, d: Path) -> dict:
             b.add({p.name: p.stored for p in pairs})
             if direction == "alone->scene":
                 print(f"\n{library}: natural pairs, stored view among {len(h.photos) + len(h.lowtex)} distractors")
-            res[direction] = b.recall(f"pairs {direction}", {direction: [(p.name, encode(fit(p.query, library)))
-                                                                         for p in pairs]})
+            res[direction] = b.recall(
+                f"pairs {direction}", {direction: [(p.name, encode(fit(p.query, library))) for p in pairs]}
+            )
             if direction == "alone->scene":
-                res["outside"] = b.outside({
-                    "textures": _outside_encodings((im for _, im in _texture_patches(h.textures, 1.0, [STORED_AT])),
-                                                   library),
-                })
+                res["outside"] = b.outside(
+                    {
+                        "textures": _outside_encodings(
+                            (im for _, im in _texture_patches(h.textures, 1.0, [STORED_AT])), library
+                        ),
+                    }
+                )
             b.close()
     return res
 
@@ -226,9 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     h = build().of(args.part)
-    print(f"Python {sys.version.split()[0]}; part {args.part!r}: {len(h.objects)} objects, {len(h.lookalikes)} "
-          f"lookalikes, {len(h.lowtex)} low-texture, {len(h.photos)} photos, {len(h.textures)} textures, "
-          f"{len(h.pairs)} pairs")
+    print(
+        f"Python {sys.version.split()[0]}; part {args.part!r}: {len(h.objects)} objects, {len(h.lookalikes)} "
+        f"lookalikes, {len(h.lowtex)} low-texture, {len(h.photos)} photos, {len(h.textures)} textures, "
+        f"{len(h.pairs)} pairs"
+    )
     rng = np.random.default_rng(14)
     with tempfile.TemporaryDirectory() as tmp:
         for i, lib in enumerate(args.only.split(",")):

@@ -65,8 +65,9 @@ def pool_features(library: str, n: int, rng: np.random.Generator) -> list[dict[s
     return out
 
 
-def distractors(library: str, pool: list[dict[str, np.ndarray]], n: int, start: int,
-                rng: np.random.Generator) -> Iterator[BulkEntry]:
+def distractors(
+    library: str, pool: list[dict[str, np.ndarray]], n: int, start: int, rng: np.random.Generator
+) -> Iterator[BulkEntry]:
     for k in range(n):
         src = pool[int(rng.integers(len(pool)))]
         feats = dict(src)
@@ -75,8 +76,9 @@ def distractors(library: str, pool: list[dict[str, np.ndarray]], n: int, start: 
         fine = rng.normal(size=src["fine"].shape).astype(np.float32)
         feats["fine"] = (fine / np.linalg.norm(fine, axis=-1, keepdims=True)).astype(np.float16)
         kps = K.Keypoints.from_bytes(src[EXTRA].tobytes())
-        jittered = K.Keypoints(np.clip(kps.xy + rng.normal(0, 1, kps.xy.shape).astype(np.float32), 0, None),
-                               _flip(kps.desc, rng), kps.size)
+        jittered = K.Keypoints(
+            np.clip(kps.xy + rng.normal(0, 1, kps.xy.shape).astype(np.float32), 0, None), _flip(kps.desc, rng), kps.size
+        )
         feats[EXTRA] = np.frombuffer(jittered.to_bytes(), dtype=np.uint8)
         sign = start + k
         yield BulkEntry(f"{sign},{3_000_000_000 - sign}", f"distractor-{sign}", feats)
@@ -86,8 +88,14 @@ def _flip(desc: np.ndarray, rng: np.random.Generator, p: float = 0.03) -> np.nda
     return desc ^ np.packbits(rng.random((*desc.shape[:-1], 8 * desc.shape[-1])) < p, axis=-1)
 
 
-def recall(library: str, originals: dict[str, Image.Image], variants: dict, n_distractors: int,
-           pool: list[dict[str, np.ndarray]], unrelated: list[bytes]) -> None:
+def recall(
+    library: str,
+    originals: dict[str, Image.Image],
+    variants: dict,
+    n_distractors: int,
+    pool: list[dict[str, np.ndarray]],
+    unrelated: list[bytes],
+) -> None:
     rng = np.random.default_rng(7)
     with tempfile.TemporaryDirectory() as d:
         e = Engine(Path(d))
@@ -111,18 +119,29 @@ def recall(library: str, originals: dict[str, Image.Image], variants: dict, n_di
             n = len(originals)
             all_true += true_scores
             all_other += other
-            print(f"  {vname:28} {top1 / n:5.2f}  {top5 / n:5.2f}  {min(true_scores):5.2f} / "
-                  f"{statistics.median(true_scores):5.2f}         {max(other):5.2f}")
+            print(
+                f"  {vname:28} {top1 / n:5.2f}  {top5 / n:5.2f}  {min(true_scores):5.2f} / "
+                f"{statistics.median(true_scores):5.2f}         {max(other):5.2f}"
+            )
         unrel = [max((s for _, s, _ in e.search(library, q, rn=5)[0]), default=0.0) for q in unrelated]
         t = np.array(all_true)
-        print(f"  scores of true matches: p5 {np.percentile(t, 5):.2f}  median {np.median(t):.2f};  "
-              f"best non-match per query: p95 {np.percentile(all_other, 95):.2f} max {max(all_other):.2f};  "
-              f"unrelated queries ({len(unrelated)}): max {max(unrel):.2f}")
+        print(
+            f"  scores of true matches: p5 {np.percentile(t, 5):.2f}  median {np.median(t):.2f};  "
+            f"best non-match per query: p95 {np.percentile(all_other, 95):.2f} max {max(all_other):.2f};  "
+            f"unrelated queries ({len(unrelated)}): max {max(unrel):.2f}"
+        )
         e.close()
 
 
-def latency(library: str, sizes: list[int], pool: list[dict[str, np.ndarray]], originals: dict[str, Image.Image],
-            variants: dict, n_queries: int, n_adds: int) -> None:
+def latency(
+    library: str,
+    sizes: list[int],
+    pool: list[dict[str, np.ndarray]],
+    originals: dict[str, Image.Image],
+    variants: dict,
+    n_queries: int,
+    n_adds: int,
+) -> None:
     rng = np.random.default_rng(11)
     with tempfile.TemporaryDirectory() as d:
         e = Engine(Path(d))
@@ -130,8 +149,10 @@ def latency(library: str, sizes: list[int], pool: list[dict[str, np.ndarray]], o
             e.add(library, encode(im, "PNG"), brief=name)
         names = list(originals)
         vnames = list(variants)
-        queries = [(names[k % len(names)], variants[vnames[k % len(vnames)]](originals[names[k % len(names)]], rng))
-                   for k in range(n_queries)]
+        queries = [
+            (names[k % len(names)], variants[vnames[k % len(vnames)]](originals[names[k % len(names)]], rng))
+            for k in range(n_queries)
+        ]
         have, added = len(originals), 0
         print(f"\n{library} latency ({n_queries} queries cycling through every edit; {n_adds} 1 MP JPEG adds)")
         for size in sizes:
@@ -140,7 +161,7 @@ def latency(library: str, sizes: list[int], pool: list[dict[str, np.ndarray]], o
                 e.bulk_load(library, distractors(library, pool, size - have, 10_000_000 + have, rng))
                 have = size
             fill = time.perf_counter() - t0
-            e.search(library, queries[0][1])   # first query pays the index sync
+            e.search(library, queries[0][1])  # first query pays the index sync
             lat, hits = [], 0
             for name, q in queries:
                 t = time.perf_counter()
@@ -154,16 +175,20 @@ def latency(library: str, sizes: list[int], pool: list[dict[str, np.ndarray]], o
                 e.add(library, data, brief=f"add-{size}-{k}")
             add_ms = (time.perf_counter() - t) * 1000 / len(adds)
             added += len(adds)
-            print(f"  @ {size:>7,} entries: search p50 {statistics.median(lat):6.1f} ms  p95 "
-                  f"{lat[int(0.95 * (len(lat) - 1))]:6.1f} ms  top-1 {hits}/{len(queries)}  |  add {add_ms:5.1f} ms "
-                  f"({1000 / add_ms:5.1f} img/s)  (bulk fill {fill:.0f} s)")
+            print(
+                f"  @ {size:>7,} entries: search p50 {statistics.median(lat):6.1f} ms  p95 "
+                f"{lat[int(0.95 * (len(lat) - 1))]:6.1f} ms  top-1 {hits}/{len(queries)}  |  add {add_ms:5.1f} ms "
+                f"({1000 / add_ms:5.1f} img/s)  (bulk fill {fill:.0f} s)"
+            )
         t = time.perf_counter()
         e.close()
         close_s = time.perf_counter() - t
         t = time.perf_counter()
         Engine(Path(d)).close()
-        print(f"  close (saves the vote index) {close_s:.1f} s; reopen @ {have + added:,} entries "
-              f"{time.perf_counter() - t:.1f} s")
+        print(
+            f"  close (saves the vote index) {close_s:.1f} s; reopen @ {have + added:,} entries "
+            f"{time.perf_counter() - t:.1f} s"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,11 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Python {sys.version.split()[0]}, numpy {np.__version__}, OpenCV {K.cv2.__version__}")
     ph = photos()
     textured = {n: im for n, im in ph.items() if n not in PLAIN}
-    unrelated = [encode(t.crop((0, t.height // 2, t.width, t.height))) for t in textures().values()] + \
-                [picture(90_000 + k, (640, 480)) for k in range(10 if quick else 40)]
+    unrelated = [encode(t.crop((0, t.height // 2, t.width, t.height))) for t in textures().values()] + [
+        picture(90_000 + k, (640, 480)) for k in range(10 if quick else 40)
+    ]
     for library, originals, variants, sizes in (
-            ("same_hq", ph, SAME_IMAGE, [1000] if quick else [1000, 10_000, 100_000]),
-            ("picturebook", textured, PHONE_PHOTO, [1000] if quick else [1000, 10_000])):
+        ("same_hq", ph, SAME_IMAGE, [1000] if quick else [1000, 10_000, 100_000]),
+        ("picturebook", textured, PHONE_PHOTO, [1000] if quick else [1000, 10_000]),
+    ):
         t = time.perf_counter()
         pool = pool_features(library, n_pool, np.random.default_rng(3))
         print(f"\n[{library}] extracted a pool of {n_pool} distractor pictures in {time.perf_counter() - t:.1f} s")

@@ -47,6 +47,7 @@ EMBEDDING_LIBS = ("similar", "product", "materiel")
 
 # --- worker: runs inside one version's process; imports only imgsync ------------------------------
 
+
 class Worker:
     def __init__(self, data: dict) -> None:
         self.data = data
@@ -78,7 +79,7 @@ class Worker:
             others = [matcher.extract(load_image(b, spec).pixels) for b in d.get("others", ())]
             entries = _jittered(pool, others, size - len(d["add"]), rng)
         eng.bulk_load(lib, entries)
-        eng.search(lib, d["queries"][0][2])      # the first search pays the index sync
+        eng.search(lib, d["queries"][0][2])  # the first search pays the index sync
         return {"fill_s": time.perf_counter() - t0}
 
     def search(self, lib: str, k: int) -> dict:
@@ -96,15 +97,20 @@ class Worker:
 
         images = self.data["add"]["images"]
         with tempfile.TemporaryDirectory() as d:
-            running = start_in_thread(Path(d), host="127.0.0.1", port=0, keys=[("bench-ak", "bench-sk")],
-                                      libraries=["same_hq"])
+            running = start_in_thread(
+                Path(d), host="127.0.0.1", port=0, keys=[("bench-ak", "bench-sk")], libraries=["same_hq"]
+            )
             try:
                 with GalleryClient(running.url, "bench-ak", "bench-sk") as client:
-                    client.search("same_hq", image=images[0])   # token and engine start outside the timing
+                    client.search("same_hq", image=images[0])  # token and engine start outside the timing
                     t0 = time.perf_counter()
                     with ThreadPoolExecutor(2) as pool:
-                        list(pool.map(lambda ib: client.add("same_hq", image=ib[1], brief=f"r{round_}-{ib[0]}"),
-                                      enumerate(images)))
+                        list(
+                            pool.map(
+                                lambda ib: client.add("same_hq", image=ib[1], brief=f"r{round_}-{ib[0]}"),
+                                enumerate(images),
+                            )
+                        )
                     dt = time.perf_counter() - t0
             finally:
                 running.stop()
@@ -146,7 +152,7 @@ def _distractors(pool: list[dict], n: int, rng: np.random.Generator):
     for src in pool:
         blob = src[EXTRA].tobytes()
         kps = K.Keypoints.from_bytes(blob)
-        parsed.append((kps, blob[len(kps.to_bytes()):]))
+        parsed.append((kps, blob[len(kps.to_bytes()) :]))
 
     def flip(desc: np.ndarray) -> np.ndarray:
         rows = desc.reshape(-1, K.DESC_BYTES)
@@ -171,7 +177,7 @@ def worker_main(data_path: str) -> int:
     with open(data_path, "rb") as f:
         w = Worker(pickle.load(f))
     out = sys.stdout
-    sys.stdout = sys.stderr          # nothing else may write to the protocol channel
+    sys.stdout = sys.stderr  # nothing else may write to the protocol channel
     for line in sys.stdin:
         cmd = json.loads(line)
         reply = getattr(w, cmd.pop("op"))(**cmd)
@@ -183,6 +189,7 @@ def worker_main(data_path: str) -> int:
 
 
 # --- driver ------------------------------------------------------------------------------------
+
 
 def build_data(args: argparse.Namespace) -> dict:
     sys.path.insert(0, str(HERE.parent))
@@ -260,9 +267,14 @@ class Proc:
     def __init__(self, label: str, tree: Path, data_path: str) -> None:
         env = {**os.environ, "PYTHONPATH": str(tree)}
         self.label = label
-        self.p = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", data_path],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=tempfile.gettempdir(),
-                                  text=True)
+        self.p = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--worker", data_path],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            cwd=tempfile.gettempdir(),
+            text=True,
+        )
 
     def call(self, **cmd) -> dict:
         assert self.p.stdin and self.p.stdout
@@ -293,8 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queries", type=int, default=60)
     ap.add_argument("--queries-same", type=int, default=200)
     ap.add_argument("--pool", type=int, default=200, help="pictures behind same_hq's distractors")
-    ap.add_argument("--others", type=int, default=100,
-                    help="pictures whose keypoints similar's and product's bulk entries carry")
+    ap.add_argument(
+        "--others", type=int, default=100, help="pictures whose keypoints similar's and product's bulk entries carry"
+    )
     ap.add_argument("--add-batch", type=int, default=60)
     ap.add_argument("--add-rounds", type=int, default=4)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -308,8 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     data = build_data(args)
     with tempfile.NamedTemporaryFile(suffix=".pickle", delete=False) as f:
         pickle.dump(data, f)
-    print(f"data built in {time.perf_counter() - t0:.0f} s; old = {args.old}, new = {args.new}; "
-          f"load average at start {os.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"data built in {time.perf_counter() - t0:.0f} s; old = {args.old}, new = {args.new}; "
+        f"load average at start {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     procs = [Proc("old", args.old, f.name), Proc("new", args.new, f.name)]
     try:
         for lib in [x for x in (*EMBEDDING_LIBS, "same_hq") if x in only]:
@@ -319,30 +335,39 @@ def main(argv: list[str] | None = None) -> int:
             n = len(data[lib]["queries"])
             for k in range(n):
                 kind = data[lib]["queries"][k][0]
-                for p in (procs if k % 2 == 0 else procs[::-1]):
+                for p in procs if k % 2 == 0 else procs[::-1]:
                     r = p.call(op="search", lib=lib, k=k)
                     res[p.label].setdefault(kind, []).append(r)
                     res[p.label].setdefault("all", []).append(r)
-            print(f"\n{lib} @ {size:,} entries ({n} queries, alternating; fill old {fills[0]:.0f} s, "
-                  f"new {fills[1]:.0f} s; load {os.getloadavg()[0]:.1f})")
-            print(f"  {'queries':10} {'n':>4}  {'old p50 / p95 ms':>18}  {'new p50 / p95 ms':>18}  "
-                  f"{'new/old p50':>11} {'p95':>6}  top-1 old / new")
+            print(
+                f"\n{lib} @ {size:,} entries ({n} queries, alternating; fill old {fills[0]:.0f} s, "
+                f"new {fills[1]:.0f} s; load {os.getloadavg()[0]:.1f})"
+            )
+            print(
+                f"  {'queries':10} {'n':>4}  {'old p50 / p95 ms':>18}  {'new p50 / p95 ms':>18}  "
+                f"{'new/old p50':>11} {'p95':>6}  top-1 old / new"
+            )
             for kind in res["old"]:
                 o, w = ([r["ms"] for r in res[lab][kind]] for lab in ("old", "new"))
                 hits = [sum(r["hit"] for r in res[lab][kind]) for lab in ("old", "new")]
-                print(f"  {kind:10} {len(o):4}  {_pct(o, 50):8.1f} / {_pct(o, 95):7.1f}  {_pct(w, 50):8.1f} / "
-                      f"{_pct(w, 95):7.1f}  {_pct(w, 50) / _pct(o, 50):10.2f}x {_pct(w, 95) / _pct(o, 95):5.2f}x"
-                      f"  {hits[0]} / {hits[1]}", flush=True)
+                print(
+                    f"  {kind:10} {len(o):4}  {_pct(o, 50):8.1f} / {_pct(o, 95):7.1f}  {_pct(w, 50):8.1f} / "
+                    f"{_pct(w, 95):7.1f}  {_pct(w, 50) / _pct(o, 50):10.2f}x {_pct(w, 95) / _pct(o, 95):5.2f}x"
+                    f"  {hits[0]} / {hits[1]}",
+                    flush=True,
+                )
         if "add" in only:
             rates: dict[str, list[float]] = {p.label: [] for p in procs}
             for r in range(args.add_rounds):
-                for p in (procs if r % 2 == 0 else procs[::-1]):
+                for p in procs if r % 2 == 0 else procs[::-1]:
                     rates[p.label].append(p.call(op="add_http", round_=r)["per_s"])
             o, w = np.median(rates["old"]), np.median(rates["new"])
-            print(f"\nadd over HTTP, same_hq, 1 MP JPEGs, 2 client threads ({args.add_rounds} rounds of "
-                  f"{args.add_batch}, alternating): old {o:.1f} / new {w:.1f} images/s (median of rounds), "
-                  f"new/old {w / o:.2f}x; rounds old {[round(x) for x in rates['old']]}, "
-                  f"new {[round(x) for x in rates['new']]}")
+            print(
+                f"\nadd over HTTP, same_hq, 1 MP JPEGs, 2 client threads ({args.add_rounds} rounds of "
+                f"{args.add_batch}, alternating): old {o:.1f} / new {w:.1f} images/s (median of rounds), "
+                f"new/old {w / o:.2f}x; rounds old {[round(x) for x in rates['old']]}, "
+                f"new {[round(x) for x in rates['new']]}"
+            )
     finally:
         for p in procs:
             p.close()

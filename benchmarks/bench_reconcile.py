@@ -87,20 +87,36 @@ def seed_manifest(store: Store, mirror: MirrorConfig) -> None:
     scan = scan_folder(mirror.folder, mirror, {}, now_ns=time.time_ns())
     store.save_scan(mirror.name, scan.files.values())
     now = time.time()
-    rows = [{"mirror": mirror.name, "library": mirror.library, "cont_sign": f"{i},{i}", "content_hash": f.content_hash,
-             "brief": f'{{"id":{i},"path":"{f.path}"}}', "tags": "", "state": "live", "created_at": now,
-             "updated_at": now, "id": i}
-            for i, f in enumerate(sorted(scan.files.values(), key=lambda f: f.path), 1)]
+    rows = [
+        {
+            "mirror": mirror.name,
+            "library": mirror.library,
+            "cont_sign": f"{i},{i}",
+            "content_hash": f.content_hash,
+            "brief": f'{{"id":{i},"path":"{f.path}"}}',
+            "tags": "",
+            "state": "live",
+            "created_at": now,
+            "updated_at": now,
+            "id": i,
+        }
+        for i, f in enumerate(sorted(scan.files.values(), key=lambda f: f.path), 1)
+    ]
     with store._engine.begin() as conn:  # noqa: SLF001 - benchmark seeding
         conn.execute(insert(EntryRow), rows)
         # state != 'deleting': the condition of the partial unique index (mirror, library, content_hash)
-        conn.execute(text("UPDATE files SET entry_id = (SELECT e.id FROM entries e WHERE "
-                          "e.mirror = files.mirror AND e.library = :lib AND e.content_hash = files.content_hash "
-                          "AND e.state != 'deleting') "
-                          "WHERE mirror = :m"),
-                     {"m": mirror.name, "lib": mirror.library})
-    store.set_mirror_state(mirror.name, str(mirror.folder), os.stat(mirror.folder).st_dev, len(rows),
-                           f"{mirror.library}:{mirror.fit}")
+        conn.execute(
+            text(
+                "UPDATE files SET entry_id = (SELECT e.id FROM entries e WHERE "
+                "e.mirror = files.mirror AND e.library = :lib AND e.content_hash = files.content_hash "
+                "AND e.state != 'deleting') "
+                "WHERE mirror = :m"
+            ),
+            {"m": mirror.name, "lib": mirror.library},
+        )
+    store.set_mirror_state(
+        mirror.name, str(mirror.folder), os.stat(mirror.folder).st_dev, len(rows), f"{mirror.library}:{mirror.fit}"
+    )
 
 
 def bench_noop(files: int) -> None:
@@ -112,12 +128,15 @@ def bench_noop(files: int) -> None:
         mirror = MirrorConfig(name="big", folder=root, library="same_hq", max_delete=DeleteGuard(max_count=10**9))
         store = Store.open(tmp / "manifest.sqlite3")
         seed_manifest(store, mirror)
-        print(f"tree: {files} distinct files in {files // PER_DIR} dirs, built and seeded in "
-              f"{time.perf_counter() - t:.1f} s")
+        print(
+            f"tree: {files} distinct files in {files // PER_DIR} dirs, built and seeded in "
+            f"{time.perf_counter() - t:.1f} s"
+        )
 
         def find() -> None:
-            subprocess.run(["find", str(root), "-type", "f", "-printf", "%s %T@\n"], stdout=subprocess.DEVNULL,
-                           check=True)
+            subprocess.run(
+                ["find", str(root), "-type", "f", "-printf", "%s %T@\n"], stdout=subprocess.DEVNULL, check=True
+            )
 
         def noop() -> None:
             run = reconcile_mirror(mirror, store, NoCalls(), spool_dir=tmp / "spool")  # type: ignore[arg-type]
@@ -180,8 +199,10 @@ def bench_sync(images: int, qps: float) -> None:
             ours = time.perf_counter() - t
         assert len(run.report.added) == images and run.report.ok, run.report
         rate = images / ours
-        print(f"imgsync reconcile:        {ours:7.1f} s  {rate:6.2f} images/s  {rate / qps:6.1%} of the cap  "
-              f"{client.stats.rate_errors} rate errors  (goal ≥ 90 %, 0 errors)")
+        print(
+            f"imgsync reconcile:        {ours:7.1f} s  {rate:6.2f} images/s  {rate / qps:6.1%} of the cap  "
+            f"{client.stats.rate_errors} rate errors  (goal ≥ 90 %, 0 errors)"
+        )
         client.close()
         server.stop()
 
@@ -199,8 +220,10 @@ def bench_sync(images: int, qps: float) -> None:
                 break
         theirs = time.perf_counter() - t
         rate = images / theirs
-        print(f"baidu-aip SDK loop:       {theirs:7.1f} s  {rate:6.2f} images/s  {rate / qps:6.1%} of the cap  "
-              f"{rate_errors} rate errors (retried at once)")
+        print(
+            f"baidu-aip SDK loop:       {theirs:7.1f} s  {rate:6.2f} images/s  {rate / qps:6.1%} of the cap  "
+            f"{rate_errors} rate errors (retried at once)"
+        )
         print(f"ratio imgsync / SDK time: {ours / theirs:7.2f} x")
         server.stop()
     finally:

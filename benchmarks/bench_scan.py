@@ -83,8 +83,10 @@ def traced_peak(fn):  # type: ignore[no-untyped-def]
 
 
 def as_known(files: dict[str, ScannedFile]) -> dict[str, KnownFile]:
-    return {p: KnownFile(f.path, f.size, f.mtime_ns, f.inode, f.content_hash, f.verdict, f.reason, None,
-                         f.hashed_at_ns) for p, f in files.items()}
+    return {
+        p: KnownFile(f.path, f.size, f.mtime_ns, f.inode, f.content_hash, f.verdict, f.reason, None, f.hashed_at_ns)
+        for p, f in files.items()
+    }
 
 
 def main() -> None:
@@ -100,8 +102,12 @@ def main() -> None:
         build_tree(root, args.files)
         print(f"tree: {args.files} files in {args.files // PER_DIR} dirs, built in {time.perf_counter() - t:.1f} s")
         mirror = MirrorConfig(name="bench", folder=root, library="same_hq")
-        find_s = best_of(3, lambda: subprocess.run(
-            ["find", str(root), "-type", "f", "-printf", "%s %T@\n"], stdout=subprocess.DEVNULL, check=True))
+        find_s = best_of(
+            3,
+            lambda: subprocess.run(
+                ["find", str(root), "-type", "f", "-printf", "%s %T@\n"], stdout=subprocess.DEVNULL, check=True
+            ),
+        )
         t = time.perf_counter()
         cold = scan_folder(root, mirror, {}, now_ns=time.time_ns())
         cold_s = time.perf_counter() - t

@@ -102,9 +102,11 @@ def latency(files: int, rate: float, work: Path) -> None:
         found += any(f'"f{i:04d}.jpg"' in h.brief for h in hits.hits[:1])
     daemon.stop()
     thread.join(timeout=20)
-    print(f"latency close → searchable, {len(lat)}/{files} files at {rate:g}/s, default settings: "
-          f"p50 {statistics.median(lat):.2f} s, p95 {pct(lat, 0.95):.2f} s, max {max(lat):.2f} s "
-          f"(goal p95 ≤ 2 s); search found {found}/{len(sample)} sampled files")
+    print(
+        f"latency close → searchable, {len(lat)}/{files} files at {rate:g}/s, default settings: "
+        f"p50 {statistics.median(lat):.2f} s, p95 {pct(lat, 0.95):.2f} s, max {max(lat):.2f} s "
+        f"(goal p95 ≤ 2 s); search found {found}/{len(sample)} sampled files"
+    )
     client.close()
     store.close()
     lock.release()
@@ -140,8 +142,11 @@ def idle(n: int, seconds: float, work: Path) -> None:
         os.link(src / f"{i % 100}.jpg", d / f"{i}.jpg")
     print(f"idle: built {n} files in {time.monotonic() - t0:.1f} s")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    proc = subprocess.Popen([sys.executable, "-m", "imgsync", "--state-dir", str(state), "watch", str(folder)],
-                            env=env, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgsync", "--state-dir", str(state), "watch", str(folder)],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         t0 = time.monotonic()
         while True:
@@ -155,15 +160,16 @@ def idle(n: int, seconds: float, work: Path) -> None:
             if proc.poll() is not None:
                 raise SystemExit(f"imgsync watch exited with {proc.returncode}")
             time.sleep(1.0)
-        print(f"idle: start-up full scan of {n} files took {time.monotonic() - t0:.0f} s "
-              f"({mirror['last_run']})")
+        print(f"idle: start-up full scan of {n} files took {time.monotonic() - t0:.0f} s ({mirror['last_run']})")
         time.sleep(5.0)
         c0, w0 = proc_cpu_seconds(proc.pid), time.monotonic()
         time.sleep(seconds)
         c1, w1 = proc_cpu_seconds(proc.pid), time.monotonic()
-        print(f"idle: watching {n} files in {n // 1000} directories for {w1 - w0:.0f} s: "
-              f"CPU {100 * (c1 - c0) / (w1 - w0):.2f} % of one core (goal < 1 %), "
-              f"RSS {proc_rss_mb(proc.pid):.0f} MB (goal < 200 MB; includes the embedded gallery)")
+        print(
+            f"idle: watching {n} files in {n // 1000} directories for {w1 - w0:.0f} s: "
+            f"CPU {100 * (c1 - c0) / (w1 - w0):.2f} % of one core (goal < 1 %), "
+            f"RSS {proc_rss_mb(proc.pid):.0f} MB (goal < 200 MB; includes the embedded gallery)"
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=30)

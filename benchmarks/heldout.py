@@ -78,6 +78,7 @@ def _trim(im: Image.Image) -> Image.Image:
 
 # --- raw sources ----------------------------------------------------------------------------------
 
+
 def _cutouts() -> dict[str, Image.Image]:
     """Objects with a transparent background (RGBA), trimmed to the object."""
     pg, pgd = _pkg("pygame") / "examples" / "data", _pkg("pygame") / "docs" / "generated" / "_images"
@@ -104,8 +105,9 @@ def _siblings() -> dict[str, Image.Image]:
     return {"alien1~alien2": _trim(_rgba(pg / "alien2.png")), "alien1~alien3": _trim(_rgba(pg / "alien3.png"))}
 
 
-def on_plain(obj: Image.Image, side: int = 480, fill: float = 0.7,
-             bg: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+def on_plain(
+    obj: Image.Image, side: int = 480, fill: float = 0.7, bg: tuple[int, int, int] = (255, 255, 255)
+) -> Image.Image:
     """The object centred on a plain square canvas, its longer side `fill` of the canvas."""
     k = side * fill / max(obj.size)
     o = obj.resize((max(1, round(obj.width * k)), max(1, round(obj.height * k))), Image.Resampling.LANCZOS)
@@ -160,8 +162,9 @@ def _lowtex() -> dict[str, Image.Image]:
         "retina_detail": _at_least(_rgb(_rgba(sk / "microaneurysms.png")), 320),
         "dem_terrain": _terrain(dem, 315, "gist_earth"),
         "dem_dunes": _terrain(dem[::-1], 200, "copper"),
-        "topo_smooth": _terrain(cv2.resize(topo.astype(np.float32), (600, 455), interpolation=cv2.INTER_CUBIC),
-                                315, "terrain"),
+        "topo_smooth": _terrain(
+            cv2.resize(topo.astype(np.float32), (600, 455), interpolation=cv2.INTER_CUBIC), 315, "terrain"
+        ),
         "mri_slice": _at_least(mri_img, 400),
         "snow_defocused": nemo.crop((1296, 0, 2592, 1456)).resize((600, 674)).filter(ImageFilter.GaussianBlur(9)),
         "portrait_defocused": _rgb(_rgba(mh / "luispedro.jpg")).filter(ImageFilter.GaussianBlur(7)),
@@ -203,6 +206,7 @@ def _photos() -> dict[str, Image.Image]:
 
 
 # --- textures -------------------------------------------------------------------------------------
+
 
 def _tile(patch: Image.Image, size: int = 1400) -> Image.Image:
     out = Image.new("RGB", (size, size))
@@ -257,8 +261,10 @@ def texture_patch(tex: Image.Image, where: tuple[float, float], side: int, scale
 
 # --- natural pairs --------------------------------------------------------------------------------
 
-def in_scene(obj: Image.Image, scene: Image.Image, rng: np.random.Generator, scale: float = 0.45,
-             angle: float = 8.0) -> Image.Image:
+
+def in_scene(
+    obj: Image.Image, scene: Image.Image, rng: np.random.Generator, scale: float = 0.45, angle: float = 8.0
+) -> Image.Image:
     """`obj` (RGBA) photographed again in a cluttered scene: smaller, turned, warmer light, other
     background all around."""
     sw, sh = 640, 480
@@ -284,26 +290,32 @@ class Pair:
 
 # --- the set --------------------------------------------------------------------------------------
 
+
 @dataclass
 class HeldOut:
-    objects: dict[str, Image.Image]      # object on a plain background (library pictures)
-    lookalikes: dict[str, Image.Image]   # "obj~what": other pictures resembling obj (outside queries)
+    objects: dict[str, Image.Image]  # object on a plain background (library pictures)
+    lookalikes: dict[str, Image.Image]  # "obj~what": other pictures resembling obj (outside queries)
     lowtex: dict[str, Image.Image]
     photos: dict[str, Image.Image]
     textures: dict[str, Image.Image]
     pairs: list[Pair]
-    part: dict[str, str]                 # picture / texture / pair name → TUNE or HELD
+    part: dict[str, str]  # picture / texture / pair name → TUNE or HELD
 
     def of(self, part: str) -> HeldOut:
         """The subset of one part. A lookalike follows its object; a pair follows its object."""
+
         def keep(name: str) -> bool:
             return self.part[name.split("~")[0]] == part
-        return HeldOut({n: v for n, v in self.objects.items() if keep(n)},
-                       {n: v for n, v in self.lookalikes.items() if keep(n)},
-                       {n: v for n, v in self.lowtex.items() if keep(n)},
-                       {n: v for n, v in self.photos.items() if keep(n)},
-                       {n: v for n, v in self.textures.items() if keep(n)},
-                       [p for p in self.pairs if keep(p.name)], self.part)
+
+        return HeldOut(
+            {n: v for n, v in self.objects.items() if keep(n)},
+            {n: v for n, v in self.lookalikes.items() if keep(n)},
+            {n: v for n, v in self.lowtex.items() if keep(n)},
+            {n: v for n, v in self.photos.items() if keep(n)},
+            {n: v for n, v in self.textures.items() if keep(n)},
+            [p for p in self.pairs if keep(p.name)],
+            self.part,
+        )
 
 
 def _split(names: list[str]) -> dict[str, str]:
@@ -317,7 +329,7 @@ def build(seed: int = 14) -> HeldOut:
     look: dict[str, Image.Image] = {}
     for n, o in cut.items():
         if not _colourful(o):
-            continue        # recolouring a black-and-white picture leaves the same picture
+            continue  # recolouring a black-and-white picture leaves the same picture
         look[f"{n}~hue120"] = on_plain(recolour(o, 85))
         look[f"{n}~hue240"] = on_plain(recolour(o, 170))
         look[f"{n}~on_grey"] = on_plain(recolour(o, 40), bg=(235, 235, 235), fill=0.6)
@@ -347,13 +359,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sheet", type=Path, help="draw a contact sheet of the set to this PNG")
     args = ap.parse_args(argv)
     h = build()
-    groups = {"object": h.objects, "lookalike": h.lookalikes, "lowtex": h.lowtex, "photo": h.photos,
-              "texture": h.textures, "pair": {p.name: p.query for p in h.pairs}}
+    groups = {
+        "object": h.objects,
+        "lookalike": h.lookalikes,
+        "lowtex": h.lowtex,
+        "photo": h.photos,
+        "texture": h.textures,
+        "pair": {p.name: p.query for p in h.pairs},
+    }
     for g, items in groups.items():
         for n, im in items.items():
             print(f"{g:10} {h.part[n.split('~')[0]]:5} {n:28} {im.width}x{im.height}")
     if args.sheet:
         from PIL import ImageDraw
+
         tiles = [(f"{g}:{n}"[:30], im) for g, items in groups.items() for n, im in items.items()]
         cols = 10
         sheet = Image.new("RGB", (cols * 160, -(-len(tiles) // cols) * 172), "grey")

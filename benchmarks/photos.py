@@ -31,9 +31,25 @@ def _open(path: Path) -> Image.Image:
         return im.convert("RGB")
 
 
-_SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
-                   "hubble_deep_field.jpg", "retina.jpg", "ihc.png", "color.png", "logo.png", "horse.png",
-                   "camera.png", "coins.png", "moon.png", "cell.png", "text.png", "page.png")
+_SKIMAGE_PHOTOS = (
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "hubble_deep_field.jpg",
+    "retina.jpg",
+    "ihc.png",
+    "color.png",
+    "logo.png",
+    "horse.png",
+    "camera.png",
+    "coins.png",
+    "moon.png",
+    "cell.png",
+    "text.png",
+    "page.png",
+)
 _SKIMAGE_TEXTURES = ("brick.png", "grass.png", "gravel.png")
 
 

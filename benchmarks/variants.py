@@ -41,8 +41,9 @@ def watermark_text(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     size = max(12, out.height // 9)
     font = ImageFont.load_default(size=size)
     x, y = int(out.width * rng.uniform(0.05, 0.3)), int(out.height * rng.uniform(0.3, 0.7))
-    draw.text((x, y), "© imgsync 2026", font=font, fill=(255, 255, 255, 170), stroke_width=2,
-              stroke_fill=(0, 0, 0, 120))
+    draw.text(
+        (x, y), "© imgsync 2026", font=font, fill=(255, 255, 255, 170), stroke_width=2, stroke_fill=(0, 0, 0, 120)
+    )
     return Image.alpha_composite(out, layer).convert("RGB")
 
 
@@ -77,8 +78,10 @@ def _busy_background(size: tuple[int, int], rng: np.random.Generator) -> Image.I
     draw = ImageDraw.Draw(bg)
     for _ in range(12):
         x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
-        draw.rectangle((x0, y0, x0 + int(rng.integers(10, w // 3)), y0 + int(rng.integers(10, h // 3))),
-                       fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+        draw.rectangle(
+            (x0, y0, x0 + int(rng.integers(10, w // 3)), y0 + int(rng.integers(10, h // 3))),
+            fill=tuple(int(c) for c in rng.integers(0, 256, 3)),
+        )
     return bg
 
 
@@ -102,8 +105,10 @@ SAME_IMAGE: dict[str, Variant] = {
 
 # --- phone photo of a printed page --------------------------------------------------------------------
 
-def phone_photo(page: Image.Image, rng: np.random.Generator, *, visible: float = 1.0,
-                out_side: int = 1024) -> Image.Image:
+
+def phone_photo(
+    page: Image.Image, rng: np.random.Generator, *, visible: float = 1.0, out_side: int = 1024
+) -> Image.Image:
     """The page lying on a table, photographed by hand: perspective (±8 % per corner), a lighting
     gradient (0.6 → 1.15), focus blur, sensor noise σ=6, a background around the page. With
     visible < 1 only the top or bottom `visible` part of the page is in the frame (a partial page)."""
@@ -117,14 +122,22 @@ def phone_photo(page: Image.Image, rng: np.random.Generator, *, visible: float =
     pw2, ph2 = pw * scale, ph * scale
     ow, oh = int(pw2 * 1.45), int(ph2 * 1.45)
     cx, cy = ow / 2, oh / 2
-    base = np.array([[cx - pw2 / 2, cy - ph2 / 2], [cx + pw2 / 2, cy - ph2 / 2],
-                     [cx + pw2 / 2, cy + ph2 / 2], [cx - pw2 / 2, cy + ph2 / 2]], dtype=np.float32)
+    base = np.array(
+        [
+            [cx - pw2 / 2, cy - ph2 / 2],
+            [cx + pw2 / 2, cy - ph2 / 2],
+            [cx + pw2 / 2, cy + ph2 / 2],
+            [cx - pw2 / 2, cy + ph2 / 2],
+        ],
+        dtype=np.float32,
+    )
     jitter = rng.uniform(-0.08, 0.08, size=(4, 2)).astype(np.float32) * np.array([pw2, ph2], np.float32)
     src = np.array([[0, 0], [pw, 0], [pw, ph], [0, ph]], dtype=np.float32)
     m = cv2.getPerspectiveTransform(src, base + jitter)
     bg = np.asarray(_table_background((ow, oh), rng), dtype=np.uint8).copy()
-    warped = cv2.warpPerspective(np.asarray(page), m, (ow, oh), dst=bg, borderMode=cv2.BORDER_TRANSPARENT,
-                                 flags=cv2.INTER_LINEAR)
+    warped = cv2.warpPerspective(
+        np.asarray(page), m, (ow, oh), dst=bg, borderMode=cv2.BORDER_TRANSPARENT, flags=cv2.INTER_LINEAR
+    )
     light = np.linspace(0.6, 1.15, ow, dtype=np.float32)[None, :, None]
     if rng.random() < 0.5:
         light = light[:, ::-1]

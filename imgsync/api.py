@@ -65,7 +65,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("imgsync")
 
 
-
 # --------------------------------------------------------------------------- the entry point
 
 
@@ -73,8 +72,14 @@ class Imgsync:
     """A config and a state dir, opened. Cheap to open (nothing is locked or started until a method
     needs it); close() or a `with` block releases what the methods kept open."""
 
-    def __init__(self, config: Config, *, config_path: Path | None = None, state_dir_given: bool = False,
-                 env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: Path | None = None,
+        state_dir_given: bool = False,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.config = config
         self.config_path = config_path
         #: the state dir came from the caller or $IMGSYNC_STATE_DIR (a service must be told it)
@@ -82,8 +87,13 @@ class Imgsync:
         self._env = os.environ if env is None else env
 
     @classmethod
-    def open(cls, config: str | Path | None = None, *, state_dir: str | Path | None = None,
-             env: Mapping[str, str] | None = None) -> Imgsync:
+    def open(
+        cls,
+        config: str | Path | None = None,
+        *,
+        state_dir: str | Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Imgsync:
         """Load the config (`config`, else $IMGSYNC_CONFIG, else the user's config.toml if it exists —
         no file is fine) and the state dir's remembered mirrors. A bad config is a ConfigError that
         names the key."""
@@ -92,8 +102,12 @@ class Imgsync:
         state = Path(state_dir).expanduser() if state_dir is not None else None
         loaded = load_config(config_path, env=env, state_dir=state)
         loaded = with_remembered(loaded, load_remembered(loaded.state_dir))
-        return cls(loaded, config_path=config_path or loaded.source,
-                   state_dir_given=state is not None or bool(env.get("IMGSYNC_STATE_DIR")), env=env)
+        return cls(
+            loaded,
+            config_path=config_path or loaded.source,
+            state_dir_given=state is not None or bool(env.get("IMGSYNC_STATE_DIR")),
+            env=env,
+        )
 
     def close(self) -> None:
         """Nothing is held between calls today; kept so callers can use `with` and stay future-proof."""
@@ -119,8 +133,14 @@ class Imgsync:
 
     # ------------------------------------------------------------------ which mirrors
 
-    def resolve(self, targets: Sequence[str | Path] = (), *, library: str | None = None,
-                remember_new: bool = True, events: Events | None = None) -> list[MirrorConfig]:
+    def resolve(
+        self,
+        targets: Sequence[str | Path] = (),
+        *,
+        library: str | None = None,
+        remember_new: bool = True,
+        events: Events | None = None,
+    ) -> list[MirrorConfig]:
         """The mirrors `targets` name: mirror names, or folders (a folder no mirror has becomes a
         remembered mirror with the defaults, or a passing one when remember_new is False). No target:
         every mirror. `library` sets a new folder's library, or changes a remembered one's."""
@@ -143,8 +163,9 @@ class Imgsync:
             chosen.append(self._mirror_for_folder(path.resolve(), library, remember_new, events))
         return list(dict.fromkeys(chosen))
 
-    def _mirror_for_folder(self, folder: Path, library: str | None, remember_new: bool,
-                           events: Events | None) -> MirrorConfig:
+    def _mirror_for_folder(
+        self, folder: Path, library: str | None, remember_new: bool, events: Events | None
+    ) -> MirrorConfig:
         for m in self.mirrors:
             if m.folder.expanduser().resolve() == folder:
                 if library is None or library == m.library or m.name not in self.config.remembered:
@@ -184,9 +205,18 @@ class Imgsync:
 
     # ------------------------------------------------------------------ reconcile
 
-    def reconcile(self, targets: Sequence[str | Path] = (), *, dry_run: bool = False, force: bool = False,
-                  rebind: bool = False, library: str | None = None, events: Events | None = None,
-                  should_stop: Callable[[], bool] = lambda: False, wait_s: float = 10.0) -> SyncResult:
+    def reconcile(
+        self,
+        targets: Sequence[str | Path] = (),
+        *,
+        dry_run: bool = False,
+        force: bool = False,
+        rebind: bool = False,
+        library: str | None = None,
+        events: Events | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+        wait_s: float = 10.0,
+    ) -> SyncResult:
         """Bring each mirror's library in step with its folder, once (README "How reconcile decides").
 
         dry_run: plan only (no lock, no gallery, nothing written). force: let the deletes a guard
@@ -209,8 +239,7 @@ class Imgsync:
                 quick = self._still_in_step(mirrors)
                 if quick is not None:
                     return quick
-            return self._run(mirrors, force=force, rebind=rebind, events=events, should_stop=should_stop,
-                             wait_s=wait_s)
+            return self._run(mirrors, force=force, rebind=rebind, events=events, should_stop=should_stop, wait_s=wait_s)
 
     def _still_in_step(self, mirrors: Sequence[MirrorConfig]) -> SyncResult | None:
         """The no-op reconcile without SQLAlchemy or a gallery: every mirror still carries the mark its
@@ -242,8 +271,16 @@ class Imgsync:
                     runs.append(MirrorRun(mirror, None, report))
         return SyncResult(runs)
 
-    def _run(self, mirrors: Sequence[MirrorConfig], *, force: bool, rebind: bool, events: Events | None,
-             should_stop: Callable[[], bool], wait_s: float) -> SyncResult:
+    def _run(
+        self,
+        mirrors: Sequence[MirrorConfig],
+        *,
+        force: bool,
+        rebind: bool,
+        events: Events | None,
+        should_stop: Callable[[], bool],
+        wait_s: float,
+    ) -> SyncResult:
         from imgsync.manifest import Store
         from imgsync.pipeline import (
             SettleWait,
@@ -274,9 +311,16 @@ class Imgsync:
                     emit(Progress(name, n))
 
                 run = reconcile_mirror(
-                    mirror, store, gallery, spool_dir=spool_dir, force=force, on_planned=planned,
+                    mirror,
+                    store,
+                    gallery,
+                    spool_dir=spool_dir,
+                    force=force,
+                    on_planned=planned,
                     on_progress=progress,
-                    should_stop=should_stop, settle=SettleWait(limit_s=wait_s, on_wait=waiting) if wait_s else None)
+                    should_stop=should_stop,
+                    settle=SettleWait(limit_s=wait_s, on_wait=waiting) if wait_s else None,
+                )
                 runs.append(run)
                 if run.report.stopped is not None or run.report.interrupted:
                     break  # quota, auth or an unreachable gallery would fail the other mirrors too
@@ -326,8 +370,16 @@ class Imgsync:
 
     # ------------------------------------------------------------------ search
 
-    def search(self, image: bytes | str | Path, *, library: str | None = None, tags: Sequence[int] = (),
-               tag_logic: str = "and", top: int = 10, on_note: Callable[[str], None] | None = None) -> list[Hit]:
+    def search(
+        self,
+        image: bytes | str | Path,
+        *,
+        library: str | None = None,
+        tags: Sequence[int] = (),
+        tag_logic: str = "and",
+        top: int = 10,
+        on_note: Callable[[str], None] | None = None,
+    ) -> list[Hit]:
         """The entries most like `image` (bytes, a file path, or an http(s) URL the gallery fetches),
         best first, each with the local files it stands for. Needs no lock: works while `watch` runs.
         on_note: told what was done to the query to make the gallery take it (a too-small picture
@@ -346,10 +398,15 @@ class Imgsync:
             result = gallery.search(library, **source, tags=tuple(tags), tag_logic=tag_logic, rn=top)
         hits = sorted(result.hits, key=lambda h: -float(h.score))[:top]
         where = self._locate(library, [h.cont_sign for h in hits])
-        return [Hit(float(h.score), h.cont_sign, h.brief,
-                    tuple(Path(folder) / path if folder else Path(path)
-                          for _, folder, path in where.get(h.cont_sign, ())))
-                for h in hits]
+        return [
+            Hit(
+                float(h.score),
+                h.cont_sign,
+                h.brief,
+                tuple(Path(folder) / path if folder else Path(path) for _, folder, path in where.get(h.cont_sign, ())),
+            )
+            for h in hits
+        ]
 
     def default_library(self) -> str:
         """The library every mirror uses, when they agree; else the default one."""
@@ -388,14 +445,29 @@ class Imgsync:
             for name in names:
                 m = by_name.get(name)
                 if con is None:
-                    rows.append(MirrorStatus(name, m.folder if m else None, m.library if m else None,
-                                             name in self.config.remembered, {}, None))
+                    rows.append(
+                        MirrorStatus(
+                            name,
+                            m.folder if m else None,
+                            m.library if m else None,
+                            name in self.config.remembered,
+                            {},
+                            None,
+                        )
+                    )
                     continue
-                rows.append(MirrorStatus(
-                    name, m.folder if m else None, m.library if m else None, name in self.config.remembered,
-                    lite.counts(con, name), lite.last_run(con, name),
-                    [(p, why) for p, _, why in lite.files_with(con, name, ("rejected",), limit=limit)],
-                    [(p, why) for p, _, why in lite.files_with(con, name, ("unstable", "error"), limit=limit)]))
+                rows.append(
+                    MirrorStatus(
+                        name,
+                        m.folder if m else None,
+                        m.library if m else None,
+                        name in self.config.remembered,
+                        lite.counts(con, name),
+                        lite.last_run(con, name),
+                        [(p, why) for p, _, why in lite.files_with(con, name, ("rejected",), limit=limit)],
+                        [(p, why) for p, _, why in lite.files_with(con, name, ("unstable", "error"), limit=limit)],
+                    )
+                )
         return Status(self.state_dir, rows, read_status(self.state_dir))
 
     def files(self, mirror: str, kind: str, *, offset: int = 0, limit: int = 100) -> list[tuple[str, str]]:
@@ -430,14 +502,16 @@ class Imgsync:
 
     def doctor(self) -> DoctorReport:
         """The preflight (imgsync.doctor): one finding per check, and the exit code a sync would end with."""
-        return diagnose(self.config_path, state_dir=self.state_dir if self.state_dir_given else None,
-                        env=self._env, remembered=True)
+        return diagnose(
+            self.config_path, state_dir=self.state_dir if self.state_dir_given else None, env=self._env, remembered=True
+        )
 
     # ------------------------------------------------------------------ the daemon
 
     @contextmanager
-    def watcher(self, targets: Sequence[str | Path] = (), *, library: str | None = None,
-                notifier: Notifier | None = None) -> Iterator[Daemon]:
+    def watcher(
+        self, targets: Sequence[str | Path] = (), *, library: str | None = None, notifier: Notifier | None = None
+    ) -> Iterator[Daemon]:
         """The watch daemon, set up (lock held, manifest open, gallery bound) but not yet running: call
         its run() (blocking; stop() from another thread or a signal handler ends it). SIGHUP's reload
         (daemon.request_reload) re-reads the config and the remembered mirrors through this object."""
@@ -449,8 +523,10 @@ class Imgsync:
 
         mirrors = self.resolve(targets, library=library)
         if not mirrors:
-            raise UsageError("no mirror to watch: name a FOLDER, run `imgsync reconcile FOLDER` once, or add a "
-                             "[[mirror]] to the config")
+            raise UsageError(
+                "no mirror to watch: name a FOLDER, run `imgsync reconcile FOLDER` once, or add a "
+                "[[mirror]] to the config"
+            )
         with ExitStack() as stack:
             stack.enter_context(StateLock(self.state_dir))
             store = stack.enter_context(Store.open(self.manifest_path))
@@ -462,12 +538,14 @@ class Imgsync:
             def reload() -> Reloaded:
                 nonlocal gallery_stack
                 old_config = self.config
-                new = Imgsync.open(self.config_path, state_dir=self.state_dir if self.state_dir_given else None,
-                                   env=self._env)
+                new = Imgsync.open(
+                    self.config_path, state_dir=self.state_dir if self.state_dir_given else None, env=self._env
+                )
                 chosen = new.resolve(targets, library=library)
                 if new.state_dir != old_config.state_dir:
-                    log.warning("state_dir changed in the config: that takes a restart (still using %s)",
-                                old_config.state_dir)
+                    log.warning(
+                        "state_dir changed in the config: that takes a restart (still using %s)", old_config.state_dir
+                    )
                 new_gallery = None
                 if new.config.gallery != old_config.gallery:
                     fresh = ExitStack()
@@ -483,8 +561,15 @@ class Imgsync:
                 self.config = new.config
                 return Reloaded(chosen, timing_from(new.config.watch), new_gallery)
 
-            yield Daemon(mirrors, store, gallery, state_dir=self.state_dir, timing=timing_from(self.config.watch),
-                         notifier=notifier, reload=reload)
+            yield Daemon(
+                mirrors,
+                store,
+                gallery,
+                state_dir=self.state_dir,
+                timing=timing_from(self.config.watch),
+                notifier=notifier,
+                reload=reload,
+            )
 
     # ------------------------------------------------------------------ a gallery's entries (the web console)
     # What the console shows of a gallery and the edits it offers; what decides is imgsync/entries.py.
@@ -526,8 +611,9 @@ class Imgsync:
         with Listing(local_data_dir(self.config)) as listing:
             return listing.copy_of(library, cont_sign)
 
-    def edit_entry(self, library: str, cont_sign: str, *, brief: str | None = None,
-                   tags: Sequence[int] | None = None) -> None:
+    def edit_entry(
+        self, library: str, cont_sign: str, *, brief: str | None = None, tags: Sequence[int] | None = None
+    ) -> None:
         """Change an entry's brief and/or tags in the gallery. Only entries no mirror manages: a mirror's
         entry is refused (ManagedEntryError, exit 2), since its next reconcile would undo the change."""
         from imgsync.entries import check_edit, check_library
@@ -555,8 +641,13 @@ class Imgsync:
         refuse_managed(library, cont_sign, owner, what)
 
 
-def diagnose(config: str | Path | None = None, *, state_dir: str | Path | None = None,
-             env: Mapping[str, str] | None = None, remembered: bool = True) -> DoctorReport:
+def diagnose(
+    config: str | Path | None = None,
+    *,
+    state_dir: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    remembered: bool = True,
+) -> DoctorReport:
     """imgsync doctor without opening first: a config that does not load is a finding, not an error."""
     from imgsync.doctor import open_configured_gallery, run_doctor
 
@@ -578,5 +669,18 @@ def store_of(sync: Imgsync) -> Store:
     return Store.open(sync.manifest_path)
 
 
-__all__ = ["Event", "Forgot", "Hit", "Imgsync", "MirrorStatus", "Planned", "Progress", "Remembered", "Status",
-           "SyncResult", "Waiting", "diagnose", "remembered_path"]
+__all__ = [
+    "Event",
+    "Forgot",
+    "Hit",
+    "Imgsync",
+    "MirrorStatus",
+    "Planned",
+    "Progress",
+    "Remembered",
+    "Status",
+    "SyncResult",
+    "Waiting",
+    "diagnose",
+    "remembered_path",
+]

@@ -191,8 +191,14 @@ class _Reader:
 
 def _kind(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
-             dict: "a table"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        list: "a list",
+        dict: "a table",
+    }
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
@@ -257,7 +263,7 @@ def _parse_gallery(table: Any, env: Mapping[str, str]) -> GalleryConfig:
     r = _Reader(table, "gallery")
     endpoint = r.get("endpoint", str, LOCAL).strip()
     if endpoint != LOCAL and not re.match(r"^https?://[^/\s]+", endpoint):
-        raise ConfigError(f"gallery.endpoint: {endpoint!r} is neither \"local\" nor an http(s) URL")
+        raise ConfigError(f'gallery.endpoint: {endpoint!r} is neither "local" nor an http(s) URL')
     file_key, file_secret = r.get("api_key", str), r.get("secret_key", str)
     api_key = env.get("IMGSYNC_API_KEY") or file_key or None
     secret_key = env.get("IMGSYNC_SECRET_KEY") or file_secret or None
@@ -269,8 +275,9 @@ def _parse_gallery(table: Any, env: Mapping[str, str]) -> GalleryConfig:
         raise ConfigError(f"gallery.timeout: must be > 0 seconds, got {timeout}")
     in_flight = _parse_in_flight(r.get("in_flight", (int, str), "auto"))
     r.finish()
-    return GalleryConfig(endpoint.rstrip("/"), api_key, secret_key, float(qps) if qps else None, float(timeout),
-                         in_flight)
+    return GalleryConfig(
+        endpoint.rstrip("/"), api_key, secret_key, float(qps) if qps else None, float(timeout), in_flight
+    )
 
 
 def _parse_in_flight(value: int | str) -> int | None:
@@ -279,8 +286,7 @@ def _parse_in_flight(value: int | str) -> int | None:
     if value == "auto":
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= CEILING:
-        raise ConfigError(f'gallery.in_flight: must be "auto" or a whole number from 1 to {CEILING}, '
-                          f"got {value!r}")
+        raise ConfigError(f'gallery.in_flight: must be "auto" or a whole number from 1 to {CEILING}, got {value!r}')
     return value
 
 
@@ -289,16 +295,24 @@ def _parse_local_gallery(table: Any, env: Mapping[str, str]) -> LocalGalleryConf
     database = env.get("IMGSYNC_GALLERY_DATABASE") or r.get("database", str) or None
     r.finish()
     if database is not None and not re.match(r"^(postgres(ql)?://|\S+=)", database.strip()):
-        raise ConfigError("local_gallery.database: expected a PostgreSQL URL (postgresql://user@host/dbname) "
-                          "or a libpq connection string (host=... dbname=...)")
+        raise ConfigError(
+            "local_gallery.database: expected a PostgreSQL URL (postgresql://user@host/dbname) "
+            "or a libpq connection string (host=... dbname=...)"
+        )
     return LocalGalleryConfig(database.strip() if database else None)
 
 
 def _parse_watch(table: Any) -> WatchConfig:
     r = _Reader(table, "watch")
     values = {}
-    for name, lowest in (("debounce", 0.0), ("delete_delay", 0.0), ("max_delay", 0.0), ("min_age", 0.0),
-                         ("full_scan_interval", 1.0), ("fallback_scan_interval", 1.0)):
+    for name, lowest in (
+        ("debounce", 0.0),
+        ("delete_delay", 0.0),
+        ("max_delay", 0.0),
+        ("min_age", 0.0),
+        ("full_scan_interval", 1.0),
+        ("fallback_scan_interval", 1.0),
+    ):
         value = r.get(name, (int, float), None)
         if value is None:
             continue
@@ -331,10 +345,8 @@ def _parse_mirror(table: Any, where: str) -> MirrorConfig:
     check_brief_template(brief, f"{where}.brief")
     fit = r.get("fit", str, "reject")
     if fit not in ("reject", "shrink"):
-        raise ConfigError(f"{where}.fit: must be \"reject\" or \"shrink\", got {fit!r}")
-    labels = tuple(
-        _parse_label(t, f"{where}.labels[{i}]", library) for i, t in enumerate(r.get("labels", list, []))
-    )
+        raise ConfigError(f'{where}.fit: must be "reject" or "shrink", got {fit!r}')
+    labels = tuple(_parse_label(t, f"{where}.labels[{i}]", library) for i, t in enumerate(r.get("labels", list, [])))
     guard = _parse_guard(r.get("max_delete", (int, str), None), f"{where}.max_delete")
     mirror = MirrorConfig(
         name=name,
@@ -385,7 +397,7 @@ def _parse_guard(value: int | str | None, where: str) -> DeleteGuard:
         return DeleteGuard(max_count=value)
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", value)
     if not m or float(m.group(1)) > 100:
-        raise ConfigError(f"{where}: expected a count (e.g. 100) or a percentage (e.g. \"50%\"), got {value!r}")
+        raise ConfigError(f'{where}: expected a count (e.g. 100) or a percentage (e.g. "50%"), got {value!r}')
     return DeleteGuard(fraction=float(m.group(1)) / 100)
 
 
@@ -449,8 +461,9 @@ def _warn_if_secret_exposed(path: Path, data: Mapping[str, Any]) -> None:
     local = data.get("local_gallery") or {}
     if isinstance(gallery, Mapping) and gallery.get("secret_key"):
         what, instead = "[gallery] secret_key", "IMGSYNC_SECRET_KEY"
-    elif isinstance(local, Mapping) and re.search(r"(://[^/@\s]*:[^/@\s]*@|password\s*=)",
-                                                  str(local.get("database", ""))):
+    elif isinstance(local, Mapping) and re.search(
+        r"(://[^/@\s]*:[^/@\s]*@|password\s*=)", str(local.get("database", ""))
+    ):
         what, instead = "a password in [local_gallery] database", "IMGSYNC_GALLERY_DATABASE or ~/.pgpass"
     else:
         return
@@ -458,7 +471,11 @@ def _warn_if_secret_exposed(path: Path, data: Mapping[str, Any]) -> None:
     if mode & (stat.S_IROTH | stat.S_IRGRP):
         log.warning(
             "%s holds %s and is readable by other users (mode %o); run `chmod 600 %s` or use %s instead",
-            path, what, stat.S_IMODE(mode), path, instead,
+            path,
+            what,
+            stat.S_IMODE(mode),
+            path,
+            instead,
         )
 
 

@@ -120,8 +120,7 @@ class DoctorReport:
         return next((f.exit_code for f in self.findings if f.level == "fail"), 0)
 
     def as_json(self) -> dict[str, Any]:
-        return {"ok": self.exit_code == 0, "exit_code": self.exit_code,
-                "findings": [asdict(f) for f in self.findings]}
+        return {"ok": self.exit_code == 0, "exit_code": self.exit_code, "findings": [asdict(f) for f in self.findings]}
 
 
 # --------------------------------------------------------------------------- config
@@ -131,17 +130,21 @@ def check_config(load: Callable[[], Config]) -> tuple[Finding, Config | None]:
     try:
         config = load()
     except ConfigError as e:
-        return fail("config", str(e), "fix the config file (every key is explained in config.example.toml)",
-                    EXIT_CONFIG), None
+        return fail(
+            "config", str(e), "fix the config file (every key is explained in config.example.toml)", EXIT_CONFIG
+        ), None
     where = str(config.source) if config.source else "no config file (defaults)"
     n = len(config.mirrors)
     remembered = f" ({len(config.remembered)} remembered)" if config.remembered else ""
     if not n:
-        return warn("config", f"{where}: no mirror yet, gallery {config.gallery.endpoint}",
-                    "run `imgsync reconcile FOLDER` (the folder is remembered) "
-                    "or add a [[mirror]] to the config"), config
-    return ok("config", f"{where}: {n} mirror{'s' if n != 1 else ''}{remembered}, gallery "
-                        f"{config.gallery.endpoint}"), config
+        return warn(
+            "config",
+            f"{where}: no mirror yet, gallery {config.gallery.endpoint}",
+            "run `imgsync reconcile FOLDER` (the folder is remembered) or add a [[mirror]] to the config",
+        ), config
+    return ok(
+        "config", f"{where}: {n} mirror{'s' if n != 1 else ''}{remembered}, gallery {config.gallery.endpoint}"
+    ), config
 
 
 def check_secret_file(path: Path | None) -> Finding | None:
@@ -157,9 +160,11 @@ def check_secret_file(path: Path | None) -> Finding | None:
     except (OSError, ValueError):
         return None  # check_config has read it already; a race is not this check's business
     if isinstance(gallery, dict) and gallery.get("secret_key") and mode & (stat.S_IRGRP | stat.S_IROTH):
-        return warn("config", f"{path} holds [gallery] secret_key and other users may read it "
-                              f"(mode {stat.S_IMODE(mode):o})",
-                    f"chmod 600 {path}, or move the secret to IMGSYNC_SECRET_KEY")
+        return warn(
+            "config",
+            f"{path} holds [gallery] secret_key and other users may read it (mode {stat.S_IMODE(mode):o})",
+            f"chmod 600 {path}, or move the secret to IMGSYNC_SECRET_KEY",
+        )
     return None
 
 
@@ -168,11 +173,17 @@ def check_gallery_keys(config: Config) -> Finding | None:
     g = config.gallery
     if g.is_local:
         return None
-    for name, value, env in (("api_key", g.api_key, "IMGSYNC_API_KEY"), ("secret_key", g.secret_key,
-                                                                          "IMGSYNC_SECRET_KEY")):
+    for name, value, env in (
+        ("api_key", g.api_key, "IMGSYNC_API_KEY"),
+        ("secret_key", g.secret_key, "IMGSYNC_SECRET_KEY"),
+    ):
         if not value:
-            return fail("config", f"gallery.{name} is missing and gallery.endpoint is a URL",
-                        f"set {env} or [gallery] {name}", EXIT_CONFIG)
+            return fail(
+                "config",
+                f"gallery.{name} is missing and gallery.endpoint is a URL",
+                f"set {env} or [gallery] {name}",
+                EXIT_CONFIG,
+            )
     return None
 
 
@@ -218,13 +229,25 @@ def check_guards(mirrors: Sequence[MirrorConfig], manifest: Path) -> list[Findin
             check = f"folder {mirror.name}"
             entries = store.counts(mirror.name)["entries"]
             if found.moved and entries:
-                out.append(fail(check, f"{found.message}: a sync withholds deletes of its {entries} entries",
-                                found.fix or "", EXIT_FOLDER))
+                out.append(
+                    fail(
+                        check,
+                        f"{found.message}: a sync withholds deletes of its {entries} entries",
+                        found.fix or "",
+                        EXIT_FOLDER,
+                    )
+                )
             elif entries and (stat_digest(mirror.folder, mirror) or "").startswith("0:"):
-                out.append(fail(check, f"{mirror.folder} holds no image now, but {entries} entries came from it: "
-                                       "a sync withholds their deletes",
-                                "mount or restore the folder; if you emptied it on purpose, "
-                                "`imgsync reconcile --force` deletes the entries", EXIT_FOLDER))
+                out.append(
+                    fail(
+                        check,
+                        f"{mirror.folder} holds no image now, but {entries} entries came from it: "
+                        "a sync withholds their deletes",
+                        "mount or restore the folder; if you emptied it on purpose, "
+                        "`imgsync reconcile --force` deletes the entries",
+                        EXIT_FOLDER,
+                    )
+                )
     return out
 
 
@@ -233,24 +256,35 @@ def check_state_dir(state_dir: Path) -> Finding:
     check = "state_dir"
     if state_dir.exists():
         if not state_dir.is_dir():
-            return fail(check, f"{state_dir} exists and is not a directory",
-                        "move it away or choose another --state-dir / $IMGSYNC_STATE_DIR", EXIT_CONFIG)
+            return fail(
+                check,
+                f"{state_dir} exists and is not a directory",
+                "move it away or choose another --state-dir / $IMGSYNC_STATE_DIR",
+                EXIT_CONFIG,
+            )
         try:
             fd, probe = tempfile.mkstemp(prefix=".doctor-", dir=state_dir)
             os.close(fd)
             os.unlink(probe)
         except OSError as e:
-            return fail(check, f"{state_dir} is not writable ({e.strerror or e})",
-                        f"make it writable for this user (chmod u+rwx {state_dir}) or choose another --state-dir",
-                        EXIT_CONFIG)
+            return fail(
+                check,
+                f"{state_dir} is not writable ({e.strerror or e})",
+                f"make it writable for this user (chmod u+rwx {state_dir}) or choose another --state-dir",
+                EXIT_CONFIG,
+            )
         return ok(check, f"{state_dir} is writable")
     parent = state_dir.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if os.access(parent, os.W_OK | os.X_OK):
         return ok(check, f"{state_dir} does not exist yet; it will be created on the first run")
-    return fail(check, f"{state_dir} does not exist and cannot be created ({parent} is not writable)",
-                "create it by hand or choose another --state-dir / $IMGSYNC_STATE_DIR", EXIT_CONFIG)
+    return fail(
+        check,
+        f"{state_dir} does not exist and cannot be created ({parent} is not writable)",
+        "create it by hand or choose another --state-dir / $IMGSYNC_STATE_DIR",
+        EXIT_CONFIG,
+    )
 
 
 # --------------------------------------------------------------------------- manifest schema
@@ -296,22 +330,34 @@ def judge_schema(revisions: Sequence[str], other_tables: bool, schema: SchemaInf
     check = "manifest"
     if not revisions:
         if other_tables:
-            return fail(check, f"{where} is an SQLite database but not an imgsync manifest (no schema version)",
-                        "move it away or point --state-dir elsewhere", EXIT_MANIFEST)
+            return fail(
+                check,
+                f"{where} is an SQLite database but not an imgsync manifest (no schema version)",
+                "move it away or point --state-dir elsewhere",
+                EXIT_MANIFEST,
+            )
         return ok(check, f"{where} is empty; its schema will be created on the next run")
     if len(revisions) > 1:
-        return fail(check, f"{where} has several schema revisions at once ({', '.join(revisions)}); it is damaged",
-                    "restore it from a backup, or move it away (the next run then uploads everything again)",
-                    EXIT_MANIFEST)
+        return fail(
+            check,
+            f"{where} has several schema revisions at once ({', '.join(revisions)}); it is damaged",
+            "restore it from a backup, or move it away (the next run then uploads everything again)",
+            EXIT_MANIFEST,
+        )
     rev = revisions[0]
     if not schema.known(rev):
-        return fail(check, f"{where} has schema revision {rev!r}, newer than this imgsync knows "
-                           f"(its newest is {schema.head!r})",
-                    "upgrade imgsync; the manifest is left untouched", EXIT_MANIFEST)
+        return fail(
+            check,
+            f"{where} has schema revision {rev!r}, newer than this imgsync knows (its newest is {schema.head!r})",
+            "upgrade imgsync; the manifest is left untouched",
+            EXIT_MANIFEST,
+        )
     if rev != schema.head:
-        return warn(check, f"{where} is at schema revision {rev!r}; it will be migrated to {schema.head!r} "
-                           "on the next run",
-                    f"nothing to do; keep a copy of {where.name} if you may go back to an older imgsync")
+        return warn(
+            check,
+            f"{where} is at schema revision {rev!r}; it will be migrated to {schema.head!r} on the next run",
+            f"nothing to do; keep a copy of {where.name} if you may go back to an older imgsync",
+        )
     return ok(check, f"{where} is at the current schema revision {rev!r}")
 
 
@@ -321,8 +367,12 @@ def check_manifest(path: Path, schema: SchemaInfo) -> Finding:
     try:
         revisions, other_tables = read_revisions(path)
     except sqlite3.Error as e:
-        return fail("manifest", f"{path} cannot be read as an SQLite database ({e})",
-                    "check its permissions; if it is damaged restore it from a backup", EXIT_MANIFEST)
+        return fail(
+            "manifest",
+            f"{path} cannot be read as an SQLite database ({e})",
+            "check its permissions; if it is damaged restore it from a backup",
+            EXIT_MANIFEST,
+        )
     return judge_schema(revisions, other_tables, schema, path)
 
 
@@ -336,10 +386,14 @@ def judge_binding(bound: str | None, entries: int, configured: str) -> Finding |
     """Pure: do the manifest's entries live in the configured gallery? None when there is nothing to say."""
     if bound is None or entries == 0 or bound == configured:
         return None
-    return fail("gallery binding", f"the manifest's {entries} entries live in another gallery than the configured "
-                                   "one, so its images would look uploaded already",
-                "run `imgsync reconcile --rebind` to add every image to the configured gallery, or point [gallery] "
-                "back at the old one", EXIT_CONFIG)
+    return fail(
+        "gallery binding",
+        f"the manifest's {entries} entries live in another gallery than the configured "
+        "one, so its images would look uploaded already",
+        "run `imgsync reconcile --rebind` to add every image to the configured gallery, or point [gallery] "
+        "back at the old one",
+        EXIT_CONFIG,
+    )
 
 
 def check_binding(path: Path, configured: str) -> Finding | None:
@@ -384,9 +438,14 @@ def probe_image(library: str) -> bytes:
     return buf.getvalue()
 
 
-def gallery_findings(probe: GalleryProbe, libraries: Sequence[str], endpoint: str, *,
-                     clock: Clock = SYSTEM_CLOCK, image_for: Callable[[str], bytes] = probe_image
-                     ) -> list[Finding]:
+def gallery_findings(
+    probe: GalleryProbe,
+    libraries: Sequence[str],
+    endpoint: str,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    image_for: Callable[[str], bytes] = probe_image,
+) -> list[Finding]:
     """gallery, token and one library finding per library, from a search in each (first one first)."""
     findings: list[Finding] = []
     outcomes: list[tuple[str, GalleryError | None]] = []
@@ -400,16 +459,22 @@ def gallery_findings(probe: GalleryProbe, libraries: Sequence[str], endpoint: st
                 break  # unreachable, key refused or quota: every other library would say the same
     first = outcomes[0][1] if outcomes else None
     if isinstance(first, GalleryUnavailableError):
-        return [fail("gallery", f"{endpoint} did not answer: {first}",
-                     "check gallery.endpoint and the network (or run again later if the gallery is down)",
-                     EXIT_UNAVAILABLE)]
+        return [
+            fail(
+                "gallery",
+                f"{endpoint} did not answer: {first}",
+                "check gallery.endpoint and the network (or run again later if the gallery is down)",
+                EXIT_UNAVAILABLE,
+            )
+        ]
     findings.append(ok("gallery", f"{endpoint} answers"))
     if isinstance(first, GalleryAuthError) and not isinstance(first, GalleryPermissionError):
         findings.append(fail("token", str(first), _auth_fix(first), EXIT_AUTH))
         return findings
     if isinstance(first, GalleryQuotaError):
-        findings.append(fail("quota", str(first), "wait for the quota to reset, or buy more in the console",
-                             EXIT_QUOTA))
+        findings.append(
+            fail("quota", str(first), "wait for the quota to reset, or buy more in the console", EXIT_QUOTA)
+        )
         return findings
     findings.append(check_token_scope(probe.observed.scope, libraries))
     for library, error in outcomes:
@@ -420,8 +485,10 @@ def gallery_findings(probe: GalleryProbe, libraries: Sequence[str], endpoint: st
 
 def _auth_fix(error: GalleryAuthError) -> str:
     if error.code == "invalid_client":
-        return "check IMGSYNC_API_KEY / IMGSYNC_SECRET_KEY (or [gallery] api_key / secret_key): copy both " \
-               "again from the application's page in the Baidu AI console"
+        return (
+            "check IMGSYNC_API_KEY / IMGSYNC_SECRET_KEY (or [gallery] api_key / secret_key): copy both "
+            "again from the application's page in the Baidu AI console"
+        )
     return "check the API key and secret key; they must be an AI application's keys with image search enabled"
 
 
@@ -433,16 +500,20 @@ def check_token_scope(scope: Sequence[str] | None, libraries: Iterable[str]) -> 
     if scope is None:
         return ok("token", "granted (scope not seen)")
     if AI_APP_SCOPE not in scope:
-        return fail("token", f"the token's scope lacks {AI_APP_SCOPE}: the key is a Baidu Cloud (BCE) user's, "
-                             "not an AI application's",
-                    "create an application with image search in the Baidu AI console and use its API Key and "
-                    "Secret Key", EXIT_AUTH)
+        return fail(
+            "token",
+            f"the token's scope lacks {AI_APP_SCOPE}: the key is a Baidu Cloud (BCE) user's, not an AI application's",
+            "create an application with image search in the Baidu AI console and use its API Key and Secret Key",
+            EXIT_AUTH,
+        )
     realtime = {s for s in scope if s.startswith("brain_realtime_")}
     missing = [lib for lib in libraries if realtime and f"brain_realtime_{lib}" not in realtime]
     if missing:
-        return warn("token", f"granted with {AI_APP_SCOPE}, but its scope lists no brain_realtime_ scope for "
-                             f"{', '.join(missing)}",
-                    "if the library check below fails, enable that image-search service for the application")
+        return warn(
+            "token",
+            f"granted with {AI_APP_SCOPE}, but its scope lists no brain_realtime_ scope for {', '.join(missing)}",
+            "if the library check below fails, enable that image-search service for the application",
+        )
     return ok("token", f"granted with {AI_APP_SCOPE}")
 
 
@@ -480,8 +551,11 @@ def check_clock(server_time: float | None, local_time: float) -> Finding:
     # The Date header has 1 s resolution and the answer took some time: report whole seconds.
     if abs(skew) > CLOCK_SKEW_WARN_S:
         side = "ahead of" if skew > 0 else "behind"
-        return warn("clock", f"this machine's clock is {abs(skew):.0f} s {side} the gallery's",
-                    "turn on time synchronisation (timedatectl set-ntp true, or your OS's equivalent)")
+        return warn(
+            "clock",
+            f"this machine's clock is {abs(skew):.0f} s {side} the gallery's",
+            "turn on time synchronisation (timedatectl set-ntp true, or your OS's equivalent)",
+        )
     return ok("clock", f"within {max(abs(skew), 1):.0f} s of the gallery's")
 
 
@@ -531,17 +605,21 @@ def check_inotify(config: Config, limit: int | None) -> Finding:
     if limit is None:
         return ok("inotify", "no inotify limit on this system (not Linux); nothing to check")
     folders = [m for m in config.mirrors if m.folder.is_dir()]
-    needed = sum(count_directories(m.folder, follow_symlinks=m.follow_symlinks, stop_after=limit)
-                 for m in folders)
+    needed = sum(count_directories(m.folder, follow_symlinks=m.follow_symlinks, stop_after=limit) for m in folders)
     if needed > limit:
-        return warn("inotify", f"`imgsync watch` needs {needed}+ watches (one per directory), above "
-                               f"fs.inotify.max_user_watches = {limit}",
-                    f"raise it: sudo sysctl fs.inotify.max_user_watches={_suggest(needed)} (and set it in "
-                    "/etc/sysctl.d/ to keep it); `imgsync reconcile` is not affected")
+        return warn(
+            "inotify",
+            f"`imgsync watch` needs {needed}+ watches (one per directory), above fs.inotify.max_user_watches = {limit}",
+            f"raise it: sudo sysctl fs.inotify.max_user_watches={_suggest(needed)} (and set it in "
+            "/etc/sysctl.d/ to keep it); `imgsync reconcile` is not affected",
+        )
     if needed > INOTIFY_SHARE_WARN * limit:
-        return warn("inotify", f"`imgsync watch` needs {needed} of the {limit} inotify watches this user may "
-                               "have; other programs draw on the same limit",
-                    f"consider raising it: sudo sysctl fs.inotify.max_user_watches={_suggest(needed)}")
+        return warn(
+            "inotify",
+            f"`imgsync watch` needs {needed} of the {limit} inotify watches this user may "
+            "have; other programs draw on the same limit",
+            f"consider raising it: sudo sysctl fs.inotify.max_user_watches={_suggest(needed)}",
+        )
     return ok("inotify", f"{needed} director{'ies' if needed != 1 else 'y'} to watch, limit {limit}")
 
 
@@ -611,8 +689,16 @@ class HttpGalleryProbe:
     answer's scope and the server's Date header on the way past. Nothing else of the token answer is
     kept (it holds the token)."""
 
-    def __init__(self, endpoint: str, api_key: str, secret_key: str, *, qps: float | None = None,
-                 timeout: tuple[float, float] = (5.0, 20.0), clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        api_key: str,
+        secret_key: str,
+        *,
+        qps: float | None = None,
+        timeout: tuple[float, float] = (5.0, 20.0),
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         import requests
 
         from imgsync.gallery.client import GalleryClient
@@ -622,8 +708,16 @@ class HttpGalleryProbe:
         self._session = requests.Session()
         self._session.hooks["response"].append(self._observe)
         # Two tries: a preflight should say "unreachable" within seconds, not back off for minutes.
-        self._client = GalleryClient(endpoint, api_key, secret_key, qps=qps, session=self._session,
-                                     timeout=timeout, retry=RetryPolicy(attempts=2, base=0.5), clock=clock)
+        self._client = GalleryClient(
+            endpoint,
+            api_key,
+            secret_key,
+            qps=qps,
+            session=self._session,
+            timeout=timeout,
+            retry=RetryPolicy(attempts=2, base=0.5),
+            clock=clock,
+        )
 
     def _observe(self, response: Any, *args: Any, **kwargs: Any) -> None:
         when = parse_http_date(response.headers.get("Date"))
@@ -646,8 +740,9 @@ class HttpGalleryProbe:
 
 
 @contextmanager
-def open_configured_gallery(config: Config, *, clock: Clock = SYSTEM_CLOCK
-                            ) -> Iterator[tuple[GalleryProbe, str] | Finding]:
+def open_configured_gallery(
+    config: Config, *, clock: Clock = SYSTEM_CLOCK
+) -> Iterator[tuple[GalleryProbe, str] | Finding]:
     """The configured gallery as a probe. The local gallery is probed only when its data dir exists
     (doctor does not create it); a fresh one has every library and nothing to go wrong yet. Without the
     gallery extra installed it is a failure (exit 2, as a sync would end)."""
@@ -666,8 +761,12 @@ def open_configured_gallery(config: Config, *, clock: Clock = SYSTEM_CLOCK
     data_dir = local_data_dir(config)
     missing = missing_gallery_modules()
     if missing:  # a sync would stop with GalleryNotInstalledError (exit 2)
-        yield fail("gallery", f'gallery.endpoint is "local" (the default), but the local gallery is '
-                              f"{gallery_missing(missing)}", f"{INSTALL_HINT}, {ELSEWHERE_HINT}", EXIT_CONFIG)
+        yield fail(
+            "gallery",
+            f'gallery.endpoint is "local" (the default), but the local gallery is {gallery_missing(missing)}',
+            f"{INSTALL_HINT}, {ELSEWHERE_HINT}",
+            EXIT_CONFIG,
+        )
         return
     if not data_dir.is_dir():
         yield ok("gallery", f"local gallery: will be created in {data_dir} on the first run")
@@ -682,8 +781,12 @@ def open_configured_gallery(config: Config, *, clock: Clock = SYSTEM_CLOCK
         # `imgsync watch` (or a reconcile, or `gallery serve`) holds it: probe it where it is served.
         url = serving_url(data_dir)
         if url is None:
-            yield fail("gallery", f"{e}, which does not serve it over HTTP", "run doctor again when it is done",
-                       EXIT_UNAVAILABLE)
+            yield fail(
+                "gallery",
+                f"{e}, which does not serve it over HTTP",
+                "run doctor again when it is done",
+                EXIT_UNAVAILABLE,
+            )
             return
         (api_key, secret_key), _ = load_or_create_key(data_dir)
         held = HttpGalleryProbe(url, api_key, secret_key, clock=clock)
@@ -693,8 +796,12 @@ def open_configured_gallery(config: Config, *, clock: Clock = SYSTEM_CLOCK
             held.close()
         return
     except OSError as e:
-        yield fail("gallery", f"the local gallery in {data_dir} cannot start ({e.strerror or e})",
-                   f"check that this user can read and write {data_dir}", EXIT_UNAVAILABLE)
+        yield fail(
+            "gallery",
+            f"the local gallery in {data_dir} cannot start ({e.strerror or e})",
+            f"check that this user can read and write {data_dir}",
+            EXIT_UNAVAILABLE,
+        )
         return
     probe = HttpGalleryProbe(running.url, running.api_key, running.secret_key, clock=clock)
     try:

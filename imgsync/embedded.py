@@ -51,8 +51,9 @@ def _client(config: Config, url: str, api_key: str, secret_key: str) -> GalleryC
     from imgsync.gallery.client import GalleryClient
 
     g = config.gallery
-    return GalleryClient(url, api_key, secret_key, qps=g.qps, in_flight=g.in_flight,
-                         timeout=(min(5.0, g.timeout), g.timeout))
+    return GalleryClient(
+        url, api_key, secret_key, qps=g.qps, in_flight=g.in_flight, timeout=(min(5.0, g.timeout), g.timeout)
+    )
 
 
 def check_gallery(config: Config) -> None:
@@ -64,11 +65,15 @@ def check_gallery(config: Config) -> None:
         require_local_gallery('gallery.endpoint = "local" (the default)', elsewhere=True)
         return
     if not g.api_key:
-        raise ConfigError("gallery.api_key: gallery.endpoint is a URL, so an API key is needed: "
-                          "set IMGSYNC_API_KEY or [gallery] api_key")
+        raise ConfigError(
+            "gallery.api_key: gallery.endpoint is a URL, so an API key is needed: "
+            "set IMGSYNC_API_KEY or [gallery] api_key"
+        )
     if not g.secret_key:
-        raise ConfigError("gallery.secret_key: gallery.endpoint is a URL, so a secret key is needed: "
-                          "set IMGSYNC_SECRET_KEY or [gallery] secret_key")
+        raise ConfigError(
+            "gallery.secret_key: gallery.endpoint is a URL, so a secret key is needed: "
+            "set IMGSYNC_SECRET_KEY or [gallery] secret_key"
+        )
 
 
 @contextmanager

@@ -96,8 +96,7 @@ def check_library(library: str) -> str:
     return library
 
 
-def local_page(data_dir: Path, library: str, offset: int, limit: int, manifest: sqlite3.Connection | None
-               ) -> EntryPage:
+def local_page(data_dir: Path, library: str, offset: int, limit: int, manifest: sqlite3.Connection | None) -> EntryPage:
     """A page of the local gallery's own entries, each with its mirror and files from the manifest."""
     from imgsync.localgallery.listing import Listing
 
@@ -109,8 +108,12 @@ def local_page(data_dir: Path, library: str, offset: int, limit: int, manifest: 
         raise ImgsyncError(f"cannot read the local gallery's entries in {data_dir}: {e}") from None
     signs = [r.cont_sign for r in rows]
     mirrors, where = _owners_and_files(manifest, library, signs)
-    entries = [GalleryEntry(r.cont_sign, r.brief, r.tags, r.class_ids, mirrors.get(r.cont_sign),
-                            where.get(r.cont_sign, ()), r.has_copy) for r in rows]
+    entries = [
+        GalleryEntry(
+            r.cont_sign, r.brief, r.tags, r.class_ids, mirrors.get(r.cont_sign), where.get(r.cont_sign, ()), r.has_copy
+        )
+        for r in rows
+    ]
     return EntryPage(library, "gallery", total, offset, entries)
 
 
@@ -122,20 +125,25 @@ def manifest_page(manifest: sqlite3.Connection | None, library: str, offset: int
         return EntryPage(library, "manifest", 0, offset, [])
     rows = lite.library_entries(manifest, library, limit=limit, offset=offset)
     _, where = _owners_and_files(manifest, library, [r[0] for r in rows])
-    entries = [GalleryEntry(sign, brief, _tags(tags), (c1, c2), mirror, where.get(sign, ()))
-               for sign, brief, tags, c1, c2, mirror in rows]
+    entries = [
+        GalleryEntry(sign, brief, _tags(tags), (c1, c2), mirror, where.get(sign, ()))
+        for sign, brief, tags, c1, c2, mirror in rows
+    ]
     return EntryPage(library, "manifest", lite.library_entry_count(manifest, library), offset, entries)
 
 
-def _owners_and_files(manifest: sqlite3.Connection | None, library: str, signs: Sequence[str]
-                      ) -> tuple[dict[str, str], dict[str, tuple[Path, ...]]]:
+def _owners_and_files(
+    manifest: sqlite3.Connection | None, library: str, signs: Sequence[str]
+) -> tuple[dict[str, str], dict[str, tuple[Path, ...]]]:
     if manifest is None or not signs:
         return {}, {}
     from imgsync.manifest import lite
 
     located = lite.locate(manifest, library, signs)
-    where = {sign: tuple(Path(folder) / path if folder else Path(path) for _, folder, path in rows)
-             for sign, rows in located.items()}
+    where = {
+        sign: tuple(Path(folder) / path if folder else Path(path) for _, folder, path in rows)
+        for sign, rows in located.items()
+    }
     return lite.owners(manifest, library, signs), where
 
 
@@ -160,8 +168,9 @@ def check_edit(library: str, brief: str | None, tags: Sequence[int] | None) -> d
             raise UsageError(f"tags: at most {MAX_TAGS} integers in {lo}..{hi}")
         if not tags:
             # The gallery's update sets labels, it cannot clear them (README "How reconcile decides").
-            raise UsageError("tags: an update cannot clear an entry's tags; leave them, or delete the entry "
-                             "and add the image again")
+            raise UsageError(
+                "tags: an update cannot clear an entry's tags; leave them, or delete the entry and add the image again"
+            )
         fields["tags"] = tuple(tags)
     if not fields:
         raise UsageError("nothing to change: give a brief or tags")
@@ -173,4 +182,5 @@ def refuse_managed(library: str, cont_sign: str, mirror: str | None, what: str) 
         raise ManagedEntryError(
             f"entry {cont_sign} in {library} is mirror {mirror!r}'s: its brief and tags come from the mirror's "
             f"brief template and label rules and it exists because of a file in the mirror's folder, so the next "
-            f"reconcile would undo this {what}; change the file or the mirror's config instead")
+            f"reconcile would undo this {what}; change the file or the mirror's config instead"
+        )

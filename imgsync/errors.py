@@ -63,8 +63,10 @@ DISK_FULL_ERRNOS = frozenset({28, 122})  # ENOSPC, EDQUOT (Linux)
 
 
 def disk_full(where: object, what: str = "") -> DiskFullError:
-    return DiskFullError(f"no space left on the file system of {where}{f' ({what})' if what else ''}; "
-                         "nothing was lost: free some space and run again")
+    return DiskFullError(
+        f"no space left on the file system of {where}{f' ({what})' if what else ''}; "
+        "nothing was lost: free some space and run again"
+    )
 
 
 class LockHeldError(ImgsyncError):

@@ -160,8 +160,13 @@ class Executor:
         spool = self._spool(data)
 
         def brief_for(entry_id: int) -> str:
-            return render_brief(self.mirror.brief, entry_id=entry_id, path=add.path,
-                                mirror=self.mirror.name, library=self.mirror.library)
+            return render_brief(
+                self.mirror.brief,
+                entry_id=entry_id,
+                path=add.path,
+                mirror=self.mirror.name,
+                library=self.mirror.library,
+            )
 
         entry, jid = self.store.begin_add(
             self.mirror.name, self.library.name, add.content_hash, brief_for, add.tags, add.class_ids, str(spool)
@@ -193,14 +198,23 @@ class Executor:
         spool.unlink(missing_ok=True)
         report.rejected.append((path, reason))
 
-    def _send_add(self, data: bytes, brief: str, tags: Sequence[int],
-                  class_ids: tuple[int | None, int | None], *,
-                  library: str | None = None) -> Generator[Callable[[], Any], Any, str]:
+    def _send_add(
+        self,
+        data: bytes,
+        brief: str,
+        tags: Sequence[int],
+        class_ids: tuple[int | None, int | None],
+        *,
+        library: str | None = None,
+    ) -> Generator[Callable[[], Any], Any, str]:
         """Add, adopting the existing entry when the gallery says the identical image is already there."""
         lib = library or self.library.name
         try:
-            return (yield lambda: self.gallery.add(lib, image=data, brief=brief, tags=tags,
-                                                   class_ids=_class_ids_or_none(class_ids)))
+            return (
+                yield lambda: self.gallery.add(
+                    lib, image=data, brief=brief, tags=tags, class_ids=_class_ids_or_none(class_ids)
+                )
+            )
         except GalleryDuplicateError as e:
             duplicate = e
         if duplicate.cont_sign and self.store.deleted_lately(lib, duplicate.cont_sign, DELETE_SETTLE_S):
@@ -210,7 +224,8 @@ class Executor:
                 return duplicate.cont_sign
             raise StillDeletingError(
                 f"the gallery still holds entry {duplicate.cont_sign}, deleted lately (deletes can take hours to "
-                "take effect); will add it again on a later run")
+                "take effect); will add it again on a later run"
+            )
         if duplicate.cont_sign:
             log.info("gallery already had this image (%s); adopting it", duplicate.cont_sign)
             return duplicate.cont_sign
@@ -235,15 +250,21 @@ class Executor:
         assert cont_sign is not None  # the plan updates live entries only (an add in flight has no cont_sign)
         jid = self.store.begin_update(self.mirror.name, entry.id, update.brief, update.tags, update.class_ids)
         try:
-            yield lambda: self.gallery.update(self.library.name, cont_sign=cont_sign, brief=update.brief,
-                                              tags=list(update.tags), class_ids=_class_ids_or_none(update.class_ids))
+            yield lambda: self.gallery.update(
+                self.library.name,
+                cont_sign=cont_sign,
+                brief=update.brief,
+                tags=list(update.tags),
+                class_ids=_class_ids_or_none(update.class_ids),
+            )
         except GalleryNotFoundError:
             # Someone removed the entry behind our back: forget it locally and upload the image again.
             self.store.fail(jid, "entry missing from the gallery; re-adding")
             djid = self.store.begin_delete(self.mirror.name, [entry.id])
             self.store.finish_delete(djid)
-            yield from self._add(Add(entry.content_hash, update.path, update.paths, update.tags, update.class_ids),
-                                 report)
+            yield from self._add(
+                Add(entry.content_hash, update.path, update.paths, update.tags, update.class_ids), report
+            )
             return 1
         except GalleryRequestError as e:
             self.store.fail(jid, str(e))
@@ -296,8 +317,9 @@ class Executor:
                 raise
             # A refused batch (the separator or batch cap for this library is unconfirmed, see
             # docs/fidelity.md): fall back to one call per entry rather than stall on it every run.
-            log.warning("%s refused a batch delete of %d entries (%s); deleting one by one",
-                        library, len(cont_signs), e)
+            log.warning(
+                "%s refused a batch delete of %d entries (%s); deleting one by one", library, len(cont_signs), e
+            )
         for sign in cont_signs:
             try:
                 yield partial(self.gallery.delete_many, library, [sign])
@@ -324,8 +346,7 @@ class Executor:
         """Finish the journal's open intents for this mirror (see the module docstring); a GalleryError
         that stops it is raised once the calls under way have ended."""
         mine = (item for item in items if item.mirror == self.mirror.name)
-        stop = drive((self._recover(item, report) for item in mine), limit=self._calls_in_flight,
-                     stops=(GalleryError,))
+        stop = drive((self._recover(item, report) for item in mine), limit=self._calls_in_flight, stops=(GalleryError,))
         if stop is not None:
             raise stop
 
@@ -350,9 +371,13 @@ class Executor:
             return
         data = spool.read_bytes()
         try:
-            cont_sign = yield from self._send_add(data, payload["brief"], payload.get("tags", []),
-                                                  tuple(payload.get("class_ids", (None, None))),
-                                                  library=item.library)
+            cont_sign = yield from self._send_add(
+                data,
+                payload["brief"],
+                payload.get("tags", []),
+                tuple(payload.get("class_ids", (None, None))),
+                library=item.library,
+            )
             self.store.finish_add(item.id, entry_id, cont_sign, ())
         except (GalleryRequestError, StillDeletingError) as e:
             self.store.abort_add(item.id, entry_id, str(e))
@@ -365,8 +390,10 @@ class Executor:
 
 def _taken_reason(e: ContSignTakenError) -> str:
     owner = f"mirror {e.other_mirror!r}" if e.other_mirror else "another file"
-    return (f"the gallery holds this image already as entry {e.cont_sign}, which {owner} owns "
-            "(one gallery entry cannot stand for two records); remove one of the copies")
+    return (
+        f"the gallery holds this image already as entry {e.cont_sign}, which {owner} owns "
+        "(one gallery entry cannot stand for two records); remove one of the copies"
+    )
 
 
 def _class_ids_or_none(ids: tuple[int | None, int | None]) -> tuple[int | None, int | None] | None:

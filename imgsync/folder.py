@@ -50,16 +50,30 @@ def check_folder(folder: Path, last_device: int | None = None, last_fsid: int | 
     try:
         st = os.stat(folder)
     except FileNotFoundError:
-        return FolderCheck(folder, "missing", f"folder {folder} does not exist (an unmounted disk, or renamed?)",
-                           "mount the disk it lives on, or fix the mirror's folder in the config")
+        return FolderCheck(
+            folder,
+            "missing",
+            f"folder {folder} does not exist (an unmounted disk, or renamed?)",
+            "mount the disk it lives on, or fix the mirror's folder in the config",
+        )
     except NotADirectoryError:
-        return FolderCheck(folder, "missing", f"folder {folder} does not exist (a parent is not a directory)",
-                           "fix the mirror's folder in the config")
+        return FolderCheck(
+            folder,
+            "missing",
+            f"folder {folder} does not exist (a parent is not a directory)",
+            "fix the mirror's folder in the config",
+        )
     except OSError as e:
         return unreadable_folder(folder, e.strerror or str(e))
     if not stat.S_ISDIR(st.st_mode):
-        return FolderCheck(folder, "not_dir", f"{folder} is not a directory (replaced by a file?)",
-                           "point the mirror's folder at a directory", st.st_dev, (st.st_dev, st.st_ino))
+        return FolderCheck(
+            folder,
+            "not_dir",
+            f"{folder} is not a directory (replaced by a file?)",
+            "point the mirror's folder at a directory",
+            st.st_dev,
+            (st.st_dev, st.st_ino),
+        )
     if not os.access(folder, os.R_OK | os.X_OK):
         return unreadable_folder(folder, "permission denied", st)
     fsid = _fsid(folder)
@@ -67,14 +81,22 @@ def check_folder(folder: Path, last_device: int | None = None, last_fsid: int | 
     if not moved and last_fsid is not None and fsid is not None and last_fsid != fsid:
         moved = True
     if moved:
-        change = (f"device {last_device} → {st.st_dev}" if last_device != st.st_dev
-                  else "same device number, another filesystem")
+        change = (
+            f"device {last_device} → {st.st_dev}"
+            if last_device != st.st_dev
+            else "same device number, another filesystem"
+        )
         return FolderCheck(
-            folder, None,
+            folder,
+            None,
             f"folder {folder} is on another disk than at the last run ({change}: an unmounted disk, or "
             "another one mounted there?)",
             "mount the disk it was on; if it really moved, `imgsync reconcile --force` confirms it once",
-            st.st_dev, (st.st_dev, st.st_ino), fsid, moved=True)
+            st.st_dev,
+            (st.st_dev, st.st_ino),
+            fsid,
+            moved=True,
+        )
     return FolderCheck(folder, None, None, None, st.st_dev, (st.st_dev, st.st_ino), fsid)
 
 
@@ -87,6 +109,11 @@ def _fsid(folder: Path) -> int | None:
 
 
 def unreadable_folder(folder: Path, why: str, st: os.stat_result | None = None) -> FolderCheck:
-    return FolderCheck(folder, "unreadable", f"folder {folder} cannot be read ({why.lower()})",
-                       f"give this user read access: chmod u+rx {folder} (or run imgsync as its owner)",
-                       st.st_dev if st else None, (st.st_dev, st.st_ino) if st else None)
+    return FolderCheck(
+        folder,
+        "unreadable",
+        f"folder {folder} cannot be read ({why.lower()})",
+        f"give this user read access: chmod u+rx {folder} (or run imgsync as its owner)",
+        st.st_dev if st else None,
+        (st.st_dev, st.st_ino) if st else None,
+    )

@@ -54,8 +54,7 @@ LIBRARIES: dict[str, Library] = {
     for lib in (
         Library("same_hq", "/rest/2.0/realtime_search/same_hq", 50, None, 1000),
         Library("similar", "/rest/2.0/image-classify/v1/realtime_search/similar", 50, None, 1000),
-        Library("product", "/rest/2.0/image-classify/v1/realtime_search/product", 300, None, 1000,
-                labels="class_id"),
+        Library("product", "/rest/2.0/image-classify/v1/realtime_search/product", 300, None, 1000, labels="class_id"),
         Library("picturebook", "/rest/2.0/imagesearch/v1/realtime_search/picturebook", 150, 10.0, 100),
         # materiel's batch cap is unconfirmed; we assume the picture-book's smaller cap to stay safe.
         Library("materiel", "/rest/2.0/image-classify/v1/realtime_search/materiel", 50, 20.0, 100),

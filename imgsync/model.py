@@ -58,8 +58,16 @@ class KnownFile:
 
     def as_scanned(self) -> ScannedFile:
         """The file as a scan that found it unchanged would list it."""
-        return ScannedFile(self.path, self.size, self.mtime_ns, self.inode, self.content_hash, self.verdict,
-                           self.reason, self.hashed_at_ns)
+        return ScannedFile(
+            self.path,
+            self.size,
+            self.mtime_ns,
+            self.inode,
+            self.content_hash,
+            self.verdict,
+            self.reason,
+            self.hashed_at_ns,
+        )
 
 
 EntryState = Literal["live", "adding", "deleting"]

@@ -40,8 +40,7 @@ def make_reader(mirror: MirrorConfig) -> Callable[[Path, str, str], bytes]:
         except OSError as e:
             raise UploadChangedError(f"cannot be read ({e.strerror}); will retry") from None
         if hashlib.sha256(data).hexdigest() != content_hash:
-            raise UploadChangedError("changed since the scan; will upload it once it is stable",
-                                     still_changing=True)
+            raise UploadChangedError("changed since the scan; will upload it once it is stable", still_changing=True)
         try:
             return prepare_upload(data, mirror.lib, mirror.fit)
         except ShrinkError as e:
@@ -63,9 +62,14 @@ class Planned:
         out = set()
         for path, f in self.scan.files.items():
             k = self.known.get(path)
-            if (f.verdict in ("rejected", "error") and k is not None and k.verdict == f.verdict
-                    and k.reason == f.reason and k.content_hash == f.content_hash
-                    and (k.size, k.mtime_ns, k.inode) == (f.size, f.mtime_ns, f.inode)):
+            if (
+                f.verdict in ("rejected", "error")
+                and k is not None
+                and k.verdict == f.verdict
+                and k.reason == f.reason
+                and k.content_hash == f.content_hash
+                and (k.size, k.mtime_ns, k.inode) == (f.size, f.mtime_ns, f.inode)
+            ):
                 out.add(path)
         return out
 
@@ -88,9 +92,17 @@ class SettleWait:
     on_wait: Callable[[int, float], None] = lambda n, limit_s: None
 
 
-def plan_mirror(mirror: MirrorConfig, store: Store | None, *, force: bool, report: Report,
-                now_ns: int | None = None, scope: Collection[str] | None = None,
-                min_age_ns: int = SETTLE_NS, settle: SettleWait | None = None) -> Planned:
+def plan_mirror(
+    mirror: MirrorConfig,
+    store: Store | None,
+    *,
+    force: bool,
+    report: Report,
+    now_ns: int | None = None,
+    scope: Collection[str] | None = None,
+    min_age_ns: int = SETTLE_NS,
+    settle: SettleWait | None = None,
+) -> Planned:
     """Scan and plan one mirror, reading only. A folder that cannot be listed (missing, not a directory,
     unreadable) scans as empty and its problem goes to report.folder_problem: the plan withholds every
     delete (see plan.py). scope / min_age_ns: see scan.scan_folder (a scoped scan re-examines only those
@@ -104,8 +116,9 @@ def plan_mirror(mirror: MirrorConfig, store: Store | None, *, force: bool, repor
         # Missing or not a directory: there is nothing to scan (and --force may delete what came from it);
         # unreadable: files may still be there, so the scan counts as incomplete.
         scan = ScanResult({}, complete=check.problem != "unreadable")
-        plan = make_plan(mirror, {}, known, entries, scan_complete=scan.complete, folder_problem=check.message,
-                         force=force)
+        plan = make_plan(
+            mirror, {}, known, entries, scan_complete=scan.complete, folder_problem=check.message, force=force
+        )
         return Planned(plan, scan, check, known)
     reusable = known
     if state is not None and state.judged_as != judged_as(mirror):
@@ -113,14 +126,22 @@ def plan_mirror(mirror: MirrorConfig, store: Store | None, *, force: bool, repor
         reusable = {p: replace(k, hashed_at_ns=0) for p, k in known.items()}
     if reusable is not known:
         scope = None  # every verdict must be given again
-    scan = scan_folder(mirror.folder, mirror, reusable, now_ns=now_ns or time.time_ns(), scope=scope,
-                       min_age_ns=min_age_ns)
+    scan = scan_folder(
+        mirror.folder, mirror, reusable, now_ns=now_ns or time.time_ns(), scope=scope, min_age_ns=min_age_ns
+    )
     if settle is not None:
         scan = wait_until_settled(mirror, scan, settle, min_age_ns)
     report.pending += [(path, f"directory not readable: {reason}") for path, reason in scan.errors]
     _tell_notes(mirror, scan.notes)
-    plan = make_plan(mirror, scan.files, known, entries, scan_complete=scan.complete,
-                     moved_folder=check.message if check.moved else None, force=force)
+    plan = make_plan(
+        mirror,
+        scan.files,
+        known,
+        entries,
+        scan_complete=scan.complete,
+        moved_folder=check.message if check.moved else None,
+        force=force,
+    )
     return Planned(plan, scan, check, known)
 
 
@@ -160,8 +181,14 @@ def wait_until_settled(mirror: MirrorConfig, scan: ScanResult, settle: SettleWai
             settle.on_wait(len(young), settle.limit_s)
             told = True
         clock.sleep(min(max(wait, SETTLE_MARGIN_S), left))
-        again = scan_folder(mirror.folder, mirror, {}, now_ns=int(clock.time() * 1e9),
-                            scope=[f.path for f in young], min_age_ns=min_age_ns)
+        again = scan_folder(
+            mirror.folder,
+            mirror,
+            {},
+            now_ns=int(clock.time() * 1e9),
+            scope=[f.path for f in young],
+            min_age_ns=min_age_ns,
+        )
         files = {p: f for p, f in files.items() if f.verdict != "unstable"} | again.files
         errors += again.errors
     if files is scan.files:
@@ -194,8 +221,15 @@ def reconcile_mirror(
     settle: a one-shot run waits (bounded) for files still being written and syncs them too; the daemon,
     which debounces, passes None.
     """
-    executor = Executor(mirror, store, gallery, spool_dir=spool_dir, read_upload=make_reader(mirror),
-                        on_progress=on_progress, should_stop=should_stop)
+    executor = Executor(
+        mirror,
+        store,
+        gallery,
+        spool_dir=spool_dir,
+        read_upload=make_reader(mirror),
+        on_progress=on_progress,
+        should_stop=should_stop,
+    )
     report = Report(mirror.name)
     run_id = store.start_run(mirror.name)
     try:
@@ -205,8 +239,12 @@ def reconcile_mirror(
         store.finish_run(run_id, "stopped", report.counts(), str(e))
         return MirrorRun(mirror, None, report)
     state = store.mirror_state(mirror.name)
-    if (scope is None and not report.recovered and state is not None
-            and still_settled(mirror, state, open_intents=sum(i.mirror == mirror.name for i in store.open_journal()))):
+    if (
+        scope is None
+        and not report.recovered
+        and state is not None
+        and still_settled(mirror, state, open_intents=sum(i.mirror == mirror.name for i in store.open_journal()))
+    ):
         # Nothing on disk changed since a clean run left everything in step: the plan is empty.
         report.rejected += store.rejected_files(mirror.name)
         report.unchanged_problems = {p for p, _ in report.rejected}
@@ -214,8 +252,7 @@ def reconcile_mirror(
         return MirrorRun(mirror, Plan(), report)
     if state is not None and state.settled:
         store.unsettle(mirror.name)  # from here on, only a clean end of a full run may claim it again
-    planned = plan_mirror(mirror, store, force=force, report=report, scope=scope, min_age_ns=min_age_ns,
-                          settle=settle)
+    planned = plan_mirror(mirror, store, force=force, report=report, scope=scope, min_age_ns=min_age_ns, settle=settle)
     if scope is not None and (planned.plan.deletes or planned.plan.withheld):
         # A scoped scan takes the rest of the folder from the manifest, so a guard cannot tell a few
         # deleted files from a folder emptied or unmounted under the watcher: deletes are decided on a
@@ -234,22 +271,37 @@ def reconcile_mirror(
     on_planned(plan)
     executor.run(plan, report)
     if report.stopped is None and trusted_absence and scan.scope is None:
-        store.set_mirror_state(mirror.name, str(mirror.folder), planned.check.device or 0, len(scan.files),
-                               judged_as(mirror), settled=_settled_value(mirror, scan, plan, report),
-                               fsid=planned.check.fsid)
+        store.set_mirror_state(
+            mirror.name,
+            str(mirror.folder),
+            planned.check.device or 0,
+            len(scan.files),
+            judged_as(mirror),
+            settled=_settled_value(mirror, scan, plan, report),
+            fsid=planned.check.fsid,
+        )
     # Otherwise the last good device and file count stay what they were: a guard that withheld deletes
     # fires again next run (and the one after) until its condition clears or --force confirms it.
-    status = ("stopped" if report.stopped else "interrupted" if report.interrupted
-              else "ok" if report.ok else "partial")
-    store.finish_run(run_id, status, report.counts(),
-                     str(report.stopped) if report.stopped else report.folder_problem or report.withheld_reason)
+    status = "stopped" if report.stopped else "interrupted" if report.interrupted else "ok" if report.ok else "partial"
+    store.finish_run(
+        run_id,
+        status,
+        report.counts(),
+        str(report.stopped) if report.stopped else report.folder_problem or report.withheld_reason,
+    )
     return MirrorRun(mirror, plan, report)
 
 
 def _settled_value(mirror: MirrorConfig, scan: ScanResult, plan: Plan, report: Report) -> str | None:
     """The mark for a run that left everything in step, else None."""
-    if (report.failed or report.pending or report.stopped or report.interrupted or report.withheld_reason
-            or plan.withheld):
+    if (
+        report.failed
+        or report.pending
+        or report.stopped
+        or report.interrupted
+        or report.withheld_reason
+        or plan.withheld
+    ):
         return None
     if not all(is_trusted(f) for f in scan.files.values()):
         return None  # the next scan would look at some file again, so the walk alone cannot vouch for it
@@ -261,9 +313,16 @@ def changed_files(files: Iterable[ScannedFile], known: Mapping[str, KnownFile]) 
     out = []
     for f in files:
         k = known.get(f.path)
-        if (k is None or k.size != f.size or k.mtime_ns != f.mtime_ns or k.inode != f.inode
-                or k.content_hash != f.content_hash or k.verdict != f.verdict or k.reason != f.reason
-                or k.hashed_at_ns != f.hashed_at_ns):
+        if (
+            k is None
+            or k.size != f.size
+            or k.mtime_ns != f.mtime_ns
+            or k.inode != f.inode
+            or k.content_hash != f.content_hash
+            or k.verdict != f.verdict
+            or k.reason != f.reason
+            or k.hashed_at_ns != f.hashed_at_ns
+        ):
             out.append(f)
     return out
 
@@ -300,10 +359,15 @@ def bind_gallery(store: Store, identity: str, *, rebind: bool = False) -> int:
             f"this state dir's manifest records {acknowledged} entries in gallery {_shown(bound)}, but the "
             f"config now points at gallery {_shown(identity)}: those images would look uploaded already. Run "
             "`imgsync reconcile --rebind` to forget them and add every image to the new gallery (they stay in "
-            "the old one), or point [gallery] back at the old gallery")
+            "the old one), or point [gallery] back at the old gallery"
+        )
     n = store.forget_gallery(identity)
-    log.warning("gallery changed from %s to %s: forgot %d entries of the old gallery; every image will be added "
-                "to the new one", _shown(bound), _shown(identity), n)
+    log.warning(
+        "gallery changed from %s to %s: forgot %d entries of the old gallery; every image will be added to the new one",
+        _shown(bound),
+        _shown(identity),
+        n,
+    )
     return n
 
 

@@ -173,8 +173,13 @@ def make_plan(
     deletes += [Delete(e) for e in by_hash.values() if e.id not in held]
 
     withheld_reason, forceable = _why_withhold(
-        deletes, entries, scanned, scan_complete=scan_complete, folder_problem=folder_problem,
-        moved_folder=moved_folder, mirror=mirror,
+        deletes,
+        entries,
+        scanned,
+        scan_complete=scan_complete,
+        folder_problem=folder_problem,
+        moved_folder=moved_folder,
+        mirror=mirror,
     )
     withheld: tuple[Delete, ...] = ()
     if withheld_reason and not (force and forceable):

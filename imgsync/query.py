@@ -17,14 +17,13 @@ from imgsync.libraries import LIBRARIES, MAX_TAGS, TAG_RANGE
 
 
 def parse_tags(text: str | None) -> tuple[int, ...]:
-    """"1,2" → (1, 2): at most two integers in 1..65535."""
+    """ "1,2" → (1, 2): at most two integers in 1..65535."""
     if not text or not text.strip():
         return ()
     lo, hi = TAG_RANGE
     parts = [p.strip() for p in text.split(",")]
     if len(parts) > MAX_TAGS or not all(p.isascii() and p.isdecimal() and lo <= int(p) <= hi for p in parts):
-        raise UsageError(f"--tags: expected at most {MAX_TAGS} comma-separated integers in {lo}..{hi}, "
-                         f"got {text!r}")
+        raise UsageError(f"--tags: expected at most {MAX_TAGS} comma-separated integers in {lo}..{hi}, got {text!r}")
     return tuple(int(p) for p in parts)
 
 
@@ -80,7 +79,7 @@ def enlarge_small_query(data: bytes, library: str) -> tuple[bytes, str | None]:
             fmt = "PNG" if im.format in ("PNG", "GIF", "BMP") else "JPEG"
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         return data, None
-    if img.width != w:            # EXIF said the picture is turned: its sides swapped
+    if img.width != w:  # EXIF said the picture is turned: its sides swapped
         w, h = img.size
     size = (max(lib.min_side, round(w * k)), max(lib.min_side, round(h * k)))
     out = io.BytesIO()
@@ -89,5 +88,7 @@ def enlarge_small_query(data: bytes, library: str) -> tuple[bytes, str | None]:
         big.convert("RGB").save(out, "JPEG", quality=95)
     else:
         big.save(out, "PNG")
-    return out.getvalue(), (f"{w}x{h} px is below the {lib.min_side} px {library} accepts; searched with a copy "
-                            f"enlarged to {size[0]}x{size[1]}")
+    return out.getvalue(), (
+        f"{w}x{h} px is below the {lib.min_side} px {library} accepts; searched with a copy "
+        f"enlarged to {size[0]}x{size[1]}"
+    )

@@ -94,14 +94,18 @@ def forget(state_dir: Path, name: str) -> bool:
 
 
 def _table(m: MirrorConfig) -> str:
-    return (f"\n[[mirror]]\nname = {_toml_str(m.name)}\nfolder = {_toml_str(str(m.folder))}\n"
-            f"library = {_toml_str(m.library)}\n")
+    return (
+        f"\n[[mirror]]\nname = {_toml_str(m.name)}\nfolder = {_toml_str(str(m.folder))}\n"
+        f"library = {_toml_str(m.library)}\n"
+    )
 
 
 def _toml_str(value: str) -> str:
     """A TOML basic string: JSON's escapes are TOML's (\\uXXXX included), except that TOML has no lone
     surrogates, which a folder name that is not valid UTF-8 would need."""
     if re.search(r"[\ud800-\udfff]", value):
-        raise ConfigError(f"{value.encode('utf-8', 'surrogateescape')!r}: a folder name that is not valid UTF-8 "
-                          "cannot be remembered; add a [[mirror]] for it to the config")
+        raise ConfigError(
+            f"{value.encode('utf-8', 'surrogateescape')!r}: a folder name that is not valid UTF-8 "
+            "cannot be remembered; add a [[mirror]] for it to the config"
+        )
     return json.dumps(value)

@@ -40,8 +40,10 @@ def plan_lines(plan: Plan, report: Report | None = None) -> list[str]:
 
 
 def describe_plan(plan: Plan) -> str:
-    return (f"{len(plan.adds)} to add, {len(plan.updates) + len(plan.readds)} to update, "
-            f"{len(plan.deletes)} to delete, {len(plan.rejects)} rejected")
+    return (
+        f"{len(plan.adds)} to add, {len(plan.updates) + len(plan.readds)} to update, "
+        f"{len(plan.deletes)} to delete, {len(plan.rejects)} rejected"
+    )
 
 
 def dry_run_lines(run: MirrorRun) -> list[str]:
@@ -54,11 +56,13 @@ def dry_run_lines(run: MirrorRun) -> list[str]:
 
 def render_report(report: Report) -> str:
     c = report.counts()
-    head = (f"{report.mirror}: {c['added']} added, {c['updated']} updated, {c['deleted']} deleted"
-            + (f", {c['recovered']} recovered" if c["recovered"] else "")
-            + (f", {c['rejected']} rejected" if c["rejected"] else "")
-            + (f", {c['failed']} failed" if c["failed"] else "")
-            + (f", {c['pending']} pending" if c["pending"] else ""))
+    head = (
+        f"{report.mirror}: {c['added']} added, {c['updated']} updated, {c['deleted']} deleted"
+        + (f", {c['recovered']} recovered" if c["recovered"] else "")
+        + (f", {c['rejected']} rejected" if c["rejected"] else "")
+        + (f", {c['failed']} failed" if c["failed"] else "")
+        + (f", {c['pending']} pending" if c["pending"] else "")
+    )
     lines = [head]
     # Files rejected in an earlier run and unchanged since are counted, and named only with --json or in
     # `imgsync status`: every run naming the same bad files again would bury what is new.
@@ -84,8 +88,12 @@ def result_json(result: SyncResult) -> list[dict[str, Any]]:
 
 def _run_json(run: MirrorRun, dry_run: bool) -> dict[str, Any]:
     r = run.report
-    out: dict[str, Any] = {"mirror": run.mirror.name, "folder": str(run.mirror.folder), "library": run.mirror.library,
-                           "dry_run": dry_run}
+    out: dict[str, Any] = {
+        "mirror": run.mirror.name,
+        "folder": str(run.mirror.folder),
+        "library": run.mirror.library,
+        "dry_run": dry_run,
+    }
     if r.folder_problem:
         out["folder_problem"] = r.folder_problem
     plan = run.plan
@@ -127,8 +135,9 @@ def hits_table(hits: Sequence[Hit]) -> list[str]:
 
 
 def hits_json(hits: Sequence[Hit]) -> list[dict[str, Any]]:
-    return [{"score": h.score, "cont_sign": h.cont_sign, "brief": h.brief, "paths": [str(p) for p in h.paths]}
-            for h in hits]
+    return [
+        {"score": h.score, "cont_sign": h.cont_sign, "brief": h.brief, "paths": [str(p) for p in h.paths]} for h in hits
+    ]
 
 
 # --------------------------------------------------------------------------- status
@@ -139,14 +148,27 @@ def status_json(status: Status) -> dict[str, Any]:
     for m in status.mirrors:
         last = None
         if m.last_run is not None:
-            last = {"id": m.last_run.id, "mirror": m.last_run.mirror, "status": m.last_run.status,
-                    "started_at": m.last_run.started_at.isoformat(),
-                    "finished_at": m.last_run.finished_at.isoformat() if m.last_run.finished_at else None,
-                    "counts": dict(m.last_run.counts), "error": m.last_run.error}
-        mirrors.append({"mirror": m.name, "folder": str(m.folder) if m.folder else None, "library": m.library,
-                        "remembered": m.remembered, "counts": dict(m.counts), "last_run": last,
-                        "rejected": [{"path": p, "reason": why} for p, why in m.rejected],
-                        "pending": [{"path": p, "reason": why} for p, why in m.pending]})
+            last = {
+                "id": m.last_run.id,
+                "mirror": m.last_run.mirror,
+                "status": m.last_run.status,
+                "started_at": m.last_run.started_at.isoformat(),
+                "finished_at": m.last_run.finished_at.isoformat() if m.last_run.finished_at else None,
+                "counts": dict(m.last_run.counts),
+                "error": m.last_run.error,
+            }
+        mirrors.append(
+            {
+                "mirror": m.name,
+                "folder": str(m.folder) if m.folder else None,
+                "library": m.library,
+                "remembered": m.remembered,
+                "counts": dict(m.counts),
+                "last_run": last,
+                "rejected": [{"path": p, "reason": why} for p, why in m.rejected],
+                "pending": [{"path": p, "reason": why} for p, why in m.pending],
+            }
+        )
     return {"state_dir": str(status.state_dir), "mirrors": mirrors, "daemon": status.daemon}
 
 
@@ -157,8 +179,10 @@ def status_lines(status: Status, *, limit: int | None) -> list[str]:
     for m in status.mirrors:
         c = m.counts
         where = f" ({m.folder}{', remembered' if m.remembered else ''})" if m.folder else " (no longer configured)"
-        lines.append(f"{m.name}{where}: {c.get('synced', 0)} synced, {c.get('pending', 0)} pending, "
-                     f"{c.get('rejected', 0)} rejected, {c.get('error', 0)} unreadable")
+        lines.append(
+            f"{m.name}{where}: {c.get('synced', 0)} synced, {c.get('pending', 0)} pending, "
+            f"{c.get('rejected', 0)} rejected, {c.get('error', 0)} unreadable"
+        )
         last = m.last_run
         if last:
             when = (last.finished_at or last.started_at).strftime("%Y-%m-%d %H:%M:%S")
@@ -191,5 +215,3 @@ def daemon_lines(d: dict[str, Any] | None) -> list[str]:
     if d.get("error"):
         lines.append(f"  {d['error']}")
     return lines
-
-

@@ -40,14 +40,27 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not (self.failed or self.rejected or self.pending or self.stopped or self.withheld_reason
-                    or self.folder_problem or self.interrupted)
+        return not (
+            self.failed
+            or self.rejected
+            or self.pending
+            or self.stopped
+            or self.withheld_reason
+            or self.folder_problem
+            or self.interrupted
+        )
 
     def counts(self) -> dict[str, int]:
         return {
-            "added": len(self.added), "updated": len(self.updated), "remapped": self.remapped,
-            "deleted": self.deleted, "recovered": self.recovered, "failed": len(self.failed),
-            "rejected": len(self.rejected), "pending": len(self.pending), "withheld": self.withheld,
+            "added": len(self.added),
+            "updated": len(self.updated),
+            "remapped": self.remapped,
+            "deleted": self.deleted,
+            "recovered": self.recovered,
+            "failed": len(self.failed),
+            "rejected": len(self.rejected),
+            "pending": len(self.pending),
+            "withheld": self.withheld,
         }
 
 
@@ -119,8 +132,10 @@ class SyncResult:
         for run in self.runs:
             if run.report.stopped is not None:
                 return run.report.stopped.exit_code
-        if any(r.report.folder_problem or r.report.withheld_reason or (r.plan and r.plan.withheld_reason)
-               for r in self.runs):
+        if any(
+            r.report.folder_problem or r.report.withheld_reason or (r.plan and r.plan.withheld_reason)
+            for r in self.runs
+        ):
             return DeletesRefusedError.exit_code
         for run in self.runs:
             r = run.report

@@ -179,8 +179,9 @@ def can_reuse(known: KnownFile | None, size: int, mtime_ns: int, inode: int) -> 
 def is_trusted(f: KnownFile | ScannedFile) -> bool:
     """Is this record final for as long as the file's stat stays the same: a verdict that needs no
     retry, and (the racy-mtime rule) a hash taken long enough after the last write?"""
-    return ((f.verdict == "rejected" or (f.verdict == "ok" and f.content_hash is not None))
-            and f.hashed_at_ns - f.mtime_ns >= SETTLE_NS)
+    return (
+        f.verdict == "rejected" or (f.verdict == "ok" and f.content_hash is not None)
+    ) and f.hashed_at_ns - f.mtime_ns >= SETTLE_NS
 
 
 # --------------------------------------------------------------------------- the walk
@@ -297,8 +298,14 @@ def _under_any(path: str, roots: frozenset[str]) -> bool:
 
 
 class _Walker:
-    def __init__(self, mirror: MirrorConfig, known: Mapping[str, KnownFile], now_ns: int,
-                 read: ReadFile, min_age_ns: int = SETTLE_NS) -> None:
+    def __init__(
+        self,
+        mirror: MirrorConfig,
+        known: Mapping[str, KnownFile],
+        now_ns: int,
+        read: ReadFile,
+        min_age_ns: int = SETTLE_NS,
+    ) -> None:
         self.mirror = mirror
         self.min_age_ns = min_age_ns
         self.known = known
@@ -379,8 +386,14 @@ class _Walker:
             if scanned is not None:
                 self.files[rel] = scanned
 
-    def _list(self, fd: int, full: str, prefix: str, ancestors: frozenset[tuple[int, int]],
-              stack: list[tuple[str, str, frozenset[tuple[int, int]]]]) -> None:
+    def _list(
+        self,
+        fd: int,
+        full: str,
+        prefix: str,
+        ancestors: frozenset[tuple[int, int]],
+        stack: list[tuple[str, str, frozenset[tuple[int, int]]]],
+    ) -> None:
         """One directory. The hot loop of a no-op scan: one stat and one dict lookup per file, no calls
         that are not needed (it is deliberately inlined; see benchmarks/bench_scan.py)."""
         follow, files, known_get = self.follow, self.files, self.known.get
@@ -418,8 +431,9 @@ class _Walker:
                 if not is_file:
                     if follow and entry.is_symlink() and not os.path.exists(f"{full}/{name}"):
                         self.dirty = True
-                        files[path] = ScannedFile(path, 0, 0, 0, None, "error",
-                                                  "broken symlink (its target does not exist)")
+                        files[path] = ScannedFile(
+                            path, 0, 0, 0, None, "error", "broken symlink (its target does not exist)"
+                        )
                     elif digest_rows is None:  # FIFOs, sockets and devices are not images: never opened
                         self.notes.append((path, _kind_of(entry, follow)))
                     continue
@@ -437,11 +451,17 @@ class _Walker:
                     continue
                 k = known_get(path)
                 # can_reuse(k, size, mtime, inode), inlined: a call per file is ~10 % of a no-op scan
-                if (k is not None and k.size == size and k.mtime_ns == mtime and k.inode == inode
-                        and k.hashed_at_ns - mtime >= SETTLE_NS
-                        and (k.verdict == "rejected" or (k.verdict == "ok" and k.content_hash is not None))):
-                    files[path] = ScannedFile(path, size, mtime, inode, k.content_hash, k.verdict, k.reason,
-                                              k.hashed_at_ns)
+                if (
+                    k is not None
+                    and k.size == size
+                    and k.mtime_ns == mtime
+                    and k.inode == inode
+                    and k.hashed_at_ns - mtime >= SETTLE_NS
+                    and (k.verdict == "rejected" or (k.verdict == "ok" and k.content_hash is not None))
+                ):
+                    files[path] = ScannedFile(
+                        path, size, mtime, inode, k.content_hash, k.verdict, k.reason, k.hashed_at_ns
+                    )
                     continue
                 scanned = self._examine(f"{full}/{name}", path, size, mtime, inode)
                 if scanned is not None:
@@ -476,8 +496,11 @@ class _Walker:
             return ScannedFile(path, size, mtime, inode, digest, verdict, reason, self.now_ns if digest else 0)
 
         if size > MAX_READ_BYTES:
-            return result("rejected", f"{size / 2**20:.0f} MB file: over the {MAX_READ_BYTES >> 20} MB imgsync "
-                                      f"reads into memory (and far over the gallery's 4 MB base64 limit)")
+            return result(
+                "rejected",
+                f"{size / 2**20:.0f} MB file: over the {MAX_READ_BYTES >> 20} MB imgsync "
+                f"reads into memory (and far over the gallery's 4 MB base64 limit)",
+            )
         try:
             data = self.read(full)
             after = os.stat(full, follow_symlinks=self.follow)
@@ -489,8 +512,12 @@ class _Walker:
             return result("unstable", "changed while being read; will check again next run")
         digest = hashlib.sha256(data).hexdigest()
         if self.now_ns - self.min_age_ns < mtime < self.now_ns + FUTURE_GRACE_NS:
-            return result("unstable", f"modified less than {self.min_age_ns / 1e9:g} s ago (or its mtime is "
-                                      f"ahead of this clock); will check again next run", digest)
+            return result(
+                "unstable",
+                f"modified less than {self.min_age_ns / 1e9:g} s ago (or its mtime is "
+                f"ahead of this clock); will check again next run",
+                digest,
+            )
         verdict, reason = judge_bytes(data, self.mirror)
         if verdict == "ok" and reason:
             self.notes.append((path, reason))
@@ -531,12 +558,20 @@ def _kind_of(entry: os.DirEntry[str], follow: bool) -> str:
         mode = entry.stat(follow_symlinks=follow).st_mode
     except OSError:
         return "not a regular file"
-    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
-            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-            else "a symlink (follow_symlinks is off)" if stat.S_ISLNK(mode) else "not a regular file")
+    kind = (
+        "a FIFO"
+        if stat.S_ISFIFO(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "a symlink (follow_symlinks is off)"
+        if stat.S_ISLNK(mode)
+        else "not a regular file"
+    )
     return f"{kind}, not an image file: skipped"
 
 
 def _why(e: OSError) -> str:
-    """"permission denied", "input/output error", ...: the OS's words, without the path (logged apart)."""
+    """ "permission denied", "input/output error", ...: the OS's words, without the path (logged apart)."""
     return e.strerror.lower() if e.strerror else (str(e) or type(e).__name__)

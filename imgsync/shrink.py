@@ -66,8 +66,10 @@ class Shrunk:
 
     def note(self, original: str) -> str:
         """One line for the scan's verdict: what the upload will be."""
-        return (f"will be shrunk: {original} → {self.format} {self.width}x{self.height} px, "
-                f"{describe_base64(base64_size(len(self.data)))} base64")
+        return (
+            f"will be shrunk: {original} → {self.format} {self.width}x{self.height} px, "
+            f"{describe_base64(base64_size(len(self.data)))} base64"
+        )
 
 
 def shrink_image(data: bytes, library: str | Library) -> Shrunk:
@@ -84,8 +86,9 @@ def shrink_image(data: bytes, library: str | Library) -> Shrunk:
             if base64_fits(len(candidate.data)):
                 return candidate
         width, height = round(width * SCALE_STEP), round(height * SCALE_STEP)
-    raise ShrinkError(f"cannot get under the 4 MB base64 limit without the shortest side going below "
-                      f"{lib.name}'s {lib.min_side} px")
+    raise ShrinkError(
+        f"cannot get under the 4 MB base64 limit without the shortest side going below {lib.name}'s {lib.min_side} px"
+    )
 
 
 def _load_upright(data: bytes, lib: Library) -> Image.Image:
@@ -178,8 +181,9 @@ def stretch_to_8bit(img: Image.Image) -> Image.Image:
     return f.point(lambda v: v - lo).point(lambda v: v * scale).convert("L")  # F → L truncates and clips
 
 
-def prepare_upload(source: bytes | str | Path, library: str | Library, fit: Fit, *,
-                   expected_hash: str | None = None) -> bytes:
+def prepare_upload(
+    source: bytes | str | Path, library: str | Library, fit: Fit, *, expected_hash: str | None = None
+) -> bytes:
     """The bytes to upload for a file the scan judged "ok": the file itself, or its shrunk re-encoding.
 
     `source` is the file's bytes or its path (then read here). With `expected_hash`, the bytes must
@@ -188,8 +192,9 @@ def prepare_upload(source: bytes | str | Path, library: str | Library, fit: Fit,
     """
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
     if expected_hash is not None and hashlib.sha256(data).hexdigest() != expected_hash:
-        raise SourceChangedError("the file changed since the scan; it will be uploaded once a scan has "
-                                 "checked the new content")
+        raise SourceChangedError(
+            "the file changed since the scan; it will be uploaded once a scan has checked the new content"
+        )
     if fit != "shrink":
         return data
     lib = library if isinstance(library, Library) else get_library(library)

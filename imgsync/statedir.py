@@ -1,11 +1,11 @@
 """What lives in a state dir, by name: the one place that spells these file names.
 
-    manifest.sqlite3   the manifest (SQLite, WAL: with its -wal and -shm files)
-    imgsync.lock       the lock one reconcile / watch holds (flock), with its holder's pid
-    spool/             the bytes of uploads in flight (kept until their add is recorded)
-    gallery/           the embedded local gallery's data dir
-    mirrors.toml       folders mirrored without a config (imgsync.remembered)
-    daemon.json        what `imgsync watch` publishes about itself (watch/statusfile.py)
+manifest.sqlite3   the manifest (SQLite, WAL: with its -wal and -shm files)
+imgsync.lock       the lock one reconcile / watch holds (flock), with its holder's pid
+spool/             the bytes of uploads in flight (kept until their add is recorded)
+gallery/           the embedded local gallery's data dir
+mirrors.toml       folders mirrored without a config (imgsync.remembered)
+daemon.json        what `imgsync watch` publishes about itself (watch/statusfile.py)
 """
 
 from __future__ import annotations

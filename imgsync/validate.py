@@ -68,8 +68,7 @@ def base64_size(byte_size: int) -> int:
 # --------------------------------------------------------------------------- looking (Pillow)
 
 
-def inspect_image(source: bytes | str | Path, *, max_pixels: int = REJECT_MAX_PIXELS,
-                  decode: bool = True) -> ImageInfo:
+def inspect_image(source: bytes | str | Path, *, max_pixels: int = REJECT_MAX_PIXELS, decode: bool = True) -> ImageInfo:
     """Read the header, then (if it has at most `max_pixels` and `decode`) decode every pixel.
 
     Never raises for bad image data: problems end up in ImageInfo.problem. OSError from reading a
@@ -168,19 +167,19 @@ def judge_image(info: ImageInfo, library: str | Library, fit: Fit) -> str | None
     if short_side < lib.min_side:
         return f"{w}x{h} px: shortest side is below {lib.name}'s {lib.min_side} px (images are never upscaled)"
     if lib.max_aspect is not None and long_side > lib.max_aspect * short_side:
-        return (f"{w}x{h} px: aspect {long_side / short_side:.1f}:1 is beyond {lib.name}'s "
-                f"{lib.max_aspect:g}:1 limit")
+        return f"{w}x{h} px: aspect {long_side / short_side:.1f}:1 is beyond {lib.name}'s {lib.max_aspect:g}:1 limit"
     if fit == "reject":
         return _reject_reason(info, lib)
     if not needs_shrink(info, lib):
         return None if info.decoded else f"{w}x{h} px: not decoded ({_mp(w * h)} over the decode limit)"
     if w * h > SHRINK_MAX_PIXELS or not info.decoded:
-        return (f"{w}x{h} px: too large to shrink safely ({_mp(w * h)}, limit "
-                f"{_mp(SHRINK_MAX_PIXELS)})")
+        return f"{w}x{h} px: too large to shrink safely ({_mp(w * h)}, limit {_mp(SHRINK_MAX_PIXELS)})"
     tw, th = fit_size(w, h, lib.max_side)
     if min(tw, th) < lib.min_side:
-        return (f"{w}x{h} px: scaling the longest side down to {lib.max_side} px would make the shortest "
-                f"side {min(tw, th)} px, below {lib.name}'s {lib.min_side} px")
+        return (
+            f"{w}x{h} px: scaling the longest side down to {lib.max_side} px would make the shortest "
+            f"side {min(tw, th)} px, below {lib.name}'s {lib.min_side} px"
+        )
     return None
 
 
@@ -189,8 +188,10 @@ def _reject_reason(info: ImageInfo, lib: Library) -> str | None:
     if info.format not in ACCEPTED_FORMATS:
         return f"{info.format} is not accepted by {lib.name} (jpg/png/bmp only); {shrink_hint} convert"
     if max(info.width, info.height) > lib.max_side:
-        return (f"{info.width}x{info.height} px: longest side is over the {lib.max_side} px limit; "
-                f"{shrink_hint} scale it down")
+        return (
+            f"{info.width}x{info.height} px: longest side is over the {lib.max_side} px limit; "
+            f"{shrink_hint} scale it down"
+        )
     if info.base64_size > MAX_IMAGE_BASE64:
         return f"{describe_base64(info.base64_size)} base64 is over the 4 MB limit; {shrink_hint} re-encode it"
     if not info.decoded:
@@ -223,7 +224,7 @@ def fit_size(width: int, height: int, max_side: int) -> tuple[int, int]:
 
 
 def describe_base64(size: int) -> str:
-    """"5.1 MB" (MiB, as the cloud's "4M" is read); more digits when one would round onto the limit."""
+    """ "5.1 MB" (MiB, as the cloud's "4M" is read); more digits when one would round onto the limit."""
     mb = size / _MIB
     text = f"{mb:.1f}"
     if text == f"{MAX_IMAGE_BASE64 / _MIB:.1f}":
@@ -240,7 +241,14 @@ def base64_fits(byte_size: int) -> bool:
 
 
 __all__ = [
-    "ImageInfo", "inspect_image", "judge_image", "needs_shrink", "fit_size", "base64_size", "base64_fits",
-    "describe_base64", "REJECT_MAX_PIXELS", "SHRINK_MAX_PIXELS",
+    "ImageInfo",
+    "inspect_image",
+    "judge_image",
+    "needs_shrink",
+    "fit_size",
+    "base64_size",
+    "base64_fits",
+    "describe_base64",
+    "REJECT_MAX_PIXELS",
+    "SHRINK_MAX_PIXELS",
 ]
-

@@ -107,10 +107,14 @@ import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
 LIVE_DEFAULT_ENDPOINT = "https://aip.baidubce.com"
-LIVE_NOT_SELECTED = ("live: talks to Baidu's cloud; runs only with `pytest -m live` "
-                     "and IMGSYNC_LIVE_API_KEY / IMGSYNC_LIVE_SECRET_KEY set")
-LIVE_NO_CREDENTIALS = ("live: set IMGSYNC_LIVE_API_KEY and IMGSYNC_LIVE_SECRET_KEY (and IMGSYNC_LIVE_LIBRARIES, "
-                       "the libraries the account has) to run against the cloud")
+LIVE_NOT_SELECTED = (
+    "live: talks to Baidu's cloud; runs only with `pytest -m live` "
+    "and IMGSYNC_LIVE_API_KEY / IMGSYNC_LIVE_SECRET_KEY set"
+)
+LIVE_NO_CREDENTIALS = (
+    "live: set IMGSYNC_LIVE_API_KEY and IMGSYNC_LIVE_SECRET_KEY (and IMGSYNC_LIVE_LIBRARIES, "
+    "the libraries the account has) to run against the cloud"
+)
 #: One prefix per pytest run: every brief a live test writes starts with it (find leftovers by it).
 RUN_PREFIX = f"imgsync-test-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}-"
 
@@ -134,10 +138,16 @@ def live_settings(env: dict[str, str] | os._Environ[str]) -> LiveSettings | None
     libraries = tuple(n.strip() for n in env.get("IMGSYNC_LIVE_LIBRARIES", "same_hq").split(",") if n.strip())
     unknown = [n for n in libraries if n not in LIBRARIES]
     if unknown:
-        raise pytest.UsageError(f"IMGSYNC_LIVE_LIBRARIES: unknown library {unknown[0]!r} "
-                                f"(known: {', '.join(LIBRARIES)})")
-    return LiveSettings(env.get("IMGSYNC_LIVE_ENDPOINT", LIVE_DEFAULT_ENDPOINT).strip(), ak, sk, libraries,
-                        float(env.get("IMGSYNC_LIVE_QPS", "2")))
+        raise pytest.UsageError(
+            f"IMGSYNC_LIVE_LIBRARIES: unknown library {unknown[0]!r} (known: {', '.join(LIBRARIES)})"
+        )
+    return LiveSettings(
+        env.get("IMGSYNC_LIVE_ENDPOINT", LIVE_DEFAULT_ENDPOINT).strip(),
+        ak,
+        sk,
+        libraries,
+        float(env.get("IMGSYNC_LIVE_QPS", "2")),
+    )
 
 
 _LIVE_KEY = pytest.StashKey["LiveSettings | None"]()
@@ -257,19 +267,40 @@ def _target(request: pytest.FixtureRequest, kind: str) -> Iterator[Target]:
     replicas: list = []
     if kind == "local":
         server = request.getfixturevalue("gallery_server")
-        t = Target("local", server.url, server.api_key, server.secret_key, tuple(LIBRARIES), None, "", 0, 77,
-                   local=server)
+        t = Target(
+            "local", server.url, server.api_key, server.secret_key, tuple(LIBRARIES), None, "", 0, 77, local=server
+        )
     elif kind == "postgres":
         place = GalleryPlace("postgres", database=request.getfixturevalue("pg_database"))
         for _ in range(2):
             replicas.append(place.start(keys=[("test-ak", "test-sk")], allow_private_urls=True))
-        t = Target("local", replicas[0].url, "test-ak", "test-sk", tuple(LIBRARIES), None, "", 0, 77,
-                   local=replicas[0], urls=[r.url for r in replicas])
+        t = Target(
+            "local",
+            replicas[0].url,
+            "test-ak",
+            "test-sk",
+            tuple(LIBRARIES),
+            None,
+            "",
+            0,
+            77,
+            local=replicas[0],
+            urls=[r.url for r in replicas],
+        )
     else:
         settings = request.config.stash[_LIVE_KEY]
         assert settings is not None  # pytest_collection_modifyitems skips live tests without settings
-        t = Target("live", settings.endpoint, settings.api_key, settings.secret_key, settings.libraries,
-                   settings.qps, RUN_PREFIX, secrets.randbelow(10**9) + 10**6, secrets.randbelow(65000) + 500)
+        t = Target(
+            "live",
+            settings.endpoint,
+            settings.api_key,
+            settings.secret_key,
+            settings.libraries,
+            settings.qps,
+            RUN_PREFIX,
+            secrets.randbelow(10**9) + 10**6,
+            secrets.randbelow(65000) + 500,
+        )
     try:
         yield t
     finally:
@@ -312,8 +343,9 @@ PROCESS_DEADLINE = 180
 
 
 @contextmanager
-def gallery_process(command: list[str], args: list[str], log: Path, env: dict[str, str] | None = None
-                    ) -> Iterator[tuple[str, Path]]:
+def gallery_process(
+    command: list[str], args: list[str], log: Path, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, Path]]:
     """`COMMAND ARGS` (an `imgsync ... gallery serve` in its own process) until the block ends; yields the
     URL and the data dir it announces on its first line. Its stderr goes to `log`."""
     import queue
@@ -321,8 +353,10 @@ def gallery_process(command: list[str], args: list[str], log: Path, env: dict[st
     import subprocess
     import threading
 
-    with log.open("w") as stderr, subprocess.Popen([*command, *args], env=env, stdout=subprocess.PIPE,
-                                                   stderr=stderr, text=True) as proc:
+    with (
+        log.open("w") as stderr,
+        subprocess.Popen([*command, *args], env=env, stdout=subprocess.PIPE, stderr=stderr, text=True) as proc,
+    ):
         lines: queue.Queue[str | None] = queue.Queue()
 
         def read() -> None:
@@ -400,7 +434,7 @@ class PgServer:
 
         self._sql(f"DROP DATABASE IF EXISTS {_PG_TEMPLATE}")
         self._sql(f"CREATE DATABASE {_PG_TEMPLATE}")
-        PostgresStore(self.url_for(_PG_TEMPLATE)).close()   # migrated once; copies are instant
+        PostgresStore(self.url_for(_PG_TEMPLATE)).close()  # migrated once; copies are instant
 
     def new_database(self, *, migrated: bool = True) -> str:
         self._n += 1
@@ -474,7 +508,7 @@ def private_pg() -> Iterator[object]:
 class GalleryPlace:
     """Where a gallery under test keeps its state: a data dir (SQLite) or a database (PostgreSQL)."""
 
-    backend: str                       # "sqlite" or "postgres"
+    backend: str  # "sqlite" or "postgres"
     data_dir: Path | None = None
     database: str | None = None
 

@@ -62,8 +62,10 @@ def catalogue(tmp: Path, *, gallery=None, name: str = "catalogue", extra: bool =
     config = tmp / "config.toml"
     text = ""
     if gallery is not None:
-        text = (f'[gallery]\nendpoint = "{gallery.url}"\napi_key = "{gallery.api_key}"\n'
-                f'secret_key = "{gallery.secret_key}"\n')
+        text = (
+            f'[gallery]\nendpoint = "{gallery.url}"\napi_key = "{gallery.api_key}"\n'
+            f'secret_key = "{gallery.secret_key}"\n'
+        )
     config.write_text(text)
     setup = Setup(config, tmp / "state", folder, tmp)
     with setup.open() as sync:

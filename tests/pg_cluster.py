@@ -38,13 +38,17 @@ def find_bin_dir() -> Path:
     on_path = shutil.which("pg_ctl")
     if on_path and shutil.which("initdb"):
         return Path(on_path).parent
-    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: int(Path(d).parent.name)
-                  if Path(d).parent.name.isdigit() else 0)
+    dirs = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda d: int(Path(d).parent.name) if Path(d).parent.name.isdigit() else 0,
+    )
     for d in reversed(dirs):
         if (Path(d) / "initdb").exists() and (Path(d) / "pg_ctl").exists():
             return Path(d)
-    raise ClusterUnavailable("no PostgreSQL server binaries (initdb, pg_ctl) on PATH or in /usr/lib/postgresql/*/bin:"
-                             " install PostgreSQL (apt-get install postgresql)")
+    raise ClusterUnavailable(
+        "no PostgreSQL server binaries (initdb, pg_ctl) on PATH or in /usr/lib/postgresql/*/bin:"
+        " install PostgreSQL (apt-get install postgresql)"
+    )
 
 
 def _run_as() -> tuple[list[str], int | None, int | None]:
@@ -57,8 +61,11 @@ def _run_as() -> tuple[list[str], int | None, int | None]:
         try:
             user = pwd.getpwnam(SERVICE_USER)
         except KeyError:
-            subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
-                           check=True, capture_output=True)
+            subprocess.run(
+                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+                check=True,
+                capture_output=True,
+            )
             user = pwd.getpwnam(SERVICE_USER)
     setpriv = shutil.which("setpriv")
     if setpriv is None:
@@ -94,19 +101,28 @@ class Cluster:
 
     def _pg(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
-        return subprocess.run([*self._prefix, str(self.bin_dir / args[0]), *args[1:]], capture_output=True, text=True,
-                              timeout=timeout, env=env, cwd="/")
+        return subprocess.run(
+            [*self._prefix, str(self.bin_dir / args[0]), *args[1:]],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            cwd="/",
+        )
 
     def initdb(self) -> None:
-        r = self._pg("initdb", "-D", str(self.data), "-U", "imgsync", "--auth=trust", "-E", "UTF8",
-                     "--no-sync", "--locale=C")
+        r = self._pg(
+            "initdb", "-D", str(self.data), "-U", "imgsync", "--auth=trust", "-E", "UTF8", "--no-sync", "--locale=C"
+        )
         if r.returncode:
             raise ClusterUnavailable(f"initdb failed: {r.stderr.strip() or r.stdout.strip()}")
         with open(self.data / "postgresql.conf", "a") as f:
-            f.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
-                    f"unix_socket_directories = '{self.socket_dir}'\n"
-                    "fsync = off\nfull_page_writes = off\nsynchronous_commit = off\nmax_connections = 200\n"
-                    "shared_buffers = 64MB\nlog_min_messages = warning\n")
+            f.write(
+                f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
+                f"unix_socket_directories = '{self.socket_dir}'\n"
+                "fsync = off\nfull_page_writes = off\nsynchronous_commit = off\nmax_connections = 200\n"
+                "shared_buffers = 64MB\nlog_min_messages = warning\n"
+            )
 
     def start(self) -> None:
         r = self._pg("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-t", "60", "start")

@@ -35,18 +35,19 @@ def test_plain_template_is_cut_on_character_boundaries(path):
 
 
 def test_other_placeholders():
-    b = render_brief("{id}|{name}|{stem}|{mirror}|{library}", entry_id=1, path="a/b/c.d.jpg", mirror="m",
-                     library="similar")
+    b = render_brief(
+        "{id}|{name}|{stem}|{mirror}|{library}", entry_id=1, path="a/b/c.d.jpg", mirror="m", library="similar"
+    )
     assert b == "1|c.d.jpg|c.d|m|similar"
 
 
 def test_undecodable_file_name_gives_valid_utf8_that_leads_back_to_the_exact_bytes():
     import os
 
-    path = b"caf\xe9/\xff \"q\".jpg".decode("utf-8", "surrogateescape")
+    path = b'caf\xe9/\xff "q".jpg'.decode("utf-8", "surrogateescape")
     b = render_brief(TEMPLATE, entry_id=3, path=path, mirror="m", library="same_hq")
     value = json.loads(b.encode("utf-8"))  # valid UTF-8 on the wire
-    assert value["id"] == 3 and os.fsencode(value["path"]) == b"caf\xe9/\xff \"q\".jpg"  # reversible
+    assert value["id"] == 3 and os.fsencode(value["path"]) == b'caf\xe9/\xff "q".jpg'  # reversible
 
 
 def test_undecodable_file_name_in_a_plain_template_shows_its_bytes():

@@ -123,12 +123,17 @@ def test_a_run_that_never_reached_a_gallery_binds_the_state_dir_to_nothing(tmp_p
     config = tmp_path / "config.toml"
 
     def run(endpoint: str, secret: str):
-        config.write_text(f'[gallery]\nendpoint = "{endpoint}"\napi_key = "{gallery_server.api_key}"\n'
-                          f'secret_key = "{secret}"\n'
-                          f'[[mirror]]\nname = "m"\nfolder = "{folder}"\n')
+        config.write_text(
+            f'[gallery]\nendpoint = "{endpoint}"\napi_key = "{gallery_server.api_key}"\n'
+            f'secret_key = "{secret}"\n'
+            f'[[mirror]]\nname = "m"\nfolder = "{folder}"\n'
+        )
         config.chmod(0o600)
-        return CliRunner().invoke(cli, ["--state-dir", str(tmp_path / "state"), "--config", str(config),
-                                        "reconcile", "--json"], catch_exceptions=False)
+        return CliRunner().invoke(
+            cli,
+            ["--state-dir", str(tmp_path / "state"), "--config", str(config), "reconcile", "--json"],
+            catch_exceptions=False,
+        )
 
     nobody = run(f"http://127.0.0.1:{_free_port()}", gallery_server.secret_key)
     assert nobody.exit_code == 3, nobody.output
@@ -176,8 +181,13 @@ def test_verbose_names_what_looks_like_an_image_but_is_not_once_and_nothing_else
     os.utime(folder / "boat.jpg", (1_600_000_000, 1_600_000_000))
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMGSYNC_")}
     env.update(IMGSYNC_STATE_DIR=str(tmp_path / "state"), HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path))
-    done = subprocess.run([sys.executable, "-m", "imgsync", "-v", "reconcile", str(folder)], capture_output=True,
-                          text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "imgsync", "-v", "reconcile", str(folder)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("pipe.jpg: a FIFO, not an image file: skipped") == 1
     assert "alembic" not in done.stderr and "faiss" not in done.stderr  # -v is imgsync's own lines
@@ -210,8 +220,22 @@ def test_pillow_warnings_are_the_files_own_note_at_v_and_never_printed_raw(tmp_p
     env.update(HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path), PYTHONWARNINGS="default")
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "imgsync", "--state-dir", str(tmp_path / f"s{len(args)}"),
-                               *args, "reconcile", str(folder)], capture_output=True, text=True, env=env, timeout=300)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "imgsync",
+                "--state-dir",
+                str(tmp_path / f"s{len(args)}"),
+                *args,
+                "reconcile",
+                str(folder),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
 
     plain = run()
     assert plain.returncode == 0 and "1 added" in plain.stdout, plain.stderr

@@ -42,8 +42,9 @@ def test_state_dir_precedence(tmp_path):
 
 
 def test_keys_from_environment_win_and_never_show_in_repr():
-    cfg = parse_config({"gallery": {"api_key": "AK-file", "secret_key": "SK-file"}},
-                       env={"IMGSYNC_SECRET_KEY": "SK-env"})
+    cfg = parse_config(
+        {"gallery": {"api_key": "AK-file", "secret_key": "SK-file"}}, env={"IMGSYNC_SECRET_KEY": "SK-env"}
+    )
     assert cfg.gallery.api_key == "AK-file" and cfg.gallery.secret_key == "SK-env"
     assert "SK-" not in repr(cfg) and "AK-" not in repr(cfg)
 
@@ -66,12 +67,18 @@ def test_keys_from_environment_win_and_never_show_in_repr():
         ({"mirror": [{"name": "a", "folder": "/x", "brief": "{id} {size}"}]}, "mirror 'a'.brief"),
         ({"mirror": [{"name": "a", "folder": "/x", "fit": "crop"}]}, "mirror 'a'.fit"),
         ({"mirror": [{"name": "a", "folder": "/x", "max_delete": "lots"}]}, "mirror 'a'.max_delete"),
-        ({"mirror": [{"name": "a", "folder": "/x", "labels": [{"glob": "*", "tags": [1, 2, 3]}]}]},
-         "mirror 'a'.labels[0].tags"),
-        ({"mirror": [{"name": "a", "folder": "/x", "labels": [{"glob": "*", "tags": [0]}]}]},
-         "mirror 'a'.labels[0].tags"),
-        ({"mirror": [{"name": "a", "folder": "/x", "labels": [{"glob": "*", "class_id1": 3}]}]},
-         "mirror 'a'.labels[0].class_id1"),
+        (
+            {"mirror": [{"name": "a", "folder": "/x", "labels": [{"glob": "*", "tags": [1, 2, 3]}]}]},
+            "mirror 'a'.labels[0].tags",
+        ),
+        (
+            {"mirror": [{"name": "a", "folder": "/x", "labels": [{"glob": "*", "tags": [0]}]}]},
+            "mirror 'a'.labels[0].tags",
+        ),
+        (
+            {"mirror": [{"name": "a", "folder": "/x", "labels": [{"glob": "*", "class_id1": 3}]}]},
+            "mirror 'a'.labels[0].class_id1",
+        ),
         ({"mirror": [{"name": "a", "folder": "/x"}, {"name": "a", "folder": "/y"}]}, "mirror.name"),
         ({"mirror": [{"name": "a b", "folder": "/x"}]}, "mirror[0].name"),
     ],

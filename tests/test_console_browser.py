@@ -24,9 +24,17 @@ from consoletools import EXAMPLES, NOTES, TINY, TINY_REASON, catalogue, old, ser
 from imgsync.manifest.lock import StateLock
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 #: Generous: a first search starts the local gallery's engine, on a busy 2-core machine.
 WAIT_MS = 120_000
 
@@ -44,7 +52,8 @@ def browser() -> Iterator[object]:
     except ImportError:
         pytest.skip("no browser: Playwright for Python is not installed (pip install playwright)")
     executable = os.environ.get("IMGSYNC_CHROMIUM") or next(
-        (c for c in CHROMIUM_CANDIDATES if os.path.exists(c)), shutil.which("chromium"))
+        (c for c in CHROMIUM_CANDIDATES if os.path.exists(c)), shutil.which("chromium")
+    )
     if not executable:
         pytest.skip("no browser: chromium is not installed (apt-get install chromium chromium-driver)")
     with sync_playwright() as p:
@@ -149,8 +158,9 @@ def test_uploading_a_query_shows_the_right_files_thumbnail_first(page, shot, two
     page.click("#search-button")
     first = page.locator("li.hit").first
     first.locator("img").wait_for()
-    page.wait_for_function("() => { const i = document.querySelector('li.hit img');"
-                           " return i && i.complete && i.naturalWidth > 0; }")
+    page.wait_for_function(
+        "() => { const i = document.querySelector('li.hit img'); return i && i.complete && i.naturalWidth > 0; }"
+    )
     assert first.locator(".path").first.inner_text() == str(setup.folder / "boat.jpg")
     src = first.locator("img").get_attribute("src")
     assert src == "/thumb/file?mirror=catalogue&path=boat.jpg"
@@ -170,7 +180,8 @@ def test_a_dropped_or_pasted_query_works_too(page, two_mirrors) -> None:
     transfer = page.evaluate_handle(
         "(b64) => { const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));"
         " const dt = new DataTransfer(); dt.items.add(new File([bytes], 'q.jpg', {type: 'image/jpeg'})); return dt; }",
-        data)
+        data,
+    )
     page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
     page.select_option("#scope", "library:same_hq")
     page.click("#search-button")
@@ -181,10 +192,13 @@ def test_a_dropped_or_pasted_query_works_too(page, two_mirrors) -> None:
     page.evaluate(
         "(b64) => { const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));"
         " const dt = new DataTransfer(); dt.items.add(new File([bytes], 'p.jpg', {type: 'image/jpeg'}));"
-        " document.dispatchEvent(new ClipboardEvent('paste', {clipboardData: dt})); }", data)
+        " document.dispatchEvent(new ClipboardEvent('paste', {clipboardData: dt})); }",
+        data,
+    )
     page.click("#search-button")
-    page.wait_for_function("() => { const p = document.querySelector('li.hit .path');"
-                           " return p && p.textContent.endsWith('house.jpg'); }")
+    page.wait_for_function(
+        "() => { const p = document.querySelector('li.hit .path'); return p && p.textContent.endsWith('house.jpg'); }"
+    )
 
 
 def test_a_rejected_file_shows_its_reason(page, shot, two_mirrors) -> None:
@@ -192,8 +206,10 @@ def test_a_rejected_file_shows_its_reason(page, shot, two_mirrors) -> None:
     page.goto(console.login_url)
     page.locator('article.mirror[data-mirror="catalogue"]').locator("text=Rejected files").click()
     page.wait_for_selector("table.files")
-    rows = {page.locator("tr.file .path").nth(i).inner_text(): page.locator("tr.file .reason").nth(i).inner_text()
-            for i in range(page.locator("tr.file").count())}
+    rows = {
+        page.locator("tr.file .path").nth(i).inner_text(): page.locator("tr.file .reason").nth(i).inner_text()
+        for i in range(page.locator("tr.file").count())
+    }
     assert set(rows) == {TINY, NOTES}
     assert TINY_REASON in rows[TINY] and "40x20" in rows[TINY]
     assert "not an image" in rows[NOTES]
@@ -215,8 +231,14 @@ def test_traversal_attempts_are_refused(page, two_mirrors, tmp_path: Path) -> No
     try:
         page.goto(console.login_url)
         base = console.url + "/thumb/file?mirror=catalogue&path="
-        for path in ["../config.toml", "..%2f..%2fetc%2fpasswd", "%2Fetc%2Fpasswd", str(outside).replace("/", "%2F"),
-                     "shortcut.jpg", "drawings%2F..%2F..%2Fconfig.toml"]:
+        for path in [
+            "../config.toml",
+            "..%2f..%2fetc%2fpasswd",
+            "%2Fetc%2Fpasswd",
+            str(outside).replace("/", "%2F"),
+            "shortcut.jpg",
+            "drawings%2F..%2F..%2Fconfig.toml",
+        ]:
             response = page.goto(base + path)
             assert response.status == 403, path
             assert "refused" in page.inner_text("body")
@@ -237,15 +259,19 @@ def test_sync_now_brings_a_new_file_into_the_gallery(page, shot, tmp_path: Path)
         card.locator("button.sync-now").click()
         card.locator('.job[data-state="done"]').wait_for()
         assert "1 added" in card.locator(".job-lines").inner_text()
-        page.wait_for_function("() => document.querySelector("
-                               "'article[data-mirror=\"catalogue\"] [data-count=\"synced\"]').textContent === '7'")
+        page.wait_for_function(
+            "() => document.querySelector("
+            "'article[data-mirror=\"catalogue\"] [data-count=\"synced\"]').textContent === '7'"
+        )
         shot(page, "sync-now")
         page.goto(console.url + "/gallery?library=same_hq")
         entry = page.locator("li.entry", has_text="lighthouse.jpg")
         entry.wait_for()
         assert "Managed by mirror catalogue" in entry.inner_text()
-        page.wait_for_function("() => [...document.querySelectorAll('li.entry img')].every(i => i.complete"
-                               " && i.naturalWidth > 0 && !i.dataset.failed)")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('li.entry img')].every(i => i.complete"
+            " && i.naturalWidth > 0 && !i.dataset.failed)"
+        )
         shot(page, "gallery")
     with setup.open() as sync:
         hits = sync.search(new)

@@ -65,8 +65,9 @@ class Lines:
 
 class Process:
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "imgsync", *args], env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "imgsync", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         self.out, self.err = Lines(self.proc.stdout), Lines(self.proc.stderr)
 
     def stop(self) -> int:
@@ -81,8 +82,12 @@ class Process:
 
 def first_hit(session: requests.Session, base: str) -> list[str]:
     """The local files of the best hit for the README's query (examples/query.jpg), searched from the console."""
-    search = session.post(base + "/api/search?in=mirror:catalogue", data=(EXAMPLES / "query.jpg").read_bytes(),
-                          headers={"Origin": base, "Content-Type": "image/jpeg"}, timeout=120)
+    search = session.post(
+        base + "/api/search?in=mirror:catalogue",
+        data=(EXAMPLES / "query.jpg").read_bytes(),
+        headers={"Origin": base, "Content-Type": "image/jpeg"},
+        timeout=120,
+    )
     return search.json()["hits"][0]["paths"]
 
 

@@ -14,8 +14,15 @@ from pathlib import Path
 from consoletools import EXAMPLES, TINY, TINY_REASON, catalogue
 
 #: The local gallery's search engine: what a console for the cloud must not import.
-HEAVY = ("numpy", "cv2", "onnxruntime", "faiss", "imgsync.localgallery.engine", "imgsync.localgallery.matchers",
-         "imgsync.localgallery.images")
+HEAVY = (
+    "numpy",
+    "cv2",
+    "onnxruntime",
+    "faiss",
+    "imgsync.localgallery.engine",
+    "imgsync.localgallery.matchers",
+    "imgsync.localgallery.images",
+)
 
 PROBE = r"""
 import json, sys
@@ -59,8 +66,12 @@ def test_a_console_for_a_gallery_by_url_shows_everything_without_the_search_engi
     try:
         setup = catalogue(tmp_path, gallery=gallery)
         assert api_key in setup.config.read_text()
-        out = subprocess.run([sys.executable, "-c", PROBE, str(setup.config), str(setup.state),
-                              str(EXAMPLES / "query.jpg")], capture_output=True, text=True, timeout=600)
+        out = subprocess.run(
+            [sys.executable, "-c", PROBE, str(setup.config), str(setup.state), str(EXAMPLES / "query.jpg")],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     finally:
         gallery.stop()
     assert out.returncode == 0, out.stderr
@@ -78,8 +89,10 @@ def test_a_console_for_a_gallery_by_url_shows_everything_without_the_search_engi
     assert "catalogue" in pages["/"] and gallery.url in pages["/"]  # the endpoint is shown, its keys are not
     assert "the manifest's view" in pages["/gallery?library=same_hq"]
     assert pages["/gallery?library=same_hq"].count("Managed by mirror") == 6
-    assert TINY in pages["/mirror?name=catalogue&kind=rejected"] and TINY_REASON in pages[
-        "/mirror?name=catalogue&kind=rejected"]
+    assert (
+        TINY in pages["/mirror?name=catalogue&kind=rejected"]
+        and TINY_REASON in pages["/mirror?name=catalogue&kind=rejected"]
+    )
     assert report["thumb"] == [200, "image/jpeg"]
     # The hit leads to the local file through the manifest, and to its thumbnail.
     assert report["first"]["paths"] == [str(setup.folder / "boat.jpg")]

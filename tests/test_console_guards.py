@@ -33,14 +33,24 @@ def test_the_token_is_taken_from_the_port_named_cookie_only() -> None:
 
 
 def test_parse_cookies_survives_other_sites_junk() -> None:
-    assert parse_cookies("a=1; b; c=\"x\"; a=2") == {"a": "1", "c": "x"}
+    assert parse_cookies('a=1; b; c="x"; a=2') == {"a": "1", "c": "x"}
 
 
-@pytest.mark.parametrize(("host", "ok"), [
-    ("127.0.0.1:8809", True), ("localhost:8809", True), ("[::1]:8809", True), ("127.0.0.2:8809", True),
-    ("127.0.0.1:8810", False), ("evil.example:8809", False), ("127.0.0.1", False), ("", False),
-    ("192.168.1.5:8809", False), ("127.0.0.1:x", False),
-])
+@pytest.mark.parametrize(
+    ("host", "ok"),
+    [
+        ("127.0.0.1:8809", True),
+        ("localhost:8809", True),
+        ("[::1]:8809", True),
+        ("127.0.0.2:8809", True),
+        ("127.0.0.1:8810", False),
+        ("evil.example:8809", False),
+        ("127.0.0.1", False),
+        ("", False),
+        ("192.168.1.5:8809", False),
+        ("127.0.0.1:x", False),
+    ],
+)
 def test_on_loopback_the_host_header_must_name_loopback_and_the_port(host: str, ok: bool) -> None:
     assert GUARD.host_ok({"host": host} if host else {}) is ok
 
@@ -56,20 +66,24 @@ def test_split_host_and_is_loopback() -> None:
     assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.1") and not is_loopback("example.org")
 
 
-@pytest.mark.parametrize(("method", "headers", "refused"), [
-    ("GET", {}, False),
-    ("HEAD", {"origin": "http://evil.example"}, False),
-    ("POST", {"host": "127.0.0.1:8809", "origin": "http://127.0.0.1:8809"}, False),
-    ("POST", {"host": "127.0.0.1:8809", "origin": "http://127.0.0.1:8809", "sec-fetch-site": "same-origin"}, False),
-    ("POST", {"host": "127.0.0.1:8809"}, True),  # no Origin
-    ("POST", {"host": "127.0.0.1:8809", "origin": "http://127.0.0.1:3000"}, True),  # same site, other port
-    ("POST", {"host": "127.0.0.1:8809", "origin": "null"}, True),
-    ("POST", {"host": "127.0.0.1:8809", "origin": "http://127.0.0.1:8809", "sec-fetch-site": "same-site"}, True),
-    ("POST", {"host": "127.0.0.1:8809", "origin": "http://127.0.0.1:8809", "sec-fetch-site": "cross-site"}, True),
-    ("DELETE", {"host": "127.0.0.1:8809", "origin": "https://127.0.0.1:8809"}, True),
-])
-def test_anything_but_get_must_come_from_the_console_itself(method: str, headers: dict[str, str],
-                                                           refused: bool) -> None:
+@pytest.mark.parametrize(
+    ("method", "headers", "refused"),
+    [
+        ("GET", {}, False),
+        ("HEAD", {"origin": "http://evil.example"}, False),
+        ("POST", {"host": "127.0.0.1:8809", "origin": "http://127.0.0.1:8809"}, False),
+        ("POST", {"host": "127.0.0.1:8809", "origin": "http://127.0.0.1:8809", "sec-fetch-site": "same-origin"}, False),
+        ("POST", {"host": "127.0.0.1:8809"}, True),  # no Origin
+        ("POST", {"host": "127.0.0.1:8809", "origin": "http://127.0.0.1:3000"}, True),  # same site, other port
+        ("POST", {"host": "127.0.0.1:8809", "origin": "null"}, True),
+        ("POST", {"host": "127.0.0.1:8809", "origin": "http://127.0.0.1:8809", "sec-fetch-site": "same-site"}, True),
+        ("POST", {"host": "127.0.0.1:8809", "origin": "http://127.0.0.1:8809", "sec-fetch-site": "cross-site"}, True),
+        ("DELETE", {"host": "127.0.0.1:8809", "origin": "https://127.0.0.1:8809"}, True),
+    ],
+)
+def test_anything_but_get_must_come_from_the_console_itself(
+    method: str, headers: dict[str, str], refused: bool
+) -> None:
     assert (GUARD.origin_problem(method, headers) is not None) is refused
 
 
@@ -107,10 +121,21 @@ def test_files_inside_the_folder_are_served(tree: tuple[Path, Path]) -> None:
     assert _read(mirror, "inside-link.jpg") == (mirror / "sub" / "b.jpg").read_bytes()  # a symlink that stays in
 
 
-@pytest.mark.parametrize("path", [
-    "../outside/secret.jpg", "sub/../../outside/secret.jpg", "sub/../a.jpg", "./a.jpg", "sub//b.jpg",
-    "/etc/passwd", "", "a.jpg\x00", "..", ".",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "../outside/secret.jpg",
+        "sub/../../outside/secret.jpg",
+        "sub/../a.jpg",
+        "./a.jpg",
+        "sub//b.jpg",
+        "/etc/passwd",
+        "",
+        "a.jpg\x00",
+        "..",
+        ".",
+    ],
+)
 def test_paths_that_could_leave_the_folder_are_refused_by_their_spelling(tree: tuple[Path, Path], path: str) -> None:
     mirror, outside = tree
     path = path.replace("OUT", str(outside))
@@ -120,8 +145,9 @@ def test_paths_that_could_leave_the_folder_are_refused_by_their_spelling(tree: t
         check_relative(path)
 
 
-@pytest.mark.parametrize("path", ["out-link.jpg", "out-dir/secret.jpg", "relative-out.jpg", "root-link/etc/passwd",
-                                  "fifo.jpg", "sub"])
+@pytest.mark.parametrize(
+    "path", ["out-link.jpg", "out-dir/secret.jpg", "relative-out.jpg", "root-link/etc/passwd", "fifo.jpg", "sub"]
+)
 def test_symlinks_out_of_the_folder_and_non_files_are_refused(tree: tuple[Path, Path], path: str) -> None:
     mirror, _ = tree
     with pytest.raises(PathRefused):
@@ -180,8 +206,14 @@ def test_thumbnail_cache_stays_within_its_bound_dropping_the_least_recently_used
 def test_edits_are_checked_as_the_gallery_would() -> None:
     assert check_edit("same_hq", "new brief", (3, 4)) == {"brief": "new brief", "tags": (3, 4)}
     assert check_edit("same_hq", None, (9,)) == {"tags": (9,)}
-    for brief, tags, why in [("", None, "empty"), ("x" * 257, None, "256"), (None, (), "cannot clear"),
-                             (None, (1, 2, 3), "at most"), (None, (0,), "at most"), (None, None, "nothing")]:
+    for brief, tags, why in [
+        ("", None, "empty"),
+        ("x" * 257, None, "256"),
+        (None, (), "cannot clear"),
+        (None, (1, 2, 3), "at most"),
+        (None, (0,), "at most"),
+        (None, None, "nothing"),
+    ]:
         with pytest.raises(UsageError, match=why):
             check_edit("same_hq", brief, tags)
     with pytest.raises(UsageError, match="class ids"):

@@ -43,15 +43,25 @@ def signed_in(console) -> requests.Session:
 
 
 def post(session: requests.Session, console, path: str, **kw) -> requests.Response:
-    return session.post(console.url + path, headers={"Origin": console.url, **kw.pop("headers", {})}, timeout=120,
-                        **kw)
+    return session.post(console.url + path, headers={"Origin": console.url, **kw.pop("headers", {})}, timeout=120, **kw)
 
 
 # --------------------------------------------------------------------------- the token
 
 
-@pytest.mark.parametrize("path", ["/", "/search", "/gallery", "/mirror?name=catalogue&kind=rejected", "/api/status",
-                                  "/static/console.js", "/thumb/file?mirror=catalogue&path=boat.jpg", "/nope"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/",
+        "/search",
+        "/gallery",
+        "/mirror?name=catalogue&kind=rejected",
+        "/api/status",
+        "/static/console.js",
+        "/thumb/file?mirror=catalogue&path=boat.jpg",
+        "/nope",
+    ],
+)
 def test_every_request_needs_the_token(shared, path: str) -> None:
     _, console = shared
     r = requests.get(console.url + path, timeout=60)
@@ -86,8 +96,12 @@ def test_a_foreign_host_name_gets_nothing(shared) -> None:
 
 def test_state_changing_requests_from_elsewhere_are_refused(console, setup) -> None:
     session = signed_in(console)
-    for headers in ({}, {"Origin": "http://127.0.0.1:1"}, {"Origin": "null"},
-                    {"Origin": console.url, "Sec-Fetch-Site": "same-site"}):
+    for headers in (
+        {},
+        {"Origin": "http://127.0.0.1:1"},
+        {"Origin": "null"},
+        {"Origin": console.url, "Sec-Fetch-Site": "same-site"},
+    ):
         r = session.post(console.url + "/api/sync", json={"mirror": "catalogue"}, headers=headers, timeout=60)
         assert r.status_code == 403, headers
         assert "refused" in r.json()["error"]
@@ -133,8 +147,16 @@ def test_thumbnails_only_for_files_inside_the_mirror(shared, tmp_path: Path) -> 
 
     ok = thumb("boat.jpg")
     assert ok.status_code == 200 and ok.headers["Content-Type"] == "image/jpeg"
-    for path in ["../outside/secret.jpg", "../config.toml", str(secret), str(setup.folder / "boat.jpg"),
-                 "link-out.jpg", "dir-out/secret.jpg", "./boat.jpg", "a/../boat.jpg"]:
+    for path in [
+        "../outside/secret.jpg",
+        "../config.toml",
+        str(secret),
+        str(setup.folder / "boat.jpg"),
+        "link-out.jpg",
+        "dir-out/secret.jpg",
+        "./boat.jpg",
+        "a/../boat.jpg",
+    ]:
         r = thumb(path)
         assert r.status_code == 403, path
         assert r.headers["Content-Type"].startswith("text/plain")
@@ -155,8 +177,12 @@ def test_rejected_files_have_thumbnails_where_they_decode(shared) -> None:
     assert tiny.headers["Content-Type"] == "image/jpeg"
     assert notes.headers["Content-Type"] == "image/svg+xml" and b"no preview" in notes.content
     assert list((setup.state / "console" / "thumbs").glob("*/*.jpg"))  # kept in the state dir
-    again = session.get(f"{console.url}/thumb/file", params={"mirror": "catalogue", "path": TINY}, timeout=60,
-                        headers={"If-None-Match": tiny.headers["ETag"]})
+    again = session.get(
+        f"{console.url}/thumb/file",
+        params={"mirror": "catalogue", "path": TINY},
+        timeout=60,
+        headers={"If-None-Match": tiny.headers["ETag"]},
+    )
     assert again.status_code == 304
 
 
@@ -206,8 +232,12 @@ def test_entries_no_mirror_manages_can_be_edited_and_deleted_a_mirrors_cannot(co
     assert "added by another tool" in page.text and page.text.count('class="edit"') == 1
     assert page.text.count("Managed by mirror") == 6
 
-    r = post(session, console, "/api/entry/edit", json={"library": "same_hq", "cont_sign": foreign,
-                                                         "brief": "renamed", "tags": "8,9"})
+    r = post(
+        session,
+        console,
+        "/api/entry/edit",
+        json={"library": "same_hq", "cont_sign": foreign, "brief": "renamed", "tags": "8,9"},
+    )
     assert r.status_code == 200, r.text
     with setup.open() as sync:
         entry = next(e for e in sync.entries("same_hq").entries if e.cont_sign == foreign)

@@ -18,8 +18,9 @@ def small_state(tmp_path) -> Iterator[Path]:
     where = tmp_path / "state"
     where.mkdir()
     try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(where)], capture_output=True,
-                              timeout=30)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(where)], capture_output=True, timeout=30
+        )
     except (OSError, subprocess.SubprocessError):
         pytest.skip("cannot mount a tmpfs here")
     if done.returncode != 0:
@@ -34,8 +35,9 @@ def _imgsync(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMGSYNC_")}
     env["IMGSYNC_STATE_DIR"] = str(state)
     env["IMGSYNC_CONFIG"] = str(state.parent / "no-config.toml")
-    return subprocess.run([sys.executable, "-m", "imgsync", *args], capture_output=True, text=True, env=env,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "imgsync", *args], capture_output=True, text=True, env=env, timeout=600
+    )
 
 
 def test_a_full_state_dir_is_one_line_exit_8_and_the_next_run_resumes(tmp_path, small_state):

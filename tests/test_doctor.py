@@ -70,16 +70,20 @@ class Setup:
     def write(self, endpoint: str, *, secret: str = SECRET, library: str = "same_hq") -> None:
         self.config.write_text(
             f'[gallery]\nendpoint = "{endpoint}"\napi_key = "{KEY}"\nsecret_key = "{secret}"\n\n'
-            f'[[mirror]]\nname = "pics"\nfolder = "{self.folder}"\nlibrary = "{library}"\n', encoding="utf-8")
+            f'[[mirror]]\nname = "pics"\nfolder = "{self.folder}"\nlibrary = "{library}"\n',
+            encoding="utf-8",
+        )
         self.config.chmod(0o600)
 
     def doctor(self, *args: str):  # type: ignore[no-untyped-def]
-        return CliRunner().invoke(cli, ["--config", str(self.config), "--state-dir", str(self.state), "doctor",
-                                        *args], catch_exceptions=False)
+        return CliRunner().invoke(
+            cli, ["--config", str(self.config), "--state-dir", str(self.state), "doctor", *args], catch_exceptions=False
+        )
 
     def report(self, **kw: object) -> DoctorReport:
-        return run_doctor(lambda: load_config(self.config, state_dir=self.state), open_gallery=open_configured_gallery,
-                          **kw)  # type: ignore[arg-type]
+        return run_doctor(
+            lambda: load_config(self.config, state_dir=self.state), open_gallery=open_configured_gallery, **kw
+        )  # type: ignore[arg-type]
 
 
 def by_check(findings: list[dict]) -> dict[str, tuple[str, str]]:
@@ -97,8 +101,17 @@ def test_good_setup_passes_every_check(tmp_path: Path, partial_gallery) -> None:
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     checks = [line.split(":")[0] for line in lines[:-1]]
-    assert checks == ["ok   config", "ok   folder pics", "ok   state_dir", "ok   manifest", "ok   gallery",
-                      "ok   token", "ok   library same_hq", "ok   clock", "ok   inotify"]
+    assert checks == [
+        "ok   config",
+        "ok   folder pics",
+        "ok   state_dir",
+        "ok   manifest",
+        "ok   gallery",
+        "ok   token",
+        "ok   library same_hq",
+        "ok   clock",
+        "ok   inotify",
+    ]
     assert lines[-1] == "0 blocking, 0 warnings: ready to sync"
     assert "4 directories to watch" in result.output  # pics, a, a/b, c
 
@@ -240,7 +253,9 @@ def _scripts_with_a_newer_head(tmp_path: Path) -> SchemaInfo:
     head = schema_info().head
     (copy / "versions" / "9000_next.py").write_text(
         f'revision = "9000_next"\ndown_revision = "{head}"\nbranch_labels = None\ndepends_on = None\n\n'
-        "def upgrade() -> None:\n    pass\n\n\ndef downgrade() -> None:\n    pass\n", encoding="utf-8")
+        "def upgrade() -> None:\n    pass\n\n\ndef downgrade() -> None:\n    pass\n",
+        encoding="utf-8",
+    )
     return schema_info(ScriptDirectory(str(copy)))
 
 
@@ -309,11 +324,15 @@ def test_inotify_limit_against_directories(tmp_path: Path) -> None:
 
 def test_disabled_library_answers_like_the_cloud(partial_gallery) -> None:
     """The wire answer the doctor recognises: HTTP 200, error_code 216017 "not initialized"."""
-    token = requests.post(partial_gallery.url + "/oauth/2.0/token", data={
-        "grant_type": "client_credentials", "client_id": KEY, "client_secret": SECRET}, timeout=10).json()
+    token = requests.post(
+        partial_gallery.url + "/oauth/2.0/token",
+        data={"grant_type": "client_credentials", "client_id": KEY, "client_secret": SECRET},
+        timeout=10,
+    ).json()
     path = LIBRARIES["product"].path("search")
-    answer = requests.post(partial_gallery.url + path, params={"access_token": token["access_token"]},
-                           data={"image": "x"}, timeout=10)
+    answer = requests.post(
+        partial_gallery.url + path, params={"access_token": token["access_token"]}, data={"image": "x"}, timeout=10
+    )
     assert answer.status_code == 200
     body = answer.json()
     assert (body["error_code"], body["error_msg"]) == (216017, "not initialized") and "log_id" in body
@@ -331,8 +350,8 @@ def test_serve_libraries_option_is_checked(tmp_path: Path) -> None:
 def test_binding_judged_from_the_manifest_and_the_config() -> None:
     from imgsync.doctor import judge_binding
 
-    assert judge_binding(None, 5, "local#a") is None          # a manifest from before the binding
-    assert judge_binding("local#a", 0, "local#b") is None     # nothing recorded: nothing would be skipped
+    assert judge_binding(None, 5, "local#a") is None  # a manifest from before the binding
+    assert judge_binding("local#a", 0, "local#b") is None  # nothing recorded: nothing would be skipped
     assert judge_binding("local#a", 5, "local#a") is None
     moved = judge_binding("local#a", 5, "https://aip.baidubce.com#b")
     assert moved is not None and moved.level == "fail" and "--rebind" in moved.fix and moved.exit_code == 2

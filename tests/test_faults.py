@@ -44,8 +44,17 @@ class Crash(BaseException):
 
 
 GALLERY_CALLS = ("add", "update", "delete_many", "search")
-JOURNAL_WRITES = ("begin_add", "finish_add", "abort_add", "begin_update", "finish_update", "begin_delete",
-                  "finish_delete", "save_scan", "map_files")
+JOURNAL_WRITES = (
+    "begin_add",
+    "finish_add",
+    "abort_add",
+    "begin_update",
+    "finish_update",
+    "begin_delete",
+    "finish_delete",
+    "save_scan",
+    "map_files",
+)
 
 
 class Faults:
@@ -125,10 +134,13 @@ def event(what: str) -> None:
     except InvalidArgument:
         pass
 
+
 ops = st.lists(
-    st.tuples(st.sampled_from(["new", "copy", "move", "delete", "modify", "corrupt", "mkdir_move"]),
-              st.integers(0, 10**6)),
-    min_size=1, max_size=5,
+    st.tuples(
+        st.sampled_from(["new", "copy", "move", "delete", "modify", "corrupt", "mkdir_move"]), st.integers(0, 10**6)
+    ),
+    min_size=1,
+    max_size=5,
 )
 faults = st.lists(st.sampled_from(["ok", "ok", "ok", "crash_before", "crash_after", "down", "lost"]), max_size=12)
 steps = st.lists(st.tuples(ops, faults), min_size=1, max_size=4)
@@ -201,8 +213,9 @@ def _remote(server, mirror_name: str) -> dict[str, str]:
 
     eng = Engine(server.data_dir, read_only=True)
     try:
-        return {e["cont_sign"]: e["brief"] for e in eng.entries("same_hq")
-                if json.loads(e["brief"]).get("m") == mirror_name}
+        return {
+            e["cont_sign"]: e["brief"] for e in eng.entries("same_hq") if json.loads(e["brief"]).get("m") == mirror_name
+        }
     finally:
         eng.close()
 
@@ -212,8 +225,13 @@ def _run(mirror, manifest: Path, client, spool: Path, schedule: list[str], *, ov
     store = Store.open(manifest)
     gallery = Faulty(client, GALLERY_CALLS, f, network=True)
     try:
-        run = reconcile_mirror(mirror, Faulty(store, JOURNAL_WRITES, f, network=False),
-                               Overlap(gallery) if overlap else gallery, spool_dir=spool, force=True)
+        run = reconcile_mirror(
+            mirror,
+            Faulty(store, JOURNAL_WRITES, f, network=False),
+            Overlap(gallery) if overlap else gallery,
+            spool_dir=spool,
+            force=True,
+        )
         sweep_unreferenced_spool(store, spool)
         return run
     except Crash as c:
@@ -223,15 +241,21 @@ def _run(mirror, manifest: Path, client, spool: Path, schedule: list[str], *, ov
         store.close()
 
 
-def check_converges(server, tmp_path: Path, plan: list[tuple[list[tuple[str, int]], list[str]]], *,
-                    overlap: bool = False) -> None:
+def check_converges(
+    server, tmp_path: Path, plan: list[tuple[list[tuple[str, int]], list[str]]], *, overlap: bool = False
+) -> None:
     n = next(_example)
     name = f"ex{n}"
     folder = Folder(tmp_path / name / "pics", seed_base=n * 1000)
     manifest = tmp_path / name / "manifest.sqlite3"
     spool = tmp_path / name / "spool"
-    mirror = MirrorConfig(name=name, folder=folder.root, library="same_hq", brief='{"m":"{mirror}","id":{id}}',
-                          max_delete=DeleteGuard(max_count=10**6))
+    mirror = MirrorConfig(
+        name=name,
+        folder=folder.root,
+        library="same_hq",
+        brief='{"m":"{mirror}","id":{id}}',
+        max_delete=DeleteGuard(max_count=10**6),
+    )
     client = GalleryClient(server.url, server.api_key, server.secret_key, retry=RetryPolicy(attempts=1))
     try:
         for changes, schedule in plan:

@@ -60,6 +60,7 @@ def image_site(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A plain HTTP server on 127.0.0.1 serving files from a temp dir, for url= inputs."""
     root = tmp_path / "site"
     root.mkdir()
+
     class Quiet(SimpleHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
             pass

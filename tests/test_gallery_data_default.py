@@ -29,8 +29,11 @@ def quick_start(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for f in folder.iterdir():
         os.utime(f, (1_600_000_000, 1_600_000_000))
     (root / "empty.toml").write_text("")
-    ran = CliRunner().invoke(cli, ["--state-dir", str(root / "state"), "reconcile", str(folder)],
-                             env={"IMGSYNC_CONFIG": str(root / "empty.toml")})
+    ran = CliRunner().invoke(
+        cli,
+        ["--state-dir", str(root / "state"), "reconcile", str(folder)],
+        env={"IMGSYNC_CONFIG": str(root / "empty.toml")},
+    )
     assert ran.exit_code == 0, ran.output
     return root / "state"
 
@@ -39,8 +42,7 @@ def listed(output: str) -> list[str]:
     return sorted(json.loads(e["brief"])["path"] for e in json.loads(output))
 
 
-def test_gallery_ls_lists_the_embedded_gallery_wherever_the_state_dir_is_set(quick_start: Path,
-                                                                           tmp_path: Path) -> None:
+def test_gallery_ls_lists_the_embedded_gallery_wherever_the_state_dir_is_set(quick_start: Path, tmp_path: Path) -> None:
     empty = tmp_path / "empty.toml"
     empty.write_text("")
     config = tmp_path / "state.toml"
@@ -58,21 +60,28 @@ def test_gallery_ls_lists_the_embedded_gallery_wherever_the_state_dir_is_set(qui
 
 def test_gallery_ls_names_the_dir_it_looked_in(tmp_path: Path) -> None:
     (tmp_path / "empty.toml").write_text("")
-    ran = CliRunner().invoke(cli, ["--state-dir", str(tmp_path / "nothing"), "gallery", "ls", "--library", "same_hq"],
-                             env={"IMGSYNC_CONFIG": str(tmp_path / "empty.toml")})
+    ran = CliRunner().invoke(
+        cli,
+        ["--state-dir", str(tmp_path / "nothing"), "gallery", "ls", "--library", "same_hq"],
+        env={"IMGSYNC_CONFIG": str(tmp_path / "empty.toml")},
+    )
     assert ran.exit_code == 2 and str(tmp_path / "nothing" / "gallery") in ran.output
 
 
-def test_gallery_serve_serves_the_embedded_gallery_and_local_commands_use_it(quick_start: Path,
-                                                                            tmp_path: Path) -> None:
+def test_gallery_serve_serves_the_embedded_gallery_and_local_commands_use_it(quick_start: Path, tmp_path: Path) -> None:
     (tmp_path / "empty.toml").write_text("")
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("IMGSYNC_")},
-           "IMGSYNC_CONFIG": str(tmp_path / "empty.toml")}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("IMGSYNC_")},
+        "IMGSYNC_CONFIG": str(tmp_path / "empty.toml"),
+    }
     serve = ["--state-dir", str(quick_start), "gallery", "serve", "--port", "0"]
     with gallery_process([sys.executable, "-I", "-m", "imgsync"], serve, tmp_path / "serve.log", env) as (_, data_dir):
         assert data_dir == quick_start / "gallery"
         # While it holds the gallery, a zero-config search (endpoint = "local") is answered by it.
-        found = CliRunner().invoke(cli, ["--state-dir", str(quick_start), "search", str(EXAMPLES / "query.jpg"),
-                                         "--json"], env={"IMGSYNC_CONFIG": str(tmp_path / "empty.toml")})
+        found = CliRunner().invoke(
+            cli,
+            ["--state-dir", str(quick_start), "search", str(EXAMPLES / "query.jpg"), "--json"],
+            env={"IMGSYNC_CONFIG": str(tmp_path / "empty.toml")},
+        )
         assert found.exit_code == 0, found.output
         assert "boat.jpg" in json.loads(found.stdout)[0]["brief"]

@@ -46,18 +46,36 @@ from imgsync.gallery.retry import RetryPolicy
 # --------------------------------------------------------------------------- the error table (pure)
 
 TABLE = [
-    (110, GalleryAuthError), (111, GalleryAuthError), (100, GalleryAuthError), (14, GalleryAuthError),
-    (6, GalleryPermissionError), (216017, GalleryPermissionError),
-    (17, GalleryQuotaError), (19, GalleryQuotaError),
+    (110, GalleryAuthError),
+    (111, GalleryAuthError),
+    (100, GalleryAuthError),
+    (14, GalleryAuthError),
+    (6, GalleryPermissionError),
+    (216017, GalleryPermissionError),
+    (17, GalleryQuotaError),
+    (19, GalleryQuotaError),
     (18, GalleryRateError),
-    (1, GalleryUnavailableError), (2, GalleryUnavailableError), (4, GalleryUnavailableError),
-    (282000, GalleryUnavailableError), (216630, GalleryUnavailableError),
-    (216681, GalleryDuplicateError), (216680, GalleryNotFoundError),
-    (216100, GalleryRejectedError), (216101, GalleryRejectedError), (216200, GalleryRejectedError),
-    (216201, GalleryRejectedError), (216202, GalleryRejectedError), (216203, GalleryRejectedError),
-    (282110, GalleryRejectedError), (282111, GalleryRejectedError), (282112, GalleryRejectedError),
-    (282113, GalleryRejectedError), (282114, GalleryRejectedError), (216103, GalleryRejectedError),
-    (3, GalleryRejectedError), (999999, GalleryRejectedError),
+    (1, GalleryUnavailableError),
+    (2, GalleryUnavailableError),
+    (4, GalleryUnavailableError),
+    (282000, GalleryUnavailableError),
+    (216630, GalleryUnavailableError),
+    (216681, GalleryDuplicateError),
+    (216680, GalleryNotFoundError),
+    (216100, GalleryRejectedError),
+    (216101, GalleryRejectedError),
+    (216200, GalleryRejectedError),
+    (216201, GalleryRejectedError),
+    (216202, GalleryRejectedError),
+    (216203, GalleryRejectedError),
+    (282110, GalleryRejectedError),
+    (282111, GalleryRejectedError),
+    (282112, GalleryRejectedError),
+    (282113, GalleryRejectedError),
+    (282114, GalleryRejectedError),
+    (216103, GalleryRejectedError),
+    (3, GalleryRejectedError),
+    (999999, GalleryRejectedError),
 ]
 
 
@@ -101,10 +119,13 @@ def test_duplicate_carries_the_existing_cont_sign() -> None:
     assert info2.value.cont_sign is None
 
 
-@pytest.mark.parametrize(("description", "hint"), [
-    ("unknown client id", "does not know this API key"),
-    ("Client authentication failed", "secret key does not match"),
-])
+@pytest.mark.parametrize(
+    ("description", "hint"),
+    [
+        ("unknown client id", "does not know this API key"),
+        ("Client authentication failed", "secret key does not match"),
+    ],
+)
 def test_invalid_client_says_which_key_is_wrong(description: str, hint: str) -> None:
     with pytest.raises(GalleryAuthError) as info:
         raise_for_error({"error": "invalid_client", "error_description": description}, "getting an access token")
@@ -120,10 +141,22 @@ def test_other_oauth_errors_are_auth_errors() -> None:
 # --------------------------------------------------------------------------- answers (pure)
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    (True, True), (False, False), ("true", True), ("false", False), (" TRUE ", True), ("False", False),
-    (None, False), (1, True), (0, False), ("1", True), ("0", False),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (True, True),
+        (False, False),
+        ("true", True),
+        ("false", False),
+        (" TRUE ", True),
+        ("False", False),
+        (None, False),
+        (1, True),
+        (0, False),
+        ("1", True),
+        ("0", False),
+    ],
+)
 def test_has_more_accepts_bool_and_string(value: object, expected: bool) -> None:
     assert parse_has_more(value) is expected
 
@@ -135,10 +168,14 @@ def test_has_more_refuses_other_values(value: object) -> None:
 
 
 def test_search_answer_parses_hits() -> None:
-    result = parse_search_answer({
-        "result_num": 1, "log_id": 1, "has_more": "false",
-        "result": [{"score": 0.979767, "brief": "./data/jay1.jpg", "cont_sign": "475124309,1080176642"}],
-    })
+    result = parse_search_answer(
+        {
+            "result_num": 1,
+            "log_id": 1,
+            "has_more": "false",
+            "result": [{"score": 0.979767, "brief": "./data/jay1.jpg", "cont_sign": "475124309,1080176642"}],
+        }
+    )
     assert result.has_more is False
     assert [(h.cont_sign, h.brief) for h in result.hits] == [("475124309,1080176642", "./data/jay1.jpg")]
     assert result.hits[0].score == pytest.approx(0.979767)
@@ -148,8 +185,10 @@ def test_search_answer_parses_hits() -> None:
 
 
 def test_token_answer_checks_scope_and_computes_refresh() -> None:
-    token = parse_token_answer({"access_token": "24.abc", "expires_in": "2592000",
-                                "scope": "public brain_all_scope brain_realtime_same_hq"}, now=1000.0)
+    token = parse_token_answer(
+        {"access_token": "24.abc", "expires_in": "2592000", "scope": "public brain_all_scope brain_realtime_same_hq"},
+        now=1000.0,
+    )
     assert token.value == "24.abc"
     assert token.refresh_at == 1000.0 + 2592000 - 86400  # a day early for a 30-day token
     assert refresh_margin(100) == 10  # a tenth for short-lived ones
@@ -172,15 +211,18 @@ def test_form_values_are_strings_and_image_is_plain_base64() -> None:
     assert product == {"cont_sign": "1,2", "brief": "b", "class_id1": "7"}
 
 
-@pytest.mark.parametrize(("op", "kwargs"), [
-    ("add", {"brief": "b"}),  # no source
-    ("add", {"image": b"x", "url": "http://x", "brief": "b"}),  # two sources
-    ("add", {"cont_sign": "1,2", "brief": "b"}),  # cont_sign is not a source for add
-    ("search", {"image": b"x", "cont_sign": "1,2"}),
-    ("delete", {"image": b"x", "cont_sign": "1,2"}),
-    ("add", {"image": b"x", "brief": ""}),  # brief required
-    ("update", {"cont_sign": "1,2"}),  # nothing to change
-])
+@pytest.mark.parametrize(
+    ("op", "kwargs"),
+    [
+        ("add", {"brief": "b"}),  # no source
+        ("add", {"image": b"x", "url": "http://x", "brief": "b"}),  # two sources
+        ("add", {"cont_sign": "1,2", "brief": "b"}),  # cont_sign is not a source for add
+        ("search", {"image": b"x", "cont_sign": "1,2"}),
+        ("delete", {"image": b"x", "cont_sign": "1,2"}),
+        ("add", {"image": b"x", "brief": ""}),  # brief required
+        ("update", {"cont_sign": "1,2"}),  # nothing to change
+    ],
+)
 def test_programming_errors_are_value_errors(op: str, kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         build_form("same_hq", op, **kwargs)  # type: ignore[arg-type]
@@ -197,9 +239,11 @@ def test_labels_must_fit_the_library() -> None:
 
 
 def test_redact_replaces_known_secrets_and_token_parameters() -> None:
-    text = ("HTTPConnectionPool(host='127.0.0.1', port=1): Max retries exceeded with url: "
-            "/rest/2.0/realtime_search/same_hq/add?access_token=24.deadbeef.2592000.1.282335-1 (Caused by ...) "
-            "client_secret=S3cr%2Bt&x=1 key my-api-key secret S3cr+t")
+    text = (
+        "HTTPConnectionPool(host='127.0.0.1', port=1): Max retries exceeded with url: "
+        "/rest/2.0/realtime_search/same_hq/add?access_token=24.deadbeef.2592000.1.282335-1 (Caused by ...) "
+        "client_secret=S3cr%2Bt&x=1 key my-api-key secret S3cr+t"
+    )
     out = redact(text, ["my-api-key", "S3cr+t", None, ""])
     for secret in ("24.deadbeef", "my-api-key", "S3cr+t", "S3cr%2Bt"):
         assert secret not in out
@@ -214,8 +258,10 @@ def test_redact_leaves_short_values_alone() -> None:
 # --------------------------------------------------------------------------- scripted faults over HTTP
 
 Answer = tuple[int, object]  # (HTTP status, JSON body or raw str)
-GOOD_TOKEN: Answer = (200, {"access_token": "24.scripted-token-value", "expires_in": 2592000,
-                            "scope": "public brain_all_scope"})
+GOOD_TOKEN: Answer = (
+    200,
+    {"access_token": "24.scripted-token-value", "expires_in": 2592000, "scope": "public brain_all_scope"},
+)
 
 
 class Scripted:
@@ -267,12 +313,20 @@ PB_SEARCH = "/rest/2.0/imagesearch/v1/realtime_search/picturebook/search"
 
 
 def _client(url: str, clock: FakeClock, attempts: int = 3, **kw: object) -> GalleryClient:
-    return GalleryClient(url, "scripted-api-key", "scripted-secret", clock=clock,
-                         retry=RetryPolicy(attempts=attempts), rng=random.Random(1), **kw)  # type: ignore[arg-type]
+    return GalleryClient(
+        url,
+        "scripted-api-key",
+        "scripted-secret",
+        clock=clock,
+        retry=RetryPolicy(attempts=attempts),
+        rng=random.Random(1),
+        **kw,
+    )  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("answer", [(502, "<html>Bad Gateway</html>"), (200, "not json"), (503, {"oops": 1}),
-                                    (200, [1, 2])])
+@pytest.mark.parametrize(
+    "answer", [(502, "<html>Bad Gateway</html>"), (200, "not json"), (503, {"oops": 1}), (200, [1, 2])]
+)
 def test_5xx_and_non_json_are_unavailable_after_retries(scripted: Scripted, answer: Answer) -> None:
     scripted.script[ADD] = [answer]
     clock = FakeClock()
@@ -284,9 +338,11 @@ def test_5xx_and_non_json_are_unavailable_after_retries(scripted: Scripted, answ
 
 
 def test_transient_error_then_success(scripted: Scripted) -> None:
-    scripted.script[ADD] = [(200, {"error_code": 282000, "error_msg": "internal error"}),
-                            (200, {"error_code": 2, "error_msg": "Service temporarily unavailable"}),
-                            (200, {"log_id": 1, "cont_sign": "1,2"})]
+    scripted.script[ADD] = [
+        (200, {"error_code": 282000, "error_msg": "internal error"}),
+        (200, {"error_code": 2, "error_msg": "Service temporarily unavailable"}),
+        (200, {"log_id": 1, "cont_sign": "1,2"}),
+    ]
     with _client(scripted.url, FakeClock()) as client:
         assert client.add("same_hq", image=b"x", brief="b") == "1,2"
         assert client.stats.retries == 2
@@ -294,15 +350,24 @@ def test_transient_error_then_success(scripted: Scripted) -> None:
 
 def test_retried_add_that_had_reached_the_gallery_surfaces_the_duplicate(scripted: Scripted) -> None:
     # First try: the gateway fails after the gallery stored the image; the retry is told "item has existed".
-    scripted.script[ADD] = [(504, "gateway timeout"),
-                            (200, {"error_code": 216681, "error_msg": "item has existed", "cont_sign": "7,8"})]
+    scripted.script[ADD] = [
+        (504, "gateway timeout"),
+        (200, {"error_code": 216681, "error_msg": "item has existed", "cont_sign": "7,8"}),
+    ]
     with _client(scripted.url, FakeClock()) as client, pytest.raises(GalleryDuplicateError) as info:
         client.add("same_hq", image=b"x", brief="b")
     assert info.value.cont_sign == "7,8"
 
 
-@pytest.mark.parametrize(("code", "cls"), [(216202, GalleryRejectedError), (17, GalleryQuotaError),
-                                           (6, GalleryPermissionError), (216680, GalleryNotFoundError)])
+@pytest.mark.parametrize(
+    ("code", "cls"),
+    [
+        (216202, GalleryRejectedError),
+        (17, GalleryQuotaError),
+        (6, GalleryPermissionError),
+        (216680, GalleryNotFoundError),
+    ],
+)
 def test_non_transient_errors_are_not_retried(scripted: Scripted, code: int, cls: type[GalleryError]) -> None:
     scripted.script[ADD] = [(200, {"error_code": code, "error_msg": "x"})]
     clock = FakeClock()
@@ -313,8 +378,17 @@ def test_non_transient_errors_are_not_retried(scripted: Scripted, code: int, cls
 
 
 def test_has_more_as_string_over_http(scripted: Scripted) -> None:
-    scripted.script[PB_SEARCH] = [(200, {"log_id": 1, "result_num": 1, "has_more": "true",
-                                         "result": [{"cont_sign": "1,2", "score": 0.9, "brief": "b"}]})]
+    scripted.script[PB_SEARCH] = [
+        (
+            200,
+            {
+                "log_id": 1,
+                "result_num": 1,
+                "has_more": "true",
+                "result": [{"cont_sign": "1,2", "score": 0.9, "brief": "b"}],
+            },
+        )
+    ]
     with _client(scripted.url, FakeClock()) as client:
         result = client.search("picturebook", image=b"x", rn=1)
     assert result.has_more is True and result.hits[0].cont_sign == "1,2"
@@ -327,8 +401,9 @@ def test_malformed_search_answer_is_an_error_not_a_crash(scripted: Scripted) -> 
 
 
 def test_bce_key_scope_is_explained(scripted: Scripted) -> None:
-    scripted.script["/oauth/2.0/token"] = [(200, {"access_token": "24.bce-token-value", "expires_in": 2592000,
-                                                  "scope": "public wise_adapt"})]
+    scripted.script["/oauth/2.0/token"] = [
+        (200, {"access_token": "24.bce-token-value", "expires_in": 2592000, "scope": "public wise_adapt"})
+    ]
     with _client(scripted.url, FakeClock()) as client, pytest.raises(GalleryAuthError) as info:
         client.search("same_hq", image=b"x")
     message = str(info.value)
@@ -344,8 +419,10 @@ def test_read_timeout_is_unavailable_and_names_the_limit() -> None:
     listener.listen(8)  # accepts connections (the kernel does) but never answers
     url = f"http://127.0.0.1:{listener.getsockname()[1]}"
     try:
-        with _client(url, FakeClock(), attempts=2, timeout=(1.0, 0.2)) as client, \
-                pytest.raises(GalleryUnavailableError, match="no answer within 0.2 s"):
+        with (
+            _client(url, FakeClock(), attempts=2, timeout=(1.0, 0.2)) as client,
+            pytest.raises(GalleryUnavailableError, match="no answer within 0.2 s"),
+        ):
             client.search("same_hq", image=b"x")
     finally:
         listener.close()
@@ -355,8 +432,10 @@ def test_read_timeout_is_unavailable_and_names_the_limit() -> None:
 
 
 def test_unknown_api_key(gallery_server) -> None:
-    with GalleryClient(gallery_server.url, "wrong-api-key", gallery_server.secret_key) as client, \
-            pytest.raises(GalleryAuthError) as info:
+    with (
+        GalleryClient(gallery_server.url, "wrong-api-key", gallery_server.secret_key) as client,
+        pytest.raises(GalleryAuthError) as info,
+    ):
         client.search("same_hq", image=make_image(1))
     message = str(info.value)
     assert "does not know this API key" in message
@@ -364,8 +443,10 @@ def test_unknown_api_key(gallery_server) -> None:
 
 
 def test_wrong_secret_key(gallery_server) -> None:
-    with GalleryClient(gallery_server.url, gallery_server.api_key, "wrong-secret-key") as client, \
-            pytest.raises(GalleryAuthError) as info:
+    with (
+        GalleryClient(gallery_server.url, gallery_server.api_key, "wrong-secret-key") as client,
+        pytest.raises(GalleryAuthError) as info,
+    ):
         client.search("same_hq", image=make_image(1))
     message = str(info.value)
     assert "secret key does not match" in message
@@ -381,8 +462,10 @@ def _free_port() -> int:
 
 def test_dead_port_is_unavailable_after_retries() -> None:
     clock = FakeClock()
-    with _client(f"http://127.0.0.1:{_free_port()}", clock, attempts=4) as client, \
-            pytest.raises(GalleryUnavailableError) as info:
+    with (
+        _client(f"http://127.0.0.1:{_free_port()}", clock, attempts=4) as client,
+        pytest.raises(GalleryUnavailableError) as info,
+    ):
         client.add("same_hq", image=b"x", brief="b")
     assert "cannot reach the gallery" in str(info.value)
     assert len(clock.sleeps) == 3
@@ -407,8 +490,14 @@ def test_connection_error_after_token_does_not_leak_the_token(tmp_path: Path) ->
 
     server = start_in_thread(tmp_path / "g", keys=[("leak-test-key", "leak-test-secret")])
     session = RecordingSession()
-    client = GalleryClient(server.url, "leak-test-key", "leak-test-secret", session=session,
-                           retry=RetryPolicy(attempts=2), clock=FakeClock())
+    client = GalleryClient(
+        server.url,
+        "leak-test-key",
+        "leak-test-secret",
+        session=session,
+        retry=RetryPolicy(attempts=2),
+        clock=FakeClock(),
+    )
     try:
         client.search("same_hq", image=make_image(3))
         token = parse_qs(urlsplit(session.urls[-1]).query)["access_token"][0]
@@ -430,8 +519,14 @@ def test_connection_error_after_token_does_not_leak_the_token(tmp_path: Path) ->
 def test_logs_never_contain_secrets(gallery_server, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     session = RecordingSession()
-    with GalleryClient(gallery_server.url, gallery_server.api_key, gallery_server.secret_key,
-                       session=session, clock=FakeClock(), retry=RetryPolicy(attempts=2)) as client:
+    with GalleryClient(
+        gallery_server.url,
+        gallery_server.api_key,
+        gallery_server.secret_key,
+        session=session,
+        clock=FakeClock(),
+        retry=RetryPolicy(attempts=2),
+    ) as client:
         image = make_image(5)
         client.add("same_hq", image=image, brief="log-test")
         with pytest.raises(GalleryDuplicateError):
@@ -463,8 +558,11 @@ def test_fast_form_encoding_matches_urlencode():
     from imgsync.gallery.client import encode_form
 
     for form in (
-        {"image": base64.b64encode(os.urandom(3000)).decode(), "brief": '{"id":1,"path":"a b/ü+&=.jpg"}',
-         "tags": "1,2"},
+        {
+            "image": base64.b64encode(os.urandom(3000)).decode(),
+            "brief": '{"id":1,"path":"a b/ü+&=.jpg"}',
+            "tags": "1,2",
+        },
         {"image": "short+/=", "url": "http://x/y?z=1&w=ä"},
     ):
         assert encode_form(form) == urlencode(form).encode("ascii")

@@ -23,8 +23,12 @@ def requirements(dist: str, extra: str | None = None) -> set[str]:
         req = Requirement(text)
         if extra is None and req.marker is None:
             out.add(canonical(req.name))
-        elif extra is not None and req.marker is not None and req.marker.evaluate({"extra": extra}) \
-                and not req.marker.evaluate({"extra": ""}):
+        elif (
+            extra is not None
+            and req.marker is not None
+            and req.marker.evaluate({"extra": extra})
+            and not req.marker.evaluate({"extra": ""})
+        ):
             out.add(canonical(req.name))
     return out
 
@@ -44,6 +48,9 @@ def test_the_light_install_pulls_in_none_of_the_gallerys_packages() -> None:
 
 def test_gallery_modules_are_what_the_gallery_extra_installs() -> None:
     gallery = requirements("imgsync", "gallery")
-    provided = {module for module, dists in metadata.packages_distributions().items()
-                if module.isidentifier() and any(canonical(d) in gallery for d in dists)}
+    provided = {
+        module
+        for module, dists in metadata.packages_distributions().items()
+        if module.isidentifier() and any(canonical(d) in gallery for d in dists)
+    }
     assert provided == set(GALLERY_MODULES)

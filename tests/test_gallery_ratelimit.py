@@ -164,10 +164,16 @@ def test_rate_errors_wait_at_least_the_floor() -> None:
     assert all(policy.delay(1, GalleryRateError("x", code=18), rng) >= 1.0 for _ in range(100))
 
 
-@pytest.mark.parametrize(("error", "retried"), [
-    (GalleryUnavailableError("down"), True), (GalleryRateError("qps", code=18), True),
-    (GalleryAuthError("auth"), False), (GalleryQuotaError("quota"), False), (GalleryRejectedError("no"), False),
-])
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (GalleryUnavailableError("down"), True),
+        (GalleryRateError("qps", code=18), True),
+        (GalleryAuthError("auth"), False),
+        (GalleryQuotaError("quota"), False),
+        (GalleryRejectedError("no"), False),
+    ],
+)
 def test_only_transient_errors_are_retried(error: Exception, retried: bool) -> None:
     clock = FakeClock()
     calls = []
@@ -193,8 +199,16 @@ def test_success_after_transient_failures_returns_the_value() -> None:
         return o
 
     seen: list[bool] = []
-    assert call_with_retry(step, RetryPolicy(attempts=5, base=1, cap=10), clock, random.Random(0),
-                           on_error=lambda e, again: seen.append(again)) == "ok"
+    assert (
+        call_with_retry(
+            step,
+            RetryPolicy(attempts=5, base=1, cap=10),
+            clock,
+            random.Random(0),
+            on_error=lambda e, again: seen.append(again),
+        )
+        == "ok"
+    )
     assert seen == [True, True]
     assert len(clock.sleeps) == 2 and clock.sleeps[0] <= 1 and clock.sleeps[1] <= 2
 
@@ -214,8 +228,9 @@ def test_hammering_without_a_limiter_gets_rate_errors_then_succeeds(tmp_path: Pa
     server = _server(tmp_path, qps=2, clock=clock)
     image = make_image(11)
     try:
-        with GalleryClient(server.url, "qps-key", "qps-secret", clock=clock, rng=random.Random(2),
-                           retry=RetryPolicy(attempts=6)) as client:
+        with GalleryClient(
+            server.url, "qps-key", "qps-secret", clock=clock, rng=random.Random(2), retry=RetryPolicy(attempts=6)
+        ) as client:
             results = [client.search("same_hq", image=image) for _ in range(8)]
             stats = client.stats
     finally:
@@ -231,8 +246,9 @@ def test_limiter_at_the_servers_rate_gets_no_rate_errors(tmp_path: Path) -> None
     server = _server(tmp_path, qps=2, clock=clock)
     image = make_image(12)
     try:
-        with GalleryClient(server.url, "qps-key", "qps-secret", qps=2, clock=clock,
-                           retry=RetryPolicy(attempts=1)) as client:  # no retries: an 18 would fail the test
+        with GalleryClient(
+            server.url, "qps-key", "qps-secret", qps=2, clock=clock, retry=RetryPolicy(attempts=1)
+        ) as client:  # no retries: an 18 would fail the test
             for _ in range(9):
                 client.search("same_hq", image=image)
             assert client.stats.rate_errors == 0 and client.stats.requests == 9

@@ -42,8 +42,9 @@ class CountingGallery:
 def _mount_tmpfs(where: Path) -> bool:
     where.mkdir(parents=True, exist_ok=True)
     try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(where)],
-                              capture_output=True, timeout=30)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(where)], capture_output=True, timeout=30
+        )
     except (OSError, subprocess.SubprocessError):
         return False
     return done.returncode == 0
@@ -101,7 +102,9 @@ def _replace_by_file(folder: Path) -> None:
 
 
 CONDITIONS: dict[str, Callable[[Path], None]] = {
-    "emptied": _empty, "removed": _remove, "replaced by a file": _replace_by_file,
+    "emptied": _empty,
+    "removed": _remove,
+    "replaced by a file": _replace_by_file,
 }
 
 
@@ -177,8 +180,9 @@ def test_an_unmounted_disk_keeps_its_entries_until_it_is_back_or_forced(tmp_path
 
 
 def _invoke(state: Path, config: Path, *args: str):
-    return CliRunner().invoke(cli_group(), ["--state-dir", str(state), "--config", str(config), *args],
-                              catch_exceptions=False)
+    return CliRunner().invoke(
+        cli_group(), ["--state-dir", str(state), "--config", str(config), *args], catch_exceptions=False
+    )
 
 
 def cli_group():
@@ -239,8 +243,15 @@ def test_the_daemon_deletes_nothing_while_a_condition_lasts(tmp_path, gallery_se
     runs: list = []
     # Full scans every half second: many chances to get it wrong in a short test.
     timing = Timing(quiet=0.2, delete_quiet=0.4, max_delay=2.0, min_age=0.2, full_scan_interval=0.5, jitter=0.0)
-    daemon = Daemon([rig.mirror], rig.store, rig.gallery, state_dir=rig.state, timing=timing, root_check=0.2,
-                    on_run=lambda name, work, run: runs.append((work, run)))
+    daemon = Daemon(
+        [rig.mirror],
+        rig.store,
+        rig.gallery,
+        state_dir=rig.state,
+        timing=timing,
+        root_check=0.2,
+        on_run=lambda name, work, run: runs.append((work, run)),
+    )
     thread = threading.Thread(target=daemon.run, daemon=True)
     try:
         for i in range(N):
@@ -264,8 +275,11 @@ def test_the_daemon_deletes_nothing_while_a_condition_lasts(tmp_path, gallery_se
             checks = daemon.heartbeat
             wait_until(lambda: daemon.heartbeat > checks + 2.0, what="two seconds of folder checks")
         else:
-            wait_until(lambda: sum(1 for w, _ in runs[before:] if w.is_full) >= 6, timeout=60,
-                       what="six full scans after the change")
+            wait_until(
+                lambda: sum(1 for w, _ in runs[before:] if w.is_full) >= 6,
+                timeout=60,
+                what="six full scans after the change",
+            )
         assert all(run.report.deleted == 0 for _, run in runs)
         assert rig.gallery.deletes == 0 and rig.remote() == N
     finally:

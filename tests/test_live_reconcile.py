@@ -30,8 +30,12 @@ def test_add_rename_delete_round_trip(tmp_path: Path, target) -> None:
     for name, data in images.items():
         put(folder, name, data)
     # The brief carries the run's prefix: leftovers of a broken live run can be found by it.
-    mirror = MirrorConfig(name="live", folder=folder, library=library,
-                          brief=target.brief("{id}:{path}") if target.prefix else "{id}:{path}")
+    mirror = MirrorConfig(
+        name="live",
+        folder=folder,
+        library=library,
+        brief=target.brief("{id}:{path}") if target.prefix else "{id}:{path}",
+    )
     store = Store.open(tmp_path / "state" / "manifest.sqlite3")
     client = target.client()
     spool = tmp_path / "state" / "spool"

@@ -23,8 +23,14 @@ LIVE_FILES = ["tests/test_live_reconcile.py", "tests/test_gallery_client.py", "t
 def run_pytest(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("IMGSYNC_")}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs", *args],
-                          cwd=REPO, env=full_env, capture_output=True, text=True, timeout=280)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs", *args],
+        cwd=REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
 
 
 def test_marker_expression_must_ask_for_live() -> None:
@@ -38,9 +44,14 @@ def test_marker_expression_must_ask_for_live() -> None:
 
 
 def test_credentials_alone_do_not_run_live_tests() -> None:
-    result = run_pytest("tests/test_live_reconcile.py", env={
-        "IMGSYNC_LIVE_API_KEY": "ak", "IMGSYNC_LIVE_SECRET_KEY": "sk",
-        "IMGSYNC_LIVE_ENDPOINT": "http://127.0.0.1:9"})  # nothing listens: a run would fail, not skip
+    result = run_pytest(
+        "tests/test_live_reconcile.py",
+        env={
+            "IMGSYNC_LIVE_API_KEY": "ak",
+            "IMGSYNC_LIVE_SECRET_KEY": "sk",
+            "IMGSYNC_LIVE_ENDPOINT": "http://127.0.0.1:9",
+        },
+    )  # nothing listens: a run would fail, not skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed, 1 skipped" in result.stdout
     assert LIVE_NOT_SELECTED.split(";")[0] in result.stdout
@@ -58,13 +69,22 @@ def test_live_suite_runs_against_a_stand_in_and_leaves_nothing_behind(tmp_path: 
     from imgsync.localgallery.engine import Engine
     from imgsync.localgallery.server import start_in_thread
 
-    stand_in = start_in_thread(tmp_path / "cloud", keys=[("live-ak", "live-sk")],
-                               libraries=("same_hq", "similar", "product"))
+    stand_in = start_in_thread(
+        tmp_path / "cloud", keys=[("live-ak", "live-sk")], libraries=("same_hq", "similar", "product")
+    )
     try:
-        result = run_pytest("-m", "live", *LIVE_FILES, env={
-            "IMGSYNC_LIVE_API_KEY": "live-ak", "IMGSYNC_LIVE_SECRET_KEY": "live-sk",
-            "IMGSYNC_LIVE_ENDPOINT": stand_in.url, "IMGSYNC_LIVE_LIBRARIES": "same_hq,similar,product",
-            "IMGSYNC_LIVE_QPS": "100"})
+        result = run_pytest(
+            "-m",
+            "live",
+            *LIVE_FILES,
+            env={
+                "IMGSYNC_LIVE_API_KEY": "live-ak",
+                "IMGSYNC_LIVE_SECRET_KEY": "live-sk",
+                "IMGSYNC_LIVE_ENDPOINT": stand_in.url,
+                "IMGSYNC_LIVE_LIBRARIES": "same_hq,similar,product",
+                "IMGSYNC_LIVE_QPS": "100",
+            },
+        )
         engine = Engine(stand_in.data_dir, read_only=True)
         try:
             left = {lib: engine.entries(lib) for lib in LIBRARIES}

@@ -53,8 +53,9 @@ def fill(disk: Path) -> Path:
 
 
 def token(url: str) -> requests.Response:
-    return requests.get(url + TOKEN_PATH, params={"grant_type": "client_credentials", "client_id": "k",
-                                                  "client_secret": "s"})
+    return requests.get(
+        url + TOKEN_PATH, params={"grant_type": "client_credentials", "client_id": "k", "client_secret": "s"}
+    )
 
 
 def call(url: str, tok: str, op: str, **form: object) -> dict:
@@ -75,9 +76,11 @@ def test_a_full_disk_refuses_writes_clearly_and_keeps_serving_the_rest(small_dis
         fresh = token(first.url)
         assert fresh.status_code == 200 and fresh.json()["access_token"]
         tok = fresh.json()["access_token"]
-        for op, form in (("add", {"image": B64(two), "brief": "two"}),
-                         ("update", {"cont_sign": sign, "brief": "renamed"}),
-                         ("delete", {"cont_sign": sign})):
+        for op, form in (
+            ("add", {"image": B64(two), "brief": "two"}),
+            ("update", {"cont_sign": sign, "brief": "renamed"}),
+            ("delete", {"cont_sign": sign}),
+        ):
             answer = call(first.url, tok, op, **form)
             assert answer["error_code"] == 2, (op, answer)
             assert "disk is full" in answer["error_msg"] and "nothing was stored" in answer["error_msg"]
@@ -90,8 +93,9 @@ def test_a_full_disk_refuses_writes_clearly_and_keeps_serving_the_rest(small_dis
     second = start_in_thread(data, keys=[("k", "s")])
     try:
         tok = token(second.url).json()["access_token"]
-        assert [(h["cont_sign"], h["brief"]) for h in call(second.url, tok, "search", image=B64(one))["result"]] \
-            == [(sign, "one")]
+        assert [(h["cont_sign"], h["brief"]) for h in call(second.url, tok, "search", image=B64(one))["result"]] == [
+            (sign, "one")
+        ]
         sign2 = call(second.url, tok, "add", image=B64(two), brief="two")["cont_sign"]
         assert call(second.url, tok, "search", image=B64(two))["result"][0]["cont_sign"] == sign2
     finally:
@@ -101,7 +105,7 @@ def test_a_full_disk_refuses_writes_clearly_and_keeps_serving_the_rest(small_dis
         assert [(e["cont_sign"], e["brief"]) for e in store.entries("same_hq")] == [(sign, "one"), (sign2, "two")]
     finally:
         store.close()
-    with sqlite3.connect(data / "gallery.sqlite3") as db:   # no half-written entry: every part or none
+    with sqlite3.connect(data / "gallery.sqlite3") as db:  # no half-written entry: every part or none
         assert db.execute("SELECT count(*) FROM entries").fetchone()[0] == 2
         assert db.execute("SELECT count(*) FROM copies").fetchone()[0] == 2
         assert db.execute("SELECT count(*) FROM extras").fetchone()[0] == 2

@@ -44,6 +44,7 @@ def matching_engine(tmp_path: Path) -> Iterator[Engine]:
 
 # --- image edits ------------------------------------------------------------------------------------
 
+
 def _open(data: bytes) -> Image.Image:
     return Image.open(io.BytesIO(data)).convert("RGB")
 
@@ -65,9 +66,9 @@ VARIANTS: dict[str, Callable[[Image.Image], bytes]] = {
     "as png": lambda im: _enc(im, "PNG"),
     "as bmp": lambda im: _enc(im, "BMP"),
     "brightness x1.2": lambda im: _enc(ImageEnhance.Brightness(im).enhance(1.2)),
-    "crop 5% each side": lambda im: _enc(_crop(im, .05, .05, .05, .05)),
-    "crop 5% off one side": lambda im: _enc(_crop(im, .05, 0, 0, 0)),
-    "crop 5% total, off-centre": lambda im: _enc(_crop(im, .03, .02, 0, 0)),
+    "crop 5% each side": lambda im: _enc(_crop(im, 0.05, 0.05, 0.05, 0.05)),
+    "crop 5% off one side": lambda im: _enc(_crop(im, 0.05, 0, 0, 0)),
+    "crop 5% total, off-centre": lambda im: _enc(_crop(im, 0.03, 0.02, 0, 0)),
 }
 
 
@@ -77,6 +78,7 @@ def _originals(n: int, size: tuple[int, int] = (640, 480)) -> list[bytes]:
 
 
 # --- same_hq ------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def same_hq_gallery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, list[bytes]]]:
@@ -115,8 +117,8 @@ def test_same_hq_score_falls_with_difference(same_hq_gallery: tuple[Engine, list
     e, originals = same_hq_gallery
     im = _open(originals[0])
     exact = e.search("same_hq", originals[0])[0][0][1]
-    small = e.search("same_hq", _enc(_crop(im, .05, 0, 0, 0)))[0][0][1]
-    larger = e.search("same_hq", _enc(_crop(im, .1, 0, 0, 0)))[0]
+    small = e.search("same_hq", _enc(_crop(im, 0.05, 0, 0, 0)))[0][0][1]
+    larger = e.search("same_hq", _enc(_crop(im, 0.1, 0, 0, 0)))[0]
     assert exact > small and (not larger or larger[0][1] < small)
 
 
@@ -129,24 +131,27 @@ def test_same_hq_unrelated_images_score_low(same_hq_gallery: tuple[Engine, list[
         assert e.search("same_hq", query) == ([], False)
         # And below the floor as well: the raw best score against everything stays low.
         feats = mt.extract(load_image(query, lib).pixels)
-        table = e._libs["same_hq"].table   # white-box: the unfiltered score distribution
+        table = e._libs["same_hq"].table  # white-box: the unfiltered score distribution
         all_rows = np.arange(table.n)
         assert mt.verify(feats, table, all_rows).max() < 0.5
 
 
 # --- the similarity libraries -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("library", SIMILAR_LIBS)
-def test_similar_libraries_find_same_image_and_rank_an_edit_above_unrelated(matching_engine: Engine,
-                                                                           library: str) -> None:
+def test_similar_libraries_find_same_image_and_rank_an_edit_above_unrelated(
+    matching_engine: Engine, library: str
+) -> None:
     originals = [make_image(seed, (480, 400), "JPEG") for seed in range(12)]
     for i, data in enumerate(originals):
         matching_engine.add(library, data, brief=f"{library}-{i}")
     for i in (0, 5, 11):
         results, _ = matching_engine.search(library, originals[i])
         assert results[0][2] == f"{library}-{i}" and results[0][1] >= 0.99
-        edited = _enc(ImageEnhance.Brightness(_crop(_open(originals[i]), .08, .04, .02, .06)).enhance(1.15),
-                      quality=60)
+        edited = _enc(
+            ImageEnhance.Brightness(_crop(_open(originals[i]), 0.08, 0.04, 0.02, 0.06)).enhance(1.15), quality=60
+        )
         results, _ = matching_engine.search(library, edited)
         assert results[0][2] == f"{library}-{i}", results[:3]
         assert all(score < results[0][1] for _, score, _ in results[1:])
@@ -156,15 +161,17 @@ def test_similar_libraries_find_same_image_and_rank_an_edit_above_unrelated(matc
 def test_similar_ranks_by_visual_similarity_not_bytes(matching_engine: Engine) -> None:
     base = _open(make_image(1, (400, 320)))
     # The middle of the scene, desaturated: visually similar, but not a copy.
-    matching_engine.add("similar", _enc(ImageEnhance.Color(_crop(base, .2, .2, .2, .2)).enhance(0.6)),
-                        brief="desaturated")
+    matching_engine.add(
+        "similar", _enc(ImageEnhance.Color(_crop(base, 0.2, 0.2, 0.2, 0.2)).enhance(0.6)), brief="desaturated"
+    )
     matching_engine.add("similar", make_image(2, (400, 320)), brief="other")
     results, _ = matching_engine.search("similar", _enc(base))
     briefs = [b for _, _, b in results]
-    assert briefs[0] == "desaturated" and results[0][1] < 0.99   # similar, not identical
+    assert briefs[0] == "desaturated" and results[0][1] < 0.99  # similar, not identical
 
 
 # --- filters ------------------------------------------------------------------------------------------
+
 
 def _reencodings(seed: int, n: int) -> list[bytes]:
     """n different files of one picture (JPEG qualities): near-identical features, distinct bytes."""
@@ -207,8 +214,9 @@ def test_product_class_filters(engine: Engine) -> None:
 
 
 @pytest.mark.parametrize("library", ["same_hq", "similar"])
-def test_filter_applies_before_ranking_even_when_the_best_matches_are_untagged(matching_engine: Engine,
-                                                                               library: str) -> None:
+def test_filter_applies_before_ranking_even_when_the_best_matches_are_untagged(
+    matching_engine: Engine, library: str
+) -> None:
     """2100 untagged entries match the query perfectly (more than any internal shortlist or the 1000
     cap); the one tagged entry is a weaker match. The filtered search must still return it."""
     mt = matcher_for(library)
@@ -216,7 +224,7 @@ def test_filter_applies_before_ranking_even_when_the_best_matches_are_untagged(m
     query = make_image(5)
     exact = mt.extract(load_image(query, lib).pixels)
     matching_engine.bulk_load(library, (BulkEntry(f"{k},{k}", f"untagged-{k}", exact) for k in range(2100)))
-    weaker = _enc(_crop(_open(query), .05, .05, 0, 0), quality=50)
+    weaker = _enc(_crop(_open(query), 0.05, 0.05, 0, 0), quality=50)
     matching_engine.add(library, weaker, brief="tagged", tags=(42,))
 
     unfiltered, _ = matching_engine.search(library, query, rn=50)
@@ -226,6 +234,7 @@ def test_filter_applies_before_ranking_even_when_the_best_matches_are_untagged(m
 
 
 # --- paging, ties, caps --------------------------------------------------------------------------------
+
 
 def _same_pixels_other_bytes(n: int) -> list[bytes]:
     """n PNG files with identical pixels (so identical scores) and distinct bytes."""
@@ -245,7 +254,7 @@ def test_paging_is_stable_under_ties(engine: Engine) -> None:
     pages = [engine.search("same_hq", files[0], pn=pn, rn=10) for pn in (0, 10, 20)]
     assert [p[1] for p in pages] == [True, True, False]
     seen = [b for results, _ in pages for _, _, b in results]
-    assert seen == [f"copy-{k:02d}" for k in range(25)]                 # insertion order breaks ties
+    assert seen == [f"copy-{k:02d}" for k in range(25)]  # insertion order breaks ties
     assert len({s for results, _ in pages for _, s, _ in results}) == 1  # they really are ties
     assert engine.search("same_hq", files[3], pn=10, rn=10) == pages[1]  # same query → same pages
 
@@ -282,13 +291,14 @@ def test_filter_mask_ignores_dead_rows() -> None:
 
 # --- add / update / delete -------------------------------------------------------------------------------
 
+
 def test_duplicate_add_is_216681_with_the_existing_cont_sign(engine: Engine) -> None:
     data = make_image(8)
     sign = engine.add("same_hq", data, brief="first")
     with pytest.raises(ApiError) as info:
         engine.add("same_hq", data, brief="second")
     assert info.value.code == ITEM_EXIST and info.value.cont_sign == sign
-    assert engine.add("similar", data, brief="other library") == sign   # libraries are separate
+    assert engine.add("similar", data, brief="other library") == sign  # libraries are separate
     assert [x["brief"] for x in engine.entries("same_hq")] == ["first"]
     assert engine.cont_sign_of("same_hq", data) == sign
 
@@ -309,8 +319,9 @@ def test_update_changes_brief_and_tags(engine: Engine) -> None:
     assert engine.search("same_hq", data, tags=(1,))[0] == []
     assert engine.search("same_hq", data, tags=(3,))[0][0][2] == "new"
     engine.update("same_hq", sign, tags=())
-    assert engine.entries("same_hq") == [{"cont_sign": sign, "brief": "new", "tags": [],
-                                          "class_id1": None, "class_id2": None}]
+    assert engine.entries("same_hq") == [
+        {"cont_sign": sign, "brief": "new", "tags": [], "class_id1": None, "class_id2": None}
+    ]
     with pytest.raises(ApiError) as info:
         engine.update("same_hq", "1,2", brief="x")
     assert info.value.code == ITEM_NOT_EXIST
@@ -334,7 +345,7 @@ def test_delete_removes_from_results(engine: Engine) -> None:
     with pytest.raises(ApiError) as info:
         engine.delete("same_hq", [sa])
     assert info.value.code == ITEM_NOT_EXIST
-    assert engine.add("same_hq", a, brief="again") == sa     # deleted bytes may be added again
+    assert engine.add("same_hq", a, brief="again") == sa  # deleted bytes may be added again
 
 
 def test_many_deletes_compact_the_index_and_keep_it_right(engine: Engine) -> None:
@@ -350,6 +361,7 @@ def test_many_deletes_compact_the_index_and_keep_it_right(engine: Engine) -> Non
 
 
 # --- persistence -------------------------------------------------------------------------------------
+
 
 def test_everything_survives_a_restart(place: GalleryPlace) -> None:
     e = place.engine()
@@ -379,12 +391,13 @@ def test_features_from_another_matcher_without_working_copies_are_refused_clearl
     e.close()
     with sqlite3.connect(tmp_path / "gallery.sqlite3") as db:
         db.execute("UPDATE libraries SET matcher = 'old-matcher' WHERE name = 'same_hq'")
-        db.execute("DELETE FROM copies")      # as in a data dir made by the first release
+        db.execute("DELETE FROM copies")  # as in a data dir made by the first release
     with pytest.raises(IndexVersionError, match="same_hq.*1 entries.*old-matcher.*1 of them have no stored"):
         Engine(tmp_path)
 
 
 # --- concurrency -------------------------------------------------------------------------------------
+
 
 def test_eight_threads_adding_and_searching_lose_nothing(place: GalleryPlace) -> None:
     e = place.engine()
@@ -408,10 +421,11 @@ def test_eight_threads_adding_and_searching_lose_nothing(place: GalleryPlace) ->
         th.join()
     assert errors == []
     e.close()
-    e = place.engine()   # and all of it reached the store
+    e = place.engine()  # and all of it reached the store
     try:
         assert sorted(x["brief"] for x in e.entries("similar")) == sorted(
-            f"t{t}-{k}" for t in range(8) for k in range(per_thread))
+            f"t{t}-{k}" for t in range(8) for k in range(per_thread)
+        )
     finally:
         e.close()
 

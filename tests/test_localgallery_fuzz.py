@@ -22,8 +22,24 @@ from conftest import make_image
 from imgsync.libraries import LIBRARIES, TOKEN_PATH, route_table
 from imgsync.localgallery.server import RunningGallery, start_in_thread
 
-DOCUMENTED = {3, 18, 110, 111, 216100, 216101, 216200, 216201, 216202, 216203, 216680, 216681,
-              282111, 282112, 282113, 282114}
+DOCUMENTED = {
+    3,
+    18,
+    110,
+    111,
+    216100,
+    216101,
+    216200,
+    216201,
+    216202,
+    216203,
+    216680,
+    216681,
+    282111,
+    282112,
+    282113,
+    282114,
+}
 SUCCESS_KEYS = {
     "add": {"log_id", "cont_sign"},
     "search": {"log_id", "result_num", "result", "has_more"},
@@ -41,9 +57,14 @@ class Caller:
         self.url = gallery.url
         self.http = requests.Session()
         self.http.trust_env = False
-        r = self.http.get(self.url + TOKEN_PATH, params={"grant_type": "client_credentials",
-                                                         "client_id": gallery.api_key,
-                                                         "client_secret": gallery.secret_key})
+        r = self.http.get(
+            self.url + TOKEN_PATH,
+            params={
+                "grant_type": "client_credentials",
+                "client_id": gallery.api_key,
+                "client_secret": gallery.secret_key,
+            },
+        )
         self.token = r.json()["access_token"]
 
     def post(self, path: str, data: Any = None, **kw: Any) -> requests.Response:
@@ -82,14 +103,48 @@ def judge(response: requests.Response, path: str) -> None:
 
 GOOD_IMAGES = [base64.b64encode(make_image(s, size)).decode() for s, size in ((3, (320, 240)), (4, (400, 320)))]
 FIELD_NAMES = ["image", "url", "brief", "tags", "tag_logic", "class_id1", "class_id2", "pn", "rn", "cont_sign"]
-INTERESTING = st.sampled_from([
-    "", " ", "0", "1", "-1", "2", "65535", "65536", "1,2", "1,2,3", ",", "1;2", "999", "1000", "1001",
-    "1,2;3,4", "4294967295,4294967295", "x" * 300, "图" * 100, "data:image/png;base64,AAAA",
-    "http://127.0.0.1:1/x.jpg", "https://localhost/a.jpg", "ftp://a/b", "http://[::1]/", "http://" + "a" * 1100,
-    "%00", "\x00", "null", "[]", "{}", "NaN", "1e3", "0x10", " 7 ", *GOOD_IMAGES,
-])
-VALUES = st.one_of(INTERESTING, st.text(max_size=40),
-                   st.binary(max_size=200).map(lambda b: base64.b64encode(b).decode()))
+INTERESTING = st.sampled_from(
+    [
+        "",
+        " ",
+        "0",
+        "1",
+        "-1",
+        "2",
+        "65535",
+        "65536",
+        "1,2",
+        "1,2,3",
+        ",",
+        "1;2",
+        "999",
+        "1000",
+        "1001",
+        "1,2;3,4",
+        "4294967295,4294967295",
+        "x" * 300,
+        "图" * 100,
+        "data:image/png;base64,AAAA",
+        "http://127.0.0.1:1/x.jpg",
+        "https://localhost/a.jpg",
+        "ftp://a/b",
+        "http://[::1]/",
+        "http://" + "a" * 1100,
+        "%00",
+        "\x00",
+        "null",
+        "[]",
+        "{}",
+        "NaN",
+        "1e3",
+        "0x10",
+        " 7 ",
+        *GOOD_IMAGES,
+    ]
+)
+VALUES = st.one_of(
+    INTERESTING, st.text(max_size=40), st.binary(max_size=200).map(lambda b: base64.b64encode(b).decode())
+)
 FORMS = st.dictionaries(st.one_of(st.sampled_from(FIELD_NAMES), st.text(max_size=8)), VALUES, max_size=8)
 
 
@@ -100,18 +155,31 @@ def test_random_form_fields_on_every_endpoint(caller: Caller, path: str, form: d
 
 
 @FUZZ
-@given(path=st.sampled_from(PATHS), body=st.binary(max_size=300),
-       ctype=st.sampled_from(["application/x-www-form-urlencoded", "", "multipart/form-data; boundary=x",
-                              "application/json", "text/plain; charset=latin-1"]))
+@given(
+    path=st.sampled_from(PATHS),
+    body=st.binary(max_size=300),
+    ctype=st.sampled_from(
+        [
+            "application/x-www-form-urlencoded",
+            "",
+            "multipart/form-data; boundary=x",
+            "application/json",
+            "text/plain; charset=latin-1",
+        ]
+    ),
+)
 def test_random_raw_bodies(caller: Caller, path: str, body: bytes, ctype: str) -> None:
     headers = {"Content-Type": ctype} if ctype else {}
     judge(caller.post(path, body, headers=headers), path)
 
 
 @FUZZ
-@given(segments=st.lists(st.text(alphabet=string.ascii_letters + string.digits + "-_.%", min_size=1, max_size=12),
-                         max_size=6),
-       method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]))
+@given(
+    segments=st.lists(
+        st.text(alphabet=string.ascii_letters + string.digits + "-_.%", min_size=1, max_size=12), max_size=6
+    ),
+    method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]),
+)
 def test_unknown_paths_and_methods_are_error_3(caller: Caller, segments: list[str], method: str) -> None:
     path = "/" + "/".join(segments)
     if path in ROUTES and method == "POST" or path == TOKEN_PATH:
@@ -187,8 +255,9 @@ def test_oversize_bodies_are_refused_without_harm(caller: Caller) -> None:
     path = LIBRARIES["same_hq"].path("add")
     just_over = caller.post(path, {"image": "A" * (4 * 1024 * 1024 + 4), "brief": "x"})
     assert just_over.status_code == 200 and just_over.json()["error_code"] == 216202
-    way_over = caller.post(path, b"image=" + b"A" * (12 * 1024 * 1024 + 1),
-                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+    way_over = caller.post(
+        path, b"image=" + b"A" * (12 * 1024 * 1024 + 1), headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert way_over.status_code == 413
     caller.still_serving()
 

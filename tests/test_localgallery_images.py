@@ -36,8 +36,10 @@ def _encode(img: Image.Image, fmt: str, **kw: object) -> bytes:
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height, with a tiny (bogus) data chunk: a decompression bomb
     stand-in that must be refused from its header, without decoding anything."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
@@ -49,6 +51,7 @@ def _code(data: bytes, library=SAME) -> ApiError:
 
 
 # --- refusals --------------------------------------------------------------------------------------
+
 
 def test_empty_bytes_are_216200() -> None:
     e = _code(b"")
@@ -86,10 +89,10 @@ def test_too_long_is_216202() -> None:
 
 
 def test_aspect_ratio_beyond_library_limit_is_216202() -> None:
-    e = _code(make_image(5, (160, 1700), "PNG"), PICTUREBOOK)   # 10.6:1 > 10:1
+    e = _code(make_image(5, (160, 1700), "PNG"), PICTUREBOOK)  # 10.6:1 > 10:1
     assert e.code == IMAGE_SIZE_ERROR and "10.6:1" in e.message and "10:1" in e.message
     assert load_image(make_image(5, (160, 1500), "PNG"), PICTUREBOOK).height == 1500  # 9.4:1 is fine
-    assert load_image(make_image(5, (60, 1700), "PNG"), SAME).height == 1700          # no limit there
+    assert load_image(make_image(5, (60, 1700), "PNG"), SAME).height == 1700  # no limit there
 
 
 @pytest.mark.parametrize("size", [(10_000, 10_000), (20_000, 20_000), (100_000, 100_000)])
@@ -112,10 +115,17 @@ def test_size_is_checked_before_format() -> None:
     assert _code(tiny_gif).code == IMAGE_SIZE_ERROR
 
 
-@pytest.mark.parametrize("dims, problem", [
-    ((50, 50), None), ((4096, 50), None), ((49, 100), "shortest side"), ((4097, 100), "longest side"),
-    ((1500, 150), None), ((1501, 150), "aspect"),
-])
+@pytest.mark.parametrize(
+    "dims, problem",
+    [
+        ((50, 50), None),
+        ((4096, 50), None),
+        ((49, 100), "shortest side"),
+        ((4097, 100), "longest side"),
+        ((1500, 150), None),
+        ((1501, 150), "aspect"),
+    ],
+)
 def test_size_problem_table(dims: tuple[int, int], problem: str | None) -> None:
     lib = PICTUREBOOK if dims[1] == 150 else SAME
     got = size_problem(*dims, lib)
@@ -123,6 +133,7 @@ def test_size_problem_table(dims: tuple[int, int], problem: str | None) -> None:
 
 
 # --- decoding ----------------------------------------------------------------------------------------
+
 
 def test_jpeg_is_decoded_at_reduced_size_but_reports_the_header_size() -> None:
     data = make_image(7, (1152, 864), "JPEG")
@@ -159,6 +170,7 @@ def test_bmp_is_accepted() -> None:
 
 # --- cont_sign ---------------------------------------------------------------------------------------
 
+
 def test_cont_sign_is_two_uint32_from_the_bytes() -> None:
     a, b = make_image(10), make_image(11)
     s = cont_sign_of(a)
@@ -167,6 +179,7 @@ def test_cont_sign_is_two_uint32_from_the_bytes() -> None:
     assert cont_sign_of(a) == s and cont_sign_of(b) != s
     # Same pixels, other bytes (a text chunk): another image as far as cont_sign is concerned.
     from PIL.PngImagePlugin import PngInfo
+
     info = PngInfo()
     info.add_text("k", "v")
     img = Image.open(io.BytesIO(a))

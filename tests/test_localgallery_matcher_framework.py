@@ -44,8 +44,10 @@ def _make_v0_dir(path: Path, with_entry: bool) -> None:
         db.executescript(_V0_SCHEMA)
         db.execute("INSERT INTO libraries VALUES ('same_hq', 'same-image/phash64x3+dct143-v1')")
         if with_entry:
-            db.execute("INSERT INTO entries (library, cont_sign, brief, features) VALUES "
-                       "('same_hq', '1,2', 'old', zeroblob(1740))")
+            db.execute(
+                "INSERT INTO entries (library, cont_sign, brief, features) VALUES "
+                "('same_hq', '1,2', 'old', zeroblob(1740))"
+            )
 
 
 def test_first_release_data_dir_is_migrated(tmp_path: Path, pics: dict[str, Image.Image]) -> None:
@@ -74,8 +76,9 @@ def test_newer_store_schema_is_refused(tmp_path: Path) -> None:
         SqliteStore(tmp_path)
 
 
-def test_matcher_change_reextracts_from_working_copies(tmp_path: Path, pics: dict[str, Image.Image],
-                                                       caplog: pytest.LogCaptureFixture) -> None:
+def test_matcher_change_reextracts_from_working_copies(
+    tmp_path: Path, pics: dict[str, Image.Image], caplog: pytest.LogCaptureFixture
+) -> None:
     e = Engine(tmp_path)
     for n, im in pics.items():
         e.add("same_hq", encode(im, "PNG"), brief=n)
@@ -88,8 +91,10 @@ def test_matcher_change_reextracts_from_working_copies(tmp_path: Path, pics: dic
     with caplog.at_level(logging.WARNING, logger="imgsync.localgallery.engine"):
         e = Engine(tmp_path)
     try:
-        assert any("same_hq: matcher changed from old-matcher" in r.message and "4 entries" in r.message
-                   for r in caplog.records)
+        assert any(
+            "same_hq: matcher changed from old-matcher" in r.message and "4 entries" in r.message
+            for r in caplog.records
+        )
         for n, im in pics.items():
             results, _ = e.search("same_hq", _crop_query(im))
             assert results[0][2] == n and results[0][1] >= 0.9

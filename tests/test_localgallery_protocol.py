@@ -46,7 +46,8 @@ def error_of(library: str, op: str, **form: str) -> tuple[int, str]:
 
 def test_add_parses_image_brief_and_tags() -> None:
     assert parse("same_hq", "add", image=IMG, brief="b", tags="100, 11") == AddRequest(
-        "same_hq", ImageBytes(PIXELS), "b", (100, 11))
+        "same_hq", ImageBytes(PIXELS), "b", (100, 11)
+    )
 
 
 def test_product_uses_class_ids_and_ignores_tags() -> None:
@@ -56,7 +57,8 @@ def test_product_uses_class_ids_and_ignores_tags() -> None:
 
 def test_tag_libraries_ignore_class_ids() -> None:
     assert parse("similar", "add", image=IMG, brief="b", class_id1="junk") == AddRequest(
-        "similar", ImageBytes(PIXELS), "b")
+        "similar", ImageBytes(PIXELS), "b"
+    )
 
 
 def test_image_has_priority_over_url_and_url_over_cont_sign() -> None:
@@ -76,9 +78,11 @@ def test_search_defaults_and_paging_cap() -> None:
 
 def test_update_keeps_absent_fields_as_none() -> None:
     assert parse("same_hq", "update", cont_sign="1,2", tags="4") == UpdateRequest(
-        "same_hq", ContSigns(("1,2",)), None, (4,), None)
+        "same_hq", ContSigns(("1,2",)), None, (4,), None
+    )
     assert parse("product", "update", cont_sign="1,2", class_id2="8") == UpdateRequest(
-        "product", ContSigns(("1,2",)), None, None, (None, 8))
+        "product", ContSigns(("1,2",)), None, None, (None, 8)
+    )
 
 
 def test_batch_delete_dedupes_and_skips_empty_items() -> None:
@@ -97,31 +101,70 @@ def test_batch_delete_cap_per_library(library: str, cap: int) -> None:
 # --- refusals --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("library", "op", "form", "expected"), [
-    ("same_hq", "add", {}, (216101, "param image not exist")),
-    ("same_hq", "add", {"url": "  "}, (216101, "param image not exist")),
-    ("same_hq", "add", {"image": IMG}, (216101, "param brief not exist")),
-    ("same_hq", "update", {"image": IMG}, (216101, "param brief not exist")),
-    ("same_hq", "update", {"brief": "x"}, (216101, "param image not exist")),
-    ("same_hq", "add", {"image": IMG, "brief": "é" * 129},
-     (216100, "invalid param: brief too long (more than 256 bytes)")),
-    ("same_hq", "add", {"image": IMG, "brief": "x", "tags": "1,"},
-     (216100, "invalid param: tags must be an integer in 1..65535")),
-    ("same_hq", "add", {"image": IMG, "brief": "x", "tags": "١"},
-     (216100, "invalid param: tags must be an integer in 1..65535")),
-    ("same_hq", "add", {"image": IMG, "brief": "x", "tags": "+5"},
-     (216100, "invalid param: tags must be an integer in 1..65535")),
-    ("same_hq", "search", {"image": IMG, "tag_logic": "and"},
-     (216100, "invalid param: tag_logic must be 0 (and) or 1 (or)")),
-    ("product", "search", {"image": IMG, "class_id1": "1.5"},
-     (216100, "invalid param: class_id1 must be an integer in 1..65535")),
-    ("same_hq", "search", {"image": IMG, "pn": "99999999999"},
-     (216100, "invalid param: pn must be an integer in 0..999")),
-    ("same_hq", "update", {"cont_sign": "1,2;3,4", "brief": "x"},
-     (216100, "invalid param: update takes a single cont_sign, not a batch")),
-    ("same_hq", "delete", {"cont_sign": "1,2,3"},
-     (216100, "invalid param: cont_sign '1,2,3' is not two comma-separated integers")),
-])
+@pytest.mark.parametrize(
+    ("library", "op", "form", "expected"),
+    [
+        ("same_hq", "add", {}, (216101, "param image not exist")),
+        ("same_hq", "add", {"url": "  "}, (216101, "param image not exist")),
+        ("same_hq", "add", {"image": IMG}, (216101, "param brief not exist")),
+        ("same_hq", "update", {"image": IMG}, (216101, "param brief not exist")),
+        ("same_hq", "update", {"brief": "x"}, (216101, "param image not exist")),
+        (
+            "same_hq",
+            "add",
+            {"image": IMG, "brief": "é" * 129},
+            (216100, "invalid param: brief too long (more than 256 bytes)"),
+        ),
+        (
+            "same_hq",
+            "add",
+            {"image": IMG, "brief": "x", "tags": "1,"},
+            (216100, "invalid param: tags must be an integer in 1..65535"),
+        ),
+        (
+            "same_hq",
+            "add",
+            {"image": IMG, "brief": "x", "tags": "١"},
+            (216100, "invalid param: tags must be an integer in 1..65535"),
+        ),
+        (
+            "same_hq",
+            "add",
+            {"image": IMG, "brief": "x", "tags": "+5"},
+            (216100, "invalid param: tags must be an integer in 1..65535"),
+        ),
+        (
+            "same_hq",
+            "search",
+            {"image": IMG, "tag_logic": "and"},
+            (216100, "invalid param: tag_logic must be 0 (and) or 1 (or)"),
+        ),
+        (
+            "product",
+            "search",
+            {"image": IMG, "class_id1": "1.5"},
+            (216100, "invalid param: class_id1 must be an integer in 1..65535"),
+        ),
+        (
+            "same_hq",
+            "search",
+            {"image": IMG, "pn": "99999999999"},
+            (216100, "invalid param: pn must be an integer in 0..999"),
+        ),
+        (
+            "same_hq",
+            "update",
+            {"cont_sign": "1,2;3,4", "brief": "x"},
+            (216100, "invalid param: update takes a single cont_sign, not a batch"),
+        ),
+        (
+            "same_hq",
+            "delete",
+            {"cont_sign": "1,2,3"},
+            (216100, "invalid param: cont_sign '1,2,3' is not two comma-separated integers"),
+        ),
+    ],
+)
 def test_refusals_name_the_parameter(library: str, op: str, form: dict[str, str], expected: tuple[int, str]) -> None:
     assert error_of(library, op, **form) == expected
 
@@ -137,22 +180,33 @@ def test_brief_of_exactly_256_bytes_is_accepted() -> None:
 # --- the image's base64 ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    (IMG, PIXELS),
-    (IMG.replace("+", " "), PIXELS),                   # '+' sent without url-encoding
-    (IMG.rstrip("="), PIXELS),                         # padding dropped
-    ("\n".join(IMG[i:i + 8] for i in range(0, len(IMG), 8)), PIXELS),  # MIME line breaks
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (IMG, PIXELS),
+        (IMG.replace("+", " "), PIXELS),  # '+' sent without url-encoding
+        (IMG.rstrip("="), PIXELS),  # padding dropped
+        ("\n".join(IMG[i : i + 8] for i in range(0, len(IMG), 8)), PIXELS),  # MIME line breaks
+    ],
+)
 def test_decode_image_tolerates_common_encoder_habits(text: str, expected: bytes) -> None:
     assert protocol.decode_image(text) == expected
 
 
-@pytest.mark.parametrize(("text", "code"), [
-    ("", 216200), ("   ", 216200), ("====", 216203),
-    ("abc*", 216203), ("A", 216203), ("-_-_", 216203),
-    ("data:image/jpeg;base64," + IMG, 216203), ("DATA:image/png;base64," + IMG, 216203),
-    ("A" * (4 * 1024 * 1024 + 1), 216202),
-])
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("", 216200),
+        ("   ", 216200),
+        ("====", 216203),
+        ("abc*", 216203),
+        ("A", 216203),
+        ("-_-_", 216203),
+        ("data:image/jpeg;base64," + IMG, 216203),
+        ("DATA:image/png;base64," + IMG, 216203),
+        ("A" * (4 * 1024 * 1024 + 1), 216202),
+    ],
+)
 def test_decode_image_refusals(text: str, code: int) -> None:
     with pytest.raises(ApiError) as info:
         protocol.decode_image(text)
@@ -178,10 +232,17 @@ def test_parse_form_refuses_undecodable_or_huge_forms(body: bytes) -> None:
     assert info.value.code == 216100
 
 
-@pytest.mark.parametrize(("raw", "token"), [
-    ("24.abc.2592000", "24.abc.2592000"), ("24.abc?aipSdk=node", "24.abc"), (" t ", "t"),
-    ("", None), ("?aipSdk=node", None), (None, None),
-])
+@pytest.mark.parametrize(
+    ("raw", "token"),
+    [
+        ("24.abc.2592000", "24.abc.2592000"),
+        ("24.abc?aipSdk=node", "24.abc"),
+        (" t ", "t"),
+        ("", None),
+        ("?aipSdk=node", None),
+        (None, None),
+    ],
+)
 def test_clean_access_token(raw: str | None, token: str | None) -> None:
     assert protocol.clean_access_token(raw) == token
 
@@ -265,12 +326,21 @@ def test_rate_limiter_refuses_nonsense_rates(qps: float) -> None:
 # --- url judgements --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("url", "code"), [
-    ("", 282114), ("http://a.example/" + "x" * 1024, 282114),
-    ("ftp://a.example/x.jpg", 282111), ("file:///etc/passwd", 282111), ("gopher://a/", 282111),
-    ("http:///x.jpg", 282111), ("http://a.example/ x.jpg", 282111), ("http://[::1/x", 282111),
-    ("http://a.example:99999/x", 282111), ("javascript:alert(1)", 282111),
-])
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("", 282114),
+        ("http://a.example/" + "x" * 1024, 282114),
+        ("ftp://a.example/x.jpg", 282111),
+        ("file:///etc/passwd", 282111),
+        ("gopher://a/", 282111),
+        ("http:///x.jpg", 282111),
+        ("http://a.example/ x.jpg", 282111),
+        ("http://[::1/x", 282111),
+        ("http://a.example:99999/x", 282111),
+        ("javascript:alert(1)", 282111),
+    ],
+)
 def test_judge_url_refusals(url: str, code: int) -> None:
     with pytest.raises(ApiError) as info:
         judge_url(url)
@@ -282,13 +352,29 @@ def test_judge_url_accepts_http_and_https() -> None:
     assert judge_url("http://example.com:8080/a.jpg?x=1") == ("example.com", 8080)
 
 
-@pytest.mark.parametrize(("address", "public"), [
-    ("93.184.216.34", True), ("2606:2800:220:1:248:1893:25c8:1946", True),
-    ("127.0.0.1", False), ("10.1.2.3", False), ("172.16.0.1", False), ("192.168.1.1", False),
-    ("169.254.169.254", False), ("100.64.0.1", False), ("0.0.0.0", False), ("224.0.0.1", False),
-    ("240.0.0.1", False), ("255.255.255.255", False), ("::1", False), ("fe80::1%eth0", False),
-    ("fc00::1", False), ("::ffff:127.0.0.1", False), ("ff02::1", False), ("not-an-ip", False),
-])
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("93.184.216.34", True),
+        ("2606:2800:220:1:248:1893:25c8:1946", True),
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("172.16.0.1", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),
+        ("100.64.0.1", False),
+        ("0.0.0.0", False),
+        ("224.0.0.1", False),
+        ("240.0.0.1", False),
+        ("255.255.255.255", False),
+        ("::1", False),
+        ("fe80::1%eth0", False),
+        ("fc00::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("ff02::1", False),
+        ("not-an-ip", False),
+    ],
+)
 def test_is_public_address(address: str, public: bool) -> None:
     assert is_public_address(address) is public
 

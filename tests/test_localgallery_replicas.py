@@ -40,15 +40,19 @@ class Client:
 
     def token(self) -> str:
         if self._token is None:
-            r = self.http.get(self.url + TOKEN_PATH, params={"grant_type": "client_credentials",
-                                                             "client_id": KEY[0], "client_secret": KEY[1]}, timeout=30)
+            r = self.http.get(
+                self.url + TOKEN_PATH,
+                params={"grant_type": "client_credentials", "client_id": KEY[0], "client_secret": KEY[1]},
+                timeout=30,
+            )
             self._token = r.json()["access_token"]
         return self._token
 
     def call(self, op: str, library: str = "same_hq", **form: Any) -> dict[str, Any]:
         try:
-            r = self.http.post(self.url + LIBRARIES[library].path(op), params={"access_token": self.token()},
-                               data=form, timeout=60)
+            r = self.http.post(
+                self.url + LIBRARIES[library].path(op), params={"access_token": self.token()}, data=form, timeout=60
+            )
         except requests.RequestException as e:
             return {"error": str(e)}
         assert r.status_code == 200, r.text
@@ -111,10 +115,10 @@ def test_racing_identical_adds_on_two_replicas_store_one_entry(db: GalleryPlace)
             won = [ans for ans in answers if "cont_sign" in ans and "error_code" not in ans]
             lost = [ans for ans in answers if ans.get("error_code") == 216681]
             assert len(won) == 1 and len(lost) == 1, answers
-            assert lost[0]["cont_sign"] == won[0]["cont_sign"]   # the duplicate names the existing entry
+            assert lost[0]["cont_sign"] == won[0]["cont_sign"]  # the duplicate names the existing entry
         listed = store_entries(str(db.database))
         assert len(listed) == len(images) == len({e["cont_sign"] for e in listed})
-        for client in on:                                      # and both replicas hold exactly those
+        for client in on:  # and both replicas hold exactly those
             for k, img in enumerate(images):
                 hits = client.call("search", image=B64(img))["result"]
                 assert len([h for h in hits if h["score"] >= 0.99]) == 1 and hits[0]["brief"].startswith(f"img-{k}-")
@@ -134,8 +138,9 @@ def test_identical_inserts_racing_in_two_stores_leave_one_row(db: GalleryPlace) 
             barrier = threading.Barrier(2)
             results: list[str] = []
 
-            def insert(store: PostgresStore, k: int = k, barrier: threading.Barrier = barrier,
-                       results: list[str] = results) -> None:
+            def insert(
+                store: PostgresStore, k: int = k, barrier: threading.Barrier = barrier, results: list[str] = results
+            ) -> None:
                 barrier.wait()
                 try:
                     store.insert("same_hq", NewEntry(f"{k},7", "b", (0, 0), (0, 0), b"\0" * 8))
@@ -164,8 +169,9 @@ def test_a_write_reaches_the_other_replica_without_any_request_there(db: Gallery
         wait_until(lambda: on_b.health()[1]["applied_change"] >= health_a["applied_change"], what="B following A")
         sign = on_b.call("search", image=B64(make_image(1)))["result"][0]["cont_sign"]
         assert "error_code" not in on_b.call("delete", cont_sign=sign)
-        wait_until(lambda: on_a.health()[1]["applied_change"] == on_b.health()[1]["applied_change"],
-                   what="A following B")
+        wait_until(
+            lambda: on_a.health()[1]["applied_change"] == on_b.health()[1]["applied_change"], what="A following B"
+        )
         assert on_a.call("search", image=B64(make_image(1)))["result"] == []
     finally:
         a.stop()
@@ -181,10 +187,14 @@ def test_a_batch_delete_is_one_transaction(db: GalleryPlace) -> None:
     try:
         signs = [engine.add("same_hq", make_image(200 + k), brief=f"b{k}") for k in range(5)]
         with psycopg.connect(str(db.database), autocommit=True) as conn:
-            conn.execute("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
-                         "$$ BEGIN RAISE EXCEPTION 'injected fault'; END $$")
-            conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON changes FOR EACH ROW "
-                         "WHEN (NEW.kind = 'delete') EXECUTE FUNCTION refuse()")
+            conn.execute(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'injected fault'; END $$"
+            )
+            conn.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON changes FOR EACH ROW "
+                "WHEN (NEW.kind = 'delete') EXECUTE FUNCTION refuse()"
+            )
             with pytest.raises(psycopg.errors.RaiseException):
                 engine.delete("same_hq", signs)
             assert [e["cont_sign"] for e in store_entries(str(db.database))] == signs
@@ -207,12 +217,12 @@ def test_a_replica_behind_the_pruned_change_log_reloads(db: GalleryPlace) -> Non
     a = Engine(PostgresStore(str(db.database), change_retention=0.0))
     b = db.engine()
     try:
-        b._closing.set()   # white-box: B stops following (as if cut off) and only catches up when asked
+        b._closing.set()  # white-box: B stops following (as if cut off) and only catches up when asked
         b._follower.join(timeout=10)
         first = a.add("same_hq", make_image(300), brief="first")
         feats = matcher_for("same_hq").extract(load_image(make_image(301), get_library("same_hq")).pixels)
         a.bulk_load("same_hq", (BulkEntry(f"{k},3", f"bulk{k}", feats) for k in range(1000)))  # prunes the log
-        with pytest.raises(ChangesPruned):     # the log no longer reaches back to B's last change
+        with pytest.raises(ChangesPruned):  # the log no longer reaches back to B's last change
             a.store.changes_since(0)
         hits, _ = b.search("same_hq", make_image(300))
         assert [(s, br) for s, _, br in hits][:1] == [(first, "first")]
@@ -230,11 +240,11 @@ def test_a_replica_reloads_when_the_database_goes_back_in_time(db: GalleryPlace)
     engine = db.engine()
     try:
         engine.add("same_hq", make_image(800), brief="kept")
-        with psycopg.connect(str(db.database), autocommit=True) as conn:   # "the backup": one entry
+        with psycopg.connect(str(db.database), autocommit=True) as conn:  # "the backup": one entry
             conn.execute("CREATE TABLE backup AS SELECT * FROM entries")
             conn.execute("CREATE TABLE backup_changes AS SELECT * FROM changes")
         engine.add("same_hq", make_image(801), brief="lost")
-        with psycopg.connect(str(db.database)) as conn:                    # "the restore"
+        with psycopg.connect(str(db.database)) as conn:  # "the restore"
             conn.execute("DELETE FROM entries")
             conn.execute("DELETE FROM changes")
             conn.execute("INSERT INTO entries SELECT * FROM backup")
@@ -250,8 +260,24 @@ def test_a_replica_reloads_when_the_database_goes_back_in_time(db: GalleryPlace)
 
 
 def _serve_process(database: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, "-m", "imgsync", "gallery", "serve", "--port", "0", "--database", database,
-                             "--key", f"{KEY[0]}:{KEY[1]}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "imgsync",
+            "gallery",
+            "serve",
+            "--port",
+            "0",
+            "--database",
+            database,
+            "--key",
+            f"{KEY[0]}:{KEY[1]}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert " at " in line, line + (proc.stderr.read() if proc.poll() is not None and proc.stderr else "")
@@ -290,17 +316,17 @@ def test_kill_9_of_a_replica_during_a_stream_of_adds_loses_nothing_acknowledged(
 
         on_b = Client(url_b)
         listed = {e["cont_sign"]: e["brief"] for e in store_entries(database)}
-        for k, sign in acked.items():             # nothing acknowledged is lost
+        for k, sign in acked.items():  # nothing acknowledged is lost
             assert listed.get(sign) == f"img-{k}"
             assert on_b.call("search", image=B64(images[k]))["result"][0]["cont_sign"] == sign
-        for k in unknown:                          # the client's retry on B settles each unknown add
+        for k in unknown:  # the client's retry on B settles each unknown add
             answer = on_b.call("add", image=B64(images[k]), brief=f"img-{k}")
             assert "error" not in answer and answer.get("error_code") in (None, 216681), answer
         for k in range(48):
             if k not in acked and k not in unknown:
                 on_b.call("add", image=B64(images[k]), brief=f"img-{k}")
         final = store_entries(database)
-        assert len(final) == 48 == len({e["cont_sign"] for e in final})   # nothing duplicated
+        assert len(final) == 48 == len({e["cont_sign"] for e in final})  # nothing duplicated
         assert sorted(e["brief"] for e in final) == sorted(f"img-{k}" for k in range(48))
     finally:
         for proc in (victim, survivor):
@@ -314,7 +340,7 @@ def _add_until_done(client: Client, image: bytes, brief: str, errors: list[dict[
     """What a client does: retry an add answered 2 (or cut off) until it is settled."""
     for _ in range(600):
         answer = client.call("add", image=B64(image), brief=brief)
-        if "cont_sign" in answer:      # added, or 216681: it was added by an earlier try
+        if "cont_sign" in answer:  # added, or 216681: it was added by an earlier try
             return str(answer["cont_sign"])
         errors.append(answer)
         threading.Event().wait(0.05)
@@ -350,7 +376,7 @@ def test_a_database_restart_mid_stream_is_survived(on_private: tuple[Any, Galler
     private_pg.restart()
     t.join(timeout=240)
     assert not t.is_alive() and len(signs) == 40
-    for e in errors:       # what clients saw meanwhile: "unavailable, retry", never an internal error
+    for e in errors:  # what clients saw meanwhile: "unavailable, retry", never an internal error
         assert e.get("error_code") == 2 or "error" in e, e
     for client in (on_a, on_b):
         wait_until(lambda c=client: c.health()[0] == 200, what="both replicas healthy again")
@@ -362,8 +388,9 @@ def test_a_database_restart_mid_stream_is_survived(on_private: tuple[Any, Galler
 
 
 @pytest.mark.slow
-def test_a_replica_that_loses_its_database_says_so_and_recovers(on_private: tuple[Any, GalleryPlace, Client,
-                                                                                   Client]) -> None:
+def test_a_replica_that_loses_its_database_says_so_and_recovers(
+    on_private: tuple[Any, GalleryPlace, Client, Client],
+) -> None:
     private_pg, _, on_a, on_b = on_private
     wait_until(lambda: on_a.health()[0] == 200 and on_b.health()[0] == 200, what="replicas up")
     on_a.call("add", image=B64(make_image(600)), brief="before")
@@ -371,21 +398,28 @@ def test_a_replica_that_loses_its_database_says_so_and_recovers(on_private: tupl
 
     status, health = on_a.health()
     assert status == 503 and health["status"] == "unavailable" and "database is unreachable" in health["error"]
-    for answer in (on_a.call("add", image=B64(make_image(601)), brief="during"),
-                   on_b.call("search", image=B64(make_image(600))),
-                   on_b.call("delete", image=B64(make_image(600)))):
+    for answer in (
+        on_a.call("add", image=B64(make_image(601)), brief="during"),
+        on_b.call("search", image=B64(make_image(600))),
+        on_b.call("delete", image=B64(make_image(600))),
+    ):
         assert answer["error_code"] == 2 and "database is unreachable" in answer["error_msg"], answer
-    fresh = requests.get(on_a.url + TOKEN_PATH, params={"grant_type": "client_credentials", "client_id": KEY[0],
-                                                        "client_secret": KEY[1]}, timeout=30)
-    assert fresh.status_code == 200 and fresh.json()["access_token"]   # tokens need no database
+    fresh = requests.get(
+        on_a.url + TOKEN_PATH,
+        params={"grant_type": "client_credentials", "client_id": KEY[0], "client_secret": KEY[1]},
+        timeout=30,
+    )
+    assert fresh.status_code == 200 and fresh.json()["access_token"]  # tokens need no database
 
     private_pg.start()
     for client in (on_a, on_b):
         wait_until(lambda c=client: c.health()[0] == 200, what="recovery after the database returns")
     sign = on_a.call("add", image=B64(make_image(601)), brief="after")["cont_sign"]
     _, health_a = on_a.health()
-    wait_until(lambda: on_b.health()[1]["applied_change"] >= health_a["applied_change"],
-               what="B following again without being asked")
+    wait_until(
+        lambda: on_b.health()[1]["applied_change"] >= health_a["applied_change"],
+        what="B following again without being asked",
+    )
     assert on_b.call("search", image=B64(make_image(601)))["result"][0]["cont_sign"] == sign
     assert on_b.call("search", image=B64(make_image(600)))["result"][0]["brief"] == "before"
 
@@ -400,7 +434,7 @@ def test_schema_is_migrated_by_replicas_starting_together_and_a_newer_one_is_ref
     from imgsync.localgallery.store_pg import VERSION_TABLE, PostgresStore
 
     empty = pg_server.new_database(migrated=False)
-    with ThreadPoolExecutor(4) as pool:    # four replicas starting at once on an empty database
+    with ThreadPoolExecutor(4) as pool:  # four replicas starting at once on an empty database
         stores = list(pool.map(lambda _: PostgresStore(empty), range(4)))
     for s in stores:
         s.close()
@@ -413,15 +447,20 @@ def test_schema_is_migrated_by_replicas_starting_together_and_a_newer_one_is_ref
     assert result.exit_code == 1 and "newer imgsync" in result.output
 
 
-def test_gallery_serve_on_a_database_runs_as_a_process_and_keeps_its_key_in_the_database(db: GalleryPlace,
-                                                                                         tmp_path: Path) -> None:
+def test_gallery_serve_on_a_database_runs_as_a_process_and_keeps_its_key_in_the_database(
+    db: GalleryPlace, tmp_path: Path
+) -> None:
     database = str(db.database)
     both = CliRunner().invoke(cli, ["gallery", "serve", "--data", str(tmp_path), "--database", database])
     assert both.exit_code == 2 and "give one of them" in both.output
     keys = []
     for _ in range(2):
-        with subprocess.Popen([sys.executable, "-m", "imgsync", "gallery", "serve", "--port", "0", "--database",
-                               database], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        with subprocess.Popen(
+            [sys.executable, "-m", "imgsync", "gallery", "serve", "--port", "0", "--database", database],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as proc:
             try:
                 assert proc.stdout is not None
                 lines = [proc.stdout.readline() for _ in range(2)]
@@ -435,11 +474,12 @@ def test_gallery_serve_on_a_database_runs_as_a_process_and_keeps_its_key_in_the_
                     proc.kill()
                     proc.communicate()
     assert keys[0].startswith("created API key: ") and keys[1].startswith("API key: ")
-    assert keys[0].split(": ")[1] == keys[1].split(": ")[1].split(" ")[0]   # created once, then reused
+    assert keys[0].split(": ")[1] == keys[1].split(": ")[1].split(" ")[0]  # created once, then reused
 
 
-def test_config_key_and_environment_choose_the_database(db: GalleryPlace, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_key_and_environment_choose_the_database(
+    db: GalleryPlace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     engine = db.engine()
     try:
         engine.add("same_hq", make_image(700), brief="listed")
@@ -451,7 +491,7 @@ def test_config_key_and_environment_choose_the_database(db: GalleryPlace, tmp_pa
     assert by_config.exit_code == 0 and "listed" in by_config.output, by_config.output
     monkeypatch.setenv("IMGSYNC_GALLERY_DATABASE", str(db.database))
     (tmp_path / "plain.toml").write_text("")
-    by_env = CliRunner().invoke(cli, ["--config", str(tmp_path / "plain.toml"), "gallery", "ls",
-                                      "--library", "same_hq"])
+    by_env = CliRunner().invoke(
+        cli, ["--config", str(tmp_path / "plain.toml"), "gallery", "ls", "--library", "same_hq"]
+    )
     assert by_env.exit_code == 0 and "listed" in by_env.output, by_env.output
-

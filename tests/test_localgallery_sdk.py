@@ -65,16 +65,71 @@ def images_over_http() -> Iterator[tuple[dict[str, bytes], str]]:
 # The SDK's method names per library: (prefix, add, add_url, search, search_url, update, update_url,
 # update_sign, delete_image, delete_url, delete_sign); materiel's update* take brief positionally.
 METHODS = {
-    "same_hq": ("sameHq", "Add", "AddUrl", "Search", "SearchUrl", "Update", "UpdateUrl", "UpdateContSign",
-                "DeleteByImage", "DeleteByUrl", "DeleteBySign"),
-    "similar": ("similar", "Add", "AddUrl", "Search", "SearchUrl", "Update", "UpdateUrl", "UpdateContSign",
-                "DeleteByImage", "DeleteByUrl", "DeleteBySign"),
-    "product": ("product", "Add", "AddUrl", "Search", "SearchUrl", "Update", "UpdateUrl", "UpdateContSign",
-                "DeleteByImage", "DeleteByUrl", "DeleteBySign"),
-    "materiel": ("materiel", "Add", "AddUrl", "Search", "SearchUrl", "Update", "UpdateUrl", "UpdateContSign",
-                 "DeleteByImage", "DeleteByUrl", "DeleteBySign"),
-    "picturebook": ("pictureBook", "AddImage", "AddUrl", "SearchImage", "SearchUrl", "Update", "UpdateUrl",
-                    "UpdateContSign", "DeleteByImage", "DeleteByUrl", "DeleteBySign"),
+    "same_hq": (
+        "sameHq",
+        "Add",
+        "AddUrl",
+        "Search",
+        "SearchUrl",
+        "Update",
+        "UpdateUrl",
+        "UpdateContSign",
+        "DeleteByImage",
+        "DeleteByUrl",
+        "DeleteBySign",
+    ),
+    "similar": (
+        "similar",
+        "Add",
+        "AddUrl",
+        "Search",
+        "SearchUrl",
+        "Update",
+        "UpdateUrl",
+        "UpdateContSign",
+        "DeleteByImage",
+        "DeleteByUrl",
+        "DeleteBySign",
+    ),
+    "product": (
+        "product",
+        "Add",
+        "AddUrl",
+        "Search",
+        "SearchUrl",
+        "Update",
+        "UpdateUrl",
+        "UpdateContSign",
+        "DeleteByImage",
+        "DeleteByUrl",
+        "DeleteBySign",
+    ),
+    "materiel": (
+        "materiel",
+        "Add",
+        "AddUrl",
+        "Search",
+        "SearchUrl",
+        "Update",
+        "UpdateUrl",
+        "UpdateContSign",
+        "DeleteByImage",
+        "DeleteByUrl",
+        "DeleteBySign",
+    ),
+    "picturebook": (
+        "pictureBook",
+        "AddImage",
+        "AddUrl",
+        "SearchImage",
+        "SearchUrl",
+        "Update",
+        "UpdateUrl",
+        "UpdateContSign",
+        "DeleteByImage",
+        "DeleteByUrl",
+        "DeleteBySign",
+    ),
 }
 
 
@@ -146,8 +201,12 @@ def test_sdk_refetches_a_token_the_gallery_no_longer_knows(target: Any) -> None:
     client = sdk_client(target, target.api_key, target.secret_key)
     # A cached token from another life of the gallery: the call answers 110, the SDK fetches a new
     # token and retries once (api.md §8.1), and the retry succeeds.
-    client._authObj = {"access_token": "24.stale", "expires_in": 2592000, "time": int(time.time()),
-                       "scope": "public brain_all_scope"}
+    client._authObj = {
+        "access_token": "24.stale",
+        "expires_in": 2592000,
+        "time": int(time.time()),
+        "scope": "public brain_all_scope",
+    }
     client._isCloudUser = False
     library = target.libraries[0]
     search = getattr(client, METHODS[library][0] + METHODS[library][3])

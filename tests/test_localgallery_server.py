@@ -61,13 +61,16 @@ class Api:
 
     def token(self) -> str:
         if self._token is None:
-            r = self.http.get(self.url + TOKEN_PATH, params={"grant_type": "client_credentials",
-                                                             "client_id": self.ak, "client_secret": self.sk})
+            r = self.http.get(
+                self.url + TOKEN_PATH,
+                params={"grant_type": "client_credentials", "client_id": self.ak, "client_secret": self.sk},
+            )
             self._token = r.json()["access_token"]
         return self._token
 
-    def call(self, library: str, op: str, form: dict[str, Any] | None = None, *,
-             token: str | None = "auto", **kw: Any) -> dict[str, Any]:
+    def call(
+        self, library: str, op: str, form: dict[str, Any] | None = None, *, token: str | None = "auto", **kw: Any
+    ) -> dict[str, Any]:
         params = {} if token is None else {"access_token": self.token() if token == "auto" else token}
         r = self.http.post(self.url + LIBRARIES[library].path(op), params=params, data=form or {}, **kw)
         assert r.status_code == 200, r.text
@@ -153,22 +156,29 @@ def test_token_get_and_post_give_an_sdk_compatible_answer(gallery: Gallery) -> N
     assert got.json()["access_token"] != posted.json()["access_token"]
 
 
-@pytest.mark.parametrize(("client_id", "secret", "status", "error", "description"), [
-    ("nobody", "test-sk", 401, "invalid_client", "unknown client id"),
-    ("test-ak", "wrong", 401, "invalid_client", "Client authentication failed"),
-])
-def test_token_refused_for_bad_credentials(gallery: Gallery, client_id: str, secret: str,
-                                           status: int, error: str, description: str) -> None:
-    r = requests.get(gallery.url + TOKEN_PATH, params={
-        "grant_type": "client_credentials", "client_id": client_id, "client_secret": secret})
+@pytest.mark.parametrize(
+    ("client_id", "secret", "status", "error", "description"),
+    [
+        ("nobody", "test-sk", 401, "invalid_client", "unknown client id"),
+        ("test-ak", "wrong", 401, "invalid_client", "Client authentication failed"),
+    ],
+)
+def test_token_refused_for_bad_credentials(
+    gallery: Gallery, client_id: str, secret: str, status: int, error: str, description: str
+) -> None:
+    r = requests.get(
+        gallery.url + TOKEN_PATH,
+        params={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret},
+    )
     assert r.status_code == status
     assert r.json() == {"error": error, "error_description": description}
     assert "test-sk" not in r.text and "wrong" not in r.text
 
 
 def test_token_refused_for_other_grant_types(gallery: Gallery) -> None:
-    r = requests.post(gallery.url + TOKEN_PATH, data={"grant_type": "password", "client_id": "test-ak",
-                                                             "client_secret": "test-sk"})
+    r = requests.post(
+        gallery.url + TOKEN_PATH, data={"grant_type": "password", "client_id": "test-ak", "client_secret": "test-sk"}
+    )
     assert r.status_code == 400 and r.json()["error"] == "unsupported_grant_type"
 
 
@@ -176,8 +186,9 @@ def test_token_refused_for_other_grant_types(gallery: Gallery) -> None:
 
 
 @pytest.mark.parametrize("library", list(LIBRARIES))
-def test_every_call_of_a_library_works_by_image_url_and_cont_sign(api: Api, image_host: ImageHost,
-                                                                   library: str) -> None:
+def test_every_call_of_a_library_works_by_image_url_and_cont_sign(
+    api: Api, image_host: ImageHost, library: str
+) -> None:
     labels = {"class_id1": "7", "class_id2": "9"} if library == "product" else {"tags": "7,9"}
     a, b, c = (image_for(library, seed) for seed in (11, 12, 13))
     url_b = image_host.put("/b.jpg", b)
@@ -228,8 +239,10 @@ def test_duplicate_add_answers_216681_with_the_existing_cont_sign(api: Api) -> N
 
 
 def test_paging_caps_and_reports_has_more(api: Api) -> None:
-    signs = [api.call("similar", "add", {"image": B64(make_image(41, quality=q)), "brief": str(q)})["cont_sign"]
-             for q in (95, 85, 75)]
+    signs = [
+        api.call("similar", "add", {"image": B64(make_image(41, quality=q)), "brief": str(q)})["cont_sign"]
+        for q in (95, 85, 75)
+    ]
     query = B64(make_image(41, quality=90))
     everything = api.call("similar", "search", {"image": query})["result"]
     assert {r["cont_sign"] for r in everything} >= set(signs)
@@ -247,53 +260,57 @@ GOOD = B64(image_for("same_hq", 1)).decode()
 SIGN = "1,2"
 
 
-@pytest.mark.parametrize(("library", "op", "form", "expected", "msg_part"), [
-    # 216101: each missing parameter, named
-    ("same_hq", "add", {"brief": "x"}, 216101, "param image not exist"),
-    ("same_hq", "add", {"image": GOOD}, 216101, "param brief not exist"),
-    ("product", "add", {"image": GOOD, "brief": ""}, 216101, "param brief not exist"),
-    ("similar", "search", {}, 216101, "param image not exist"),
-    ("picturebook", "update", {"brief": "x"}, 216101, "param image not exist"),
-    ("materiel", "update", {"cont_sign": SIGN}, 216101, "param brief not exist"),
-    ("same_hq", "delete", {}, 216101, "param image not exist"),
-    ("same_hq", "delete", {"cont_sign": " ; "}, 216101, "param cont_sign not exist"),
-    # 216100: bad values
-    ("same_hq", "add", {"image": GOOD, "brief": "x" * 257}, 216100, "brief"),
-    ("same_hq", "add", {"image": GOOD, "brief": "图" * 86}, 216100, "brief"),  # 258 bytes of UTF-8
-    ("same_hq", "add", {"image": GOOD, "brief": "x", "tags": "1,2,3"}, 216100, "tags"),
-    ("same_hq", "add", {"image": GOOD, "brief": "x", "tags": "0"}, 216100, "tags"),
-    ("same_hq", "add", {"image": GOOD, "brief": "x", "tags": "65536"}, 216100, "tags"),
-    ("same_hq", "add", {"image": GOOD, "brief": "x", "tags": "a"}, 216100, "tags"),
-    ("similar", "search", {"image": GOOD, "tag_logic": "2"}, 216100, "tag_logic"),
-    ("product", "add", {"image": GOOD, "brief": "x", "class_id1": "0"}, 216100, "class_id1"),
-    ("product", "search", {"image": GOOD, "class_id2": "70000"}, 216100, "class_id2"),
-    ("same_hq", "search", {"image": GOOD, "pn": "-1"}, 216100, "pn"),
-    ("same_hq", "search", {"image": GOOD, "pn": "1000"}, 216100, "pn"),
-    ("same_hq", "search", {"image": GOOD, "rn": "0"}, 216100, "rn"),
-    ("same_hq", "search", {"image": GOOD, "rn": "1001"}, 216100, "rn"),
-    ("same_hq", "search", {"image": GOOD, "rn": "x"}, 216100, "rn"),
-    ("same_hq", "update", {"cont_sign": "1,2;3,4", "brief": "x"}, 216100, "single"),
-    ("same_hq", "delete", {"cont_sign": "abc"}, 216100, "cont_sign"),
-    ("same_hq", "delete", {"cont_sign": ";".join(f"{i},{i}" for i in range(1001))}, 216100, "at most 1000"),
-    ("picturebook", "delete", {"cont_sign": ";".join(f"{i},{i}" for i in range(101))}, 216100, "at most 100"),
-    # 2162xx: bad images
-    ("same_hq", "add", {"image": "", "brief": "x"}, 216200, ""),
-    ("same_hq", "add", {"image": "!!!not base64!!!", "brief": "x"}, 216203, "base64"),
-    ("same_hq", "add", {"image": "data:image/jpeg;base64," + GOOD, "brief": "x"}, 216203, "data:"),
-    ("same_hq", "add", {"image": "A" * (4 * 1024 * 1024 + 4), "brief": "x"}, 216202, ""),
-    ("same_hq", "add", {"image": B64(b"just some text, not a picture").decode(), "brief": "x"}, 216203, ""),
-    ("same_hq", "add", {"image": B64(make_image(2, fmt="GIF")).decode(), "brief": "x"}, 216201, ""),
-    ("same_hq", "add", {"image": B64(make_image(3, (40, 40))).decode(), "brief": "x"}, 216202, ""),
-    ("product", "add", {"image": B64(make_image(4, (320, 240))).decode(), "brief": "x"}, 216202, ""),
-    ("same_hq", "add", {"image": B64(make_image(5)[:2000]).decode(), "brief": "x"}, 216203, ""),
-    # 216680: nothing there
-    ("similar", "update", {"cont_sign": SIGN, "brief": "x"}, 216680, ""),
-    ("similar", "update", {"image": GOOD, "brief": "x"}, 216680, ""),
-    ("similar", "delete", {"cont_sign": SIGN}, 216680, ""),
-    ("similar", "delete", {"image": GOOD}, 216680, ""),
-])
-def test_bad_requests_get_the_clouds_error_code(api: Api, library: str, op: str, form: dict[str, str],
-                                               expected: int, msg_part: str) -> None:
+@pytest.mark.parametrize(
+    ("library", "op", "form", "expected", "msg_part"),
+    [
+        # 216101: each missing parameter, named
+        ("same_hq", "add", {"brief": "x"}, 216101, "param image not exist"),
+        ("same_hq", "add", {"image": GOOD}, 216101, "param brief not exist"),
+        ("product", "add", {"image": GOOD, "brief": ""}, 216101, "param brief not exist"),
+        ("similar", "search", {}, 216101, "param image not exist"),
+        ("picturebook", "update", {"brief": "x"}, 216101, "param image not exist"),
+        ("materiel", "update", {"cont_sign": SIGN}, 216101, "param brief not exist"),
+        ("same_hq", "delete", {}, 216101, "param image not exist"),
+        ("same_hq", "delete", {"cont_sign": " ; "}, 216101, "param cont_sign not exist"),
+        # 216100: bad values
+        ("same_hq", "add", {"image": GOOD, "brief": "x" * 257}, 216100, "brief"),
+        ("same_hq", "add", {"image": GOOD, "brief": "图" * 86}, 216100, "brief"),  # 258 bytes of UTF-8
+        ("same_hq", "add", {"image": GOOD, "brief": "x", "tags": "1,2,3"}, 216100, "tags"),
+        ("same_hq", "add", {"image": GOOD, "brief": "x", "tags": "0"}, 216100, "tags"),
+        ("same_hq", "add", {"image": GOOD, "brief": "x", "tags": "65536"}, 216100, "tags"),
+        ("same_hq", "add", {"image": GOOD, "brief": "x", "tags": "a"}, 216100, "tags"),
+        ("similar", "search", {"image": GOOD, "tag_logic": "2"}, 216100, "tag_logic"),
+        ("product", "add", {"image": GOOD, "brief": "x", "class_id1": "0"}, 216100, "class_id1"),
+        ("product", "search", {"image": GOOD, "class_id2": "70000"}, 216100, "class_id2"),
+        ("same_hq", "search", {"image": GOOD, "pn": "-1"}, 216100, "pn"),
+        ("same_hq", "search", {"image": GOOD, "pn": "1000"}, 216100, "pn"),
+        ("same_hq", "search", {"image": GOOD, "rn": "0"}, 216100, "rn"),
+        ("same_hq", "search", {"image": GOOD, "rn": "1001"}, 216100, "rn"),
+        ("same_hq", "search", {"image": GOOD, "rn": "x"}, 216100, "rn"),
+        ("same_hq", "update", {"cont_sign": "1,2;3,4", "brief": "x"}, 216100, "single"),
+        ("same_hq", "delete", {"cont_sign": "abc"}, 216100, "cont_sign"),
+        ("same_hq", "delete", {"cont_sign": ";".join(f"{i},{i}" for i in range(1001))}, 216100, "at most 1000"),
+        ("picturebook", "delete", {"cont_sign": ";".join(f"{i},{i}" for i in range(101))}, 216100, "at most 100"),
+        # 2162xx: bad images
+        ("same_hq", "add", {"image": "", "brief": "x"}, 216200, ""),
+        ("same_hq", "add", {"image": "!!!not base64!!!", "brief": "x"}, 216203, "base64"),
+        ("same_hq", "add", {"image": "data:image/jpeg;base64," + GOOD, "brief": "x"}, 216203, "data:"),
+        ("same_hq", "add", {"image": "A" * (4 * 1024 * 1024 + 4), "brief": "x"}, 216202, ""),
+        ("same_hq", "add", {"image": B64(b"just some text, not a picture").decode(), "brief": "x"}, 216203, ""),
+        ("same_hq", "add", {"image": B64(make_image(2, fmt="GIF")).decode(), "brief": "x"}, 216201, ""),
+        ("same_hq", "add", {"image": B64(make_image(3, (40, 40))).decode(), "brief": "x"}, 216202, ""),
+        ("product", "add", {"image": B64(make_image(4, (320, 240))).decode(), "brief": "x"}, 216202, ""),
+        ("same_hq", "add", {"image": B64(make_image(5)[:2000]).decode(), "brief": "x"}, 216203, ""),
+        # 216680: nothing there
+        ("similar", "update", {"cont_sign": SIGN, "brief": "x"}, 216680, ""),
+        ("similar", "update", {"image": GOOD, "brief": "x"}, 216680, ""),
+        ("similar", "delete", {"cont_sign": SIGN}, 216680, ""),
+        ("similar", "delete", {"image": GOOD}, 216680, ""),
+    ],
+)
+def test_bad_requests_get_the_clouds_error_code(
+    api: Api, library: str, op: str, form: dict[str, str], expected: int, msg_part: str
+) -> None:
     body = api.call(library, op, form)
     assert body["error_code"] == expected, body
     assert isinstance(body["error_msg"], str) and msg_part in body["error_msg"]
@@ -307,8 +324,11 @@ def test_missing_and_unknown_tokens_are_110_and_checked_before_params(api: Api) 
 
 
 def test_node_sdk_token_quirk_and_any_host_header_are_accepted(api: Api) -> None:
-    r = api.http.post(api.url + LIBRARIES["same_hq"].path("search") + "?aipSdk=node&access_token="
-                      + api.token() + "?aipSdk=node", data={"image": GOOD}, headers={"Host": "aip.baidubce.com"})
+    r = api.http.post(
+        api.url + LIBRARIES["same_hq"].path("search") + "?aipSdk=node&access_token=" + api.token() + "?aipSdk=node",
+        data={"image": GOOD},
+        headers={"Host": "aip.baidubce.com"},
+    )
     assert r.status_code == 200 and "error_code" not in r.json()
 
 
@@ -341,14 +361,17 @@ def test_qps_limit_answers_18_until_the_window_moves(tmp_path: Path) -> None:
         gallery.stop()
 
 
-@pytest.mark.parametrize(("method", "path"), [
-    ("POST", "/rest/2.0/realtime_search/same_hq/list"),
-    ("POST", "/"),
-    ("POST", "/rest/2.0/realtime_search/same_hq/add/"),
-    ("GET", "/rest/2.0/realtime_search/same_hq/add"),
-    ("PUT", "/rest/2.0/image-classify/v1/realtime_search/similar/search"),
-    ("DELETE", "/rest/2.0/imagesearch/v1/realtime_search/picturebook/delete"),
-])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/rest/2.0/realtime_search/same_hq/list"),
+        ("POST", "/"),
+        ("POST", "/rest/2.0/realtime_search/same_hq/add/"),
+        ("GET", "/rest/2.0/realtime_search/same_hq/add"),
+        ("PUT", "/rest/2.0/image-classify/v1/realtime_search/similar/search"),
+        ("DELETE", "/rest/2.0/imagesearch/v1/realtime_search/picturebook/delete"),
+    ],
+)
 def test_unknown_paths_and_wrong_methods_are_error_3(api: Api, method: str, path: str) -> None:
     r = api.http.request(method, api.url + path, params={"access_token": api.token()})
     assert r.status_code == 200
@@ -356,17 +379,27 @@ def test_unknown_paths_and_wrong_methods_are_error_3(api: Api, method: str, path
 
 
 def test_non_form_bodies_carry_no_fields(api: Api) -> None:
-    r = api.http.post(api.url + LIBRARIES["same_hq"].path("add"), params={"access_token": api.token()},
-                      json={"image": GOOD, "brief": "x"})
+    r = api.http.post(
+        api.url + LIBRARIES["same_hq"].path("add"),
+        params={"access_token": api.token()},
+        json={"image": GOOD, "brief": "x"},
+    )
     assert r.json()["error_code"] == 216101
-    r = api.http.post(api.url + LIBRARIES["same_hq"].path("add"), params={"access_token": api.token()},
-                      data=b"image=%ff%fe&brief=x", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    r = api.http.post(
+        api.url + LIBRARIES["same_hq"].path("add"),
+        params={"access_token": api.token()},
+        data=b"image=%ff%fe&brief=x",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert r.json()["error_code"] == 216100
 
 
 def test_oversize_body_is_refused_early_and_the_server_keeps_serving(api: Api) -> None:
-    r = api.http.post(api.url + LIBRARIES["same_hq"].path("add"), params={"access_token": api.token()},
-                      data=b"image=" + b"A" * (13 * 1024 * 1024))
+    r = api.http.post(
+        api.url + LIBRARIES["same_hq"].path("add"),
+        params={"access_token": api.token()},
+        data=b"image=" + b"A" * (13 * 1024 * 1024),
+    )
     assert r.status_code == 413
     assert code(api.call("same_hq", "search", {"image": GOOD})) is None
 
@@ -406,14 +439,21 @@ def test_url_download_timeout_is_282112(tmp_path: Path, image_host: ImageHost) -
         gallery.stop()
 
 
-def test_private_addresses_are_refused_unless_allowed_and_fetching_can_be_off(tmp_path: Path,
-                                                                              image_host: ImageHost) -> None:
+def test_private_addresses_are_refused_unless_allowed_and_fetching_can_be_off(
+    tmp_path: Path, image_host: ImageHost
+) -> None:
     url = image_host.put("/a.jpg", image_for("same_hq", 53))
     strict = start_in_thread(tmp_path / "strict", keys=[("k", "s")])
     off = start_in_thread(tmp_path / "off", keys=[("k", "s")], allow_private_urls=True, allow_url_fetch=False)
     try:
-        for u in (url, url.replace("127.0.0.1", "localhost"), "http://[::1]/a.jpg", "http://169.254.169.254/x",
-                  "http://10.0.0.1/a.jpg", "http://224.0.0.1/a.jpg"):
+        for u in (
+            url,
+            url.replace("127.0.0.1", "localhost"),
+            "http://[::1]/a.jpg",
+            "http://169.254.169.254/x",
+            "http://10.0.0.1/a.jpg",
+            "http://224.0.0.1/a.jpg",
+        ):
             body = Api(strict).call("same_hq", "add", {"url": u, "brief": "x"})
             assert body["error_code"] == 282111 and "address" in body["error_msg"], u
         body = Api(off).call("same_hq", "add", {"url": url, "brief": "x"})
@@ -504,16 +544,21 @@ def test_gallery_serve_refuses_a_bad_key_with_usage_error(bad: str, tmp_path: Pa
 
 
 def test_gallery_serve_runs_as_a_process_and_stops_on_sigterm(tmp_path: Path) -> None:
-    with subprocess.Popen([sys.executable, "-m", "imgsync", "gallery", "serve", "--port", "0", "--data",
-                           str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-m", "imgsync", "gallery", "serve", "--port", "0", "--data", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
         try:
             assert proc.stdout is not None
             lines = [proc.stdout.readline() for _ in range(3)]
             url = lines[0].split(" at ")[1].split(" ")[0]
             ak = lines[1].split(": ")[1].strip()
             sk = lines[2].split(": ")[1].strip()
-            r = requests.get(url + TOKEN_PATH, params={"grant_type": "client_credentials", "client_id": ak,
-                                                       "client_secret": sk})
+            r = requests.get(
+                url + TOKEN_PATH, params={"grant_type": "client_credentials", "client_id": ak, "client_secret": sk}
+            )
             assert r.status_code == 200 and r.json()["access_token"]
             proc.send_signal(signal.SIGTERM)
             out, err = proc.communicate(timeout=15)
@@ -537,11 +582,13 @@ class _ExplodingEngine:
     def __getattr__(self, name: str) -> Any:
         def boom(*args: Any, **kw: Any) -> Any:
             raise RuntimeError(f"engine exploded while holding {self.secret}")
+
         return boom
 
 
-def test_an_unexpected_exception_is_282000_logged_without_the_token(tmp_path: Path,
-                                                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_an_unexpected_exception_is_282000_logged_without_the_token(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     import io
 
     from imgsync.localgallery.app import GalleryApp
@@ -549,16 +596,24 @@ def test_an_unexpected_exception_is_282000_logged_without_the_token(tmp_path: Pa
     from imgsync.localgallery.fetch import UrlFetcher
 
     authority = Authority([("k", "s")])
-    token = str(authority.issue({"grant_type": "client_credentials", "client_id": "k",
-                                 "client_secret": "s"}).body["access_token"])
+    token = str(
+        authority.issue({"grant_type": "client_credentials", "client_id": "k", "client_secret": "s"}).body[
+            "access_token"
+        ]
+    )
     engine = _ExplodingEngine()
     engine.secret = token
     app = GalleryApp(engine, authority, UrlFetcher())  # type: ignore[arg-type]
     body = b"image=" + B64(image_for("same_hq", 91)).replace(b"+", b"%2B").replace(b"/", b"%2F") + b"&brief=x"
     statuses: list[str] = []
-    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": LIBRARIES["same_hq"].path("add"),
-               "QUERY_STRING": f"access_token={token}", "CONTENT_TYPE": "application/x-www-form-urlencoded",
-               "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body)}
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": LIBRARIES["same_hq"].path("add"),
+        "QUERY_STRING": f"access_token={token}",
+        "CONTENT_TYPE": "application/x-www-form-urlencoded",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+    }
     with caplog.at_level("ERROR", logger="imgsync.localgallery"):
         out = b"".join(app(environ, lambda status, headers: statuses.append(status)))
     answer = json.loads(out)

@@ -27,8 +27,9 @@ def h(n: int | str) -> str:
     return hashlib.sha256(str(n).encode()).hexdigest()
 
 
-def sf(path: str, n: int | str = 0, verdict: str = "ok", *, size: int = 100, inode: int = 1,
-       reason: str | None = None) -> ScannedFile:
+def sf(
+    path: str, n: int | str = 0, verdict: str = "ok", *, size: int = 100, inode: int = 1, reason: str | None = None
+) -> ScannedFile:
     return ScannedFile(path, size, 1_700_000_000_000_000_000, inode, h(n), verdict, reason, 5)  # type: ignore[arg-type]
 
 
@@ -38,8 +39,15 @@ def store(tmp_path: Path):
         yield s
 
 
-def add_live(store: Store, n: int, paths: tuple[str, ...] = (), *, mirror: str = M, library: str = "same_hq",
-             cont_sign: str | None = None) -> Entry:
+def add_live(
+    store: Store,
+    n: int,
+    paths: tuple[str, ...] = (),
+    *,
+    mirror: str = M,
+    library: str = "same_hq",
+    cont_sign: str | None = None,
+) -> Entry:
     entry, jid = store.begin_add(mirror, library, h(n), lambda i: f'{{"id":{i}}}', (), (None, None), None)
     store.finish_add(jid, entry.id, cont_sign or f"sign-{n}", paths)
     return store.entries(mirror)[entry.id]
@@ -243,16 +251,28 @@ def test_map_files(store: Store) -> None:
 
 def test_add_lifecycle(store: Store) -> None:
     store.save_scan(M, [sf("a.jpg", 1), sf("copy.jpg", 1)])
-    entry, jid = store.begin_add(M, "product", h(1), lambda i: f'{{"id":{i},"path":"a.jpg"}}', (),
-                                 (7, None), "/spool/x.img")
+    entry, jid = store.begin_add(
+        M, "product", h(1), lambda i: f'{{"id":{i},"path":"a.jpg"}}', (), (7, None), "/spool/x.img"
+    )
     assert entry.state == "adding" and entry.cont_sign is None
     assert entry.brief == f'{{"id":{entry.id},"path":"a.jpg"}}'
     assert (entry.class_id1, entry.class_id2) == (7, None)
     [item] = store.open_journal()
     assert (item.id, item.op, item.mirror, item.library, item.entry_ids, item.state) == (
-        jid, "add", M, "product", (entry.id,), "intent")
-    assert item.payload == {"brief": entry.brief, "tags": [], "class_ids": [7, None], "spool": "/spool/x.img",
-                            "content_hash": h(1)}
+        jid,
+        "add",
+        M,
+        "product",
+        (entry.id,),
+        "intent",
+    )
+    assert item.payload == {
+        "brief": entry.brief,
+        "tags": [],
+        "class_ids": [7, None],
+        "spool": "/spool/x.img",
+        "content_hash": h(1),
+    }
     assert store.known_files(M)["a.jpg"].entry_id is None  # not mapped before the add is confirmed
 
     store.finish_add(jid, entry.id, "sign-1", ["a.jpg", "copy.jpg"])
@@ -466,8 +486,9 @@ time.sleep(60)  # "making the remote call" when the kill comes
 
 def test_a_committed_intent_survives_kill_9(tmp_path: Path) -> None:
     path = tmp_path / "m.sqlite3"
-    with subprocess.Popen([sys.executable, "-c", _COMMIT_THEN_HANG, str(path)], stdout=subprocess.PIPE,
-                          text=True) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-c", _COMMIT_THEN_HANG, str(path)], stdout=subprocess.PIPE, text=True
+    ) as proc:
         try:
             line = proc.stdout.readline()  # type: ignore[union-attr]
             assert line, "the child died before committing"
@@ -532,18 +553,24 @@ def test_mirror_state(store: Store) -> None:
 
 
 def test_counts(store: Store) -> None:
-    store.save_scan(M, [
-        sf("synced.jpg", 1), sf("synced-copy.jpg", 1), sf("new.jpg", 2), sf("adding.jpg", 3),
-        sf("bad.jpg", 4, "rejected", reason="too small"), sf("busy.jpg", 5, "unstable"),
-        sf("locked.jpg", 6, "error", reason="permission denied"),
-    ])
+    store.save_scan(
+        M,
+        [
+            sf("synced.jpg", 1),
+            sf("synced-copy.jpg", 1),
+            sf("new.jpg", 2),
+            sf("adding.jpg", 3),
+            sf("bad.jpg", 4, "rejected", reason="too small"),
+            sf("busy.jpg", 5, "unstable"),
+            sf("locked.jpg", 6, "error", reason="permission denied"),
+        ],
+    )
     add_live(store, 1, ("synced.jpg", "synced-copy.jpg"))
     entry, _ = store.begin_add(M, "same_hq", h(3), str, (), (None, None), None)
     store.map_files(M, ["adding.jpg"], entry.id)
     store.save_scan("other", [sf("x.jpg", 9)])
     assert store.counts(M) == {"synced": 2, "pending": 3, "rejected": 1, "error": 1, "files": 7, "entries": 1}
-    assert store.counts("nobody") == {"synced": 0, "pending": 0, "rejected": 0, "error": 0, "files": 0,
-                                      "entries": 0}
+    assert store.counts("nobody") == {"synced": 0, "pending": 0, "rejected": 0, "error": 0, "files": 0, "entries": 0}
 
 
 def test_mirror_names(store: Store) -> None:
@@ -571,8 +598,10 @@ def test_save_scan_of_100k_files(tmp_path: Path) -> None:
         t0 = time.perf_counter()
         s.save_scan(M, changed, gone=gone)
         second = time.perf_counter() - t0
-        print(f"\nsave_scan 100k new rows: {first:.2f}s; known_files 100k: {read:.2f}s; "
-              f"rescan 50k changed + 10k gone: {second:.2f}s")
+        print(
+            f"\nsave_scan 100k new rows: {first:.2f}s; known_files 100k: {read:.2f}s; "
+            f"rescan 50k changed + 10k gone: {second:.2f}s"
+        )
         assert len(known) == 100_000 and known["dir7/image 000007.jpg"].size == 7
         after = s.known_files(M)
         assert len(after) == 90_000
@@ -679,8 +708,7 @@ time.sleep(60)
 
 def test_lock_is_released_when_the_holder_is_killed(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    with subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(state)], stdout=subprocess.PIPE,
-                          text=True) as proc:
+    with subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(state)], stdout=subprocess.PIPE, text=True) as proc:
         try:
             assert proc.stdout.readline().strip() == "locked"  # type: ignore[union-attr]
             with pytest.raises(LockHeldError, match=f"pid {proc.pid}, started "):

@@ -42,14 +42,20 @@ def working(img: Image.Image, library: str) -> Image.Image:
     return load_image(jpeg(img), get_library(library)).pixels
 
 
-def table_of(matcher: Matcher, items: dict[str, Image.Image],
-             tags: list[tuple[int, int]] | None = None) -> FeatureTable:
+def table_of(
+    matcher: Matcher, items: dict[str, Image.Image], tags: list[tuple[int, int]] | None = None
+) -> FeatureTable:
     feats = [matcher.extract(im) for im in items.values()]
     t = FeatureTable(matcher.fields)
     n = len(feats)
-    t.append_many(range(n), list(items), list(items),
-                  np.array(tags if tags else [(0, 0)] * n, dtype=np.uint16), np.zeros((n, 2), np.uint16),
-                  {f.name: np.stack([x[f.name] for x in feats]) for f in matcher.fields})
+    t.append_many(
+        range(n),
+        list(items),
+        list(items),
+        np.array(tags if tags else [(0, 0)] * n, dtype=np.uint16),
+        np.zeros((n, 2), np.uint16),
+        {f.name: np.stack([x[f.name] for x in feats]) for f in matcher.fields},
+    )
     return t
 
 
@@ -63,6 +69,7 @@ def pics() -> dict[str, Image.Image]:
 
 
 # --- the model ---------------------------------------------------------------------------------------
+
 
 def test_bundled_model_gives_the_right_imagenet_classes(pics: dict[str, Image.Image]) -> None:
     # 285 Egyptian cat, 967 espresso, 665 moped: only the real ImageNet weights get these right.
@@ -93,6 +100,7 @@ def test_a_missing_or_altered_model_file_is_a_clear_error(tmp_path: Path) -> Non
 
 # --- similar -----------------------------------------------------------------------------------------
 
+
 def test_similar_ranks_the_other_viewpoint_first_and_unrelated_low(pics: dict[str, Image.Image]) -> None:
     m = SimilarMatcher()
     gallery = {n: working(im, "similar") for n, im in pics.items()}
@@ -117,6 +125,7 @@ def test_similar_scores_a_recompressed_copy_as_the_same(pics: dict[str, Image.Im
 
 # --- product -----------------------------------------------------------------------------------------
 
+
 def test_product_finds_the_object_on_another_background_and_scale(pics: dict[str, Image.Image]) -> None:
     m = ProductMatcher()
     names = ["coffee", "chelsea", "rocket", "astronaut", "motorcycle_left", "china", "flower", "grace_hopper"]
@@ -132,6 +141,7 @@ def test_product_finds_the_object_on_another_background_and_scale(pics: dict[str
 
 
 # --- materiel ----------------------------------------------------------------------------------------
+
 
 def test_materiel_finds_the_same_fabric_from_another_patch() -> None:
     m = FabricMatcher()
@@ -156,9 +166,13 @@ def test_texture_glcm_agrees_with_scikit_image() -> None:
     gray = np.asarray(textures()["brick"].convert("L"))
     edges = np.quantile(gray, np.linspace(0, 1, T.GLCM_LEVELS + 1)[1:-1])
     q = np.searchsorted(edges, gray, side="right").astype(np.uint8)
-    ref = graycomatrix(q, [1], [0, np.pi / 4, np.pi / 2, 3 * np.pi / 4], levels=T.GLCM_LEVELS,
-                       symmetric=True).sum(axis=(2, 3)).astype(float).ravel()
-    ours = (T.glcm_histogram(gray)[: T.GLCM_LEVELS ** 2] * np.sqrt(len(T.GLCM_DISTANCES))) ** 2
+    ref = (
+        graycomatrix(q, [1], [0, np.pi / 4, np.pi / 2, 3 * np.pi / 4], levels=T.GLCM_LEVELS, symmetric=True)
+        .sum(axis=(2, 3))
+        .astype(float)
+        .ravel()
+    )
+    ours = (T.glcm_histogram(gray)[: T.GLCM_LEVELS**2] * np.sqrt(len(T.GLCM_DISTANCES))) ** 2
     np.testing.assert_allclose(ours, ref / ref.sum(), atol=1e-6)
 
 
@@ -171,6 +185,7 @@ def test_texture_lbp_is_rotation_invariant_and_discriminative() -> None:
 
 
 # --- scores and filtering ----------------------------------------------------------------------------
+
 
 def test_calibration_is_monotone_and_maps_its_knots() -> None:
     c = Calibration((0.0, 0.4, 0.7, 0.9, 1.0))
@@ -187,7 +202,7 @@ def test_filtered_search_sees_only_the_tagged_subset(pics: dict[str, Image.Image
     names = ["coffee", "chelsea", "rocket", "motorcycle_left"]
     items = {n: working(pics[n], "similar") for n in names}
     items["motorcycle_right"] = working(right, "similar")
-    tags = [(1, 0), (1, 0), (2, 0), (2, 0), (1, 0)]   # the right view is tagged 1, the left 2
+    tags = [(1, 0), (1, 0), (2, 0), (2, 0), (1, 0)]  # the right view is tagged 1, the left 2
     table = table_of(m, items, tags)
     q = m.extract(working(left.rotate(5, Image.Resampling.BILINEAR), "similar"))
     mask = filter_mask(table.alive[: table.n], table.tags[: table.n], table.class_ids[: table.n], want_tags=(1,))

@@ -54,8 +54,7 @@ def test_true_edits_of_plain_background_objects_stay_the_same(same_hq: Engine, t
 
 
 @pytest.mark.parametrize("name", ["nuclei", "clock_blur", "retina_detail", "snow_defocused"])
-def test_a_low_texture_picture_pasted_into_a_larger_image_is_found(same_hq: Engine, tune: HeldOut,
-                                                                    name: str) -> None:
+def test_a_low_texture_picture_pasted_into_a_larger_image_is_found(same_hq: Engine, tune: HeldOut, name: str) -> None:
     im = tune.lowtex[name]
     for seed in (1, 2):
         results, _ = same_hq.search("same_hq", SAME_IMAGE["contained in larger"](im, np.random.default_rng(seed)))
@@ -107,6 +106,7 @@ def test_an_object_alone_is_found_again_in_a_cluttered_scene(tune: HeldOut, tmp_
 
 
 # --- the parts -------------------------------------------------------------------------------------
+
 
 def test_appearance_tells_a_hue_change_from_a_brightness_change(tune: HeldOut) -> None:
     im = tune.objects["alien1"]

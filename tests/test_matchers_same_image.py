@@ -35,8 +35,9 @@ def gallery(pictures: dict[str, Image.Image], tmp_path_factory: pytest.TempPathF
 
 
 @pytest.mark.parametrize("edit", list(SAME_IMAGE))
-def test_every_edit_is_found_top1_with_a_same_score(gallery: Engine, pictures: dict[str, Image.Image],
-                                                    edit: str) -> None:
+def test_every_edit_is_found_top1_with_a_same_score(
+    gallery: Engine, pictures: dict[str, Image.Image], edit: str
+) -> None:
     rng = np.random.default_rng(5)
     for name, im in pictures.items():
         results, _ = gallery.search("same_hq", SAME_IMAGE[edit](im, rng))

@@ -45,6 +45,7 @@ def _gray(im: Image.Image) -> np.ndarray:
 
 def test_ratio_matches_equal_opencv_brute_force(pics: dict[str, Image.Image]) -> None:
     """faiss's Hamming k-NN in place of cv2.batchDistance: the very same matches, pair by pair."""
+
     def reference(q: np.ndarray, d: np.ndarray, ratio: float = 0.8, max_dist: int = 80):
         if len(d) < 2:
             return np.empty(0, np.int64), np.empty(0, np.int64)
@@ -58,22 +59,24 @@ def test_ratio_matches_equal_opencv_brute_force(pics: dict[str, Image.Image]) ->
         return ok[order[first]], di[order[first]]
 
     kps = {n: K.adaptive_keypoints(_gray(im), 400, spread=True) for n, im in pics.items()}
-    crops = {n: K.adaptive_keypoints(_gray(im.crop((20, 20, im.width - 20, im.height - 20))), 256)
-             for n, im in pics.items()}
+    crops = {
+        n: K.adaptive_keypoints(_gray(im.crop((20, 20, im.width - 20, im.height - 20))), 256) for n, im in pics.items()
+    }
     matched = 0
     for a in kps:
         for b in crops:
             want, got = reference(kps[a].desc, crops[b].desc), K.ratio_matches(kps[a].desc, crops[b].desc)
             assert np.array_equal(want[0], got[0]) and np.array_equal(want[1], got[1]), (a, b)
             matched += len(got[0])
-    assert matched > 500          # the comparison covered real matches, not only empty sets
+    assert matched > 500  # the comparison covered real matches, not only empty sets
 
 
 def test_octile_edges_equal_numpy_quantile(pics: dict[str, Image.Image]) -> None:
     rng = np.random.default_rng(0)
     grays = [_gray(im) for im in pics.values()]
-    grays += [rng.integers(0, 256, (int(rng.integers(1, 200)), int(rng.integers(1, 200))), dtype=np.uint8)
-              for _ in range(100)]
+    grays += [
+        rng.integers(0, 256, (int(rng.integers(1, 200)), int(rng.integers(1, 200))), dtype=np.uint8) for _ in range(100)
+    ]
     grays += [np.full((40, 30), 9, np.uint8), rng.integers(100, 102, (17, 33), dtype=np.uint8)]
     for g in grays:
         assert np.array_equal(T._octile_edges(g), np.quantile(g, T._OCTILES))
@@ -84,8 +87,10 @@ def test_spread_subset_equals_the_cell_by_cell_loop() -> None:
         if len(kps) <= k:
             return np.arange(len(kps))
         w, h = kps.size
-        cell = (np.minimum(kps.xy[:, 1] * grid // max(h, 1), grid - 1) * grid
-                + np.minimum(kps.xy[:, 0] * grid // max(w, 1), grid - 1)).astype(np.int64)
+        cell = (
+            np.minimum(kps.xy[:, 1] * grid // max(h, 1), grid - 1) * grid
+            + np.minimum(kps.xy[:, 0] * grid // max(w, 1), grid - 1)
+        ).astype(np.int64)
         rank, seen = np.zeros(len(kps), np.int64), np.zeros(grid * grid, np.int64)
         for i, c in enumerate(cell):
             rank[i], seen[c] = seen[c], seen[c] + 1
@@ -126,7 +131,8 @@ def test_second_round_reuses_the_first_rounds_points(pics: dict[str, Image.Image
 
 
 def test_similar_skips_keypoints_once_the_same_picture_is_found(
-        tmp_path: Path, pics: dict[str, Image.Image], monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, pics: dict[str, Image.Image], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """No re-ranking under a row scoring ≥ 0.9: every row scoring ≥ the keypoint cap (0.85), the
     first included, is the same as with the re-ranking; and a query without such a row is still
     re-ranked (a crop of a scene finds its picture through keypoints)."""
@@ -139,10 +145,10 @@ def test_similar_skips_keypoints_once_the_same_picture_is_found(
         calls = []
         real = SimilarMatcher._query_keypoints
         monkeypatch.setattr(SimilarMatcher, "_query_keypoints", lambda self, q: calls.append(1) or real(self, q))
-        assert eng.search("similar", copy, rn=20)[0] == gated and not calls   # no keypoints were detected
+        assert eng.search("similar", copy, rn=20)[0] == gated and not calls  # no keypoints were detected
         monkeypatch.setattr(SimilarMatcher, "settled_at", np.inf)
         full = eng.search("similar", copy, rn=20)[0]
-        assert calls                                                         # this time they were
+        assert calls  # this time they were
         assert gated[0][1] >= 0.9 and gated[0] == full[0]
         cap = SimilarMatcher.keypoint_cap
         assert [r for r in gated if r[1] >= cap] == [r for r in full if r[1] >= cap]

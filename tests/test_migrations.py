@@ -168,11 +168,15 @@ def test_the_wheel_ships_the_migrations_and_upgrades_from_them(tmp_path: Path) -
     assert done.returncode == 0, done.stderr
     [wheel] = wheel_dir.glob("imgsync-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"imgsync/migrations/env.py", "imgsync/migrations/script.py.mako",
-            "imgsync/migrations/versions/0001_initial.py", "imgsync/manifest/store.py",
-            # the local gallery's PostgreSQL schema, inside its package
-            "imgsync/localgallery/pg_migrations/env.py",
-            "imgsync/localgallery/pg_migrations/versions/0001_initial.py"} <= names
+    assert {
+        "imgsync/migrations/env.py",
+        "imgsync/migrations/script.py.mako",
+        "imgsync/migrations/versions/0001_initial.py",
+        "imgsync/manifest/store.py",
+        # the local gallery's PostgreSQL schema, inside its package
+        "imgsync/localgallery/pg_migrations/env.py",
+        "imgsync/localgallery/pg_migrations/versions/0001_initial.py",
+    } <= names
     assert not any(n.endswith("alembic.ini") for n in names)
 
     # A fresh venv holding only the wheel's imgsync; its dependencies come from this interpreter's
@@ -181,18 +185,45 @@ def test_the_wheel_ships_the_migrations_and_upgrades_from_them(tmp_path: Path) -
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
     parents = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
     (site / "zz_parent_env.pth").write_text("".join(f"{p}\n" for p in parents))
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
-                    "--no-index", "--force-reinstall", str(wheel)], check=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            "--force-reinstall",
+            str(wheel),
+        ],
+        check=True,
+        timeout=300,
+    )
 
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    run = subprocess.run([str(python), "-I", "-c", _OPEN_FROM_WHEEL, str(outside)], cwd=outside, env=env,
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [str(python), "-I", "-c", _OPEN_FROM_WHEEL, str(outside)],
+        cwd=outside,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     revision, module, scripts = run.stdout.split("\n")[:3]
     assert revision == migrate.head_revision()

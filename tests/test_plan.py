@@ -188,8 +188,13 @@ def test_max_delete_as_a_count():
 # ------------------------------------------------------------------------------------------ property
 
 
-def simulate(plan: Plan, mirror: MirrorConfig, files: dict[str, ScannedFile], known: dict[str, KnownFile],
-             entries: dict[int, Entry]):
+def simulate(
+    plan: Plan,
+    mirror: MirrorConfig,
+    files: dict[str, ScannedFile],
+    known: dict[str, KnownFile],
+    entries: dict[int, Entry],
+):
     """What a perfect execution records: the manifest after the plan (a file keeps its mapping unless
     an action maps it elsewhere, as Store.save_scan does)."""
     ents = dict(entries)
@@ -197,16 +202,18 @@ def simulate(plan: Plan, mirror: MirrorConfig, files: dict[str, ScannedFile], kn
     for r in plan.remaps:
         mapping.update({p: r.entry.id for p in r.paths})
     for u in plan.updates:
-        ents[u.entry.id] = replace(u.entry, brief=u.brief, tags=u.tags, class_id1=u.class_ids[0],
-                                   class_id2=u.class_ids[1])
+        ents[u.entry.id] = replace(
+            u.entry, brief=u.brief, tags=u.tags, class_id1=u.class_ids[0], class_id2=u.class_ids[1]
+        )
         mapping.update({p: u.entry.id for p in u.paths})
     for r in plan.readds:
         ents.pop(r.entry.id)
     for a in [*plan.adds, *(r.add for r in plan.readds)]:
         eid = max(ents, default=0) + 1
         brief = render_brief(mirror.brief, entry_id=eid, path=a.path, mirror=mirror.name, library=mirror.library)
-        ents[eid] = Entry(eid, mirror.name, mirror.library, f"{eid},0", a.content_hash, brief, a.tags,
-                          a.class_ids[0], a.class_ids[1])
+        ents[eid] = Entry(
+            eid, mirror.name, mirror.library, f"{eid},0", a.content_hash, brief, a.tags, a.class_ids[0], a.class_ids[1]
+        )
         mapping.update({p: eid for p in a.paths})
     for d in plan.deletes:
         ents.pop(d.entry.id, None)

@@ -20,7 +20,7 @@ def test_use_from_python(tmp_path, monkeypatch):
     monkeypatch.setenv("IMGSYNC_CONFIG", str(tmp_path / "no-config.toml"))
     (tmp_path / "no-config.toml").write_text("")
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("## Use from Python"):]
+    section = text[text.index("## Use from Python") :]
     section = section[: section.index("\n## ", 1)]
     parser = doctest.DocTestParser()
     test = parser.get_doctest(section, {}, "README.md: Use from Python", str(ROOT / "README.md"), 0)

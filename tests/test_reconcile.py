@@ -151,13 +151,13 @@ def test_scoped_run_sees_only_its_scope_and_keeps_the_rest(rig):
     rig.put("a.jpg", 1)
     rig.put("dir/b.jpg", 2)
     rig.run()
-    rig.put("new.jpg", 3)            # outside the scope: not seen yet
-    rig.put("dir/c.jpg", 4)          # inside
+    rig.put("new.jpg", 3)  # outside the scope: not seen yet
+    rig.put("dir/c.jpg", 4)  # inside
     (rig.folder / "a.jpg").unlink()  # outside: a scoped run must not take it as gone
     run, calls = rig.run(scope=["dir"])
     assert run.report.added == ["dir/c.jpg"] and run.report.deleted == 0 and calls == 1
     assert set(rig.store.known_files("m")) == {"a.jpg", "dir/b.jpg", "dir/c.jpg"}
-    run, _ = rig.run()               # the full scan is the truth
+    run, _ = rig.run()  # the full scan is the truth
     assert run.report.added == ["new.jpg"] and run.report.deleted == 1
 
 
@@ -277,11 +277,11 @@ def test_settled_mirror_is_vouched_for_by_a_stat_walk_and_any_change_breaks_it(r
     run, calls = rig.run()
     assert calls == 0 and rig.store.mirror_state("m").settled != state.settled
 
-    rig.put("sub/c.jpg", 3)                     # a new file breaks the digest
+    rig.put("sub/c.jpg", 3)  # a new file breaks the digest
     run, calls = rig.run()
     assert run.report.added == ["sub/c.jpg"]
     rig.mirror = MirrorConfig(name="m", folder=rig.folder, library="same_hq", labels=(LabelRule("sub/*", (4,)),))
-    run, calls = rig.run()                      # a config change breaks the fingerprint
+    run, calls = rig.run()  # a config change breaks the fingerprint
     assert sorted(run.report.updated) == ["sub/b.jpg", "sub/c.jpg"] and calls == 2
 
 
@@ -372,8 +372,14 @@ def test_should_stop_ends_the_run_between_actions_and_the_next_run_finishes(rig)
     done: list[int] = []
     in_flight = rig.client.calls_in_flight()
     assert in_flight > 1
-    run = reconcile_mirror(rig.mirror, rig.store, rig.client, spool_dir=rig.state / "spool",
-                           on_progress=done.append, should_stop=lambda: len(done) >= 2)
+    run = reconcile_mirror(
+        rig.mirror,
+        rig.store,
+        rig.client,
+        spool_dir=rig.state / "spool",
+        on_progress=done.append,
+        should_stop=lambda: len(done) >= 2,
+    )
     # No new call after the stop; the ones in flight then finish and are recorded.
     first = len(run.report.added)
     assert run.report.interrupted and 2 <= first <= 2 + in_flight - 1 and not run.report.ok

@@ -57,8 +57,10 @@ def scan(root: Path, known: dict[str, KnownFile] | None = None, **kw: object) ->
 
 
 def as_known(files: dict[str, ScannedFile]) -> dict[str, KnownFile]:
-    return {p: KnownFile(f.path, f.size, f.mtime_ns, f.inode, f.content_hash, f.verdict, f.reason, None,
-                         f.hashed_at_ns) for p, f in files.items()}
+    return {
+        p: KnownFile(f.path, f.size, f.mtime_ns, f.inode, f.content_hash, f.verdict, f.reason, None, f.hashed_at_ns)
+        for p, f in files.items()
+    }
 
 
 class CountingReader:
@@ -121,29 +123,53 @@ def test_include_patterns_with_a_slash_match_the_path(tmp_path: Path) -> None:
     assert list(scan(tmp_path, include=("best/*.jpg",)).files) == ["best/a.jpg"]
 
 
-@pytest.mark.parametrize(("path", "include", "exclude", "listed"), [
-    ("a.JPEG", ("*.jpeg",), (), True),
-    ("a.jpeg", ("*.jpg",), (), False),
-    ("x/.git/a.jpg", ("*.jpg",), (".*",), False),
-    ("x/y/a.jpg", ("*.jpg",), ("x/y",), False),
-    ("x/y/a.jpg", ("*.jpg",), ("y",), False),
-    ("x/yy/a.jpg", ("*.jpg",), ("y",), True),
-    ("a b/c d.jpg", ("*.jpg",), (), True),
-])
+@pytest.mark.parametrize(
+    ("path", "include", "exclude", "listed"),
+    [
+        ("a.JPEG", ("*.jpeg",), (), True),
+        ("a.jpeg", ("*.jpg",), (), False),
+        ("x/.git/a.jpg", ("*.jpg",), (".*",), False),
+        ("x/y/a.jpg", ("*.jpg",), ("x/y",), False),
+        ("x/y/a.jpg", ("*.jpg",), ("y",), False),
+        ("x/yy/a.jpg", ("*.jpg",), ("y",), True),
+        ("a b/c d.jpg", ("*.jpg",), (), True),
+    ],
+)
 def test_is_included(path: str, include: tuple[str, ...], exclude: tuple[str, ...], listed: bool) -> None:
     assert is_included(path, include, exclude) is listed
 
 
-NAMES = ["a.jpg", "A.JPG", ".a.jpg", "a.jpg~", "b.tmp", "x.crdownload", "abc.png", "abd.png", "ab.png",
-         "ÄRGER.Jpeg", "photo.jpg.part", "no_ext", ".jpg", "a.gif", "b.tiff", "c.tif", "d.bmp", "e.webp"]
+NAMES = [
+    "a.jpg",
+    "A.JPG",
+    ".a.jpg",
+    "a.jpg~",
+    "b.tmp",
+    "x.crdownload",
+    "abc.png",
+    "abd.png",
+    "ab.png",
+    "ÄRGER.Jpeg",
+    "photo.jpg.part",
+    "no_ext",
+    ".jpg",
+    "a.gif",
+    "b.tiff",
+    "c.tif",
+    "d.bmp",
+    "e.webp",
+]
 
 
-@pytest.mark.parametrize(("include", "exclude"), [
-    (DEFAULT_INCLUDE, DEFAULT_EXCLUDE),
-    (("a?c.png", "[a-b]*.png", "*.jpeg"), ("abd*", "*.PNG~")),
-    (("*",), ()),
-    ((), ("*",)),
-])
+@pytest.mark.parametrize(
+    ("include", "exclude"),
+    [
+        (DEFAULT_INCLUDE, DEFAULT_EXCLUDE),
+        (("a?c.png", "[a-b]*.png", "*.jpeg"), ("abd*", "*.PNG~")),
+        (("*",), ()),
+        ((), ("*",)),
+    ],
+)
 def test_fast_name_filter_agrees_with_the_glob_rules(include: tuple[str, ...], exclude: tuple[str, ...]) -> None:
     f = PathFilter(include, exclude)
     fast = f.file_matcher()
@@ -203,8 +229,10 @@ def test_every_rejection_kind_is_named(tmp_path: Path) -> None:
         "cut.jpg": ("rejected", reasons["cut.jpg"][1]),
         "anim.gif": ("rejected", 'GIF is not accepted by same_hq (jpg/png/bmp only); set fit = "shrink" to convert'),
         "tiny.png": ("rejected", "40x40 px: shortest side is below same_hq's 50 px (images are never upscaled)"),
-        "huge.png": ("rejected", '4200x300 px: longest side is over the 4096 px limit; set fit = "shrink" to '
-                                 'scale it down'),
+        "huge.png": (
+            "rejected",
+            '4200x300 px: longest side is over the 4096 px limit; set fit = "shrink" to scale it down',
+        ),
     }
     assert reasons["cut.jpg"][1].startswith("truncated JPEG (image file is truncated")  # type: ignore[union-attr]
     assert all(f.content_hash for f in res.files.values())  # rejected files are hashed too
@@ -277,8 +305,12 @@ def test_hash_taken_too_soon_after_the_mtime_is_not_trusted(tmp_path: Path) -> N
     reader = CountingReader()
     scan(tmp_path, as_known({"a.jpg": racy}), read=reader)
     assert len(reader.paths) == 1
-    assert can_reuse(as_known({"a.jpg": dataclasses.replace(f, hashed_at_ns=f.mtime_ns + SETTLE_NS)})["a.jpg"],
-                     f.size, f.mtime_ns, f.inode)
+    assert can_reuse(
+        as_known({"a.jpg": dataclasses.replace(f, hashed_at_ns=f.mtime_ns + SETTLE_NS)})["a.jpg"],
+        f.size,
+        f.mtime_ns,
+        f.inode,
+    )
 
 
 @pytest.mark.parametrize("verdict", ["unstable", "error"])
@@ -398,8 +430,11 @@ def scan_unprivileged(root: Path) -> dict[str, object]:
                 os.setgid(65534)
                 os.setuid(65534)
             res = scan_folder(root, mirror(root), {}, now_ns=time.time_ns())
-            out = {"files": {p: [f.verdict, f.reason] for p, f in res.files.items()},
-                   "errors": res.errors, "complete": res.complete}
+            out = {
+                "files": {p: [f.verdict, f.reason] for p, f in res.files.items()},
+                "errors": res.errors,
+                "complete": res.complete,
+            }
         except BaseException:
             out = {"crash": traceback.format_exc()}
         os.write(w, json.dumps(out).encode())
@@ -473,8 +508,7 @@ def test_a_link_to_itself_is_its_own_error_and_its_siblings_are_scanned(tmp_path
     assert sorted(p for p, f in res.files.items() if f.verdict == "ok") == names
     loop = res.files["zz.jpg"]
     assert loop.verdict == "error" and "too many levels of symbolic links" in (loop.reason or "")
-    scoped = scan_folder(tmp_path, mirror(tmp_path, follow_symlinks=True), {}, now_ns=time.time_ns(),
-                         scope=["zz.jpg"])
+    scoped = scan_folder(tmp_path, mirror(tmp_path, follow_symlinks=True), {}, now_ns=time.time_ns(), scope=["zz.jpg"])
     assert scoped.complete and scoped.files["zz.jpg"].verdict == "error"
 
 
@@ -484,8 +518,10 @@ def test_names_that_look_like_images_but_are_not_files_are_said_once(tmp_path: P
     put(tmp_path, "folder.jpg/inside.jpg", JPEG)
     res = scan(tmp_path)
     assert list(res.files) == ["folder.jpg/inside.jpg"]
-    assert dict(res.notes) == {"pipe.jpg": "a FIFO, not an image file: skipped",
-                                 "folder.jpg": "a directory, not an image file (its files are scanned)"}
+    assert dict(res.notes) == {
+        "pipe.jpg": "a FIFO, not an image file: skipped",
+        "folder.jpg": "a directory, not an image file (its files are scanned)",
+    }
 
 
 def test_dangling_symlink_is_an_error_when_following(tmp_path: Path) -> None:

@@ -30,8 +30,9 @@ def _populate(env: dict[str, str], library: str = "same_hq") -> dict[str, str]:
     """Add three images to the embedded gallery; returns {brief: cont_sign}."""
     config = load_config(env=env)
     with open_gallery(config) as gallery:
-        return {f"photo-{i}.jpg": gallery.add(library, image=make_image(40 + i), brief=f"photo-{i}.jpg")
-                for i in range(3)}
+        return {
+            f"photo-{i}.jpg": gallery.add(library, image=make_image(40 + i), brief=f"photo-{i}.jpg") for i in range(3)
+        }
 
 
 def test_search_prints_a_ranked_table(env: dict[str, str], tmp_path: Path) -> None:
@@ -85,7 +86,8 @@ def test_tags_filter_reaches_the_gallery(env: dict[str, str], tmp_path: Path) ->
 
 def test_library_defaults_to_the_mirrors_library(env: dict[str, str], tmp_path: Path) -> None:
     Path(env["IMGSYNC_CONFIG"]).write_text(
-        f'[[mirror]]\nname = "pics"\nfolder = "{tmp_path / "pics"}"\nlibrary = "similar"\n')
+        f'[[mirror]]\nname = "pics"\nfolder = "{tmp_path / "pics"}"\nlibrary = "similar"\n'
+    )
     signs = _populate(env, library="similar")
     query = tmp_path / "q.jpg"
     query.write_bytes(make_image(40))
@@ -149,8 +151,12 @@ def test_remote_endpoint_needs_keys(tmp_path: Path) -> None:
 def test_remote_endpoint_with_keys_from_the_environment(gallery_server, tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[gallery]\nendpoint = "{gallery_server.url}"\n')
-    env = {"IMGSYNC_CONFIG": str(cfg), "IMGSYNC_STATE_DIR": str(tmp_path / "s"),
-           "IMGSYNC_API_KEY": gallery_server.api_key, "IMGSYNC_SECRET_KEY": gallery_server.secret_key}
+    env = {
+        "IMGSYNC_CONFIG": str(cfg),
+        "IMGSYNC_STATE_DIR": str(tmp_path / "s"),
+        "IMGSYNC_API_KEY": gallery_server.api_key,
+        "IMGSYNC_SECRET_KEY": gallery_server.secret_key,
+    }
     with open_gallery(load_config(env=env)) as gallery:
         sign = gallery.add("same_hq", image=make_image(8), brief="remote")
     query = tmp_path / "q.jpg"
@@ -164,8 +170,12 @@ def test_remote_endpoint_with_keys_from_the_environment(gallery_server, tmp_path
 def test_bad_secret_exits_4_without_showing_it(gallery_server, tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[gallery]\nendpoint = "{gallery_server.url}"\n')
-    env = {"IMGSYNC_CONFIG": str(cfg), "IMGSYNC_STATE_DIR": str(tmp_path / "s"),
-           "IMGSYNC_API_KEY": gallery_server.api_key, "IMGSYNC_SECRET_KEY": "not-the-secret"}
+    env = {
+        "IMGSYNC_CONFIG": str(cfg),
+        "IMGSYNC_STATE_DIR": str(tmp_path / "s"),
+        "IMGSYNC_API_KEY": gallery_server.api_key,
+        "IMGSYNC_SECRET_KEY": "not-the-secret",
+    }
     query = tmp_path / "q.jpg"
     query.write_bytes(make_image(8))
     result = CliRunner().invoke(cli, ["search", str(query)], env=env)
@@ -205,6 +215,7 @@ def test_hits_lead_back_to_local_files_through_the_manifest(env: dict[str, str],
     for p in folder.rglob("*.jpg"):
         p.touch()
         import os
+
         t = p.stat().st_mtime_ns - 10**10
         os.utime(p, ns=(t, t))
     done = CliRunner().invoke(cli, ["reconcile", str(folder)], env=env)

@@ -30,8 +30,9 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height over a few bytes of data: a decompression bomb stand-in."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 16))
-            + _chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 16)) + _chunk(b"IEND", b"")
+    )
 
 
 def noise_png(side: int) -> bytes:
@@ -105,10 +106,13 @@ def test_truncated_png() -> None:
 def test_corrupt_png_data() -> None:
     data = bytearray(make_image(7, (400, 300), "PNG"))
     start = data.index(b"IDAT") + 4
-    data[start: start + 64] = bytes(64)  # zeroed deflate stream
+    data[start : start + 64] = bytes(64)  # zeroed deflate stream
     reason = judge(bytes(data))
-    assert reason is not None and (reason.startswith("corrupt PNG") or reason.startswith("truncated PNG")
-                                   or reason.startswith("not a readable image"))
+    assert reason is not None and (
+        reason.startswith("corrupt PNG")
+        or reason.startswith("truncated PNG")
+        or reason.startswith("not a readable image")
+    )
 
 
 def test_decompression_bomb_header_is_refused_without_decoding() -> None:
@@ -133,13 +137,15 @@ def test_bomb_below_pillows_hard_guard_is_refused_from_its_header(fit: str) -> N
 @pytest.mark.parametrize("fmt", ["GIF", "WEBP", "TIFF"])
 def test_other_formats_are_rejected_with_a_hint(fmt: str) -> None:
     assert judge(make_image(8, (320, 240), fmt)) == (
-        f'{fmt} is not accepted by same_hq (jpg/png/bmp only); set fit = "shrink" to convert')
+        f'{fmt} is not accepted by same_hq (jpg/png/bmp only); set fit = "shrink" to convert'
+    )
 
 
 def test_tiny_image_for_picturebook() -> None:
     assert judge(make_image(9, (150, 150)), "picturebook") is None
     assert judge(make_image(9, (40, 600)), "picturebook") == (
-        "40x600 px: shortest side is below picturebook's 150 px (images are never upscaled)")
+        "40x600 px: shortest side is below picturebook's 150 px (images are never upscaled)"
+    )
 
 
 def test_product_needs_300_px() -> None:
@@ -148,23 +154,28 @@ def test_product_needs_300_px() -> None:
 
 def test_huge_image() -> None:
     assert judge(make_image(13, (4200, 300), "PNG")) == (
-        '4200x300 px: longest side is over the 4096 px limit; set fit = "shrink" to scale it down')
+        '4200x300 px: longest side is over the 4096 px limit; set fit = "shrink" to scale it down'
+    )
 
 
 def test_size_is_judged_from_the_header_alone() -> None:
     info = inspect_image(png_header_only(5000, 3000), decode=False)
     assert not info.decoded
     assert judge_image(info, "same_hq", "reject") == (
-        '5000x3000 px: longest side is over the 4096 px limit; set fit = "shrink" to scale it down')
+        '5000x3000 px: longest side is over the 4096 px limit; set fit = "shrink" to scale it down'
+    )
 
 
-@pytest.mark.parametrize(("library", "size", "ok"), [
-    ("picturebook", (1500, 150), True),    # exactly 10:1
-    ("picturebook", (1600, 150), False),
-    ("materiel", (2000, 100), True),       # exactly 20:1
-    ("materiel", (2100, 100), False),
-    ("same_hq", (4000, 50), True),         # no aspect limit
-])
+@pytest.mark.parametrize(
+    ("library", "size", "ok"),
+    [
+        ("picturebook", (1500, 150), True),  # exactly 10:1
+        ("picturebook", (1600, 150), False),
+        ("materiel", (2000, 100), True),  # exactly 20:1
+        ("materiel", (2100, 100), False),
+        ("same_hq", (4000, 50), True),  # no aspect limit
+    ],
+)
 def test_aspect_limits(library: str, size: tuple[int, int], ok: bool) -> None:
     reason = judge(make_image(11, size, "PNG"), library)
     assert (reason is None) == ok
@@ -180,8 +191,7 @@ def test_over_4mb_base64() -> None:
     data = noise_png(1300)
     assert base64_size(len(data)) > MAX_IMAGE_BASE64
     reason = judge(data)
-    assert reason is not None and reason.endswith(
-        'base64 is over the 4 MB limit; set fit = "shrink" to re-encode it')
+    assert reason is not None and reason.endswith('base64 is over the 4 MB limit; set fit = "shrink" to re-encode it')
     assert reason.startswith(f"{describe_base64(base64_size(len(data)))} base64")
 
 
@@ -197,21 +207,27 @@ def test_3_mib_raw_is_exactly_the_limit() -> None:
     assert base64_size(3 * 1024 * 1024) == MAX_IMAGE_BASE64
 
 
-@pytest.mark.parametrize(("size", "text"), [
-    (int(5.1 * 2**20), "5.1 MB"),
-    (MAX_IMAGE_BASE64 + 4, "4.000 MB"),  # never "4.0 MB base64 is over the 4 MB limit"
-])
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [
+        (int(5.1 * 2**20), "5.1 MB"),
+        (MAX_IMAGE_BASE64 + 4, "4.000 MB"),  # never "4.0 MB base64 is over the 4 MB limit"
+    ],
+)
 def test_describe_base64(size: int, text: str) -> None:
     assert describe_base64(size) == text
 
 
-@pytest.mark.parametrize(("w", "h", "out"), [
-    (300, 200, (300, 200)),          # never enlarged
-    (8192, 4096, (4096, 2048)),
-    (4096, 8192, (2048, 4096)),
-    (5000, 3001, (4096, 2459)),      # short side rounded up: ratio never grows
-    (41000, 4100, (4096, 410)),      # exactly 10:1 stays ≤ 10:1
-])
+@pytest.mark.parametrize(
+    ("w", "h", "out"),
+    [
+        (300, 200, (300, 200)),  # never enlarged
+        (8192, 4096, (4096, 2048)),
+        (4096, 8192, (2048, 4096)),
+        (5000, 3001, (4096, 2459)),  # short side rounded up: ratio never grows
+        (41000, 4100, (4096, 410)),  # exactly 10:1 stays ≤ 10:1
+    ],
+)
 def test_fit_size(w: int, h: int, out: tuple[int, int]) -> None:
     got = fit_size(w, h, 4096)
     assert got == out
@@ -226,7 +242,8 @@ def test_judge_table_for_shrink() -> None:
     thin = ImageInfo(10_000, "JPEG", 10_000, 60, "RGB", decoded=True)
     assert judge_image(thin, same, "shrink") == (
         "10000x60 px: scaling the longest side down to 4096 px would make the shortest side 25 px, "
-        "below same_hq's 50 px")
+        "below same_hq's 50 px"
+    )
     gif_small = ImageInfo(10_000, "GIF", 40, 40, "P", decoded=True)
     assert "below same_hq's 50 px" in judge_image(gif_small, same, "shrink")  # type: ignore[operator]
     undecoded = ImageInfo(10_000, "PNG", 9000, 9000, "RGB", decoded=False)

@@ -56,8 +56,10 @@ class NotifyListener:
 
 
 def write_config(path: Path, server, folders: dict[str, Path], state: Path) -> None:
-    text = (f'state_dir = "{state}"\n[gallery]\nendpoint = "{server.url}"\napi_key = "{server.api_key}"\n'
-            f'secret_key = "{server.secret_key}"\n[watch]\ndebounce = 0.3\nmin_age = 0.3\n')
+    text = (
+        f'state_dir = "{state}"\n[gallery]\nendpoint = "{server.url}"\napi_key = "{server.api_key}"\n'
+        f'secret_key = "{server.secret_key}"\n[watch]\ndebounce = 0.3\nmin_age = 0.3\n'
+    )
     for name, folder in folders.items():
         text += f'[[mirror]]\nname = "{name}"\nfolder = "{folder}"\n'
     path.write_text(text)
@@ -74,16 +76,26 @@ def test_unit_runs_under_the_notify_protocol_reloads_on_hup_and_stops_on_term(tm
     (exec_line,) = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
     argv = shlex.split(exec_line.removeprefix("ExecStart="))
     listener = NotifyListener(f"@imgsync-test-{uuid.uuid4().hex}")  # abstract namespace, as systemd uses
-    env = {**os.environ, "NOTIFY_SOCKET": listener.name, "WATCHDOG_USEC": "1000000",
-           "JOURNAL_STREAM": "8:1234", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env = {
+        **os.environ,
+        "NOTIFY_SOCKET": listener.name,
+        "WATCHDOG_USEC": "1000000",
+        "JOURNAL_STREAM": "8:1234",
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+    }
     proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
     try:
         wait_until(lambda: listener.seen("READY", "1"), what="READY=1")
         assert any("STATUS" in m and "watched" in m["STATUS"] for m in listener.messages)
         wait_until(lambda: listener.seen("WATCHDOG", "1"), what="WATCHDOG=1 pings")
         (a / "x.jpg").write_bytes(make_image(1))
-        wait_until(lambda: (read_status(state) or {}).get("mirrors", {}).get("a", {}).get("last_run", {}) and
-                   read_status(state)["mirrors"]["a"]["last_run"].get("added") == 1, what="the drop to be added")
+        wait_until(
+            lambda: (
+                (read_status(state) or {}).get("mirrors", {}).get("a", {}).get("last_run", {})
+                and read_status(state)["mirrors"]["a"]["last_run"].get("added") == 1
+            ),
+            what="the drop to be added",
+        )
         status = CliRunner().invoke(cli, ["--config", str(config), "status"], catch_exceptions=False)
         assert "daemon: running since" in status.output and f"pid {proc.pid}" in status.output
 
@@ -94,8 +106,10 @@ def test_unit_runs_under_the_notify_protocol_reloads_on_hup_and_stops_on_term(tm
 
         config.write_text("this is [not toml")  # a broken config on HUP: logged, the old one kept
         proc.send_signal(signal.SIGHUP)
-        wait_until(lambda: "config not reloaded" in ((read_status(state) or {}).get("last_error") or ""),
-                   what="the refused reload")
+        wait_until(
+            lambda: "config not reloaded" in ((read_status(state) or {}).get("last_error") or ""),
+            what="the refused reload",
+        )
         assert proc.poll() is None
 
         proc.send_signal(signal.SIGTERM)

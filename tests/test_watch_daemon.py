@@ -40,13 +40,26 @@ class DaemonRig:
         self.mirror = MirrorConfig(name="m", folder=self.folder, library="same_hq")
         self.runs: list = []
         self.lock = threading.Lock()
-        self.daemon = Daemon([self.mirror], self.store, self.client, state_dir=self.state, timing=timing,
-                             gallery_backoff=Backoff(0.5, 2.0), root_check=0.3, on_run=self._record)
+        self.daemon = Daemon(
+            [self.mirror],
+            self.store,
+            self.client,
+            state_dir=self.state,
+            timing=timing,
+            gallery_backoff=Backoff(0.5, 2.0),
+            root_check=0.3,
+            on_run=self._record,
+        )
         self.thread = threading.Thread(target=self.daemon.run, daemon=True)
 
     def _client(self) -> GalleryClient:
-        return GalleryClient(self.server.url, self.server.api_key, self.server.secret_key,
-                             retry=RetryPolicy(attempts=2, base=0.05, cap=0.1), timeout=(2.0, 10.0))
+        return GalleryClient(
+            self.server.url,
+            self.server.api_key,
+            self.server.secret_key,
+            retry=RetryPolicy(attempts=2, base=0.05, cap=0.1),
+            timeout=(2.0, 10.0),
+        )
 
     def _record(self, name, work, run) -> None:
         with self.lock:
@@ -157,7 +170,7 @@ def test_a_file_written_slowly_is_uploaded_once_and_whole(rig, caplog):
     p = rig.folder / "slow.jpg"
     with open(p, "wb") as f:
         for i in range(0, len(data), len(data) // 8 + 1):
-            f.write(data[i:i + len(data) // 8 + 1])
+            f.write(data[i : i + len(data) // 8 + 1])
             f.flush()
             time.sleep(0.4)  # slower than the quiet period: the daemon must not take a half file
     wait_until(lambda: rig.converged(["slow.jpg"]), what="the slow file and its retries")
@@ -191,8 +204,10 @@ def test_a_vanished_root_pauses_without_deleting_and_resumes(rig):
     wait_until(lambda: len(rig.remote()) == 2, what="the adds")
     away = rig.tmp / "unmounted"
     rig.folder.rename(away)
-    wait_until(lambda: (read_status(rig.state) or {}).get("mirrors", {}).get("m", {}).get("paused"),
-               what="the pause to be published")
+    wait_until(
+        lambda: (read_status(rig.state) or {}).get("mirrors", {}).get("m", {}).get("paused"),
+        what="the pause to be published",
+    )
     status = read_status(rig.state)
     assert status["running"] and "does not exist" in status["mirrors"]["m"]["paused"]
     time.sleep(1.0)
@@ -217,8 +232,9 @@ def test_a_gallery_that_goes_away_keeps_the_queue_and_resumes(rig, gallery_serve
     wait_until(lambda: (read_status(rig.state) or {}).get("gallery"), what="the gallery pause")
     assert "gallery" in read_status(rig.state)["last_error"]
     assert not rig.daemon.idle()  # the changes are kept: queued, or in a run that retries them
-    again = start_in_thread(gallery_server.data_dir, host="127.0.0.1", port=port,
-                            keys=[("test-ak", "test-sk")], allow_private_urls=True)
+    again = start_in_thread(
+        gallery_server.data_dir, host="127.0.0.1", port=port, keys=[("test-ak", "test-sk")], allow_private_urls=True
+    )
     try:
         wait_until(lambda: rig.converged(["a.jpg", "b.jpg"]), what="the queue after the gallery came back")
         wait_until(lambda: read_status(rig.state)["gallery"] is None, what="the pause to end")
@@ -290,7 +306,9 @@ def test_a_dead_watcher_or_an_overflow_triggers_a_full_scan_that_finds_what_was_
     wait_until(lambda: rig.daemon._slots["m"].watch is not None, what="the new watcher")
     (emitter,) = rig.daemon._slots["m"].watch._observer.emitters
     emitter._inotify.on_queue_overflow()  # the kernel dropped events (as InotifyFD reports it)
-    wait_until(lambda: any(w.is_full and w.reason == "watcher overflow" for w, _ in rig.snapshot_runs()),
-               what="the full scan after the overflow")
+    wait_until(
+        lambda: any(w.is_full and w.reason == "watcher overflow" for w, _ in rig.snapshot_runs()),
+        what="the full scan after the overflow",
+    )
     rig.stop()
     assert rig.reconcile_calls() == 0

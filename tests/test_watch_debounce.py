@@ -11,8 +11,17 @@ from hypothesis import strategies as st
 
 from imgsync.watch.debounce import Backoff, MirrorQueue, Timing, Work
 
-T = Timing(quiet=1.0, delete_quiet=3.0, max_delay=10.0, full_scan_interval=3600.0, jitter=0.0,
-           retry_base=1.0, retry_cap=8.0, max_attempts=3, max_paths=100)
+T = Timing(
+    quiet=1.0,
+    delete_quiet=3.0,
+    max_delay=10.0,
+    full_scan_interval=3600.0,
+    jitter=0.0,
+    retry_base=1.0,
+    retry_cap=8.0,
+    max_attempts=3,
+    max_paths=100,
+)
 
 
 def started(timing: Timing = T, now: float = 0.0) -> MirrorQueue:

@@ -48,17 +48,20 @@ def test_relative_paths():
     assert relative(ROOT, "/elsewhere") is None
 
 
-@pytest.mark.parametrize("event, change", [
-    (FileCreatedEvent(ROOT + "/a.jpg"), Change("created", "a.jpg")),
-    (FileClosedEvent(ROOT + "/a.jpg"), Change("modified", "a.jpg")),
-    (FileOpenedEvent(ROOT + "/a.jpg"), None),
-    (FileMovedEvent(ROOT + "/a.jpg", ROOT + "/b/a.jpg"), Change("moved", "a.jpg", False, "b/a.jpg")),
-    (DirMovedEvent(ROOT + "/x", ROOT + "/y"), Change("moved", "x", True, "y")),
-    (FileMovedEvent("/tmp/dl.jpg", ROOT + "/a.jpg"), Change("created", "a.jpg")),   # moved in
-    (FileMovedEvent(ROOT + "/a.jpg", "/tmp/a.jpg"), Change("deleted", "a.jpg")),    # moved out
-    (DirDeletedEvent(ROOT), Change("deleted", "", True)),
-    (FileCreatedEvent("/other/a.jpg"), None),
-])
+@pytest.mark.parametrize(
+    "event, change",
+    [
+        (FileCreatedEvent(ROOT + "/a.jpg"), Change("created", "a.jpg")),
+        (FileClosedEvent(ROOT + "/a.jpg"), Change("modified", "a.jpg")),
+        (FileOpenedEvent(ROOT + "/a.jpg"), None),
+        (FileMovedEvent(ROOT + "/a.jpg", ROOT + "/b/a.jpg"), Change("moved", "a.jpg", False, "b/a.jpg")),
+        (DirMovedEvent(ROOT + "/x", ROOT + "/y"), Change("moved", "x", True, "y")),
+        (FileMovedEvent("/tmp/dl.jpg", ROOT + "/a.jpg"), Change("created", "a.jpg")),  # moved in
+        (FileMovedEvent(ROOT + "/a.jpg", "/tmp/a.jpg"), Change("deleted", "a.jpg")),  # moved out
+        (DirDeletedEvent(ROOT), Change("deleted", "", True)),
+        (FileCreatedEvent("/other/a.jpg"), None),
+    ],
+)
 def test_watchdog_events_become_changes(event, change):
     assert to_change(event, ROOT) == change
 

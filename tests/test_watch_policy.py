@@ -16,20 +16,26 @@ def report(**kw) -> Report:
     return r
 
 
-@pytest.mark.parametrize(("kw", "action"), [
-    ({"interrupted": True, "stopped": GalleryQuotaError("q")}, "requeue"),  # stopping wins: nothing else
-    ({"folder_problem": "folder x does not exist", "stopped": GalleryQuotaError("q")}, "pause_folder"),
-    ({"stopped": GalleryUnavailableError("down")}, "hold_gallery"),
-    ({"added": ["a.jpg"]}, "finish"),
-    ({"withheld_reason": "emptied", "withheld": 3}, "finish"),
-])
+@pytest.mark.parametrize(
+    ("kw", "action"),
+    [
+        ({"interrupted": True, "stopped": GalleryQuotaError("q")}, "requeue"),  # stopping wins: nothing else
+        ({"folder_problem": "folder x does not exist", "stopped": GalleryQuotaError("q")}, "pause_folder"),
+        ({"stopped": GalleryUnavailableError("down")}, "hold_gallery"),
+        ({"added": ["a.jpg"]}, "finish"),
+        ({"withheld_reason": "emptied", "withheld": 3}, "finish"),
+    ],
+)
 def test_what_comes_first(kw, action):
     assert after_run(report(**kw), young=set(), told={}).action == action
 
 
 def test_finish_retries_pending_failed_and_young_rejections_in_that_order():
-    r = report(pending=[("p.jpg", "still being written")], failed=[("f.jpg", "unreadable")],
-               rejected=[("young.jpg", "truncated JPEG"), ("old.jpg", "not an image")])
+    r = report(
+        pending=[("p.jpg", "still being written")],
+        failed=[("f.jpg", "unreadable")],
+        rejected=[("young.jpg", "truncated JPEG"), ("old.jpg", "not an image")],
+    )
     v = after_run(r, young={"young.jpg"}, told={})
     assert v.retry == ("p.jpg", "f.jpg", "young.jpg")
     assert v.tell == (("old.jpg", "not an image"),) and v.quiet == (("young.jpg", "truncated JPEG"),)
@@ -47,12 +53,15 @@ def test_the_withheld_reason_becomes_the_mirrors_note():
     assert after_run(report(withheld_reason="emptied"), young=set(), told={}).note == "emptied"
 
 
-@pytest.mark.parametrize(("error", "base"), [
-    (GalleryQuotaError("daily"), 300.0),
-    (GalleryAuthError("key"), 60.0),
-    (GalleryPermissionError("not enabled"), 60.0),
-    (GalleryUnavailableError("down"), None),
-])
+@pytest.mark.parametrize(
+    ("error", "base"),
+    [
+        (GalleryQuotaError("daily"), 300.0),
+        (GalleryAuthError("key"), 60.0),
+        (GalleryPermissionError("not enabled"), 60.0),
+        (GalleryUnavailableError("down"), None),
+    ],
+)
 def test_quota_and_auth_are_asked_less_often(error, base):
     assert gallery_backoff_base(error) == base
 

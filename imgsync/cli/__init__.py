@@ -26,8 +26,16 @@ if TYPE_CHECKING:
 
 # A command's module is imported when that command runs (or --help lists them all): `imgsync reconcile`
 # does not pay for the other six.
-_COMMANDS = {"doctor": "doctor_cmd", "gallery": "gallery_cmd", "reconcile": "reconcile_cmd", "search": "search_cmd",
-             "service": "service_cmd", "status": "status_cmd", "ui": "ui_cmd", "watch": "watch_cmd"}
+_COMMANDS = {
+    "doctor": "doctor_cmd",
+    "gallery": "gallery_cmd",
+    "reconcile": "reconcile_cmd",
+    "search": "search_cmd",
+    "service": "service_cmd",
+    "status": "status_cmd",
+    "ui": "ui_cmd",
+    "watch": "watch_cmd",
+}
 
 
 class _Group(click.Group):
@@ -70,18 +78,30 @@ def _state_dir_of(ctx: click.Context) -> str:
     epilog="Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()),
 )
 @click.version_option(__version__, prog_name="imgsync")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Config file (default: $IMGSYNC_CONFIG, else the user config dir's imgsync/config.toml).")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Manifest, lock and embedded gallery data (default: $IMGSYNC_STATE_DIR, config, user state dir).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Config file (default: $IMGSYNC_CONFIG, else the user config dir's imgsync/config.toml).",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Manifest, lock and embedded gallery data (default: $IMGSYNC_STATE_DIR, config, user state dir).",
+)
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr (for scripts; the exit code tells the rest).")
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None, state_dir: Path | None, verbose: int, quiet: bool) -> None:
     """Mirror image folders into an image-search gallery."""
     # -v: imgsync's own INFO lines; -vv: DEBUG, and the libraries' INFO (alembic, faiss, ...) too.
-    logging.basicConfig(level=logging.INFO if verbose >= 2 else logging.ERROR if quiet else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO if verbose >= 2 else logging.ERROR if quiet else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     if verbose:
         logging.getLogger("imgsync").setLevel(logging.DEBUG if verbose >= 2 else logging.INFO)
     else:

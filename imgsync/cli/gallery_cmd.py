@@ -12,13 +12,20 @@ from imgsync.gallery.extra import require_local_gallery
 from imgsync.libraries import LIBRARIES
 
 _data_option = click.option(
-    "--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="The gallery's data directory (default: the embedded gallery's, <state dir>/gallery; see --state-dir).")
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The gallery's data directory (default: the embedded gallery's, <state dir>/gallery; see --state-dir).",
+)
 _database_option = click.option(
-    "--database", metavar="URL", default=None,
+    "--database",
+    metavar="URL",
+    default=None,
     help="Keep the gallery in this PostgreSQL database (postgresql://user@host/dbname) instead of a data "
-         "directory; any number of servers may serve one database. Default: $IMGSYNC_GALLERY_DATABASE, "
-         "else [local_gallery] database in the config.")
+    "directory; any number of servers may serve one database. Default: $IMGSYNC_GALLERY_DATABASE, "
+    "else [local_gallery] database in the config.",
+)
 
 
 def _location(app: App, data_dir: Path | None, database: str | None) -> tuple[Path | None, str | None]:
@@ -41,8 +48,9 @@ def _check_driver() -> None:
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        raise UsageError("a gallery in PostgreSQL needs the PostgreSQL driver: "
-                         "pip install 'imgsync[postgres]'") from None
+        raise UsageError(
+            "a gallery in PostgreSQL needs the PostgreSQL driver: pip install 'imgsync[postgres]'"
+        ) from None
 
 
 def _parse_keys(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -67,31 +75,68 @@ def _parse_libraries(ctx: click.Context, param: click.Parameter, value: str | No
     names = tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
     unknown = [n for n in names if n not in LIBRARIES]
     if unknown or not names:
-        raise click.BadParameter(f"expected a comma-separated list of {', '.join(LIBRARIES)}"
-                                 + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+        raise click.BadParameter(
+            f"expected a comma-separated list of {', '.join(LIBRARIES)}"
+            + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+        )
     return names
 
 
 @gallery.command()
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on (loopback by default; the gallery has no TLS).")
-@click.option("--port", default=8808, show_default=True, type=click.IntRange(0, 65535),
-              help="Port to listen on (0: any free port).")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (loopback by default; the gallery has no TLS).",
+)
+@click.option(
+    "--port",
+    default=8808,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0: any free port).",
+)
 @_data_option
 @_database_option
-@click.option("--key", "keys", multiple=True, callback=_parse_keys, metavar="KEY:SECRET",
-              help="An API key and its secret key (repeatable). Without one, a key is created and saved.")
-@click.option("--qps", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Calls per second allowed per API key (error 18 beyond it). Default: no limit.")
-@click.option("--allow-private-urls", is_flag=True,
-              help="Let url= inputs fetch from loopback/private/link-local addresses.")
+@click.option(
+    "--key",
+    "keys",
+    multiple=True,
+    callback=_parse_keys,
+    metavar="KEY:SECRET",
+    help="An API key and its secret key (repeatable). Without one, a key is created and saved.",
+)
+@click.option(
+    "--qps",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Calls per second allowed per API key (error 18 beyond it). Default: no limit.",
+)
+@click.option(
+    "--allow-private-urls", is_flag=True, help="Let url= inputs fetch from loopback/private/link-local addresses."
+)
 @click.option("--no-url-fetch", is_flag=True, help="Refuse url= inputs altogether (error 282111).")
-@click.option("--libraries", callback=_parse_libraries, metavar="LIB,LIB,...", default=None,
-              help="Enable only these libraries; calls to the others answer 216017 \"not initialized\", as the "
-                   "cloud does for a library the account has not created. Default: all five.")
+@click.option(
+    "--libraries",
+    callback=_parse_libraries,
+    metavar="LIB,LIB,...",
+    default=None,
+    help='Enable only these libraries; calls to the others answer 216017 "not initialized", as the '
+    "cloud does for a library the account has not created. Default: all five.",
+)
 @pass_app
-def serve(app: App, host: str, port: int, data_dir: Path | None, database: str | None, keys: list[tuple[str, str]],
-          qps: float | None, allow_private_urls: bool, no_url_fetch: bool, libraries: tuple[str, ...] | None) -> None:
+def serve(
+    app: App,
+    host: str,
+    port: int,
+    data_dir: Path | None,
+    database: str | None,
+    keys: list[tuple[str, str]],
+    qps: float | None,
+    allow_private_urls: bool,
+    no_url_fetch: bool,
+    libraries: tuple[str, ...] | None,
+) -> None:
     """Serve the local gallery until Ctrl-C or SIGTERM.
 
     By default it serves the embedded gallery's data (<state dir>/gallery): what `imgsync reconcile` put
@@ -112,9 +157,18 @@ def serve(app: App, host: str, port: int, data_dir: Path | None, database: str |
     from imgsync.localgallery.store import StoreError, StoreVersionError
 
     try:
-        serve_forever(data_dir, database=database, echo=click.echo, host=host, port=port, keys=keys or None,
-                      qps=qps, allow_private_urls=allow_private_urls, allow_url_fetch=not no_url_fetch,
-                      libraries=libraries)
+        serve_forever(
+            data_dir,
+            database=database,
+            echo=click.echo,
+            host=host,
+            port=port,
+            keys=keys or None,
+            qps=qps,
+            allow_private_urls=allow_private_urls,
+            allow_url_fetch=not no_url_fetch,
+            libraries=libraries,
+        )
     except OSError as e:  # port taken, address not ours, host unresolvable, data dir unwritable
         raise ImgsyncError(f"cannot serve the local gallery on {host}:{port}: {e.strerror or e}") from e
     except ValueError as e:  # an unparsable --database

@@ -16,14 +16,22 @@ from imgsync.libraries import LIBRARIES
 @click.option("--dry-run", is_flag=True, help="Print the plan (+ add, ~ update, - delete, ! rejected); change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--force", is_flag=True, help="Let the deletes a safety guard withheld go ahead (once).")
-@click.option("--rebind", is_flag=True,
-              help="The config points at another gallery than the manifest's entries live in: forget those "
-                   "entries and add every image to the configured gallery.")
-@click.option("--library", type=click.Choice(sorted(LIBRARIES)), default=None,
-              help="Library for a FOLDER no mirror has yet (default same_hq), or a new one for a remembered mirror.")
+@click.option(
+    "--rebind",
+    is_flag=True,
+    help="The config points at another gallery than the manifest's entries live in: forget those "
+    "entries and add every image to the configured gallery.",
+)
+@click.option(
+    "--library",
+    type=click.Choice(sorted(LIBRARIES)),
+    default=None,
+    help="Library for a FOLDER no mirror has yet (default same_hq), or a new one for a remembered mirror.",
+)
 @pass_app
-def reconcile(app: App, targets: tuple[str, ...], dry_run: bool, as_json: bool, force: bool, rebind: bool,
-              library: str | None) -> None:
+def reconcile(
+    app: App, targets: tuple[str, ...], dry_run: bool, as_json: bool, force: bool, rebind: bool, library: str | None
+) -> None:
     """Mirror each mirror (or the MIRRORs / FOLDERs named) into its gallery library.
 
     A FOLDER no mirror has yet is mirrored with the defaults and remembered in the state dir, so later
@@ -34,8 +42,9 @@ def reconcile(app: App, targets: tuple[str, ...], dry_run: bool, as_json: bool, 
 
     output = _Output(app, quiet=as_json)
     try:
-        result = app.sync.reconcile(targets, dry_run=dry_run, force=force, rebind=rebind, library=library,
-                                    events=output.event)
+        result = app.sync.reconcile(
+            targets, dry_run=dry_run, force=force, rebind=rebind, library=library, events=output.event
+        )
     finally:
         output.close()
     if as_json:
@@ -59,14 +68,18 @@ class _Output:
 
         if isinstance(event, Remembered):
             m = event.mirror
-            self.app.say(f"{m.name}: mirroring {m.folder} into {m.library}; remembered as mirror {m.name!r} in "
-                         f"{event.where} (`imgsync reconcile`, `watch`, `status` and `service install` include it)")
+            self.app.say(
+                f"{m.name}: mirroring {m.folder} into {m.library}; remembered as mirror {m.name!r} in "
+                f"{event.where} (`imgsync reconcile`, `watch`, `status` and `service install` include it)"
+            )
         elif isinstance(event, Waiting):
-            self.app.say(f"{event.mirror}: waiting up to {event.limit_s:g} s for {event.files} file(s) still being "
-                         "written")
+            self.app.say(
+                f"{event.mirror}: waiting up to {event.limit_s:g} s for {event.files} file(s) still being written"
+            )
         elif isinstance(event, Forgot):
-            self.app.say(f"forgot {event.entries} entries of the previous gallery; adding every image to the "
-                         "configured one")
+            self.app.say(
+                f"forgot {event.entries} entries of the previous gallery; adding every image to the configured one"
+            )
         elif isinstance(event, Planned):
             self.close()
             if self.bar_allowed and event.plan.calls:

@@ -8,11 +8,18 @@ from imgsync.cli import App, cli, pass_app
 
 
 @cli.command()
-@click.option("--port", type=click.IntRange(0, 65535), default=None,
-              help="Port to listen on (default: 8809, or the next free one of the nine after it; 0: any free port).")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on. Anything but loopback serves your pictures to the network (a warning "
-                   "says so).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port to listen on (default: 8809, or the next free one of the nine after it; 0: any free port).",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. Anything but loopback serves your pictures to the network (a warning says so).",
+)
 @click.option("--no-browser", is_flag=True, help="Only print the URL; do not open a browser.")
 @pass_app
 def ui(app: App, port: int | None, host: str, no_browser: bool) -> None:
@@ -31,5 +38,12 @@ def ui(app: App, port: int | None, host: str, no_browser: bool) -> None:
     def opener() -> Imgsync:
         return Imgsync.open(app.config_path, state_dir=app.state_dir)
 
-    serve_forever(opener, sync.state_dir, host=host, port=port, browser=not no_browser,
-                  echo=lambda line: click.echo(line), warn=lambda line: click.echo(line, err=True))
+    serve_forever(
+        opener,
+        sync.state_dir,
+        host=host,
+        port=port,
+        browser=not no_browser,
+        echo=lambda line: click.echo(line),
+        warn=lambda line: click.echo(line, err=True),
+    )

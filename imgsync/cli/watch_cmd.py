@@ -16,17 +16,28 @@ log = logging.getLogger("imgsync.watch")
 
 @cli.command()
 @click.argument("targets", nargs=-1, metavar="[MIRROR|FOLDER]...")
-@click.option("--library", type=click.Choice(sorted(LIBRARIES)), default=None,
-              help="Library for a FOLDER no mirror has yet (default same_hq).")
-@click.option("--ui", "ui", is_flag=True,
-              help="Also serve the web console (as `imgsync ui`; its URL with the token goes to the log); its "
-                   "\"Sync now\" asks this daemon for a full sync.")
-@click.option("--ui-port", type=click.IntRange(0, 65535), default=None,
-              help="The console's port (default: 8809 or the next free one; 0: any free port).")
+@click.option(
+    "--library",
+    type=click.Choice(sorted(LIBRARIES)),
+    default=None,
+    help="Library for a FOLDER no mirror has yet (default same_hq).",
+)
+@click.option(
+    "--ui",
+    "ui",
+    is_flag=True,
+    help="Also serve the web console (as `imgsync ui`; its URL with the token goes to the log); its "
+    '"Sync now" asks this daemon for a full sync.',
+)
+@click.option(
+    "--ui-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="The console's port (default: 8809 or the next free one; 0: any free port).",
+)
 @click.option("--ui-host", default="127.0.0.1", show_default=True, help="The console's address.")
 @pass_app
-def watch(app: App, targets: tuple[str, ...], library: str | None, ui: bool, ui_port: int | None,
-          ui_host: str) -> None:
+def watch(app: App, targets: tuple[str, ...], library: str | None, ui: bool, ui_port: int | None, ui_host: str) -> None:
     """Keep each mirror (or the MIRRORs / FOLDERs named) in step as files change.
 
     Runs until SIGTERM / SIGINT (exit 0); SIGHUP reloads the config. A full reconcile runs at start,
@@ -59,8 +70,9 @@ def _start_console(app: App, daemon: Any, host: str, port: int | None) -> Any:
     def opener() -> Imgsync:
         return Imgsync.open(app.config_path, state_dir=app.state_dir)
 
-    running = start_console(opener, app.sync.state_dir, host=host, port=port,
-                            request_full_scan=daemon.request_full_scan)
+    running = start_console(
+        opener, app.sync.state_dir, host=host, port=port, request_full_scan=daemon.request_full_scan
+    )
     note = exposure_warning(host)
     if note:
         log.warning("%s", note)

@@ -41,8 +41,10 @@ log = logging.getLogger("imgsync.console")
 #: larger pictures are shrunk first).
 MAX_BODY = 32 * 1024 * 1024
 
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
-       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 SECURITY_HEADERS = [
     ("Content-Security-Policy", CSP),
     ("X-Content-Type-Options", "nosniff"),
@@ -81,8 +83,11 @@ class Request:
         self.path = environ.get("PATH_INFO", "/") or "/"
         # A non-UTF-8 file name travels percent-encoded; surrogateescape gives back the str os.fsdecode
         # made of it (the manifest's spelling).
-        self.query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True,
-                                    encoding="utf-8", errors="surrogateescape"))
+        self.query = dict(
+            parse_qsl(
+                environ.get("QUERY_STRING", ""), keep_blank_values=True, encoding="utf-8", errors="surrogateescape"
+            )
+        )
         self.headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
         for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
             if environ.get(key):
@@ -187,8 +192,13 @@ class ConsoleApp:
         except Exception:  # noqa: BLE001 - logged, answered; the console keeps serving
             log.exception("console: %s %s failed", request.method, request.path)
             response = error_response(request, 500, "internal error (see the console's log)")
-        headers = [("Content-Type", response.content_type), ("Content-Length", str(len(response.body))),
-                   ("Cache-Control", response.cache), *SECURITY_HEADERS, *response.headers]
+        headers = [
+            ("Content-Type", response.content_type),
+            ("Content-Length", str(len(response.body))),
+            ("Cache-Control", response.cache),
+            *SECURITY_HEADERS,
+            *response.headers,
+        ]
         start_response(f"{response.status} {HTTPStatus(response.status).phrase}", headers)
         return [b"" if request.method == "HEAD" else response.body]
 
@@ -205,8 +215,9 @@ class ConsoleApp:
             target = request.path + (f"?{urlencode(rest, encoding='utf-8', errors='surrogateescape')}" if rest else "")
             return Response(b"", 303, headers=[("Location", target), ("Set-Cookie", guard.cookie())])
         if not guard.cookie_ok(request.headers):
-            raise HttpError(401, "this console needs its access token: open the URL `imgsync ui` printed "
-                                 "(it ends in ?token=...)")
+            raise HttpError(
+                401, "this console needs its access token: open the URL `imgsync ui` printed (it ends in ?token=...)"
+            )
         problem = guard.origin_problem(request.method, request.headers)
         if problem is not None:
             raise HttpError(403, f"refused: {problem}")
@@ -244,8 +255,13 @@ def error_response(request: Request, status: int, message: str) -> Response:
     from imgsync.console.routes import render
 
     try:
-        body = render("error.html", status=status, phrase=HTTPStatus(status).phrase, message=message,
-                      signed_in=status not in (401, 421))
+        body = render(
+            "error.html",
+            status=status,
+            phrase=HTTPStatus(status).phrase,
+            message=message,
+            signed_in=status not in (401, 421),
+        )
     except Exception:  # noqa: BLE001 - a broken template must not hide the error itself
         body = f"{status} {message}\n"
     return Response(body.encode("utf-8", "backslashreplace"), status)

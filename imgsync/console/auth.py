@@ -101,7 +101,7 @@ class Guard:
 
 
 def split_host(value: str) -> tuple[str | None, int | None]:
-    """"127.0.0.1:8809" → ("127.0.0.1", 8809); "[::1]:8809" → ("::1", 8809); no port → (host, 80)."""
+    """ "127.0.0.1:8809" → ("127.0.0.1", 8809); "[::1]:8809" → ("::1", 8809); no port → (host, 80)."""
     value = value.strip()
     if not value:
         return None, None

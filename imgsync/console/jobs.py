@@ -1,4 +1,4 @@
-""""Sync now": one reconcile of one mirror, run through the API in a background thread, its progress
+""" "Sync now": one reconcile of one mirror, run through the API in a background thread, its progress
 kept for the page to poll.
 
 The reconcile takes the state dir's lock like any other (`imgsync reconcile`, `imgsync watch`): while
@@ -53,9 +53,19 @@ class Job:
     finished_at: float | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {"id": self.id, "mirror": self.mirror, "state": self.state, "phase": self.phase, "total": self.total,
-                "done": self.done, "exit_code": self.exit_code, "message": self.message, "lines": list(self.lines),
-                "started_at": self.started_at, "finished_at": self.finished_at}
+        return {
+            "id": self.id,
+            "mirror": self.mirror,
+            "state": self.state,
+            "phase": self.phase,
+            "total": self.total,
+            "done": self.done,
+            "exit_code": self.exit_code,
+            "message": self.message,
+            "lines": list(self.lines),
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }
 
     def event(self, event: object) -> None:
         """An imgsync.api event of the run (called on the job's thread)."""
@@ -153,14 +163,16 @@ class Jobs:
 
 def refusal(error: LockHeldError, daemon_running: bool) -> str:
     if daemon_running:
-        return (f"{error}. It is `imgsync watch`: it keeps every mirror in step by itself as files change (and "
-                "scans each whole folder hourly). To ask it for a full sync from a page, open the console it "
-                "serves: `imgsync watch --ui`.")
+        return (
+            f"{error}. It is `imgsync watch`: it keeps every mirror in step by itself as files change (and "
+            "scans each whole folder hourly). To ask it for a full sync from a page, open the console it "
+            "serves: `imgsync watch --ui`."
+        )
     return f"{error}. Try again when that run is over."
 
 
 class DaemonJobs:
-    """"Sync now" inside `imgsync watch --ui`: the daemon holds the lock, so the job is a request to it
+    """ "Sync now" inside `imgsync watch --ui`: the daemon holds the lock, so the job is a request to it
     for a full reconcile of the mirror; the page then follows the daemon's own status."""
 
     def __init__(self, request_full_scan: Callable[[str, str], None]) -> None:
@@ -170,10 +182,14 @@ class DaemonJobs:
 
     def start(self, mirror: str) -> Job:
         self._request(mirror, "asked for from the web console")
-        job = Job(mirror, state="asked", phase="asked imgsync watch for a full sync",
-                  message="imgsync watch will reconcile the whole folder now; the counts follow its progress")
+        job = Job(
+            mirror,
+            state="asked",
+            phase="asked imgsync watch for a full sync",
+            message="imgsync watch will reconcile the whole folder now; the counts follow its progress",
+        )
         with self._lock:
-            self._jobs = {job.id: job, **dict(list(self._jobs.items())[:KEEP_FINISHED - 1])}
+            self._jobs = {job.id: job, **dict(list(self._jobs.items())[: KEEP_FINISHED - 1])}
         return job
 
     def get(self, job_id: str) -> Job | None:

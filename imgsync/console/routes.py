@@ -43,7 +43,11 @@ def _env() -> Any:
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(os.path.join(os.path.dirname(__file__), "templates")),
-        autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
     env.filters["shown"] = shown
     env.filters["when"] = when
     env.globals["libraries"] = list(LIBRARIES)
@@ -91,9 +95,16 @@ def mirrors_page(console: Console, request: Request) -> Response:
     daemon = status.daemon if status.daemon and status.daemon.get("running") else None
     jobs = {name: job.as_json() for name, job in console.jobs.latest().items()}
     mirrors = [_mirror_view(m, daemon, jobs.get(m.name)) for m in status.mirrors]
-    return page("mirrors.html", active="mirrors", mirrors=mirrors, gallery=sync.gallery_info(),
-                daemon_lines=daemon_lines(status.daemon), daemon_running=daemon is not None,
-                in_daemon=console.in_daemon, state_dir=shown(status.state_dir))
+    return page(
+        "mirrors.html",
+        active="mirrors",
+        mirrors=mirrors,
+        gallery=sync.gallery_info(),
+        daemon_lines=daemon_lines(status.daemon),
+        daemon_running=daemon is not None,
+        in_daemon=console.in_daemon,
+        state_dir=shown(status.state_dir),
+    )
 
 
 def status_json(console: Console, request: Request) -> Response:
@@ -102,8 +113,12 @@ def status_json(console: Console, request: Request) -> Response:
 
     status = console.opener().status(limit=0)
     daemon = status.daemon if status.daemon and status.daemon.get("running") else None
-    return json_response({"mirrors": [_mirror_view(m, daemon, None) for m in status.mirrors],
-                          "daemon_lines": daemon_lines(status.daemon)})
+    return json_response(
+        {
+            "mirrors": [_mirror_view(m, daemon, None) for m in status.mirrors],
+            "daemon_lines": daemon_lines(status.daemon),
+        }
+    )
 
 
 def _mirror_view(m: Any, daemon: dict[str, Any] | None, job: dict[str, Any] | None) -> dict[str, Any]:
@@ -111,18 +126,32 @@ def _mirror_view(m: Any, daemon: dict[str, Any] | None, job: dict[str, Any] | No
     last = m.last_run
     watched = (daemon or {}).get("mirrors", {}).get(m.name)
     return {
-        "name": m.name, "folder": shown(m.folder) if m.folder else None, "library": m.library,
-        "remembered": m.remembered, "configured": m.folder is not None,
+        "name": m.name,
+        "folder": shown(m.folder) if m.folder else None,
+        "library": m.library,
+        "remembered": m.remembered,
+        "configured": m.folder is not None,
         "counts": {k: int(c.get(k, 0)) for k in ("synced", "pending", "rejected", "error", "files")},
-        "last_run": None if last is None else {
-            "status": last.status, "when": when(last.finished_at or last.started_at),
+        "last_run": None
+        if last is None
+        else {
+            "status": last.status,
+            "when": when(last.finished_at or last.started_at),
             "error": shown(last.error) if last.error else None,
-            "counts": {k: v for k, v in last.counts.items() if v}},
-        "daemon": None if watched is None else {
+            "counts": {k: v for k, v in last.counts.items() if v},
+        },
+        "daemon": None
+        if watched is None
+        else {
             "state": f"paused: {watched['paused']}" if watched.get("paused") else watched.get("mode", "?"),
-            "queue": watched.get("queue", 0), "note": watched.get("note"),
-            "last": (f"{watched['last_run'].get('what')} at {watched['last_run'].get('at')}"
-                     if watched.get("last_run") else None)},
+            "queue": watched.get("queue", 0),
+            "note": watched.get("note"),
+            "last": (
+                f"{watched['last_run'].get('what')} at {watched['last_run'].get('at')}"
+                if watched.get("last_run")
+                else None
+            ),
+        },
         "job": job,
     }
 
@@ -137,12 +166,25 @@ def files_page(console: Console, request: Request) -> Response:
     offset = (number - 1) * FILES_PER_PAGE
     rows = sync.files(name, kind, offset=offset, limit=FILES_PER_PAGE + 1)  # one more: is there a next page?
     mirror = _configured(sync, name)
-    files = [{"path": shown(path), "reason": shown(reason),
-              "thumb": file_thumb_url(name, path) if mirror is not None else None}
-             for path, reason in rows[:FILES_PER_PAGE]]
-    return page("files.html", active="mirrors", name=name, kind=kind, files=files, page=number,
-                first=offset + 1, has_next=len(rows) > FILES_PER_PAGE,
-                folder=shown(mirror.folder) if mirror is not None else None)
+    files = [
+        {
+            "path": shown(path),
+            "reason": shown(reason),
+            "thumb": file_thumb_url(name, path) if mirror is not None else None,
+        }
+        for path, reason in rows[:FILES_PER_PAGE]
+    ]
+    return page(
+        "files.html",
+        active="mirrors",
+        name=name,
+        kind=kind,
+        files=files,
+        page=number,
+        first=offset + 1,
+        has_next=len(rows) > FILES_PER_PAGE,
+        folder=shown(mirror.folder) if mirror is not None else None,
+    )
 
 
 def _configured(sync: Imgsync, name: str) -> MirrorConfig | None:
@@ -182,8 +224,13 @@ def search_page(console: Console, request: Request) -> Response:
     default = f"library:{sync.default_library()}"
     if len(sync.mirrors) == 1:
         default = f"mirror:{sync.mirrors[0].name}"
-    return page("search.html", active="search", choices=choices, default=default,
-                tag_libraries=[n for n, lib in LIBRARIES.items() if lib.labels == "tags"])
+    return page(
+        "search.html",
+        active="search",
+        choices=choices,
+        default=default,
+        tag_libraries=[n for n, lib in LIBRARIES.items() if lib.labels == "tags"],
+    )
 
 
 def search_json(console: Console, request: Request) -> Response:
@@ -226,10 +273,21 @@ def search_json(console: Console, request: Request) -> Response:
         files = located(hit.paths, mirrors)
         if only is not None and not files:
             continue  # an entry of the library that is not this mirror's
-        thumb = files[0]["thumb"] if files else (entry_thumb_url(library, hit.cont_sign)
-                                                 if sync.config.gallery.is_local else None)
-        out.append({"score": round(hit.score, 4), "cont_sign": hit.cont_sign, "brief": shown(hit.brief),
-                    "files": files, "thumb": thumb, "paths": [shown(p) for p in hit.paths]})
+        thumb = (
+            files[0]["thumb"]
+            if files
+            else (entry_thumb_url(library, hit.cont_sign) if sync.config.gallery.is_local else None)
+        )
+        out.append(
+            {
+                "score": round(hit.score, 4),
+                "cont_sign": hit.cont_sign,
+                "brief": shown(hit.brief),
+                "files": files,
+                "thumb": thumb,
+                "paths": [shown(p) for p in hit.paths],
+            }
+        )
     return json_response({"library": library, "hits": out})
 
 
@@ -241,8 +299,9 @@ def located(paths: Iterable[Path], mirrors: Sequence[MirrorConfig]) -> list[dict
         for m in mirrors:
             rel = _inside(Path(path), m.folder)
             if rel is not None:
-                out.append({"mirror": m.name, "path": shown(rel), "full": shown(path),
-                            "thumb": file_thumb_url(m.name, rel)})
+                out.append(
+                    {"mirror": m.name, "path": shown(rel), "full": shown(path), "thumb": file_thumb_url(m.name, rel)}
+                )
                 break
     return out
 
@@ -270,13 +329,32 @@ def gallery_page(console: Console, request: Request) -> Response:
     for e in result.entries:
         files = located(e.paths, sync.mirrors)
         thumb = entry_thumb_url(library, e.cont_sign) if e.has_copy else files[0]["thumb"] if files else None
-        entries.append({"cont_sign": e.cont_sign, "brief": shown(e.brief), "tags": ",".join(map(str, e.tags)),
-                        "class_ids": [c for c in e.class_ids if c], "mirror": e.mirror, "thumb": thumb,
-                        "paths": [shown(p) for p in e.paths]})
+        entries.append(
+            {
+                "cont_sign": e.cont_sign,
+                "brief": shown(e.brief),
+                "tags": ",".join(map(str, e.tags)),
+                "class_ids": [c for c in e.class_ids if c],
+                "mirror": e.mirror,
+                "thumb": thumb,
+                "paths": [shown(p) for p in e.paths],
+            }
+        )
     pages = max(1, -(-result.total // ENTRIES_PER_PAGE))
-    return page("gallery.html", active="gallery", library=library, source=result.source, total=result.total,
-                entries=entries, page=number, pages=pages, first=result.offset + 1, local=local,
-                gallery=sync.gallery_info(), labels=LIBRARIES[library].labels)
+    return page(
+        "gallery.html",
+        active="gallery",
+        library=library,
+        source=result.source,
+        total=result.total,
+        entries=entries,
+        page=number,
+        pages=pages,
+        first=result.offset + 1,
+        local=local,
+        gallery=sync.gallery_info(),
+        labels=LIBRARIES[library].labels,
+    )
 
 
 def entry_edit(console: Console, request: Request) -> Response:
@@ -287,8 +365,12 @@ def entry_edit(console: Console, request: Request) -> Response:
     brief = body.get("brief")
     tags = body.get("tags")
     with console.gallery_calls:
-        console.opener().edit_entry(library, cont_sign, brief=None if brief is None else str(brief),
-                                    tags=None if tags is None else parse_tags(str(tags)))
+        console.opener().edit_entry(
+            library,
+            cont_sign,
+            brief=None if brief is None else str(brief),
+            tags=None if tags is None else parse_tags(str(tags)),
+        )
     return json_response({"ok": True})
 
 

@@ -52,14 +52,22 @@ def exposure_warning(host: str) -> str | None:
     """What to tell someone who serves the console beyond this machine."""
     if is_loopback(host):
         return None
-    return (f"Warning: --host {host} serves the console beyond this machine, over plain HTTP: anyone who can see "
-            f"the URL's token (on the network, in a shared terminal) can see your pictures, start syncs and delete "
-            f"gallery entries. Prefer the default (127.0.0.1) and an SSH tunnel.")
+    return (
+        f"Warning: --host {host} serves the console beyond this machine, over plain HTTP: anyone who can see "
+        f"the URL's token (on the network, in a shared terminal) can see your pictures, start syncs and delete "
+        f"gallery entries. Prefer the default (127.0.0.1) and an SSH tunnel."
+    )
 
 
-def start_console(opener: Callable[[], Imgsync], state_dir: Path, *, host: str = "127.0.0.1",
-                  port: int | None = None, request_full_scan: Callable[[str, str], None] | None = None,
-                  threads: int = THREADS) -> RunningConsole:
+def start_console(
+    opener: Callable[[], Imgsync],
+    state_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    request_full_scan: Callable[[str, str], None] | None = None,
+    threads: int = THREADS,
+) -> RunningConsole:
     """Serve the console on a daemon thread; returns once it listens. port None: DEFAULT_PORT or the next
     free one; 0: any free port. request_full_scan: the daemon's, when `imgsync watch` serves it."""
     from waitress import wasyncore
@@ -82,9 +90,16 @@ def start_console(opener: Callable[[], Imgsync], state_dir: Path, *, host: str =
         try:
             # The app is made once the port is known (the guard checks Host against it); no request is
             # served before the thread below starts.
-            server = create_server(lambda environ, start_response: app(environ, start_response), map=socket_map,
-                                   host=host, port=candidate, threads=threads, ident="imgsync-console",
-                                   clear_untrusted_proxy_headers=True, max_request_body_size=64 * 1024 * 1024)
+            server = create_server(
+                lambda environ, start_response: app(environ, start_response),
+                map=socket_map,
+                host=host,
+                port=candidate,
+                threads=threads,
+                ident="imgsync-console",
+                clear_untrusted_proxy_headers=True,
+                max_request_body_size=64 * 1024 * 1024,
+            )
             break
         except OSError as e:
             wasyncore.close_all(socket_map, ignore_all=True)
@@ -95,8 +110,9 @@ def start_console(opener: Callable[[], Imgsync], state_dir: Path, *, host: str =
     bound = int(server.effective_port)
     guard = Guard(token, bound, loopback=is_loopback(host))
     cache_dir = Path(state_dir) / CONSOLE_DIR / "thumbs"
-    app = ConsoleApp(Console(opener, guard, ThumbCache(cache_dir), jobs, in_daemon=request_full_scan is not None),
-                     ROUTES)
+    app = ConsoleApp(
+        Console(opener, guard, ThumbCache(cache_dir), jobs, in_daemon=request_full_scan is not None), ROUTES
+    )
     thread = threading.Thread(target=server.run, name="console-http", daemon=True)
     thread.start()
     stopped = threading.Event()
@@ -127,8 +143,16 @@ def _in_loop(server: Any, thunk: Callable[[], None]) -> None:
             pass
 
 
-def serve_forever(opener: Callable[[], Imgsync], state_dir: Path, *, host: str, port: int | None, browser: bool,
-                  echo: Callable[[str], None], warn: Callable[[str], None]) -> None:
+def serve_forever(
+    opener: Callable[[], Imgsync],
+    state_dir: Path,
+    *,
+    host: str,
+    port: int | None,
+    browser: bool,
+    echo: Callable[[str], None],
+    warn: Callable[[str], None],
+) -> None:
     """`imgsync ui`: serve until SIGINT or SIGTERM; print the URL; open a browser if asked and possible."""
     done = threading.Event()
 

@@ -53,8 +53,9 @@ def check_relative(path: str) -> list[str]:
         raise PathRefused("an absolute path: only paths inside the mirror's folder are served")
     parts = path.split("/")
     if any(p in ("", ".", "..") for p in parts):
-        raise PathRefused("a path with '..', '.' or an empty component: only paths inside the mirror's folder "
-                          "are served")
+        raise PathRefused(
+            "a path with '..', '.' or an empty component: only paths inside the mirror's folder are served"
+        )
     return parts
 
 

@@ -23,12 +23,25 @@ __all__ = ["Gallery", "GalleryClient", "Hit", "RetryPolicy", "SearchResult", "ra
 class Gallery(Protocol):
     """What the executor needs of a gallery (GalleryClient is it; tests may wrap one to inject faults)."""
 
-    def add(self, library: str, *, image: bytes, brief: str, tags: Sequence[int] = (),
-            class_ids: tuple[int | None, int | None] | None = None) -> str: ...
+    def add(
+        self,
+        library: str,
+        *,
+        image: bytes,
+        brief: str,
+        tags: Sequence[int] = (),
+        class_ids: tuple[int | None, int | None] | None = None,
+    ) -> str: ...
     def search(self, library: str, *, image: bytes, rn: int | None = None) -> object: ...
-    def update(self, library: str, *, cont_sign: str, brief: str | None = None,
-               tags: Sequence[int] | None = None,
-               class_ids: tuple[int | None, int | None] | None = None) -> None: ...
+    def update(
+        self,
+        library: str,
+        *,
+        cont_sign: str,
+        brief: str | None = None,
+        tags: Sequence[int] | None = None,
+        class_ids: tuple[int | None, int | None] | None = None,
+    ) -> None: ...
     def delete_many(self, library: str, cont_signs: Sequence[str]) -> None: ...
 
 

@@ -96,13 +96,16 @@ ERROR_CLASSES: dict[int, type[GalleryError]] = {
 }
 TOKEN_CODES = frozenset({cloud.TOKEN_INVALID, cloud.TOKEN_EXPIRED})
 #: Codes that mean the endpoint is wrong rather than this request: say so in the message.
-_WRONG_ENDPOINT = {cloud.UNSUPPORTED_METHOD: "no such API at this endpoint",
-                   cloud.SERVICE_NOT_SUPPORT: "this endpoint does not offer that service"}
+_WRONG_ENDPOINT = {
+    cloud.UNSUPPORTED_METHOD: "no such API at this endpoint",
+    cloud.SERVICE_NOT_SUPPORT: "this endpoint does not offer that service",
+}
 
 _INVALID_CLIENT = {
     "unknown client id": "the gallery does not know this API key; check IMGSYNC_API_KEY / [gallery] api_key",
     "client authentication failed": (
-        "the secret key does not match this API key; check IMGSYNC_SECRET_KEY / [gallery] secret_key"),
+        "the secret key does not match this API key; check IMGSYNC_SECRET_KEY / [gallery] secret_key"
+    ),
 }
 
 
@@ -328,8 +331,16 @@ class GalleryClient:
 
     # --- the public calls ---------------------------------------------------------------------------
 
-    def add(self, library: str, *, image: bytes | None = None, url: str | None = None, brief: str,
-            tags: Sequence[int] = (), class_ids: ClassIds | None = None) -> str:
+    def add(
+        self,
+        library: str,
+        *,
+        image: bytes | None = None,
+        url: str | None = None,
+        brief: str,
+        tags: Sequence[int] = (),
+        class_ids: ClassIds | None = None,
+    ) -> str:
         """Add one image; returns its cont_sign.
 
         A duplicate (216681) raises GalleryDuplicateError with the existing entry's cont_sign when the
@@ -342,26 +353,46 @@ class GalleryClient:
             raise GalleryUnavailableError(f"{library} add: the gallery's answer has no cont_sign")
         return str(cont_sign)
 
-    def search(self, library: str, *, image: bytes | None = None, url: str | None = None,
-               tags: Sequence[int] = (), tag_logic: Literal["and", "or"] = "and",
-               class_ids: ClassIds | None = None, pn: int = 0, rn: int | None = None) -> SearchResult:
-        form = build_form(library, "search", image=image, url=url, tags=tags, tag_logic=tag_logic,
-                          class_ids=class_ids, pn=pn, rn=rn)
+    def search(
+        self,
+        library: str,
+        *,
+        image: bytes | None = None,
+        url: str | None = None,
+        tags: Sequence[int] = (),
+        tag_logic: Literal["and", "or"] = "and",
+        class_ids: ClassIds | None = None,
+        pn: int = 0,
+        rn: int | None = None,
+    ) -> SearchResult:
+        form = build_form(
+            library, "search", image=image, url=url, tags=tags, tag_logic=tag_logic, class_ids=class_ids, pn=pn, rn=rn
+        )
         payload = self._call(library, "search", form)
         try:
             return parse_search_answer(payload)
         except (ValueError, TypeError) as e:
             raise GalleryUnavailableError(f"{library} search: unexpected answer from the gallery: {e}") from None
 
-    def update(self, library: str, *, image: bytes | None = None, url: str | None = None,
-               cont_sign: str | None = None, brief: str | None = None, tags: Sequence[int] | None = None,
-               class_ids: ClassIds | None = None) -> None:
-        form = build_form(library, "update", image=image, url=url, cont_sign=cont_sign, brief=brief,
-                          tags=tags, class_ids=class_ids)
+    def update(
+        self,
+        library: str,
+        *,
+        image: bytes | None = None,
+        url: str | None = None,
+        cont_sign: str | None = None,
+        brief: str | None = None,
+        tags: Sequence[int] | None = None,
+        class_ids: ClassIds | None = None,
+    ) -> None:
+        form = build_form(
+            library, "update", image=image, url=url, cont_sign=cont_sign, brief=brief, tags=tags, class_ids=class_ids
+        )
         self._call(library, "update", form)
 
-    def delete(self, library: str, *, image: bytes | None = None, url: str | None = None,
-               cont_sign: str | None = None) -> None:
+    def delete(
+        self, library: str, *, image: bytes | None = None, url: str | None = None, cont_sign: str | None = None
+    ) -> None:
         form = build_form(library, "delete", image=image, url=url, cont_sign=cont_sign)
         self._call(library, "delete", form)
 
@@ -396,8 +427,9 @@ class GalleryClient:
     def __enter__(self) -> GalleryClient:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     # --- plumbing -----------------------------------------------------------------------------------
@@ -405,8 +437,14 @@ class GalleryClient:
     def _call(self, library: str, op: Operation, form: dict[str, str]) -> dict[str, Any]:
         what = f"{library} {op}"
         url = self.endpoint + get_library(library).path(op)
-        return call_with_retry(lambda: self._call_once(what, url, form), self._retry, self._clock, self._rng,
-                               what=what, on_error=self._on_error)
+        return call_with_retry(
+            lambda: self._call_once(what, url, form),
+            self._retry,
+            self._clock,
+            self._rng,
+            what=what,
+            on_error=self._on_error,
+        )
 
     def _call_once(self, what: str, url: str, form: dict[str, str]) -> dict[str, Any]:
         """One try: a token (refreshed and tried again once if the gallery says 110/111), then the POST."""
@@ -434,15 +472,22 @@ class GalleryClient:
     def _fetch_token(self) -> Token:
         what = "getting an access token"
         self._count("token_fetches")
-        payload = self._send(what, self.endpoint + TOKEN_PATH, data={
-            "grant_type": "client_credentials", "client_id": self._api_key, "client_secret": self._secret_key,
-        })
+        payload = self._send(
+            what,
+            self.endpoint + TOKEN_PATH,
+            data={
+                "grant_type": "client_credentials",
+                "client_id": self._api_key,
+                "client_secret": self._secret_key,
+            },
+        )
         token = parse_token_answer(payload, self._clock.time())
         log.debug("got an access token valid for %.0f s", token.expires_in)
         return token
 
-    def _send(self, what: str, url: str, *, data: Mapping[str, str] | bytes,
-              params: Mapping[str, str] | None = None) -> dict[str, Any]:
+    def _send(
+        self, what: str, url: str, *, data: Mapping[str, str] | bytes, params: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
         """The one boundary: requests' exceptions and the gallery's answers become imgsync errors here,
         with every secret redacted. Raw exceptions are not chained (their texts hold the token)."""
         # The error is raised after the except blocks, not inside them: raised inside, it would keep the
@@ -450,8 +495,7 @@ class GalleryClient:
         failure: str | None = None
         try:
             headers = {"Content-Type": "application/x-www-form-urlencoded"} if isinstance(data, bytes) else None
-            response = self._session.post(url, data=data, params=params, headers=headers,
-                                          timeout=self._timeout)
+            response = self._session.post(url, data=data, params=params, headers=headers, timeout=self._timeout)
         except requests.Timeout as e:
             failure = _timeout_text(e, self._timeout)
         except requests.RequestException as e:
@@ -463,15 +507,19 @@ class GalleryClient:
         except ValueError:
             payload = None
         if not isinstance(payload, dict):
-            self._raise_unavailable(what, f"the gallery answered HTTP {response.status_code} "
-                                          f"{response.reason or ''} without a JSON object".rstrip())
+            self._raise_unavailable(
+                what,
+                f"the gallery answered HTTP {response.status_code} "
+                f"{response.reason or ''} without a JSON object".rstrip(),
+            )
         payload = self._scrub(payload)
         raise_for_error(payload, what)
         if response.status_code >= 500:
             self._raise_unavailable(what, f"the gallery answered HTTP {response.status_code}")
         if response.status_code >= 400:
-            raise GalleryRejectedError(f"{what} failed: the gallery answered HTTP {response.status_code}",
-                                       code=response.status_code)
+            raise GalleryRejectedError(
+                f"{what} failed: the gallery answered HTTP {response.status_code}", code=response.status_code
+            )
         return payload
 
     def _secrets(self) -> list[str]:
@@ -533,5 +581,6 @@ def _warn_if_cleartext(scheme: str, host: str | None) -> None:
             return
     except ValueError:
         pass
-    log.warning("gallery endpoint %s uses plain http: the secret key and access tokens cross the network "
-                "unencrypted", host)
+    log.warning(
+        "gallery endpoint %s uses plain http: the secret key and access tokens cross the network unencrypted", host
+    )

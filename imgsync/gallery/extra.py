@@ -15,8 +15,9 @@ from imgsync.errors import GalleryNotInstalledError
 GALLERY_MODULES = ("numpy", "cv2", "onnxruntime", "faiss")  # waitress is in the base install (the console)
 INSTALL_HINT = "pip install 'imgsync[gallery]'"
 #: For the embedded gallery (endpoint = "local"): pointing at another gallery does as well as installing it.
-ELSEWHERE_HINT = ('or set [gallery] endpoint to the cloud ("https://aip.baidubce.com", with your keys) or to a '
-                  "served gallery's URL")
+ELSEWHERE_HINT = (
+    'or set [gallery] endpoint to the cloud ("https://aip.baidubce.com", with your keys) or to a served gallery\'s URL'
+)
 
 
 def missing_gallery_modules() -> list[str]:
@@ -26,7 +27,7 @@ def missing_gallery_modules() -> list[str]:
 
 
 def gallery_missing(missing: list[str]) -> str:
-    """"not installed" for a light install (it lacks them all); a broken one is told which are missing."""
+    """ "not installed" for a light install (it lacks them all); a broken one is told which are missing."""
     if len(missing) == len(GALLERY_MODULES):
         return "not installed"
     return f"not fully installed (no {', '.join(missing)})"
@@ -37,5 +38,7 @@ def require_local_gallery(needed_by: str, *, elsewhere: bool = False) -> None:
     `elsewhere`: also say that pointing at another gallery does instead (for the endpoint, not `gallery serve`)."""
     missing = missing_gallery_modules()
     if missing:
-        raise GalleryNotInstalledError(f"{needed_by} needs the local gallery, which is {gallery_missing(missing)}: "
-                                       f"{INSTALL_HINT}" + (f", {ELSEWHERE_HINT}" if elsewhere else ""))
+        raise GalleryNotInstalledError(
+            f"{needed_by} needs the local gallery, which is {gallery_missing(missing)}: "
+            f"{INSTALL_HINT}" + (f", {ELSEWHERE_HINT}" if elsewhere else "")
+        )

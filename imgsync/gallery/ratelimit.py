@@ -98,5 +98,8 @@ class RateLimiter:
             self._slowed_until = now + self._slow_period
             self._slowed_at = now
             slowed = self._slowed_qps
-        log.info("gallery says too many calls per second (error 18): slowing to %.2f calls/s for %.0f s",
-                 slowed, self._slow_period)
+        log.info(
+            "gallery says too many calls per second (error 18): slowing to %.2f calls/s for %.0f s",
+            slowed,
+            self._slow_period,
+        )

@@ -62,18 +62,39 @@ StartResponse = Callable[..., Any]
 class Engine(Protocol):
     """What the app needs from imgsync.localgallery.engine.Engine."""
 
-    def add(self, library: str, image: bytes, *, brief: str, tags: tuple[int, ...] = (),
-            class_ids: tuple[int | None, int | None] = (None, None)) -> str: ...
+    def add(
+        self,
+        library: str,
+        image: bytes,
+        *,
+        brief: str,
+        tags: tuple[int, ...] = (),
+        class_ids: tuple[int | None, int | None] = (None, None),
+    ) -> str: ...
 
-    def search(self, library: str, image: bytes, *, tags: tuple[int, ...] = (), tag_logic: int = 0,
-               class_ids: tuple[int | None, int | None] = (None, None), pn: int = 0, rn: int = 300
-               ) -> tuple[list[tuple[str, float, str]], bool]: ...
+    def search(
+        self,
+        library: str,
+        image: bytes,
+        *,
+        tags: tuple[int, ...] = (),
+        tag_logic: int = 0,
+        class_ids: tuple[int | None, int | None] = (None, None),
+        pn: int = 0,
+        rn: int = 300,
+    ) -> tuple[list[tuple[str, float, str]], bool]: ...
 
     def cont_sign_of(self, library: str, image: bytes) -> str: ...
 
-    def update(self, library: str, cont_sign: str, *, brief: str | None = None,
-               tags: tuple[int, ...] | None = None,
-               class_ids: tuple[int | None, int | None] | None = None) -> None: ...
+    def update(
+        self,
+        library: str,
+        cont_sign: str,
+        *,
+        brief: str | None = None,
+        tags: tuple[int, ...] | None = None,
+        class_ids: tuple[int | None, int | None] | None = None,
+    ) -> None: ...
 
     def delete(self, library: str, cont_signs: Sequence[str]) -> int: ...
 
@@ -103,8 +124,15 @@ def new_log_id() -> int:
 
 
 class GalleryApp:
-    def __init__(self, engine: Engine, authority: Authority, fetcher: UrlFetcher, *,
-                 limiter: RateLimiter | None = None, libraries: Collection[str] | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        authority: Authority,
+        fetcher: UrlFetcher,
+        *,
+        limiter: RateLimiter | None = None,
+        libraries: Collection[str] | None = None,
+    ) -> None:
         """`libraries`: the libraries this gallery's account has (None: all five). The others answer
         216017 "not initialized" to every call, as a cloud account answers for a library it never
         created; `imgsync doctor` tests its library check against this."""
@@ -122,8 +150,12 @@ class GalleryApp:
         except StoreError as e:  # logged where it happened (the store knows the details)
             status, body = 200, {**ApiError(SERVICE_UNAVAILABLE, str(e)).payload(), "log_id": new_log_id()}
         except Exception:  # noqa: BLE001 - the one place that turns a bug into an answer, not a crash
-            log.error("internal error on %s %s:\n%s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"),
-                      _redacted_traceback(environ))
+            log.error(
+                "internal error on %s %s:\n%s",
+                environ.get("REQUEST_METHOD"),
+                environ.get("PATH_INFO"),
+                _redacted_traceback(environ),
+            )
             status, body = 200, {**ApiError(INTERNAL_ERROR).payload(), "log_id": new_log_id()}
         data = json.dumps(body, ensure_ascii=False).encode("utf-8")
         reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 503: "Service Unavailable"}.get(status, "OK")
@@ -175,8 +207,9 @@ class GalleryApp:
         engine = self._engine
         if isinstance(req, AddRequest):
             image = self._image_bytes(req.source)
-            return {"cont_sign": engine.add(req.library, image, brief=req.brief, tags=req.tags,
-                                            class_ids=req.class_ids)}
+            return {
+                "cont_sign": engine.add(req.library, image, brief=req.brief, tags=req.tags, class_ids=req.class_ids)
+            }
         if isinstance(req, SearchRequest):
             return self._search(req)
         signs = self._cont_signs(req.library, req.target)
@@ -188,8 +221,9 @@ class GalleryApp:
 
     def _search(self, req: SearchRequest) -> dict[str, Any]:
         image = self._image_bytes(req.source)
-        hits, more = self._engine.search(req.library, image, tags=req.tags, tag_logic=req.tag_logic,
-                                         class_ids=req.class_ids, pn=req.pn, rn=req.rn)
+        hits, more = self._engine.search(
+            req.library, image, tags=req.tags, tag_logic=req.tag_logic, class_ids=req.class_ids, pn=req.pn, rn=req.rn
+        )
         return {
             "result_num": len(hits),
             "result": [{"cont_sign": cs, "score": float(score), "brief": brief} for cs, score, brief in hits],

@@ -29,11 +29,22 @@ from imgsync.localgallery.errors import TOKEN_EXPIRED, TOKEN_INVALID, ApiError
 
 DEFAULT_TOKEN_TTL = 2_592_000  # 30 days, the cloud's default
 REFRESH_TTL = 315_360_000  # 10 years, as in the cloud's refresh tokens
-SCOPE = " ".join((
-    "public", "brain_all_scope", "brain_realtime_same_hq", "brain_realtime_similar",
-    "brain_realtime_product", "brain_realtime_picturebook", "brain_realtime_materiel",
-    "wise_adapt", "lebo_resource_base", "lightservice_public", "hetu_basic", "lightcms_map_poi",
-))
+SCOPE = " ".join(
+    (
+        "public",
+        "brain_all_scope",
+        "brain_realtime_same_hq",
+        "brain_realtime_similar",
+        "brain_realtime_product",
+        "brain_realtime_picturebook",
+        "brain_realtime_materiel",
+        "wise_adapt",
+        "lebo_resource_base",
+        "lightservice_public",
+        "hetu_basic",
+        "lightcms_map_poi",
+    )
+)
 KEY_FILE = "server-key.json"
 #: A token's random part: 8 hex digits of nonce and 24 of MAC (96 bits), 32 like the cloud's.
 _NONCE_HEX, _MAC_HEX = 8, 24
@@ -59,8 +70,14 @@ def _app_id(api_key: str) -> int:
 class Authority:
     """Knows the API keys, issues tokens, checks them. Thread-safe (it holds no mutable state)."""
 
-    def __init__(self, keys: Sequence[tuple[str, str]], *, ttl: int = DEFAULT_TOKEN_TTL,
-                 clock: Clock = SYSTEM_CLOCK, realm: str = "") -> None:
+    def __init__(
+        self,
+        keys: Sequence[tuple[str, str]],
+        *,
+        ttl: int = DEFAULT_TOKEN_TTL,
+        clock: Clock = SYSTEM_CLOCK,
+        realm: str = "",
+    ) -> None:
         """realm: the gallery's token realm (Store.token_realm): tokens are good where it is the same."""
         if ttl <= 0:
             raise ValueError(f"token ttl must be positive, got {ttl}")
@@ -75,8 +92,11 @@ class Authority:
     def issue(self, params: Mapping[str, str]) -> TokenAnswer:
         """The token endpoint: grant_type=client_credentials, client_id, client_secret."""
         if params.get("grant_type") != "client_credentials":
-            return _oauth_error(400, "unsupported_grant_type",
-                                "The authorization grant type is not supported by the authorization server.")
+            return _oauth_error(
+                400,
+                "unsupported_grant_type",
+                "The authorization grant type is not supported by the authorization server.",
+            )
         client_id = (params.get("client_id") or "").strip()
         client_secret = (params.get("client_secret") or "").strip()
         expected = self._keys.get(client_id)
@@ -124,7 +144,7 @@ def _parse_token(token: str) -> tuple[str, str, int, int, int] | None:
     parts = token.split(".")
     if len(parts) != 5 or parts[0] != "24" or not parts[4].startswith("282335-"):
         return None
-    body, ttl, issued, app = parts[1], parts[2], parts[3], parts[4][len("282335-"):]
+    body, ttl, issued, app = parts[1], parts[2], parts[3], parts[4][len("282335-") :]
     if len(body) != _NONCE_HEX + _MAC_HEX or not all(c in "0123456789abcdef" for c in body):
         return None
     if not all(p.isascii() and p.isdigit() and len(p) <= 12 for p in (ttl, issued, app)):

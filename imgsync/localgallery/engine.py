@@ -103,16 +103,16 @@ class Engine:
         open Store, which the engine then owns (closes)."""
         self._store: Store = location if isinstance(location, Store) else SqliteStore(location, read_only=read_only)
         self._read_only = read_only
-        self._lock = threading.Lock()        # the tables
-        self._sync_lock = threading.Lock()   # one catch-up at a time
+        self._lock = threading.Lock()  # the tables
+        self._sync_lock = threading.Lock()  # one catch-up at a time
         self._libs: dict[str, _Library] = {}
-        self._applied = 0                    # every change up to this id is in the tables
+        self._applied = 0  # every change up to this id is in the tables
         self._closing = threading.Event()
         self._follower: threading.Thread | None = None
         self._follow_error: str | None = "starting"
         self._wake: list[object] = []
         try:
-            with self._store.exclusive():    # one replica at a time re-extracts
+            with self._store.exclusive():  # one replica at a time re-extracts
                 for name in LIBRARIES:
                     self._check_matcher(name)
             self._libs, self._applied = self._load_all()
@@ -146,27 +146,43 @@ class Engine:
 
     # --- the five operations ---------------------------------------------------------------------
 
-    def add(self, library: str, image: bytes, *, brief: str, tags: tuple[int, ...] = (),
-            class_ids: ClassIds = (None, None)) -> str:
+    def add(
+        self, library: str, image: bytes, *, brief: str, tags: tuple[int, ...] = (), class_ids: ClassIds = (None, None)
+    ) -> str:
         lib = self._lib(library)
         decoded = load_image(image, get_library(library))
         sign = cont_sign_of(image)
         self._sync()
-        if sign in lib.table.pos:                   # cheap early answer before extraction
+        if sign in lib.table.pos:  # cheap early answer before extraction
             raise ApiError(ITEM_EXIST, "this image is already in the library", cont_sign=sign)
         feats = lib.matcher.extract(decoded.pixels)
-        entry = NewEntry(sign, brief, _tags(tags), _classes(class_ids), lib.matcher.pack(feats),
-                         extra=lib.matcher.pack_extra(feats), copy=encode_copy(decoded.pixels))
+        entry = NewEntry(
+            sign,
+            brief,
+            _tags(tags),
+            _classes(class_ids),
+            lib.matcher.pack(feats),
+            extra=lib.matcher.pack_extra(feats),
+            copy=encode_copy(decoded.pixels),
+        )
         try:
             change = self._store.insert(library, entry)
-        except DuplicateEntry:                      # another thread or replica won the race
+        except DuplicateEntry:  # another thread or replica won the race
             raise ApiError(ITEM_EXIST, f"this image is already in {library}", cont_sign=sign) from None
         self._advance([change])
         return sign
 
-    def search(self, library: str, image: bytes, *, tags: tuple[int, ...] = (), tag_logic: int = 0,
-               class_ids: ClassIds = (None, None), pn: int = 0, rn: int = 300
-               ) -> tuple[list[tuple[str, float, str]], bool]:
+    def search(
+        self,
+        library: str,
+        image: bytes,
+        *,
+        tags: tuple[int, ...] = (),
+        tag_logic: int = 0,
+        class_ids: ClassIds = (None, None),
+        pn: int = 0,
+        rn: int = 300,
+    ) -> tuple[list[tuple[str, float, str]], bool]:
         assert pn >= 0 and rn >= 1 and tag_logic in (0, 1), (pn, rn, tag_logic)
         lib = self._lib(library)
         query = lib.matcher.extract_query(load_image(image, get_library(library)).pixels)
@@ -174,10 +190,16 @@ class Engine:
             return [], False
         self._sync()
         with self._lock:
-            lib = self._libs[library]               # (a reload may have replaced it)
+            lib = self._libs[library]  # (a reload may have replaced it)
             t = lib.table
-            mask = filter_mask(t.alive[: t.n], t.tags[: t.n], t.class_ids[: t.n], want_tags=tags,
-                               tag_logic=tag_logic, want_classes=class_ids)
+            mask = filter_mask(
+                t.alive[: t.n],
+                t.tags[: t.n],
+                t.class_ids[: t.n],
+                want_tags=tags,
+                tag_logic=tag_logic,
+                want_classes=class_ids,
+            )
             rows, scores = lib.matcher.match(query, t, mask)
             page, page_scores, has_more = rank_page(rows, scores, t.seq[: t.n], pn, rn)
             out = [(t.signs[p], round(float(s), 6), t.briefs[p]) for p, s in zip(page, page_scores, strict=True)]
@@ -187,11 +209,23 @@ class Engine:
         load_image(image, get_library(library))
         return cont_sign_of(image)
 
-    def update(self, library: str, cont_sign: str, *, brief: str | None = None,
-               tags: tuple[int, ...] | None = None, class_ids: ClassIds | None = None) -> None:
+    def update(
+        self,
+        library: str,
+        cont_sign: str,
+        *,
+        brief: str | None = None,
+        tags: tuple[int, ...] | None = None,
+        class_ids: ClassIds | None = None,
+    ) -> None:
         self._lib(library)
-        change = self._store.update(library, cont_sign, brief=brief, tags=None if tags is None else _tags(tags),
-                                    class_ids=None if class_ids is None else _classes(class_ids))
+        change = self._store.update(
+            library,
+            cont_sign,
+            brief=brief,
+            tags=None if tags is None else _tags(tags),
+            class_ids=None if class_ids is None else _classes(class_ids),
+        )
         if change is None:
             raise ApiError(ITEM_NOT_EXIST, f"no image with cont_sign {cont_sign} in {library}")
         self._advance([change])
@@ -210,10 +244,16 @@ class Engine:
         with self._lock:
             t = self._libs[library].table
             live = [p for p in range(t.n) if t.alive[p]]
-            return [{"cont_sign": t.signs[p], "brief": t.briefs[p],
-                     "tags": [int(x) for x in t.tags[p] if x],
-                     "class_id1": int(t.class_ids[p, 0]) or None,
-                     "class_id2": int(t.class_ids[p, 1]) or None} for p in live]
+            return [
+                {
+                    "cont_sign": t.signs[p],
+                    "brief": t.briefs[p],
+                    "tags": [int(x) for x in t.tags[p] if x],
+                    "class_id1": int(t.class_ids[p, 0]) or None,
+                    "class_id2": int(t.class_ids[p, 1]) or None,
+                }
+                for p in live
+            ]
 
     def health(self) -> dict[str, object]:
         """{"ok": bool, "store": its kind, "applied_change": id, "error": why not ok (only when not ok)}.
@@ -246,8 +286,17 @@ class Engine:
         return n
 
     def _bulk_batch(self, library: str, lib: _Library, batch: list[BulkEntry]) -> int:
-        news = [NewEntry(e.cont_sign, e.brief, _tags(e.tags), _classes(e.class_ids), lib.matcher.pack(e.features),
-                         extra=lib.matcher.pack_extra(e.features)) for e in batch]
+        news = [
+            NewEntry(
+                e.cont_sign,
+                e.brief,
+                _tags(e.tags),
+                _classes(e.class_ids),
+                lib.matcher.pack(e.features),
+                extra=lib.matcher.pack_extra(e.features),
+            )
+            for e in batch
+        ]
         try:
             changes = self._store.insert_many(library, news)
         except DuplicateEntry as err:
@@ -262,12 +311,11 @@ class Engine:
         nothing is new)."""
         if not self._store.shared:
             return
-        before = self._applied   # the store had committed at least this much when it was asked
+        before = self._applied  # the store had committed at least this much when it was asked
         last = self._store.last_change()
         if last < before:
             # The database went back in time (restored from a backup, or a failover lost commits).
-            log.warning("the gallery database's change log is behind this replica's (%d < %d): reloading",
-                        last, before)
+            log.warning("the gallery database's change log is behind this replica's (%d < %d): reloading", last, before)
             with self._sync_lock:
                 self._reload()
         elif last > self._applied:
@@ -278,7 +326,7 @@ class Engine:
         or with the store's newest change."""
         with self._sync_lock:
             if own and own[-1].id <= self._applied:
-                return                              # a catch-up already applied them
+                return  # a catch-up already applied them
             if own and own[0].id == self._applied + 1:
                 self._apply(own)
                 return
@@ -314,8 +362,11 @@ class Engine:
                 t = lib.table
                 if c.kind == "add":
                     # Gone since (a later change deletes it), or already loaded from a snapshot.
-                    if c.entry is None or (t.n and c.entry.seq <= int(t.seq[t.n - 1])) \
-                            or (pending and pending_lib == c.library and c.entry.seq <= pending[-1].seq):
+                    if (
+                        c.entry is None
+                        or (t.n and c.entry.seq <= int(t.seq[t.n - 1]))
+                        or (pending and pending_lib == c.library and c.entry.seq <= pending[-1].seq)
+                    ):
                         continue
                     if pending_lib != c.library:
                         flush()
@@ -341,10 +392,11 @@ class Engine:
                 with self._store.listen() as listener:
                     self._wake.append(listener)
                     try:
-                        self._sync()                # whatever was missed while disconnected
+                        self._sync()  # whatever was missed while disconnected
                         if self._follow_error is not None and self._follow_error != "starting":
-                            log.warning("gallery database %s is reachable again; following its changes",
-                                        self._store.describe())
+                            log.warning(
+                                "gallery database %s is reachable again; following its changes", self._store.describe()
+                            )
                         self._follow_error, delay = None, 0.1
                         while not self._closing.is_set():
                             listener.wait(FOLLOW_POLL)
@@ -404,9 +456,15 @@ class Engine:
             raise IndexVersionError(
                 f"library {name}: its {total} entries have features from matcher {stored!r}, but this version "
                 f"uses {matcher.name!r}, and {missing} of them have no stored working copy to re-extract from "
-                f"(added by an older imgsync, or bulk-loaded); re-add the images into a new data dir")
-        log.warning("library %s: matcher changed from %s to %s; re-extracting features of %d entries from "
-                    "their stored copies", name, stored, matcher.name, total)
+                f"(added by an older imgsync, or bulk-loaded); re-add the images into a new data dir"
+            )
+        log.warning(
+            "library %s: matcher changed from %s to %s; re-extracting features of %d entries from their stored copies",
+            name,
+            stored,
+            matcher.name,
+            total,
+        )
         t0 = time.monotonic()
         for batch in self._store.scan_copies(name):
             rows = []
@@ -418,9 +476,14 @@ class Engine:
 
 
 def _append(lib: _Library, rows: Sequence[StoredEntry]) -> None:
-    lib.table.append_many((r.seq for r in rows), [r.cont_sign for r in rows], [r.brief for r in rows],
-                          np.array([r.tags for r in rows]), np.array([r.class_ids for r in rows]),
-                          lib.matcher.unpack_many([r.features for r in rows]))
+    lib.table.append_many(
+        (r.seq for r in rows),
+        [r.cont_sign for r in rows],
+        [r.brief for r in rows],
+        np.array([r.tags for r in rows]),
+        np.array([r.class_ids for r in rows]),
+        lib.matcher.unpack_many([r.features for r in rows]),
+    )
 
 
 def _tags(tags: tuple[int, ...]) -> tuple[int, int]:

@@ -40,8 +40,7 @@ MAX_REDIRECTS = 5
 _CHUNK = 64 * 1024
 # Leading bytes of the image formats a fetch may return (the engine then refuses formats the library
 # does not take, such as GIF, with 216201, as it would for an uploaded file).
-_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"GIF87a", b"GIF89a", b"RIFF", b"II*\x00",
-                b"MM\x00*")
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"GIF87a", b"GIF89a", b"RIFF", b"II*\x00", b"MM\x00*")
 
 Resolver = Callable[[str, int], list[str]]
 
@@ -74,8 +73,9 @@ def is_public_address(address: str) -> bool:
         return False
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_unspecified or ip.is_loopback
-                                 or ip.is_link_local or ip.is_private)
+    return ip.is_global and not (
+        ip.is_multicast or ip.is_reserved or ip.is_unspecified or ip.is_loopback or ip.is_link_local or ip.is_private
+    )
 
 
 def looks_like_image(head: bytes) -> bool:
@@ -91,9 +91,16 @@ def resolve_host(host: str, port: int) -> list[str]:
 class UrlFetcher:
     """Downloads one image URL for an API call. Thread-safe (one requests.Session per fetch)."""
 
-    def __init__(self, *, enabled: bool = True, allow_private: bool = False, timeout: float = DEFAULT_TIMEOUT,
-                 max_bytes: int = MAX_FETCH_BYTES, clock: Clock = SYSTEM_CLOCK,
-                 resolver: Resolver = resolve_host) -> None:
+    def __init__(
+        self,
+        *,
+        enabled: bool = True,
+        allow_private: bool = False,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_bytes: int = MAX_FETCH_BYTES,
+        clock: Clock = SYSTEM_CLOCK,
+        resolver: Resolver = resolve_host,
+    ) -> None:
         self.enabled = enabled
         self.allow_private = allow_private
         self._timeout = timeout
@@ -128,13 +135,21 @@ class UrlFetcher:
         except (OSError, UnicodeError):
             raise ApiError(URL_RESPONSE_INVALID, "url host cannot be resolved") from None
         if not addresses or not all(is_public_address(a) for a in addresses):
-            raise ApiError(URL_FORMAT_ILLEGAL, "url host resolves to an address this gallery may not fetch "
-                                               "(loopback, private, link-local, multicast or reserved)")
+            raise ApiError(
+                URL_FORMAT_ILLEGAL,
+                "url host resolves to an address this gallery may not fetch "
+                "(loopback, private, link-local, multicast or reserved)",
+            )
 
     def _get(self, session: requests.Session, url: str) -> requests.Response:
         try:
-            resp = session.get(url, stream=True, allow_redirects=False, timeout=self._timeout,
-                               headers={"User-Agent": "imgsync-localgallery", "Accept": "image/*"})
+            resp = session.get(
+                url,
+                stream=True,
+                allow_redirects=False,
+                timeout=self._timeout,
+                headers={"User-Agent": "imgsync-localgallery", "Accept": "image/*"},
+            )
         except requests.Timeout:
             raise ApiError(URL_DOWNLOAD_TIMEOUT) from None
         except (requests.RequestException, ValueError, UnicodeError):

@@ -75,11 +75,12 @@ def size_problem(width: int, height: int, library: Library) -> str | None:
     if long_side > library.max_side:
         return f"image is {width}x{height} px; the longest side may be at most {library.max_side} px"
     if short_side < library.min_side:
-        return (f"image is {width}x{height} px; {library.name} needs the shortest side "
-                f"≥ {library.min_side} px")
+        return f"image is {width}x{height} px; {library.name} needs the shortest side ≥ {library.min_side} px"
     if library.max_aspect is not None and long_side > library.max_aspect * short_side:
-        return (f"image is {width}x{height} px (aspect {long_side / short_side:.1f}:1); "
-                f"{library.name} accepts at most {library.max_aspect:g}:1")
+        return (
+            f"image is {width}x{height} px (aspect {long_side / short_side:.1f}:1); "
+            f"{library.name} accepts at most {library.max_aspect:g}:1"
+        )
     return None
 
 
@@ -126,8 +127,9 @@ def _open(data: bytes) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as e:
-        raise ApiError(IMAGE_SIZE_ERROR, f"image is far too large ({e}); the longest side may be at "
-                                         f"most 4096 px") from None
+        raise ApiError(
+            IMAGE_SIZE_ERROR, f"image is far too large ({e}); the longest side may be at most 4096 px"
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise ApiError(IMAGE_DECODE_ERROR, f"the bytes are not a readable image ({_why(e)})") from None
 

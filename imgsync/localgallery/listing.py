@@ -43,8 +43,9 @@ class Listing:
     def _con(self) -> sqlite3.Connection:
         if self._db is None:
             # mode=ro: never creates, migrates or writes the file; WAL lets it read beside the writer.
-            self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0,
-                                       check_same_thread=False)
+            self._db = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0, check_same_thread=False
+            )
         return self._db
 
     def close(self) -> None:
@@ -69,19 +70,31 @@ class Listing:
             return []
         # The page's seqs first, from the (library, cont_sign) index alone: skipping `offset` rows then
         # never reads the wide rows (their features) nor looks for their copies.
-        rows = self._con().execute(
-            "SELECT e.cont_sign, e.brief, e.tag1, e.tag2, e.class_id1, e.class_id2, "
-            "EXISTS (SELECT 1 FROM copies c WHERE c.seq = e.seq) FROM entries e WHERE e.seq IN "
-            "(SELECT seq FROM entries WHERE library = ? ORDER BY seq LIMIT ? OFFSET ?) ORDER BY e.seq",
-            (library, limit, offset)).fetchall()
-        return [ListedEntry(sign, brief, tuple(t for t in (t1, t2) if t), (c1 or None, c2 or None), bool(copy))
-                for sign, brief, t1, t2, c1, c2, copy in rows]
+        rows = (
+            self._con()
+            .execute(
+                "SELECT e.cont_sign, e.brief, e.tag1, e.tag2, e.class_id1, e.class_id2, "
+                "EXISTS (SELECT 1 FROM copies c WHERE c.seq = e.seq) FROM entries e WHERE e.seq IN "
+                "(SELECT seq FROM entries WHERE library = ? ORDER BY seq LIMIT ? OFFSET ?) ORDER BY e.seq",
+                (library, limit, offset),
+            )
+            .fetchall()
+        )
+        return [
+            ListedEntry(sign, brief, tuple(t for t in (t1, t2) if t), (c1 or None, c2 or None), bool(copy))
+            for sign, brief, t1, t2, c1, c2, copy in rows
+        ]
 
     def copy_of(self, library: str, cont_sign: str) -> bytes | None:
         """The entry's stored working copy (JPEG, at most images.WORK_SIDE px), or None."""
         if not self.exists:
             return None
-        row = self._con().execute(
-            "SELECT c.jpeg FROM entries e JOIN copies c ON c.seq = e.seq WHERE e.library = ? AND e.cont_sign = ?",
-            (library, cont_sign)).fetchone()
+        row = (
+            self._con()
+            .execute(
+                "SELECT c.jpeg FROM entries e JOIN copies c ON c.seq = e.seq WHERE e.library = ? AND e.cont_sign = ?",
+                (library, cont_sign),
+            )
+            .fetchone()
+        )
         return bytes(row[0]) if row else None

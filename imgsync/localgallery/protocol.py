@@ -123,8 +123,13 @@ def parse_form(body: bytes) -> dict[str, str]:
     """
     try:
         # Raw (un-escaped) UTF-8 is tolerated as well as %-escapes: some clients do not escape briefs.
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, encoding="utf-8",
-                          errors="strict", max_num_fields=MAX_FORM_FIELDS)
+        pairs = parse_qsl(
+            body.decode("utf-8"),
+            keep_blank_values=True,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=MAX_FORM_FIELDS,
+        )
     except UnicodeDecodeError:
         raise ApiError(INVALID_PARAM, "form body is not valid UTF-8 url-encoding") from None
     except ValueError:
@@ -172,8 +177,7 @@ def _parse_search(library: Library, form: Mapping[str, str]) -> SearchRequest:
     tags, class_ids = _labels(library, form)
     tag_logic = parse_tag_logic(form.get("tag_logic")) if library.labels == "tags" else 0
     pn, rn = parse_paging(form.get("pn"), form.get("rn"))
-    return SearchRequest(library.name, decode_source(source), tags or (), tag_logic,
-                         class_ids or (None, None), pn, rn)
+    return SearchRequest(library.name, decode_source(source), tags or (), tag_logic, class_ids or (None, None), pn, rn)
 
 
 def _parse_update(library: Library, form: Mapping[str, str]) -> UpdateRequest:
@@ -232,7 +236,7 @@ def parse_target(form: Mapping[str, str], *, allow_batch: bool, batch_max: int) 
 
 
 def parse_cont_signs(raw: str, *, allow_batch: bool, batch_max: int) -> tuple[str, ...]:
-    """"a,b;c,d;..." → ("a,b", "c,d", ...), deduplicated in order; empty items between ';' are skipped."""
+    """ "a,b;c,d;..." → ("a,b", "c,d", ...), deduplicated in order; empty items between ';' are skipped."""
     items = [s.strip() for s in raw.split(";") if s.strip()]
     if not items:
         raise missing("cont_sign")
@@ -257,7 +261,7 @@ def parse_brief(raw: str | None) -> str | None:
 
 
 def parse_tags(raw: str | None) -> tuple[int, ...] | None:
-    """"100,11" → (100, 11); absent or empty → None; at most 2 integers in 1..65535 (216100 otherwise)."""
+    """ "100,11" → (100, 11); absent or empty → None; at most 2 integers in 1..65535 (216100 otherwise)."""
     if raw is None or raw.strip() == "":
         return None
     parts = [p.strip() for p in raw.split(",")]
@@ -268,7 +272,7 @@ def parse_tags(raw: str | None) -> tuple[int, ...] | None:
 
 
 def parse_tag_logic(raw: str | None) -> int:
-    """"0" (AND, the default) or "1" (OR)."""
+    """ "0" (AND, the default) or "1" (OR)."""
     if raw is None or raw.strip() == "":
         return 0
     if raw.strip() not in ("0", "1"):
@@ -278,8 +282,10 @@ def parse_tag_logic(raw: str | None) -> int:
 
 def parse_class_ids(raw1: str | None, raw2: str | None) -> ClassIds | None:
     """product's class_id1 / class_id2, each 1..65535 or absent; both absent → None."""
-    ids = tuple(None if r is None or r.strip() == "" else _int_in_range(name, r, CLASS_ID_RANGE)
-                for name, r in (("class_id1", raw1), ("class_id2", raw2)))
+    ids = tuple(
+        None if r is None or r.strip() == "" else _int_in_range(name, r, CLASS_ID_RANGE)
+        for name, r in (("class_id1", raw1), ("class_id2", raw2))
+    )
     if ids == (None, None):
         return None
     return ids[0], ids[1]

@@ -60,12 +60,22 @@ class RunningGallery:
         self._stop()
 
 
-def start_in_thread(data_dir: Path | str | None = None, *, database: str | None = None, host: str = "127.0.0.1",
-                    port: int = 0, keys: list[tuple[str, str]] | None = None, qps: float | None = None,
-                    allow_private_urls: bool = False, allow_url_fetch: bool = True,
-                    token_ttl: int = DEFAULT_TOKEN_TTL, threads: int = 4, clock: Clock = SYSTEM_CLOCK,
-                    fetch_timeout: float = DEFAULT_TIMEOUT,
-                    libraries: Collection[str] | None = None) -> RunningGallery:
+def start_in_thread(
+    data_dir: Path | str | None = None,
+    *,
+    database: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    keys: list[tuple[str, str]] | None = None,
+    qps: float | None = None,
+    allow_private_urls: bool = False,
+    allow_url_fetch: bool = True,
+    token_ttl: int = DEFAULT_TOKEN_TTL,
+    threads: int = 4,
+    clock: Clock = SYSTEM_CLOCK,
+    fetch_timeout: float = DEFAULT_TIMEOUT,
+    libraries: Collection[str] | None = None,
+) -> RunningGallery:
     """Start serving on a daemon thread; returns once the socket is listening (port 0 → ephemeral).
 
     Its state: `data_dir` (SQLite) or `database` (a postgresql:// URL), exactly one.
@@ -82,7 +92,7 @@ def start_in_thread(data_dir: Path | str | None = None, *, database: str | None 
     host = str(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0])
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
-        store = open_store(data_dir)      # takes the data dir's lock: DataDirInUseError if another process serves it
+        store = open_store(data_dir)  # takes the data dir's lock: DataDirInUseError if another process serves it
     else:
         from imgsync.localgallery.store_pg import PostgresStore
 
@@ -96,22 +106,29 @@ def start_in_thread(data_dir: Path | str | None = None, *, database: str | None 
             key, created = store.load_or_create_key()
             keys = [key]
         realm = store.token_realm()
-        engine = Engine(store)            # owns the store from here on
+        engine = Engine(store)  # owns the store from here on
     except BaseException:
         store.close()
         raise
     try:
         authority = Authority(keys, ttl=token_ttl, clock=clock, realm=realm)
         app = GalleryApp(
-            engine, authority,
-            UrlFetcher(enabled=allow_url_fetch, allow_private=allow_private_urls, timeout=fetch_timeout,
-                       clock=clock),
+            engine,
+            authority,
+            UrlFetcher(enabled=allow_url_fetch, allow_private=allow_private_urls, timeout=fetch_timeout, clock=clock),
             limiter=RateLimiter(qps, clock=clock) if qps else None,
             libraries=enabled,
         )
-        server: Any = create_server(app, map=socket_map, host=host, port=port, threads=threads,
-                                    max_request_body_size=MAX_BODY_BYTES, ident="imgsync-localgallery",
-                                    clear_untrusted_proxy_headers=True)
+        server: Any = create_server(
+            app,
+            map=socket_map,
+            host=host,
+            port=port,
+            threads=threads,
+            max_request_body_size=MAX_BODY_BYTES,
+            ident="imgsync-localgallery",
+            clear_untrusted_proxy_headers=True,
+        )
     except BaseException:
         # A failed bind leaves waitress's half-made sockets in the map: close them, not leak them.
         wasyncore.close_all(socket_map, ignore_all=True)
@@ -145,9 +162,16 @@ def start_in_thread(data_dir: Path | str | None = None, *, database: str | None 
         assert data_dir is not None
         with contextlib.suppress(OSError):  # a courtesy for `imgsync search`: a full disk must not stop the start
             _announce_serving(data_dir, url)
-    return RunningGallery(url=url, api_key=keys[0][0], secret_key=keys[0][1], data_dir=data_dir,
-                          created_key=created, libraries=tuple(sorted(enabled)) if enabled is not None else None,
-                          store=store.describe(), _stop=stop)
+    return RunningGallery(
+        url=url,
+        api_key=keys[0][0],
+        secret_key=keys[0][1],
+        data_dir=data_dir,
+        created_key=created,
+        libraries=tuple(sorted(enabled)) if enabled is not None else None,
+        store=store.describe(),
+        _stop=stop,
+    )
 
 
 SERVING_FILE = "serving.json"
@@ -189,8 +213,7 @@ def _pull(server: Any, thunk: Callable[[], None]) -> None:
             pass
 
 
-def serve_forever(data_dir: Path | str | None = None, *, echo: Callable[[str], None] = print,
-                  **options: Any) -> None:
+def serve_forever(data_dir: Path | str | None = None, *, echo: Callable[[str], None] = print, **options: Any) -> None:
     """Serve in the foreground until SIGINT or SIGTERM (the CLI's `imgsync gallery serve`).
 
     Prints the URL and, only when this start created the key, the key and secret: the operator needs
@@ -211,18 +234,24 @@ def serve_forever(data_dir: Path | str | None = None, *, echo: Callable[[str], N
     where = running.data_dir if running.data_dir is not None else "the database"
     try:
         # "(data: DIR)" for a data dir (scripts and tests read the dir from this first line).
-        echo(f"local gallery serving at {running.url} "
-             + (f"(data: {running.data_dir})" if running.data_dir is not None else f"({running.store})"))
+        echo(
+            f"local gallery serving at {running.url} "
+            + (f"(data: {running.data_dir})" if running.data_dir is not None else f"({running.store})")
+        )
         if running.libraries is not None:
             echo(f"libraries enabled: {', '.join(running.libraries)} (the others answer 216017 not initialized)")
         if running.created_key:
             echo(f"created API key: {running.api_key}")
             echo(f"secret key: {running.secret_key}")
-            echo(f"(saved in {where if running.data_dir is None else running.data_dir / 'server-key.json'}; "
-                 "reused on the next start)")
+            echo(
+                f"(saved in {where if running.data_dir is None else running.data_dir / 'server-key.json'}; "
+                "reused on the next start)"
+            )
         elif not options.get("keys"):
-            echo(f"API key: {running.api_key} (secret in "
-                 f"{where if running.data_dir is None else running.data_dir / 'server-key.json'})")
+            echo(
+                f"API key: {running.api_key} (secret in "
+                f"{where if running.data_dir is None else running.data_dir / 'server-key.json'})"
+            )
         while not done.wait(0.5):
             pass
     finally:

@@ -174,8 +174,15 @@ class Store(ABC):
         """Store entries in one transaction (all or none); one add change each, in order."""
 
     @abstractmethod
-    def update(self, library: str, cont_sign: str, *, brief: str | None = None,
-               tags: tuple[int, int] | None = None, class_ids: tuple[int, int] | None = None) -> Change | None:
+    def update(
+        self,
+        library: str,
+        cont_sign: str,
+        *,
+        brief: str | None = None,
+        tags: tuple[int, int] | None = None,
+        class_ids: tuple[int, int] | None = None,
+    ) -> Change | None:
         """Change the given fields; None (and nothing written) if the entry does not exist."""
 
     @abstractmethod
@@ -280,8 +287,13 @@ def warn_now_and_then(what: str, message: str, *args: object, every: float = 10.
 
 
 def listed_entry(cont_sign: str, brief: str, tag1: int, tag2: int, class_id1: int, class_id2: int) -> dict[str, object]:
-    return {"cont_sign": cont_sign, "brief": brief, "tags": [t for t in (tag1, tag2) if t],
-            "class_id1": class_id1 or None, "class_id2": class_id2 or None}
+    return {
+        "cont_sign": cont_sign,
+        "brief": brief,
+        "tags": [t for t in (tag1, tag2) if t],
+        "class_id1": class_id1 or None,
+        "class_id2": class_id2 or None,
+    }
 
 
 def _pair(a: int | None, b: int | None) -> tuple[int, int] | None:
@@ -296,5 +308,13 @@ def change_from_row(r: Sequence[Any]) -> Change:
     entry = None
     if kind == "add" and r[9] is not None:
         entry = StoredEntry(int(r[9]), r[10], r[11], (r[12], r[13]), (r[14], r[15]), bytes(r[16]))
-    return Change(int(cid), library, kind, tuple(signs.split(";")), entry=entry, brief=brief,
-                  tags=_pair(t1, t2), class_ids=_pair(c1, c2))
+    return Change(
+        int(cid),
+        library,
+        kind,
+        tuple(signs.split(";")),
+        entry=entry,
+        brief=brief,
+        tags=_pair(t1, t2),
+        class_ids=_pair(c1, c2),
+    )

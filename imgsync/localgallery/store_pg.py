@@ -66,8 +66,14 @@ _MIGRATE_LOCK = int.from_bytes(hashlib.sha256(b"imgsync gallery migrate").digest
 _MATCHERS_LOCK = int.from_bytes(hashlib.sha256(b"imgsync gallery matchers").digest()[:8], "big", signed=True)
 #: libpq settings a replica needs unless the URL says otherwise: fail a connect to a dead host within
 #: seconds, and notice a peer that vanished without closing the connection.
-_CONNECT_DEFAULTS = {"connect_timeout": "5", "application_name": "imgsync-gallery", "keepalives": "1",
-                     "keepalives_idle": "10", "keepalives_interval": "5", "keepalives_count": "3"}
+_CONNECT_DEFAULTS = {
+    "connect_timeout": "5",
+    "application_name": "imgsync-gallery",
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+}
 
 _T = TypeVar("_T")
 
@@ -134,8 +140,14 @@ class PostgresStore(Store):
     shared = True
     index_dir = None  # replicas are stateless: indexes are built from the database at start
 
-    def __init__(self, database: str, *, pool_size: int = 8, change_retention: float = CHANGE_RETENTION,
-                 migrate_schema: bool = True) -> None:
+    def __init__(
+        self,
+        database: str,
+        *,
+        pool_size: int = 8,
+        change_retention: float = CHANGE_RETENTION,
+        migrate_schema: bool = True,
+    ) -> None:
         try:
             params = {**_CONNECT_DEFAULTS, **conninfo_to_dict(database)}
         except psycopg.ProgrammingError as e:
@@ -179,9 +191,13 @@ class PostgresStore(Store):
         return row[0] if row else None
 
     def set_matcher(self, library: str, matcher: str) -> None:
-        self._write(lambda c: c.execute(
-            "INSERT INTO libraries (name, matcher) VALUES (%s, %s)"
-            " ON CONFLICT (name) DO UPDATE SET matcher = excluded.matcher", (library, matcher)))
+        self._write(
+            lambda c: c.execute(
+                "INSERT INTO libraries (name, matcher) VALUES (%s, %s)"
+                " ON CONFLICT (name) DO UPDATE SET matcher = excluded.matcher",
+                (library, matcher),
+            )
+        )
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -198,29 +214,62 @@ class PostgresStore(Store):
     # --- writes ----------------------------------------------------------------------------------------
 
     def insert_many(self, library: str, entries: Sequence[NewEntry]) -> list[Change]:
-        args = {"n": len(entries), "channel": CHANNEL, "library": library,
-                "signs": [e.cont_sign for e in entries], "briefs": [e.brief for e in entries],
-                "t1": [e.tags[0] for e in entries], "t2": [e.tags[1] for e in entries],
-                "c1": [e.class_ids[0] for e in entries], "c2": [e.class_ids[1] for e in entries],
-                "features": [e.features for e in entries], "extras": [e.extra for e in entries],
-                "copies": [e.copy for e in entries]}
+        args = {
+            "n": len(entries),
+            "channel": CHANNEL,
+            "library": library,
+            "signs": [e.cont_sign for e in entries],
+            "briefs": [e.brief for e in entries],
+            "t1": [e.tags[0] for e in entries],
+            "t2": [e.tags[1] for e in entries],
+            "c1": [e.class_ids[0] for e in entries],
+            "c2": [e.class_ids[1] for e in entries],
+            "features": [e.features for e in entries],
+            "extras": [e.extra for e in entries],
+            "copies": [e.copy for e in entries],
+        }
         try:
             ids = self._write(lambda c: sorted(int(r[0]) for r in c.execute(_INSERT, args).fetchall()))
         except pg_errors.UniqueViolation as err:
             raise DuplicateEntry(str(err).splitlines()[0]) from None
         assert len(ids) == len(entries), "an insert lost rows"
         self._prune_if_due(ids[0], ids[-1])
-        return [Change(i, library, "add", (e.cont_sign,),
-                       entry=StoredEntry(i, e.cont_sign, e.brief, e.tags, e.class_ids, e.features))
-                for i, e in zip(ids, entries, strict=True)]
+        return [
+            Change(
+                i,
+                library,
+                "add",
+                (e.cont_sign,),
+                entry=StoredEntry(i, e.cont_sign, e.brief, e.tags, e.class_ids, e.features),
+            )
+            for i, e in zip(ids, entries, strict=True)
+        ]
 
-    def update(self, library: str, cont_sign: str, *, brief: str | None = None,
-               tags: tuple[int, int] | None = None, class_ids: tuple[int, int] | None = None) -> Change | None:
+    def update(
+        self,
+        library: str,
+        cont_sign: str,
+        *,
+        brief: str | None = None,
+        tags: tuple[int, int] | None = None,
+        class_ids: tuple[int, int] | None = None,
+    ) -> Change | None:
         t, c = tags or (None, None), class_ids or (None, None)
 
         def run(conn: psycopg.Connection[Any]) -> int:
-            row = conn.execute(_UPDATE, {"channel": CHANNEL, "library": library, "sign": cont_sign, "brief": brief,
-                                         "t1": t[0], "t2": t[1], "c1": c[0], "c2": c[1]}).fetchone()
+            row = conn.execute(
+                _UPDATE,
+                {
+                    "channel": CHANNEL,
+                    "library": library,
+                    "sign": cont_sign,
+                    "brief": brief,
+                    "t1": t[0],
+                    "t2": t[1],
+                    "c1": c[0],
+                    "c2": c[1],
+                },
+            ).fetchone()
             if row is None:
                 raise _NothingToDo  # no such entry: roll the change id back
             return int(row[0])
@@ -255,9 +304,13 @@ class PostgresStore(Store):
         return int(row[0]) if row else 0
 
     def entries(self, library: str) -> list[dict[str, object]]:
-        rows = self._read(lambda c: c.execute(
-            "SELECT cont_sign, brief, tag1, tag2, class_id1, class_id2 FROM entries WHERE library = %s ORDER BY seq",
-            (library,)).fetchall())
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT cont_sign, brief, tag1, tag2, class_id1, class_id2 FROM entries"
+                " WHERE library = %s ORDER BY seq",
+                (library,),
+            ).fetchall()
+        )
         return [listed_entry(*r) for r in rows]
 
     def extras(self, seqs: Sequence[int]) -> dict[int, bytes]:
@@ -302,7 +355,9 @@ class PostgresStore(Store):
                     "SELECT c.id, c.library, c.kind, c.cont_signs, c.brief, c.tag1, c.tag2, c.class_id1, c.class_id2,"
                     f" e.{_ENTRY_COLUMNS.replace(', ', ', e.')}"
                     " FROM changes c LEFT JOIN entries e ON c.kind = 'add' AND e.seq = c.id"
-                    " WHERE c.id > %s ORDER BY c.id LIMIT %s", (after, limit))
+                    " WHERE c.id > %s ORDER BY c.id LIMIT %s",
+                    (after, limit),
+                )
                 return [change_from_row(r) for r in cur]
 
         return self._read(run)
@@ -329,16 +384,22 @@ class PostgresStore(Store):
     # --- re-extraction -----------------------------------------------------------------------------
 
     def count_without_copy(self, library: str) -> int:
-        row = self._read(lambda c: c.execute(
-            "SELECT count(*) FROM entries WHERE library = %s AND copy IS NULL", (library,)).fetchone())
+        row = self._read(
+            lambda c: c.execute(
+                "SELECT count(*) FROM entries WHERE library = %s AND copy IS NULL", (library,)
+            ).fetchone()
+        )
         return int(row[0]) if row else 0
 
     def scan_copies(self, library: str, batch: int = 256) -> Iterator[list[tuple[int, bytes]]]:
         def fetch(after: int) -> list[tuple[int, bytes]]:
             def run(conn: psycopg.Connection[Any]) -> list[tuple[int, bytes]]:
                 with conn.cursor(binary=True) as cur:
-                    cur.execute("SELECT seq, copy FROM entries WHERE library = %s AND seq > %s AND copy IS NOT NULL"
-                                " ORDER BY seq LIMIT %s", (library, after, batch))
+                    cur.execute(
+                        "SELECT seq, copy FROM entries WHERE library = %s AND seq > %s AND copy IS NOT NULL"
+                        " ORDER BY seq LIMIT %s",
+                        (library, after, batch),
+                    )
                     return [(int(r[0]), bytes(r[1])) for r in cur]
 
             return self._read(run)
@@ -348,8 +409,10 @@ class PostgresStore(Store):
     def replace_features(self, rows: Sequence[tuple[int, bytes, bytes | None]]) -> None:
         def run(conn: psycopg.Connection[Any]) -> None:
             with conn.cursor() as cur:
-                cur.executemany("UPDATE entries SET features = %b, extra = %b WHERE seq = %s",
-                                [(feats, extra, seq) for seq, feats, extra in rows])
+                cur.executemany(
+                    "UPDATE entries SET features = %b, extra = %b WHERE seq = %s",
+                    [(feats, extra, seq) for seq, feats, extra in rows],
+                )
 
         self._write(run)
 
@@ -366,8 +429,10 @@ class PostgresStore(Store):
         candidate = new_key()
 
         def run(conn: psycopg.Connection[Any]) -> tuple[tuple[str, str], bool]:
-            inserted = conn.execute("INSERT INTO server_key (one, api_key, secret_key) VALUES (true, %s, %s)"
-                                    " ON CONFLICT (one) DO NOTHING", candidate).rowcount
+            inserted = conn.execute(
+                "INSERT INTO server_key (one, api_key, secret_key) VALUES (true, %s, %s) ON CONFLICT (one) DO NOTHING",
+                candidate,
+            ).rowcount
             row = conn.execute("SELECT api_key, secret_key FROM server_key").fetchone()
             assert row is not None
             return (str(row[0]), str(row[1])), bool(inserted)
@@ -498,8 +563,9 @@ class _Pool:
                 raise StoreUnavailable(_unreachable(self._where, e)) from e
             except pg_errors.ReadOnlySqlTransaction as e:
                 self._give_back(conn)
-                raise StoreError("the gallery's database is read-only (a standby?): point the gallery at the "
-                                 "primary") from e
+                raise StoreError(
+                    "the gallery's database is read-only (a standby?): point the gallery at the primary"
+                ) from e
             except BaseException:
                 self._give_back(conn)
                 raise
@@ -546,8 +612,12 @@ def migrate(conninfo: str, where: str) -> None:
             current = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_heads()
             _check_known(script, current, where)
             if current != (script.get_current_head(),):
-                log.info("gallery database %s: upgrading schema from %s to %s", where,
-                         current[0] if current else "empty", script.get_current_head())
+                log.info(
+                    "gallery database %s: upgrading schema from %s to %s",
+                    where,
+                    current[0] if current else "empty",
+                    script.get_current_head(),
+                )
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
     except sa.exc.OperationalError as e:
@@ -569,8 +639,10 @@ def check_schema(conninfo: str, where: str) -> None:
     current = (row[0],) if row else ()
     _check_known(script, current, where)
     if current != (script.get_current_head(),):
-        raise StoreVersionError(f"{where} holds gallery schema {current[0] if current else 'none'}; this imgsync "
-                                f"needs {script.get_current_head()}: start a gallery server on it to upgrade it")
+        raise StoreVersionError(
+            f"{where} holds gallery schema {current[0] if current else 'none'}; this imgsync "
+            f"needs {script.get_current_head()}: start a gallery server on it to upgrade it"
+        )
 
 
 def _check_known(script: Any, current: tuple[str, ...], where: str) -> None:
@@ -585,4 +657,5 @@ def _check_known(script: Any, current: tuple[str, ...], where: str) -> None:
             raise StoreVersionError(
                 f"{where} has gallery schema revision {rev!r}, which this imgsync does not know (its newest is "
                 f"{script.get_current_head()!r}): it was written by a newer imgsync. Upgrade imgsync; the "
-                "database was left untouched")
+                "database was left untouched"
+            )

@@ -125,8 +125,7 @@ class SqliteStore(Store):
     kind = "sqlite"
     shared = False
 
-    def __init__(self, data_dir: Path, *, read_only: bool = False,
-                 change_retention: float = CHANGE_RETENTION) -> None:
+    def __init__(self, data_dir: Path, *, read_only: bool = False, change_retention: float = CHANGE_RETENTION) -> None:
         """read_only: for looking at a data dir another process serves (listing entries): takes no
         lock. Otherwise the data dir is this store's alone."""
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -153,8 +152,10 @@ class SqliteStore(Store):
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
             self._db.close()
-            raise StoreVersionError(f"{self.path} has store schema {version}; this imgsync reads up to "
-                                    f"{SCHEMA_VERSION}: upgrade imgsync or use another data dir")
+            raise StoreVersionError(
+                f"{self.path} has store schema {version}; this imgsync reads up to "
+                f"{SCHEMA_VERSION}: upgrade imgsync or use another data dir"
+            )
         if version == SCHEMA_VERSION:
             return
         # 0 or 2 → 3 (a new file, or an older release's): add what is missing, in one transaction.
@@ -201,8 +202,11 @@ class SqliteStore(Store):
 
     def set_matcher(self, library: str, matcher: str) -> None:
         with self._write() as db:
-            db.execute("INSERT INTO libraries (name, matcher) VALUES (?, ?) "
-                       "ON CONFLICT(name) DO UPDATE SET matcher = excluded.matcher", (library, matcher))
+            db.execute(
+                "INSERT INTO libraries (name, matcher) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET matcher = excluded.matcher",
+                (library, matcher),
+            )
 
     # --- writes ----------------------------------------------------------------------------------------
 
@@ -229,22 +233,32 @@ class SqliteStore(Store):
                     cur = db.execute(
                         "INSERT INTO entries (library, cont_sign, brief, tag1, tag2, class_id1, class_id2, features)"
                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (library, e.cont_sign, e.brief, *e.tags, *e.class_ids, e.features))
+                        (library, e.cont_sign, e.brief, *e.tags, *e.class_ids, e.features),
+                    )
                     seq = int(cur.lastrowid or 0)
                     if e.extra is not None:
                         db.execute("INSERT INTO extras (seq, data) VALUES (?, ?)", (seq, e.extra))
                     if e.copy is not None:
                         db.execute("INSERT INTO copies (seq, jpeg) VALUES (?, ?)", (seq, e.copy))
-                    db.execute("INSERT INTO changes (id, library, kind, seq, cont_signs, at)"
-                               " VALUES (?, ?, 'add', ?, ?, ?)", (first + i, library, seq, e.cont_sign, now))
+                    db.execute(
+                        "INSERT INTO changes (id, library, kind, seq, cont_signs, at) VALUES (?, ?, 'add', ?, ?, ?)",
+                        (first + i, library, seq, e.cont_sign, now),
+                    )
                     stored = StoredEntry(seq, e.cont_sign, e.brief, e.tags, e.class_ids, e.features)
                     changes.append(Change(first + i, library, "add", (e.cont_sign,), entry=stored))
         except sqlite3.IntegrityError as err:
             raise DuplicateEntry(str(err)) from None
         return changes
 
-    def update(self, library: str, cont_sign: str, *, brief: str | None = None,
-               tags: tuple[int, int] | None = None, class_ids: tuple[int, int] | None = None) -> Change | None:
+    def update(
+        self,
+        library: str,
+        cont_sign: str,
+        *,
+        brief: str | None = None,
+        tags: tuple[int, int] | None = None,
+        class_ids: tuple[int, int] | None = None,
+    ) -> Change | None:
         sets: list[str] = []
         args: list[object] = []
         if brief is not None:
@@ -257,18 +271,23 @@ class SqliteStore(Store):
             sets.append("class_id1 = ?, class_id2 = ?")
             args.extend(class_ids)
         with self._write() as db:
-            exists = db.execute("SELECT 1 FROM entries WHERE library = ? AND cont_sign = ?",
-                                (library, cont_sign)).fetchone()
+            exists = db.execute(
+                "SELECT 1 FROM entries WHERE library = ? AND cont_sign = ?", (library, cont_sign)
+            ).fetchone()
             if exists is None:
                 return None
             if sets:
-                db.execute(f"UPDATE entries SET {', '.join(sets)} WHERE library = ? AND cont_sign = ?",
-                           (*args, library, cont_sign))
+                db.execute(
+                    f"UPDATE entries SET {', '.join(sets)} WHERE library = ? AND cont_sign = ?",
+                    (*args, library, cont_sign),
+                )
             cid = self._next_ids(db, 1)
             t, c = tags or (None, None), class_ids or (None, None)
-            db.execute("INSERT INTO changes (id, library, kind, cont_signs, brief, tag1, tag2, class_id1, class_id2,"
-                       " at) VALUES (?, ?, 'update', ?, ?, ?, ?, ?, ?, ?)",
-                       (cid, library, cont_sign, brief, *t, *c, time.time()))
+            db.execute(
+                "INSERT INTO changes (id, library, kind, cont_signs, brief, tag1, tag2, class_id1, class_id2,"
+                " at) VALUES (?, ?, 'update', ?, ?, ?, ?, ?, ?, ?)",
+                (cid, library, cont_sign, brief, *t, *c, time.time()),
+            )
         return Change(cid, library, "update", (cont_sign,), brief=brief, tags=tags, class_ids=class_ids)
 
     def delete(self, library: str, cont_signs: Iterable[str]) -> Change | None:
@@ -284,8 +303,10 @@ class SqliteStore(Store):
             if not gone:
                 return None
             cid = self._next_ids(db, 1)
-            db.execute("INSERT INTO changes (id, library, kind, cont_signs, at) VALUES (?, ?, 'delete', ?, ?)",
-                       (cid, library, ";".join(gone), time.time()))
+            db.execute(
+                "INSERT INTO changes (id, library, kind, cont_signs, at) VALUES (?, ?, 'delete', ?, ?)",
+                (cid, library, ";".join(gone), time.time()),
+            )
         return Change(cid, library, "delete", tuple(gone))
 
     # --- reads -----------------------------------------------------------------------------------------
@@ -296,15 +317,17 @@ class SqliteStore(Store):
 
     def entries(self, library: str) -> list[dict[str, object]]:
         with self._lock:
-            rows = self._db.execute("SELECT cont_sign, brief, tag1, tag2, class_id1, class_id2 FROM entries"
-                                    " WHERE library = ? ORDER BY seq", (library,)).fetchall()
+            rows = self._db.execute(
+                "SELECT cont_sign, brief, tag1, tag2, class_id1, class_id2 FROM entries WHERE library = ? ORDER BY seq",
+                (library,),
+            ).fetchall()
         return [listed_entry(*r) for r in rows]
 
     def extras(self, seqs: Sequence[int]) -> dict[int, bytes]:
         out: dict[int, bytes] = {}
         with self._lock:
             for i in range(0, len(seqs), 500):
-                chunk = seqs[i:i + 500]
+                chunk = seqs[i : i + 500]
                 marks = ",".join("?" * len(chunk))
                 out.update(self._db.execute(f"SELECT seq, data FROM extras WHERE seq IN ({marks})", chunk))
         return out
@@ -328,21 +351,31 @@ class SqliteStore(Store):
                 "SELECT c.id, c.library, c.kind, c.cont_signs, c.brief, c.tag1, c.tag2, c.class_id1, c.class_id2,"
                 " e.seq, e.cont_sign, e.brief, e.tag1, e.tag2, e.class_id1, e.class_id2, e.features"
                 " FROM changes c LEFT JOIN entries e ON c.kind = 'add' AND e.seq = c.seq"
-                " WHERE c.id > ? ORDER BY c.id LIMIT ?", (after, limit)).fetchall()
+                " WHERE c.id > ? ORDER BY c.id LIMIT ?",
+                (after, limit),
+            ).fetchall()
         return [change_from_row(r) for r in rows]
 
     # --- re-extraction -----------------------------------------------------------------------------
 
     def count_without_copy(self, library: str) -> int:
         with self._lock:
-            return int(self._db.execute(
-                "SELECT count(*) FROM entries e WHERE e.library = ? AND NOT EXISTS "
-                "(SELECT 1 FROM copies c WHERE c.seq = e.seq)", (library,)).fetchone()[0])
+            return int(
+                self._db.execute(
+                    "SELECT count(*) FROM entries e WHERE e.library = ? AND NOT EXISTS "
+                    "(SELECT 1 FROM copies c WHERE c.seq = e.seq)",
+                    (library,),
+                ).fetchone()[0]
+            )
 
     def scan_copies(self, library: str, batch: int = 256) -> Iterator[list[tuple[int, bytes]]]:
-        return paged(lambda after: self._fetch(
-            "SELECT e.seq, c.jpeg FROM entries e JOIN copies c ON c.seq = e.seq WHERE e.library = ? AND e.seq > ?"
-            " ORDER BY e.seq LIMIT ?", (library, after, batch)))
+        return paged(
+            lambda after: self._fetch(
+                "SELECT e.seq, c.jpeg FROM entries e JOIN copies c ON c.seq = e.seq WHERE e.library = ? AND e.seq > ?"
+                " ORDER BY e.seq LIMIT ?",
+                (library, after, batch),
+            )
+        )
 
     def replace_features(self, rows: Sequence[tuple[int, bytes, bytes | None]]) -> None:
         with self._write() as db:
@@ -353,9 +386,13 @@ class SqliteStore(Store):
                     db.execute("INSERT INTO extras (seq, data) VALUES (?, ?)", (seq, extra))
 
     def _scan(self, library: str, batch: int) -> Iterator[list[StoredEntry]]:
-        for rows in paged(lambda after: self._fetch(
+        for rows in paged(
+            lambda after: self._fetch(
                 "SELECT seq, cont_sign, brief, tag1, tag2, class_id1, class_id2, features FROM entries"
-                " WHERE library = ? AND seq > ? ORDER BY seq LIMIT ?", (library, after, batch))):
+                " WHERE library = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (library, after, batch),
+            )
+        ):
             yield [StoredEntry(r[0], r[1], r[2], (r[3], r[4]), (r[5], r[6]), r[7]) for r in rows]
 
     def _fetch(self, sql: str, args: Sequence[object]) -> list[Any]:
@@ -402,8 +439,9 @@ def _lock_data_dir(data_dir: Path) -> IO[str]:
         f.seek(0)
         holder = f.read().strip()
         f.close()
-        raise DataDirInUseError(f"the gallery data dir {data_dir} is in use by another process"
-                                + (f" (pid {holder})" if holder else "")) from None
+        raise DataDirInUseError(
+            f"the gallery data dir {data_dir} is in use by another process" + (f" (pid {holder})" if holder else "")
+        ) from None
     try:
         f.seek(0)
         f.truncate()

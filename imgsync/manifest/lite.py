@@ -168,53 +168,79 @@ def entry_count(con: sqlite3.Connection, *, acknowledged: bool = False) -> int:
 def open_intents(con: sqlite3.Connection, mirror: str | None = None) -> int:
     if mirror is None:
         return int(con.execute("SELECT count(*) FROM journal WHERE state = 'intent'").fetchone()[0])
-    return int(con.execute("SELECT count(*) FROM journal WHERE state = 'intent' AND mirror = ?",
-                           (mirror,)).fetchone()[0])
+    return int(
+        con.execute("SELECT count(*) FROM journal WHERE state = 'intent' AND mirror = ?", (mirror,)).fetchone()[0]
+    )
 
 
 def mirror_state(con: sqlite3.Connection, mirror: str) -> MirrorState | None:
     row = con.execute(
         "SELECT mirror, folder, device, file_count, last_run_id, updated_at, judged_as, settled, fsid "
-        "FROM mirror_state WHERE mirror = ?", (mirror,)).fetchone()
+        "FROM mirror_state WHERE mirror = ?",
+        (mirror,),
+    ).fetchone()
     if row is None:
         return None
     name, folder, device, count, last, updated, judged, settled, fsid = row
-    return MirrorState(name, decode_text(folder) or "", from_i64(device), count, last, dt(updated), judged, settled,
-                       None if fsid is None else from_i64(fsid))
+    return MirrorState(
+        name,
+        decode_text(folder) or "",
+        from_i64(device),
+        count,
+        last,
+        dt(updated),
+        judged,
+        settled,
+        None if fsid is None else from_i64(fsid),
+    )
 
 
 def last_run(con: sqlite3.Connection, mirror: str) -> RunInfo | None:
     row = con.execute(
         "SELECT id, mirror, status, started_at, finished_at, counts, error FROM runs WHERE mirror = ? "
-        "ORDER BY id DESC LIMIT 1", (mirror,)).fetchone()
+        "ORDER BY id DESC LIMIT 1",
+        (mirror,),
+    ).fetchone()
     if row is None:
         return None
     run_id, name, status, started, finished, counts, error = row
-    return RunInfo(run_id, name, status, dt(started), dt_or_none(finished), json.loads(counts or "{}"),
-                   decode_text(error))
+    return RunInfo(
+        run_id, name, status, dt(started), dt_or_none(finished), json.loads(counts or "{}"), decode_text(error)
+    )
 
 
 def counts(con: sqlite3.Connection, mirror: str) -> dict[str, int]:
     """synced: valid files whose image is live in the gallery; pending: valid files not (yet) there, and
     files that were still changing; rejected; error (unreadable); plus files and live entries. Index
     lookups only (ix_files_mirror_verdict, ix_entries_mirror_state): a status of 100k files stays quick."""
-    by_verdict = dict(con.execute("SELECT verdict, count(*) FROM files WHERE mirror = ? GROUP BY verdict",
-                                  (mirror,)).fetchall())
-    ok_unmapped = con.execute("SELECT count(*) FROM files WHERE mirror = ? AND verdict = 'ok' AND entry_id IS NULL",
-                              (mirror,)).fetchone()[0]
+    by_verdict = dict(
+        con.execute("SELECT verdict, count(*) FROM files WHERE mirror = ? GROUP BY verdict", (mirror,)).fetchall()
+    )
+    ok_unmapped = con.execute(
+        "SELECT count(*) FROM files WHERE mirror = ? AND verdict = 'ok' AND entry_id IS NULL", (mirror,)
+    ).fetchone()[0]
     # Entries that are not live (being added or deleted) are few: count their ok files from their side.
     ok_not_live = con.execute(
         "SELECT count(*) FROM entries e JOIN files f ON f.entry_id = e.id "
-        "WHERE e.mirror = ? AND e.state != 'live' AND f.verdict = 'ok'", (mirror,)).fetchone()[0]
+        "WHERE e.mirror = ? AND e.state != 'live' AND f.verdict = 'ok'",
+        (mirror,),
+    ).fetchone()[0]
     entries = con.execute("SELECT count(*) FROM entries WHERE mirror = ? AND state = 'live'", (mirror,)).fetchone()[0]
     ok, unstable = by_verdict.get("ok", 0), by_verdict.get("unstable", 0)
     pending_ok = ok_unmapped + ok_not_live
-    return {"synced": ok - pending_ok, "pending": pending_ok + unstable, "rejected": by_verdict.get("rejected", 0),
-            "error": by_verdict.get("error", 0), "files": sum(by_verdict.values()), "entries": entries}
+    return {
+        "synced": ok - pending_ok,
+        "pending": pending_ok + unstable,
+        "rejected": by_verdict.get("rejected", 0),
+        "error": by_verdict.get("error", 0),
+        "files": sum(by_verdict.values()),
+        "entries": entries,
+    }
 
 
-def files_with(con: sqlite3.Connection, mirror: str, verdicts: Sequence[str], *, limit: int | None = None,
-               offset: int = 0) -> list[tuple[str, str, str]]:
+def files_with(
+    con: sqlite3.Connection, mirror: str, verdicts: Sequence[str], *, limit: int | None = None, offset: int = 0
+) -> list[tuple[str, str, str]]:
     """(path, verdict, reason) of the mirror's files with these verdicts, by path; a page of them with
     limit/offset (a mirror of 100k files may hold thousands of rejected ones)."""
     marks = ",".join("?" * len(verdicts))
@@ -222,7 +248,9 @@ def files_with(con: sqlite3.Connection, mirror: str, verdicts: Sequence[str], *,
     # of the mirror in path order (the (mirror, path) index) looking for them.
     rows = con.execute(
         f"SELECT path, verdict, reason FROM files WHERE mirror = ? AND verdict IN ({marks}) ORDER BY +path "
-        "LIMIT ? OFFSET ?", (mirror, *verdicts, -1 if limit is None else limit, offset)).fetchall()
+        "LIMIT ? OFFSET ?",
+        (mirror, *verdicts, -1 if limit is None else limit, offset),
+    ).fetchall()
     return [(decode_text(p) or "", v, decode_text(r) or v) for p, v, r in rows]
 
 
@@ -237,9 +265,11 @@ def mirror_names(con: sqlite3.Connection) -> list[str]:
 def _distinct_mirrors(con: sqlite3.Connection, table: str) -> list[str]:
     """The distinct values of an indexed `mirror` column by hopping from one to the next through the
     index (a loose index scan: one lookup per mirror, not a walk over 100k rows)."""
-    q = (f"WITH RECURSIVE m(x) AS (SELECT min(mirror) FROM {table} UNION ALL "
-         f"SELECT (SELECT min(mirror) FROM {table} WHERE mirror > x) FROM m WHERE x IS NOT NULL) "
-         "SELECT x FROM m WHERE x IS NOT NULL")
+    q = (
+        f"WITH RECURSIVE m(x) AS (SELECT min(mirror) FROM {table} UNION ALL "
+        f"SELECT (SELECT min(mirror) FROM {table} WHERE mirror > x) FROM m WHERE x IS NOT NULL) "
+        "SELECT x FROM m WHERE x IS NOT NULL"
+    )
     return [r[0] for r in con.execute(q)]
 
 
@@ -254,25 +284,31 @@ def locate(con: sqlite3.Connection, library: str, cont_signs: Iterable[str]) -> 
             "SELECT e.cont_sign, f.mirror, s.folder, f.path FROM entries e JOIN files f ON f.entry_id = e.id "
             "LEFT JOIN mirror_state s ON s.mirror = f.mirror "
             f"WHERE e.library = ? AND e.cont_sign IN ({','.join('?' * len(chunk))}) "
-            "ORDER BY e.cont_sign, f.mirror, f.path", (library, *chunk)).fetchall()
+            "ORDER BY e.cont_sign, f.mirror, f.path",
+            (library, *chunk),
+        ).fetchall()
         for sign, mirror, folder, path in rows:
             out.setdefault(sign, []).append((mirror, decode_text(folder) or "", decode_text(path) or ""))
     return out
 
 
-def library_entries(con: sqlite3.Connection, library: str, *, limit: int, offset: int = 0
-                    ) -> list[tuple[str, str, str, int | None, int | None, str]]:
+def library_entries(
+    con: sqlite3.Connection, library: str, *, limit: int, offset: int = 0
+) -> list[tuple[str, str, str, int | None, int | None, str]]:
     """(cont_sign, brief, tags "1,2", class_id1, class_id2, mirror) of `library`'s live entries, oldest
     first, a page of them: the manifest's view of a gallery that has no list call (the cloud)."""
     rows = con.execute(
         "SELECT cont_sign, brief, tags, class_id1, class_id2, mirror FROM entries "
-        "WHERE library = ? AND state = 'live' ORDER BY id LIMIT ? OFFSET ?", (library, limit, offset)).fetchall()
+        "WHERE library = ? AND state = 'live' ORDER BY id LIMIT ? OFFSET ?",
+        (library, limit, offset),
+    ).fetchall()
     return [(sign, decode_text(brief) or "", tags or "", c1, c2, mirror) for sign, brief, tags, c1, c2, mirror in rows]
 
 
 def library_entry_count(con: sqlite3.Connection, library: str) -> int:
-    return int(con.execute("SELECT count(*) FROM entries WHERE library = ? AND state = 'live'",
-                           (library,)).fetchone()[0])
+    return int(
+        con.execute("SELECT count(*) FROM entries WHERE library = ? AND state = 'live'", (library,)).fetchone()[0]
+    )
 
 
 def owners(con: sqlite3.Connection, library: str, cont_signs: Iterable[str]) -> dict[str, str]:
@@ -282,9 +318,13 @@ def owners(con: sqlite3.Connection, library: str, cont_signs: Iterable[str]) -> 
     out: dict[str, str] = {}
     for i in range(0, len(signs), 500):  # SQLite's bound-parameter limit
         chunk = signs[i : i + 500]
-        out.update(con.execute(
-            f"SELECT cont_sign, mirror FROM entries WHERE library = ? AND cont_sign IN ({','.join('?' * len(chunk))})",
-            (library, *chunk)).fetchall())
+        out.update(
+            con.execute(
+                "SELECT cont_sign, mirror FROM entries"
+                f" WHERE library = ? AND cont_sign IN ({','.join('?' * len(chunk))})",
+                (library, *chunk),
+            ).fetchall()
+        )
     return out
 
 
@@ -295,20 +335,27 @@ def start_run(con: sqlite3.Connection, mirror: str, now: float) -> int:
     """Record a run's start. A run of this mirror still "running" was killed (the lock is held by one
     process at a time), so it is marked "interrupted". Call inside a write transaction."""
     con.execute("UPDATE runs SET status = 'interrupted' WHERE mirror = ? AND status = 'running'", (mirror,))
-    cur = con.execute("INSERT INTO runs (mirror, started_at, status, counts) VALUES (?, ?, 'running', '{}')",
-                      (mirror, now))
+    cur = con.execute(
+        "INSERT INTO runs (mirror, started_at, status, counts) VALUES (?, ?, 'running', '{}')", (mirror, now)
+    )
     return int(cur.lastrowid or 0)
 
 
-def finish_run(con: sqlite3.Connection, run_id: int, status: str, counts: Mapping[str, int], error: str | None,
-               now: float) -> None:
+def finish_run(
+    con: sqlite3.Connection, run_id: int, status: str, counts: Mapping[str, int], error: str | None, now: float
+) -> None:
     """Record a run's end, and prune old history (finished journal rows, all but the last runs). Call
     inside a write transaction."""
     row = con.execute("SELECT mirror FROM runs WHERE id = ?", (run_id,)).fetchone()
     if row is None:
         raise ManifestError(f"no run {run_id} in the manifest")
-    con.execute("UPDATE runs SET status = ?, counts = ?, error = ?, finished_at = ? WHERE id = ?",
-                (status, json.dumps(dict(counts)), encode_text(error), now, run_id))
+    con.execute(
+        "UPDATE runs SET status = ?, counts = ?, error = ?, finished_at = ? WHERE id = ?",
+        (status, json.dumps(dict(counts)), encode_text(error), now, run_id),
+    )
     con.execute("DELETE FROM journal WHERE state != 'intent' AND finished_at < ?", (now - JOURNAL_KEEP_S,))
-    con.execute("DELETE FROM runs WHERE mirror = ? AND id NOT IN "
-                "(SELECT id FROM runs WHERE mirror = ? ORDER BY id DESC LIMIT ?)", (row[0], row[0], RUNS_KEPT))
+    con.execute(
+        "DELETE FROM runs WHERE mirror = ? AND id NOT IN "
+        "(SELECT id FROM runs WHERE mirror = ? ORDER BY id DESC LIMIT ?)",
+        (row[0], row[0], RUNS_KEPT),
+    )

@@ -48,9 +48,7 @@ class StateLock:
         except BlockingIOError:
             holder = _read_holder(fd)
             os.close(fd)
-            raise LockHeldError(
-                f"another imgsync ({holder}) holds {self.state_dir}; wait for it or stop it"
-            ) from None
+            raise LockHeldError(f"another imgsync ({holder}) holds {self.state_dir}; wait for it or stop it") from None
         except OSError as e:
             os.close(fd)
             raise ManifestError(f"cannot lock {self.path}: {e.strerror}") from None
@@ -78,13 +76,14 @@ class StateLock:
         self.acquire()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.release()
 
 
 def _read_holder(fd: int) -> str:
-    """"pid N, started T" from the lock file's text; the holder may not have written it yet."""
+    """ "pid N, started T" from the lock file's text; the holder may not have written it yet."""
     try:
         text = os.pread(fd, 4096, 0).decode("utf-8", "replace")
     except OSError:

@@ -14,7 +14,6 @@ from imgsync.statedir import MANIFEST as MANIFEST_NAME  # noqa: F401 (re-exporte
 SCHEMA_HEAD = "0005"
 
 
-
 @dataclass(frozen=True, slots=True)
 class RunInfo:
     id: int

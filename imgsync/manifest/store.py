@@ -158,8 +158,9 @@ class Store:
     def __enter__(self) -> Store:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def schema_revision(self) -> str | None:
@@ -170,13 +171,30 @@ class Store:
     def known_files(self, mirror: str) -> dict[str, KnownFile]:
         with self._read() as conn:
             rows = conn.execute(
-                select(FileRow.path, FileRow.size, FileRow.mtime_ns, FileRow.inode, FileRow.content_hash,
-                       FileRow.verdict, FileRow.reason, FileRow.entry_id, FileRow.hashed_at_ns)
-                .where(FileRow.mirror == mirror)
+                select(
+                    FileRow.path,
+                    FileRow.size,
+                    FileRow.mtime_ns,
+                    FileRow.inode,
+                    FileRow.content_hash,
+                    FileRow.verdict,
+                    FileRow.reason,
+                    FileRow.entry_id,
+                    FileRow.hashed_at_ns,
+                ).where(FileRow.mirror == mirror)
             )
             return {
-                r.path: KnownFile(r.path, r.size, r.mtime_ns, from_i64(r.inode), r.content_hash, r.verdict,
-                                  r.reason, r.entry_id, r.hashed_at_ns)
+                r.path: KnownFile(
+                    r.path,
+                    r.size,
+                    r.mtime_ns,
+                    from_i64(r.inode),
+                    r.content_hash,
+                    r.verdict,
+                    r.reason,
+                    r.entry_id,
+                    r.hashed_at_ns,
+                )
                 for r in rows
             }
 
@@ -191,17 +209,37 @@ class Store:
         for f in files:
             if f.verdict not in VERDICTS:
                 raise ManifestError(f"file {f.path!r}: verdict {f.verdict!r} is not one of {', '.join(VERDICTS)}")
-            rows.append({
-                "mirror": mirror, "path": f.path, "size": f.size, "mtime_ns": f.mtime_ns,
-                "inode": to_i64(f.inode), "content_hash": f.content_hash, "verdict": f.verdict,
-                "reason": f.reason, "hashed_at_ns": f.hashed_at_ns, "updated_at": now,
-            })
+            rows.append(
+                {
+                    "mirror": mirror,
+                    "path": f.path,
+                    "size": f.size,
+                    "mtime_ns": f.mtime_ns,
+                    "inode": to_i64(f.inode),
+                    "content_hash": f.content_hash,
+                    "verdict": f.verdict,
+                    "reason": f.reason,
+                    "hashed_at_ns": f.hashed_at_ns,
+                    "updated_at": now,
+                }
+            )
         gone_rows = [{"m": mirror, "p": p} for p in gone]
         ins = sqlite_insert(_FILES)
         upsert = ins.on_conflict_do_update(
             index_elements=[_FILES.c.mirror, _FILES.c.path],
-            set_={c: ins.excluded[c] for c in ("size", "mtime_ns", "inode", "content_hash", "verdict", "reason",
-                                               "hashed_at_ns", "updated_at")},
+            set_={
+                c: ins.excluded[c]
+                for c in (
+                    "size",
+                    "mtime_ns",
+                    "inode",
+                    "content_hash",
+                    "verdict",
+                    "reason",
+                    "hashed_at_ns",
+                    "updated_at",
+                )
+            },
         )
         with self._write() as conn:
             if gone_rows:
@@ -217,7 +255,8 @@ class Store:
             raise ManifestError(f"verdict {verdict!r} is not one of {', '.join(VERDICTS)}")
         with self._write() as conn:
             n = conn.execute(
-                update(FileRow).where(FileRow.mirror == mirror, FileRow.path == path)
+                update(FileRow)
+                .where(FileRow.mirror == mirror, FileRow.path == path)
                 .values(verdict=verdict, reason=reason, updated_at=self._clock.time())
             ).rowcount
             if n == 0:
@@ -258,18 +297,28 @@ class Store:
         now = self._clock.time()
         with self._write() as conn:
             try:
-                entry_id = _inserted_id(conn.execute(
-                    insert(EntryRow).values(
-                        mirror=mirror, library=library, cont_sign=None, content_hash=content_hash, brief="",
-                        tags=_tags_text(tags), class_id1=class_ids[0], class_id2=class_ids[1], state="adding",
-                        created_at=now, updated_at=now,
+                entry_id = _inserted_id(
+                    conn.execute(
+                        insert(EntryRow).values(
+                            mirror=mirror,
+                            library=library,
+                            cont_sign=None,
+                            content_hash=content_hash,
+                            brief="",
+                            tags=_tags_text(tags),
+                            class_id1=class_ids[0],
+                            class_id2=class_ids[1],
+                            state="adding",
+                            created_at=now,
+                            updated_at=now,
+                        )
                     )
-                ))
+                )
             except IntegrityError:
                 other = conn.execute(
                     select(EntryRow.id, EntryRow.state).where(
-                        EntryRow.mirror == mirror, EntryRow.content_hash == content_hash,
-                        EntryRow.state != "deleting")
+                        EntryRow.mirror == mirror, EntryRow.content_hash == content_hash, EntryRow.state != "deleting"
+                    )
                 ).first()
                 if other is None:
                     raise
@@ -279,8 +328,13 @@ class Store:
                 ) from None
             brief = render_brief(entry_id)
             conn.execute(update(EntryRow).where(EntryRow.id == entry_id).values(brief=brief))
-            payload = {"brief": brief, "tags": list(tags), "class_ids": list(class_ids), "spool": spool,
-                       "content_hash": content_hash}
+            payload = {
+                "brief": brief,
+                "tags": list(tags),
+                "class_ids": list(class_ids),
+                "spool": spool,
+                "content_hash": content_hash,
+            }
             journal_id = self._intent(conn, "add", mirror, library, [entry_id], payload, now)
             row = conn.execute(select(_ENTRIES).where(EntryRow.id == entry_id)).one()
             return _entry(row), journal_id
@@ -293,13 +347,15 @@ class Store:
             item = self._open_item(conn, journal_id, "add", entry_id)
             try:
                 n = conn.execute(
-                    update(EntryRow).where(EntryRow.id == entry_id, EntryRow.state == "adding")
+                    update(EntryRow)
+                    .where(EntryRow.id == entry_id, EntryRow.state == "adding")
                     .values(cont_sign=cont_sign, state="live", updated_at=self._clock.time())
                 ).rowcount
             except IntegrityError:
                 other = conn.execute(
                     select(EntryRow.id, EntryRow.mirror).where(
-                        EntryRow.library == item.library, EntryRow.cont_sign == cont_sign)
+                        EntryRow.library == item.library, EntryRow.cont_sign == cont_sign
+                    )
                 ).first()
                 if other is None:
                     raise
@@ -307,7 +363,9 @@ class Store:
                     f"the gallery returned {cont_sign} for entry {entry_id}, but entry {other.id} of mirror "
                     f"{other.mirror!r} already holds that id in library {item.library!r}: the gallery treats "
                     "them as the same image",
-                    cont_sign=cont_sign, other_entry_id=other.id, other_mirror=other.mirror,
+                    cont_sign=cont_sign,
+                    other_entry_id=other.id,
+                    other_mirror=other.mirror,
                 ) from None
             if n == 0:
                 raise ManifestError(f"entry {entry_id} is not being added (journal {journal_id})")
@@ -324,8 +382,7 @@ class Store:
             self._forget_entries(conn, [entry_id])
             self._close_item(conn, journal_id, "failed", error)
 
-    def begin_update(self, mirror: str, entry_id: int, brief: str, tags: tuple[int, ...],
-                     class_ids: ClassIds) -> int:
+    def begin_update(self, mirror: str, entry_id: int, brief: str, tags: tuple[int, ...], class_ids: ClassIds) -> int:
         """Journal an update of a live entry's brief and labels; the entry changes at finish_update."""
         now = self._clock.time()
         with self._write() as conn:
@@ -333,9 +390,11 @@ class Store:
             if row.state != "live":
                 raise ManifestError(f"entry {entry_id} is {row.state}; only a live entry can be updated")
             payload = {
-                "brief": brief, "tags": list(tags), "class_ids": list(class_ids), "cont_sign": row.cont_sign,
-                "old": {"brief": row.brief, "tags": list(_tags(row.tags)),
-                        "class_ids": [row.class_id1, row.class_id2]},
+                "brief": brief,
+                "tags": list(tags),
+                "class_ids": list(class_ids),
+                "cont_sign": row.cont_sign,
+                "old": {"brief": row.brief, "tags": list(_tags(row.tags)), "class_ids": [row.class_id1, row.class_id2]},
             }
             return self._intent(conn, "update", mirror, row.library, [entry_id], payload, now)
 
@@ -344,9 +403,15 @@ class Store:
             item = self._open_item(conn, journal_id, "update")
             entry_id, p = item.entry_ids[0], item.payload
             conn.execute(
-                update(EntryRow).where(EntryRow.id == entry_id).values(
-                    brief=p["brief"], tags=_tags_text(p["tags"]), class_id1=p["class_ids"][0],
-                    class_id2=p["class_ids"][1], updated_at=self._clock.time())
+                update(EntryRow)
+                .where(EntryRow.id == entry_id)
+                .values(
+                    brief=p["brief"],
+                    tags=_tags_text(p["tags"]),
+                    class_id1=p["class_ids"][0],
+                    class_id2=p["class_ids"][1],
+                    updated_at=self._clock.time(),
+                )
             )
             self._map(conn, item.mirror, paths, entry_id)
             self._close_item(conn, journal_id, "done", None)
@@ -396,9 +461,12 @@ class Store:
         with self._read() as conn:
             rows = conn.execute(
                 select(JournalRow.payload).where(
-                    JournalRow.op == "delete", JournalRow.state == "done", JournalRow.library == library,
+                    JournalRow.op == "delete",
+                    JournalRow.state == "done",
+                    JournalRow.library == library,
                     JournalRow.finished_at >= since,
-                    cast(JournalRow.payload, Text).contains(needle, autoescape=True))
+                    cast(JournalRow.payload, Text).contains(needle, autoescape=True),
+                )
             ).all()
         return any(cont_sign in (r.payload or {}).get("cont_signs", []) for r in rows)
 
@@ -433,15 +501,30 @@ class Store:
         with self._read() as conn:
             return lite.mirror_state(self._raw(conn), mirror)
 
-    def set_mirror_state(self, mirror: str, folder: str, device: int, file_count: int,
-                         judged_as: str | None = None, settled: str | None = None, fsid: int | None = None) -> None:
+    def set_mirror_state(
+        self,
+        mirror: str,
+        folder: str,
+        device: int,
+        file_count: int,
+        judged_as: str | None = None,
+        settled: str | None = None,
+        fsid: int | None = None,
+    ) -> None:
         """Remember the folder after a complete run; last_run_id is this mirror's latest run."""
         now = self._clock.time()
         with self._write() as conn:
             last = conn.execute(select(func.max(RunRow.id)).where(RunRow.mirror == mirror)).scalar()
-            values = {"folder": folder, "device": to_i64(device), "file_count": file_count,
-                      "last_run_id": last, "updated_at": now, "judged_as": judged_as, "settled": settled,
-                      "fsid": None if fsid is None else to_i64(fsid)}
+            values = {
+                "folder": folder,
+                "device": to_i64(device),
+                "file_count": file_count,
+                "last_run_id": last,
+                "updated_at": now,
+                "judged_as": judged_as,
+                "settled": settled,
+                "fsid": None if fsid is None else to_i64(fsid),
+            }
             ins = sqlite_insert(_STATES).values(mirror=mirror, **values)
             conn.execute(ins.on_conflict_do_update(index_elements=[MirrorStateRow.mirror], set_=values))
 
@@ -491,9 +574,11 @@ class Store:
     def unsettle(self, mirror: str) -> None:
         """Forget that the mirror was in step: its next full run plans from scratch."""
         with self._write() as conn:
-            conn.execute(update(MirrorStateRow)
-                         .where(MirrorStateRow.mirror == mirror, MirrorStateRow.settled.is_not(None))
-                         .values(settled=None))
+            conn.execute(
+                update(MirrorStateRow)
+                .where(MirrorStateRow.mirror == mirror, MirrorStateRow.settled.is_not(None))
+                .values(settled=None)
+            )
 
     def counts(self, mirror: str) -> dict[str, int]:
         """See lite.counts: synced / pending / rejected / error files, all files, live entries."""
@@ -536,15 +621,33 @@ class Store:
                 raise disk_full(self.path.parent, f"writing the manifest {self.path.name}") from None
             raise ManifestError(f"manifest {self.path}: {_cause(e)}") from e
 
-    def _intent(self, conn: Connection, op: JournalOp, mirror: str, library: str, entry_ids: list[int],
-                payload: dict[str, Any], now: float) -> int:
-        return _inserted_id(conn.execute(
-            insert(JournalRow).values(op=op, mirror=mirror, library=library, entry_ids=entry_ids,
-                                      payload=payload, state="intent", created_at=now)
-        ))
+    def _intent(
+        self,
+        conn: Connection,
+        op: JournalOp,
+        mirror: str,
+        library: str,
+        entry_ids: list[int],
+        payload: dict[str, Any],
+        now: float,
+    ) -> int:
+        return _inserted_id(
+            conn.execute(
+                insert(JournalRow).values(
+                    op=op,
+                    mirror=mirror,
+                    library=library,
+                    entry_ids=entry_ids,
+                    payload=payload,
+                    state="intent",
+                    created_at=now,
+                )
+            )
+        )
 
-    def _open_item(self, conn: Connection, journal_id: int, op: JournalOp | None = None,
-                   entry_id: int | None = None) -> JournalItem:
+    def _open_item(
+        self, conn: Connection, journal_id: int, op: JournalOp | None = None, entry_id: int | None = None
+    ) -> JournalItem:
         row = conn.execute(select(_JOURNAL).where(JournalRow.id == journal_id)).one_or_none()
         if row is None:
             raise ManifestError(f"no journal item {journal_id}")
@@ -557,12 +660,18 @@ class Store:
         return _journal_item(row)
 
     def _close_item(self, conn: Connection, journal_id: int, state: JournalState, error: str | None) -> None:
-        conn.execute(update(JournalRow).where(JournalRow.id == journal_id)
-                     .values(state=state, error=error, finished_at=self._clock.time()))
+        conn.execute(
+            update(JournalRow)
+            .where(JournalRow.id == journal_id)
+            .values(state=state, error=error, finished_at=self._clock.time())
+        )
         if state == "done" and self._unbound_gallery is not None:
             # The gallery answered: from now on the manifest's entries live there (see expect_gallery).
-            conn.execute(sqlite_insert(_SETTINGS).values(key="gallery", value=self._unbound_gallery)
-                         .on_conflict_do_nothing(index_elements=[SettingRow.key]))
+            conn.execute(
+                sqlite_insert(_SETTINGS)
+                .values(key="gallery", value=self._unbound_gallery)
+                .on_conflict_do_nothing(index_elements=[SettingRow.key])
+            )
             self._unbound_gallery = None
 
     def _entry_row(self, conn: Connection, entry_id: int, mirror: str) -> Row[Any]:
@@ -577,7 +686,8 @@ class Store:
         params = [{"m": mirror, "p": p} for p in paths]
         if params:
             conn.execute(
-                update(FileRow).where(FileRow.mirror == bindparam("m"), FileRow.path == bindparam("p"))
+                update(FileRow)
+                .where(FileRow.mirror == bindparam("m"), FileRow.path == bindparam("p"))
                 .values(entry_id=entry_id),
                 params,
             )
@@ -607,13 +717,33 @@ def _tags(text: str) -> tuple[int, ...]:
 
 
 def _entry(row: Row[Any]) -> Entry:
-    return Entry(row.id, row.mirror, row.library, row.cont_sign, row.content_hash, row.brief, _tags(row.tags),
-                 row.class_id1, row.class_id2, row.state)
+    return Entry(
+        row.id,
+        row.mirror,
+        row.library,
+        row.cont_sign,
+        row.content_hash,
+        row.brief,
+        _tags(row.tags),
+        row.class_id1,
+        row.class_id2,
+        row.state,
+    )
 
 
 def _journal_item(row: Row[Any]) -> JournalItem:
-    return JournalItem(row.id, row.op, row.mirror, row.library, tuple(row.entry_ids), dict(row.payload),
-                       row.state, row.error, dt(row.created_at), dt_or_none(row.finished_at))
+    return JournalItem(
+        row.id,
+        row.op,
+        row.mirror,
+        row.library,
+        tuple(row.entry_ids),
+        dict(row.payload),
+        row.state,
+        row.error,
+        dt(row.created_at),
+        dt_or_none(row.finished_at),
+    )
 
 
 def _cause(e: SQLAlchemyError) -> str:

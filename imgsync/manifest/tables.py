@@ -45,6 +45,7 @@ ENTRY_STATES = ("live", "adding", "deleting")
 JOURNAL_OPS = ("add", "update", "delete")
 JOURNAL_STATES = ("intent", "done", "failed")
 
+
 class LosslessText(TypeDecorator[str]):
     """TEXT that round-trips every Python str, including paths with lone surrogates (records.encode_text):
     a file name that is not valid UTF-8 is neither lost nor confused with another, and every ordinary
@@ -100,12 +101,23 @@ class EntryRow(Base):
     __tablename__ = "entries"
     __table_args__ = (
         # One remote entry per gallery id per library (cont_sign is NULL while an add is in flight).
-        Index("uq_entries_library_cont_sign", "library", "cont_sign", unique=True,
-              sqlite_where=text("cont_sign IS NOT NULL")),
+        Index(
+            "uq_entries_library_cont_sign",
+            "library",
+            "cont_sign",
+            unique=True,
+            sqlite_where=text("cont_sign IS NOT NULL"),
+        ),
         # One entry per distinct image per mirror and library (a mirror moved to another library holds
         # both until the old ones are deleted); an entry being deleted may overlap its replacement.
-        Index("uq_entries_mirror_content_hash", "mirror", "library", "content_hash", unique=True,
-              sqlite_where=text("state != 'deleting'")),
+        Index(
+            "uq_entries_mirror_content_hash",
+            "mirror",
+            "library",
+            "content_hash",
+            unique=True,
+            sqlite_where=text("state != 'deleting'"),
+        ),
         Index("ix_entries_mirror", "mirror"),
         Index("ix_entries_mirror_state", "mirror", "state"),  # status: live entries, by index alone
         CheckConstraint(_one_of("state", ENTRY_STATES), name="state"),

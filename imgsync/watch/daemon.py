@@ -74,8 +74,9 @@ class Reloaded:
 WatchFactory = Callable[[MirrorConfig, Callable[[Change], None], Callable[[str, str], None]], Any]
 
 
-def default_watch(mirror: MirrorConfig, sink: Callable[[Change], None],
-                  trouble: Callable[[str, str], None]) -> FolderWatch:
+def default_watch(
+    mirror: MirrorConfig, sink: Callable[[Change], None], trouble: Callable[[str, str], None]
+) -> FolderWatch:
     return FolderWatch(os.fspath(mirror.folder), sink, trouble, follow_symlinks=mirror.follow_symlinks)
 
 
@@ -184,8 +185,11 @@ class Daemon:
                 self._start_watch(slot, now)
             self._publish(now, force=True)
             self.notifier.ready(self._summary)
-            log.info("watching %s", ", ".join(f"{s.mirror.name} ({s.mirror.folder}, {s.mode})"
-                                              for s in self._slots.values()) or "no mirror")
+            log.info(
+                "watching %s",
+                ", ".join(f"{s.mirror.name} ({s.mirror.folder}, {s.mode})" for s in self._slots.values())
+                or "no mirror",
+            )
             while not self._stop:
                 self._step()
         finally:
@@ -281,9 +285,17 @@ class Daemon:
         what = f"full scan ({work.reason})" if scope is None else f"{len(scope)} changed path(s)"
         log.debug("%s: %s", mirror.name, what if scope is None or len(scope) > 5 else f"{what}: {scope}")
         try:
-            run = reconcile_mirror(mirror, self.store, self.gallery, spool_dir=self.spool_dir, scope=scope,
-                                   min_age_ns=int(self.timing.min_age * 1e9), settle=None,
-                                   on_progress=self._progress, should_stop=lambda: self._stop)
+            run = reconcile_mirror(
+                mirror,
+                self.store,
+                self.gallery,
+                spool_dir=self.spool_dir,
+                scope=scope,
+                min_age_ns=int(self.timing.min_age * 1e9),
+                settle=None,
+                on_progress=self._progress,
+                should_stop=lambda: self._stop,
+            )
         except ImgsyncError as e:  # the manifest failed, a config value the pipeline refuses, ...
             self._mirror_failed(slot, work, str(e))
             return
@@ -326,8 +338,17 @@ class Daemon:
             log.warning("%s: deletes withheld: %s", name, verdict.note)
         c = verdict.counts
         if verdict.changed:
-            log.info("%s: %s: %d added, %d updated, %d deleted, %d rejected, %d failed, %d pending", name, what,
-                     c["added"], c["updated"], c["deleted"], c["rejected"], c["failed"], c["pending"])
+            log.info(
+                "%s: %s: %d added, %d updated, %d deleted, %d rejected, %d failed, %d pending",
+                name,
+                what,
+                c["added"],
+                c["updated"],
+                c["deleted"],
+                c["rejected"],
+                c["failed"],
+                c["pending"],
+            )
         for path, why in verdict.quiet:
             log.debug("%s: %s refused for now (%s); it changed recently, looking again later", name, path, why)
         for path, why in verdict.tell:
@@ -385,8 +406,10 @@ class Daemon:
                 continue
             w = slot.watch
             if w is not None and (getattr(w, "identity", identity) != identity or not w.alive()):
-                log.warning("%s: the watcher stopped or the folder was replaced; restarting it and scanning "
-                            "the whole folder", slot.mirror.name)
+                log.warning(
+                    "%s: the watcher stopped or the folder was replaced; restarting it and scanning the whole folder",
+                    slot.mirror.name,
+                )
                 self._stop_watch(slot)
                 self._start_watch(slot, now)
                 slot.queue.request_full(now, "watcher restarted")
@@ -424,8 +447,12 @@ class Daemon:
             if problem is not None:
                 self._pause_folder(slot, problem)
                 return
-            log.error("%s: cannot watch %s (%s); falling back to periodic full scans", name,
-                      slot.mirror.folder, e.strerror or e)
+            log.error(
+                "%s: cannot watch %s (%s); falling back to periodic full scans",
+                name,
+                slot.mirror.folder,
+                e.strerror or e,
+            )
             self._error(f"{name}: cannot watch the folder: {e.strerror or e}")
             slot.mode = "periodic scans"
             slot.queue.set_fallback(True, now)
@@ -495,8 +522,7 @@ class Daemon:
         now = self.clock.monotonic()
         gallery = None
         if self._gallery_until is not None:
-            gallery = {"paused": self._gallery_reason,
-                       "retry_in_s": round(max(0.0, self._gallery_until - now))}
+            gallery = {"paused": self._gallery_reason, "retry_in_s": round(max(0.0, self._gallery_until - now))}
         mirrors = {
             name: {
                 "folder": str(s.mirror.folder),
@@ -508,8 +534,13 @@ class Daemon:
             }
             for name, s in self._slots.items()
         }
-        return {"queue": self.queue_length(), "last_error": self.last_error, "last_error_at": self._last_error_at,
-                "gallery": gallery, "mirrors": mirrors}
+        return {
+            "queue": self.queue_length(),
+            "last_error": self.last_error,
+            "last_error_at": self._last_error_at,
+            "gallery": gallery,
+            "mirrors": mirrors,
+        }
 
     def _publish(self, now: float, *, force: bool = False, running: bool = True) -> None:
         snap = self._snapshot()
@@ -517,8 +548,13 @@ class Daemon:
             return
         self._published = snap
         self._next_publish = now + PUBLISH_EVERY
-        data = {"pid": os.getpid(), "running": running, "started_at": self._started_at,
-                "updated_at": _iso(self.clock.time()), **snap}
+        data = {
+            "pid": os.getpid(),
+            "running": running,
+            "started_at": self._started_at,
+            "updated_at": _iso(self.clock.time()),
+            **snap,
+        }
         try:
             write_status(self.state_dir, data)
         except OSError as e:
@@ -557,4 +593,3 @@ def _folder_problem(folder: Path) -> tuple[str | None, tuple[int, int] | None]:
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
-

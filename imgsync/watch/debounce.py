@@ -90,8 +90,7 @@ class _Dirty:
 
 
 class MirrorQueue:
-    def __init__(self, timing: Timing, now: float, *, rng: random.Random | None = None,
-                 fallback: bool = False) -> None:
+    def __init__(self, timing: Timing, now: float, *, rng: random.Random | None = None, fallback: bool = False) -> None:
         self.timing = timing
         self._rng = rng or random.Random()
         self._dirty: dict[str, _Dirty] = {}

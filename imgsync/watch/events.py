@@ -50,12 +50,16 @@ class Change:
 Trouble = Callable[[str, str], None]
 
 LIMIT_HELP = {
-    errno.ENOSPC: ("the inotify watch limit (fs.inotify.max_user_watches) is reached",
-                   "sudo sysctl fs.inotify.max_user_watches=524288  (to keep it: echo "
-                   "fs.inotify.max_user_watches=524288 | sudo tee /etc/sysctl.d/90-imgsync-inotify.conf)"),
-    errno.EMFILE: ("the inotify instance limit (fs.inotify.max_user_instances) is reached",
-                   "sudo sysctl fs.inotify.max_user_instances=512  (to keep it: echo "
-                   "fs.inotify.max_user_instances=512 | sudo tee /etc/sysctl.d/90-imgsync-inotify.conf)"),
+    errno.ENOSPC: (
+        "the inotify watch limit (fs.inotify.max_user_watches) is reached",
+        "sudo sysctl fs.inotify.max_user_watches=524288  (to keep it: echo "
+        "fs.inotify.max_user_watches=524288 | sudo tee /etc/sysctl.d/90-imgsync-inotify.conf)",
+    ),
+    errno.EMFILE: (
+        "the inotify instance limit (fs.inotify.max_user_instances) is reached",
+        "sudo sysctl fs.inotify.max_user_instances=512  (to keep it: echo "
+        "fs.inotify.max_user_instances=512 | sudo tee /etc/sysctl.d/90-imgsync-inotify.conf)",
+    ),
 }
 
 
@@ -75,7 +79,7 @@ def relative(root: str, path: str) -> str | None:
     if path == root:
         return ""
     if path.startswith(root + os.sep):
-        rel = path[len(root) + 1:]
+        rel = path[len(root) + 1 :]
         return rel if os.sep == "/" else rel.replace(os.sep, "/")
     return None
 
@@ -220,8 +224,16 @@ def _event_filter() -> list[type[FileSystemEvent]]:
     would cause for every file it hashes."""
     from watchdog import events as ev
 
-    return [ev.FileCreatedEvent, ev.DirCreatedEvent, ev.FileModifiedEvent, ev.FileDeletedEvent,
-            ev.DirDeletedEvent, ev.FileMovedEvent, ev.DirMovedEvent, ev.FileClosedEvent]
+    return [
+        ev.FileCreatedEvent,
+        ev.DirCreatedEvent,
+        ev.FileModifiedEvent,
+        ev.FileDeletedEvent,
+        ev.DirDeletedEvent,
+        ev.FileMovedEvent,
+        ev.DirMovedEvent,
+        ev.FileClosedEvent,
+    ]
 
 
 class WatchLimitError(OSError):
@@ -232,8 +244,15 @@ class FolderWatch:
     """Watches one mirror's folder recursively; calls `sink(Change)` and `trouble(kind, detail)` from
     watchdog's thread. start() raises WatchLimitError (with the sysctl fix) or OSError (folder gone)."""
 
-    def __init__(self, folder: str, sink: Callable[[Change], None], trouble: Trouble, *,
-                 follow_symlinks: bool = False, **emitter_kwargs: Any) -> None:
+    def __init__(
+        self,
+        folder: str,
+        sink: Callable[[Change], None],
+        trouble: Trouble,
+        *,
+        follow_symlinks: bool = False,
+        **emitter_kwargs: Any,
+    ) -> None:
         self.folder = folder
         self._sink = sink
         self._trouble = trouble
@@ -250,8 +269,13 @@ class FolderWatch:
             from watchdog.observers import Observer
 
             observer = Observer()
-        observer.schedule(_Handler(self.folder, self._sink, self._trouble), self.folder, recursive=True,
-                          follow_symlink=self._follow, event_filter=_event_filter())
+        observer.schedule(
+            _Handler(self.folder, self._sink, self._trouble),
+            self.folder,
+            recursive=True,
+            follow_symlink=self._follow,
+            event_filter=_event_filter(),
+        )
         try:
             observer.start()
         except OSError as e:

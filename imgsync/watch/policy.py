@@ -64,10 +64,16 @@ def after_run(report: Report, *, young: Collection[str], told: Mapping[str, str]
     news = [(p, why) for p, why in report.rejected if told.get(p) != why]
     counts = report.counts()
     changed = any(counts[k] for k in ("added", "updated", "deleted", "failed", "recovered")) or bool(news)
-    return Verdict("finish", retry=retry, note=report.withheld_reason,
-                   tell=tuple((p, why) for p, why in news if p not in young),
-                   quiet=tuple((p, why) for p, why in news if p in young),
-                   failed=tuple(report.failed), changed=changed, counts=counts)
+    return Verdict(
+        "finish",
+        retry=retry,
+        note=report.withheld_reason,
+        tell=tuple((p, why) for p, why in news if p not in young),
+        quiet=tuple((p, why) for p, why in news if p in young),
+        failed=tuple(report.failed),
+        changed=changed,
+        counts=counts,
+    )
 
 
 def gallery_backoff_base(error: GalleryError) -> float | None:

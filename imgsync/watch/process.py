@@ -30,7 +30,7 @@ _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERRO
 
 
 class _JournalFormatter(logging.Formatter):
-    """"<N>name: message": journald reads the <N> prefix as the syslog priority and adds its own time."""
+    """ "<N>name: message": journald reads the <N> prefix as the syslog priority and adds its own time."""
 
     def format(self, record: logging.LogRecord) -> str:
         prio = _PRIORITY.get(record.levelno, 6)
@@ -93,8 +93,11 @@ def serve(daemon: Any, notifier: Any) -> int:
         if daemon.stopping:
             stop_deadline = stop_deadline or now + STOP_GRACE
             if now >= stop_deadline and worker.is_alive():
-                log.warning("still busy after %.0f s; exiting now: what was in flight is journaled and "
-                            "finished at the next start", STOP_GRACE)
+                log.warning(
+                    "still busy after %.0f s; exiting now: what was in flight is journaled and "
+                    "finished at the next start",
+                    STOP_GRACE,
+                )
                 logging.shutdown()
                 os._exit(0)
     return 1 if crashed else 0

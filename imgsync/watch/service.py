@@ -43,9 +43,15 @@ def _systemd_quote(arg: str) -> str:
     return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def render_unit(*, python: str | None = None, config: Path | None = None, state_dir: Path | None = None,
-                mirrors: Sequence[str] = (), environment_file: Path | None = None,
-                run_as: str | None = None) -> str:
+def render_unit(
+    *,
+    python: str | None = None,
+    config: Path | None = None,
+    state_dir: Path | None = None,
+    mirrors: Sequence[str] = (),
+    environment_file: Path | None = None,
+    run_as: str | None = None,
+) -> str:
     """The unit text. run_as: a system unit's User= (a user unit runs as its user already)."""
     env = ""
     if environment_file is not None:
@@ -67,9 +73,12 @@ class Target:
 
     def commands(self) -> list[str]:
         ctl = "systemctl --user" if self.user else "sudo systemctl"
-        out = [f"{ctl} daemon-reload", f"{ctl} enable --now {UNIT_NAME}",
-               f"{ctl} status {UNIT_NAME}",
-               f"journalctl {'--user ' if self.user else ''}-u {UNIT_NAME} -f"]
+        out = [
+            f"{ctl} daemon-reload",
+            f"{ctl} enable --now {UNIT_NAME}",
+            f"{ctl} status {UNIT_NAME}",
+            f"journalctl {'--user ' if self.user else ''}-u {UNIT_NAME} -f",
+        ]
         if self.user:
             out.append("loginctl enable-linger $USER   # optional: keep it running when you are logged out")
         return out

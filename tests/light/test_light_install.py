@@ -75,10 +75,19 @@ def base_env(**extra: str) -> dict[str, str]:
 def imgsync(tmp_path: Path, *args: str, env: dict[str, str] | None = None, hide: tuple[str, ...] = ()) -> Ran:
     """One `imgsync ARGS` process of this venv's Python."""
     out = tmp_path / f"imported-{os.urandom(4).hex()}.json"
-    env = {**(env if env is not None else base_env()), "IMGSYNC_TEST_IMPORTED": str(out),
-           "IMGSYNC_TEST_HIDE": ",".join(hide)}
-    done = subprocess.run([sys.executable, "-I", "-c", _RUNNER, *args], env=env, capture_output=True, text=True,
-                          timeout=PROCESS_DEADLINE, cwd=tmp_path)
+    env = {
+        **(env if env is not None else base_env()),
+        "IMGSYNC_TEST_IMPORTED": str(out),
+        "IMGSYNC_TEST_HIDE": ",".join(hide),
+    }
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", _RUNNER, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_DEADLINE,
+        cwd=tmp_path,
+    )
     imported = set(json.loads(out.read_text())) if out.exists() else set()
     return Ran(done.returncode, done.stdout, done.stderr, imported)
 
@@ -91,8 +100,10 @@ def gallery_command() -> list[str]:
         return [SERVER_IMGSYNC]
     if not missing_gallery_modules():
         return [sys.executable, "-I", "-m", "imgsync"]  # -I: the installed imgsync, not a checkout in the cwd
-    pytest.skip(f"no local gallery to sync to: this venv is a light install; set {SERVER_ENV} to the imgsync of "
-                "an install with the gallery extra (a full venv's bin/imgsync), as .ci/run does")
+    pytest.skip(
+        f"no local gallery to sync to: this venv is a light install; set {SERVER_ENV} to the imgsync of "
+        "an install with the gallery extra (a full venv's bin/imgsync), as .ci/run does"
+    )
 
 
 @dataclass
@@ -109,8 +120,12 @@ def served_gallery(tmp_path: Path) -> Iterator[Served]:
     """`imgsync gallery serve` in another process (another venv in CI), on an ephemeral loopback port."""
     command = gallery_command()
     data = tmp_path / "served-gallery"
-    with gallery_process(command, ["gallery", "serve", "--port", "0", "--data", str(data), "--key",
-                                   "light-ak:light-sk"], tmp_path / "served-gallery.log", base_env()) as (url, _):
+    with gallery_process(
+        command,
+        ["gallery", "serve", "--port", "0", "--data", str(data), "--key", "light-ak:light-sk"],
+        tmp_path / "served-gallery.log",
+        base_env(),
+    ) as (url, _):
         yield Served(url, "light-ak", "light-sk", data, command)
 
 
@@ -125,14 +140,21 @@ def settled_copy(src: Path, dst: Path) -> Path:
 def cloud_config(tmp_path: Path, served: Served, folder: Path, *, fit: str = "reject") -> dict[str, str]:
     """A config naming the served gallery's URL (as a cloud user names the cloud's); keys in the environment."""
     config = tmp_path / "imgsync.toml"
-    config.write_text(f'[gallery]\nendpoint = "{served.url}"\n\n'
-                      f'[[mirror]]\nname = "pics"\nfolder = "{folder}"\nlibrary = "same_hq"\nfit = "{fit}"\n')
-    return base_env(IMGSYNC_CONFIG=str(config), IMGSYNC_STATE_DIR=str(tmp_path / "state"),
-                    IMGSYNC_API_KEY=served.api_key, IMGSYNC_SECRET_KEY=served.secret_key)
+    config.write_text(
+        f'[gallery]\nendpoint = "{served.url}"\n\n'
+        f'[[mirror]]\nname = "pics"\nfolder = "{folder}"\nlibrary = "same_hq"\nfit = "{fit}"\n'
+    )
+    return base_env(
+        IMGSYNC_CONFIG=str(config),
+        IMGSYNC_STATE_DIR=str(tmp_path / "state"),
+        IMGSYNC_API_KEY=served.api_key,
+        IMGSYNC_SECRET_KEY=served.secret_key,
+    )
 
 
 def test_reconcile_status_search_and_doctor_sync_to_a_served_gallery_without_its_packages(
-        tmp_path: Path, served_gallery: Served) -> None:
+    tmp_path: Path, served_gallery: Served
+) -> None:
     folder = settled_copy(EXAMPLES / "catalogue", tmp_path / "catalogue")
     env = cloud_config(tmp_path, served_gallery, folder)
 
@@ -167,7 +189,8 @@ def _tiff_16bit(photo: Path) -> bytes:
 
 
 def test_shrinking_webp_and_16_bit_tiff_needs_none_of_the_gallerys_packages(
-        tmp_path: Path, served_gallery: Served) -> None:
+    tmp_path: Path, served_gallery: Served
+) -> None:
     folder = tmp_path / "pics"
     folder.mkdir()
     Image.open(EXAMPLES / "catalogue" / "boat.jpg").save(folder / "boat.webp", format="WEBP", quality=90)
@@ -181,9 +204,22 @@ def test_shrinking_webp_and_16_bit_tiff_needs_none_of_the_gallerys_packages(
     assert json.loads(run.stdout)[0]["counts"]["added"] == 2
     assert run.heavy == set(), f"the engine imported the gallery's {sorted(run.heavy)}"
     # What arrived is the shrunk pictures: the served gallery lists both, and finds the boat.
-    listed = subprocess.run([*served_gallery.command, "gallery", "ls", "--data", str(served_gallery.data_dir),
-                             "--library", "same_hq", "--json"], env=base_env(), capture_output=True, text=True,
-                            timeout=PROCESS_DEADLINE)
+    listed = subprocess.run(
+        [
+            *served_gallery.command,
+            "gallery",
+            "ls",
+            "--data",
+            str(served_gallery.data_dir),
+            "--library",
+            "same_hq",
+            "--json",
+        ],
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_DEADLINE,
+    )
     assert listed.returncode == 0, listed.stderr
     assert sorted(json.loads(e["brief"])["path"] for e in json.loads(listed.stdout)) == ["boat.webp", "house.tif"]
     found = imgsync(tmp_path, "search", str(EXAMPLES / "query.jpg"), "--json", env=env)
@@ -208,12 +244,15 @@ def _local_config(tmp_path: Path) -> dict[str, str]:
     return base_env(IMGSYNC_CONFIG=str(config), IMGSYNC_STATE_DIR=str(tmp_path / "state"))
 
 
-@pytest.mark.parametrize(("config", "args"), [
-    pytest.param(_zero_config, ("reconcile", "{pics}"), id="zero-config reconcile"),
-    pytest.param(_local_config, ("reconcile",), id="endpoint local reconcile"),
-    pytest.param(_zero_config, ("search", "{query}"), id="search"),
-    pytest.param(_zero_config, ("watch", "{pics}"), id="watch"),
-])
+@pytest.mark.parametrize(
+    ("config", "args"),
+    [
+        pytest.param(_zero_config, ("reconcile", "{pics}"), id="zero-config reconcile"),
+        pytest.param(_local_config, ("reconcile",), id="endpoint local reconcile"),
+        pytest.param(_zero_config, ("search", "{query}"), id="search"),
+        pytest.param(_zero_config, ("watch", "{pics}"), id="watch"),
+    ],
+)
 def test_the_embedded_gallery_without_the_extra_is_one_line_exit_2(tmp_path: Path, config, args) -> None:
     settled_copy(EXAMPLES / "catalogue", tmp_path / "pics")
     argv = [a.format(pics=tmp_path / "pics", query=EXAMPLES / "query.jpg") for a in args]
@@ -226,10 +265,13 @@ def test_the_embedded_gallery_without_the_extra_is_one_line_exit_2(tmp_path: Pat
     assert ran.heavy == set()
 
 
-@pytest.mark.parametrize("args", [
-    pytest.param(("gallery", "serve", "--port", "0"), id="gallery serve"),
-    pytest.param(("gallery", "ls", "--library", "same_hq"), id="gallery ls"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(("gallery", "serve", "--port", "0"), id="gallery serve"),
+        pytest.param(("gallery", "ls", "--library", "same_hq"), id="gallery ls"),
+    ],
+)
 def test_gallery_commands_without_the_extra_are_one_line_exit_2(tmp_path: Path, args: tuple[str, ...]) -> None:
     ran = imgsync(tmp_path, *args, env=_zero_config(tmp_path), hide=HIDE)
     assert ran.code == 2, ran.stdout + ran.stderr

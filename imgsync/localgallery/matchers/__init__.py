@@ -28,8 +28,9 @@ def _registry() -> dict[str, type[Matcher]]:
     }
     try:
         from imgsync.localgallery.matchers import similar as S
+
         table.update(similar=S.SimilarMatcher, product=S.ProductMatcher, materiel=S.FabricMatcher)
-    except (ImportError, AttributeError) as e:   # pragma: no cover - depends on the install
+    except (ImportError, AttributeError) as e:  # pragma: no cover - depends on the install
         log.warning("embedding matchers unavailable (%s); similar/product/materiel use global descriptors", e)
     return table
 

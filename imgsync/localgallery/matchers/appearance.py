@@ -65,8 +65,14 @@ class Agreement:
 NOT_SEEN = Agreement(0.0, 0.0, 0.0)
 
 
-def compare_near(stored: np.ndarray, stored_size: tuple[int, int], query: np.ndarray,
-                 query_size: tuple[int, int], h: np.ndarray, step: float = 0.03) -> Agreement:
+def compare_near(
+    stored: np.ndarray,
+    stored_size: tuple[int, int],
+    query: np.ndarray,
+    query_size: tuple[int, int],
+    h: np.ndarray,
+    step: float = 0.03,
+) -> Agreement:
     """compare() at the best of a 3x3 set of shifts of the alignment by ±step of the stored picture:
     for alignments that are only approximate (the hash stage assumes centred crops, a crop is
     rarely centred exactly). The best shift is the one that disagrees least (colour + 1 - detail)."""
@@ -79,7 +85,7 @@ def compare_near(stored: np.ndarray, stored_size: tuple[int, int], query: np.nda
             if a.overlap >= MIN_OVERLAP and (best.overlap < MIN_OVERLAP or _cost(a) < _cost(best)):
                 best = a
             if best.overlap >= MIN_OVERLAP and _cost(best) < GOOD_ENOUGH:
-                return best      # lined up already (a resized or re-compressed copy): no need to look around
+                return best  # lined up already (a resized or re-compressed copy): no need to look around
     return best
 
 
@@ -91,8 +97,9 @@ def _cost(a: Agreement) -> float:
     return a.colour + (1.0 - a.detail)
 
 
-def compare(stored: np.ndarray, stored_size: tuple[int, int], query: np.ndarray,
-            query_size: tuple[int, int], h: np.ndarray) -> Agreement:
+def compare(
+    stored: np.ndarray, stored_size: tuple[int, int], query: np.ndarray, query_size: tuple[int, int], h: np.ndarray
+) -> Agreement:
     """Compare the stored thumbnail with the query warped into its frame.
 
     h: 3x3, stored-picture pixels → query-picture pixels (both in working-image pixels of the given
@@ -109,10 +116,17 @@ def compare(stored: np.ndarray, stored_size: tuple[int, int], query: np.ndarray,
     m = unshift @ query_to_small @ h @ grid_to_stored @ shift
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     try:
-        warped = cv2.warpPerspective(query.astype(np.float32), m, (_FINE, _FINE), flags=flags,
-                                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        seen = cv2.warpPerspective(np.ones((qpx_h, qpx_w), np.float32), m, (_FINE, _FINE), flags=flags,
-                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        warped = cv2.warpPerspective(
+            query.astype(np.float32), m, (_FINE, _FINE), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+        )
+        seen = cv2.warpPerspective(
+            np.ones((qpx_h, qpx_w), np.float32),
+            m,
+            (_FINE, _FINE),
+            flags=flags,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
     except cv2.error:
         return NOT_SEEN
     k = _FINE // THUMB

@@ -121,7 +121,7 @@ class Matcher(ABC):
         out: dict[str, np.ndarray] = {}
         at = 0
         for f in self.fields:
-            chunk = np.ascontiguousarray(raw[:, at:at + f.nbytes])
+            chunk = np.ascontiguousarray(raw[:, at : at + f.nbytes])
             out[f.name] = chunk.view(f.dtype).reshape((len(blobs), *f.shape))
             at += f.nbytes
         return out

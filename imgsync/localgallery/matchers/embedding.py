@@ -58,11 +58,15 @@ class _Model:
         try:
             data = self._path.read_bytes()
         except OSError as e:
-            raise ModelError(f"the embedding model {self._path} cannot be read ({e.strerror}); "
-                             f"reinstall imgsync or rebuild it with tools/export_lite0_onnx.py") from None
+            raise ModelError(
+                f"the embedding model {self._path} cannot be read ({e.strerror}); "
+                f"reinstall imgsync or rebuild it with tools/export_lite0_onnx.py"
+            ) from None
         if self._sha256 is not None and hashlib.sha256(data).hexdigest() != self._sha256:
-            raise ModelError(f"the embedding model {self._path} is not the file this version was built with "
-                             f"(sha256 differs from {self._sha256}); reinstall imgsync")
+            raise ModelError(
+                f"the embedding model {self._path} is not the file this version was built with "
+                f"(sha256 differs from {self._sha256}); reinstall imgsync"
+            )
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -127,7 +131,13 @@ def classify(img: Image.Image) -> np.ndarray:
 #: Pooling regions of ONE forward pass costs nothing extra, where running the CNN on each crop
 #: would multiply the extraction time by the number of crops (measured 12 ms → 69 ms for 6).
 POOL_REGIONS: tuple[tuple[int, int, int, int], ...] = (
-    (0, 7, 0, 7), (1, 6, 1, 6), (0, 5, 0, 5), (0, 5, 2, 7), (2, 7, 0, 5), (2, 7, 2, 7))
+    (0, 7, 0, 7),
+    (1, 6, 1, 6),
+    (0, 5, 0, 5),
+    (0, 5, 2, 7),
+    (2, 7, 0, 5),
+    (2, 7, 2, 7),
+)
 
 
 def embed_pooled(img: Image.Image, regions: Sequence[tuple[int, int, int, int]] = POOL_REGIONS) -> np.ndarray:

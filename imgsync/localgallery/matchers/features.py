@@ -53,8 +53,9 @@ def same_image_descriptors(img: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     hashes = np.empty(len(CROPS), dtype=np.uint64)
     fine = np.empty((len(CROPS), FINE_DIM), dtype=np.float32)
     for i, keep in enumerate(CROPS):
-        g = np.asarray(gray.resize((_DCT_N, _DCT_N), Image.Resampling.BOX, box=_crop_box(gray.size, keep)),
-                       dtype=np.float32)
+        g = np.asarray(
+            gray.resize((_DCT_N, _DCT_N), Image.Resampling.BOX, box=_crop_box(gray.size, keep)), dtype=np.float32
+        )
         c = _DCT @ g @ _DCT.T
         low = c[:_HASH_N, :_HASH_N].ravel()
         hashes[i] = np.packbits(low > np.median(low)).view(">u8")[0]
@@ -68,7 +69,7 @@ def same_image_descriptors(img: Image.Image) -> tuple[np.ndarray, np.ndarray]:
 _HUE_BINS, _SAT_BINS, _VAL_BINS = 8, 3, 3
 _ORI_BINS, _ORI_GRID = 8, 4
 _LAYOUT_N = 8
-SIMILAR_DIM = _HUE_BINS * _SAT_BINS * _VAL_BINS + _ORI_BINS * _ORI_GRID ** 2 + 3 * _LAYOUT_N ** 2
+SIMILAR_DIM = _HUE_BINS * _SAT_BINS * _VAL_BINS + _ORI_BINS * _ORI_GRID**2 + 3 * _LAYOUT_N**2
 
 
 def colour_histogram(img: Image.Image) -> np.ndarray:
@@ -97,15 +98,14 @@ def orientation_histogram(img: Image.Image) -> np.ndarray:
     cell = 128 // _ORI_GRID
     rows, cols = np.indices(g.shape) // cell
     idx = (rows * _ORI_GRID + cols) * _ORI_BINS + obin
-    hist = np.bincount(idx.ravel(), weights=mag.ravel(), minlength=_ORI_GRID ** 2 * _ORI_BINS)
+    hist = np.bincount(idx.ravel(), weights=mag.ravel(), minlength=_ORI_GRID**2 * _ORI_BINS)
     h = np.sqrt(hist.astype(np.float32))
     return _unit(h - h.mean())
 
 
 def layout(img: Image.Image) -> np.ndarray:
     """8x8 YCbCr thumbnail minus its mean, L2-normalised: where the light, dark and colours are."""
-    t = np.asarray(img.resize((_LAYOUT_N, _LAYOUT_N), Image.Resampling.BOX).convert("YCbCr"),
-                   dtype=np.float32)
+    t = np.asarray(img.resize((_LAYOUT_N, _LAYOUT_N), Image.Resampling.BOX).convert("YCbCr"), dtype=np.float32)
     t = t - t.mean(axis=(0, 1), keepdims=True)
     return _unit(t.ravel())
 

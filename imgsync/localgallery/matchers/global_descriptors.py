@@ -68,8 +68,8 @@ def _same_shortlist(query: Features, table: FeatureTable, mask: np.ndarray) -> n
 
 def _same_pair_cosines(query: Features, table: FeatureTable, rows: np.ndarray) -> np.ndarray:
     """Fine-DCT cosine of every CROP_PAIRS pair (query crop, stored crop) for each row: (k, pairs)."""
-    stored = table.col("fine")[rows].astype(np.float32)           # (k, crops, dim)
-    q = np.asarray(query["fine"], dtype=np.float32)                # (crops, dim)
+    stored = table.col("fine")[rows].astype(np.float32)  # (k, crops, dim)
+    q = np.asarray(query["fine"], dtype=np.float32)  # (crops, dim)
     return np.einsum("kpd,pd->kp", stored[:, _CROP_B], q[_CROP_A])
 
 

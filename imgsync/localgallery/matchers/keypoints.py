@@ -87,8 +87,9 @@ def orb_keypoints(gray: np.ndarray, n: int = 500, *, fast_threshold: int = 12) -
     strongest, so high-contrast pictures are unaffected.
     """
     h, w = gray.shape
-    orb = cv2.ORB.create(nfeatures=n, scaleFactor=1.2, nlevels=8, edgeThreshold=19, patchSize=19,
-                         fastThreshold=fast_threshold)
+    orb = cv2.ORB.create(
+        nfeatures=n, scaleFactor=1.2, nlevels=8, edgeThreshold=19, patchSize=19, fastThreshold=fast_threshold
+    )
     kps, desc = orb.detectAndCompute(gray, None)
     if desc is None or not kps:
         return Keypoints(np.zeros((0, 2), np.float32), EMPTY_DESC, (w, h))
@@ -124,14 +125,17 @@ def spread_keypoints(gray: np.ndarray, n: int, first: Keypoints | None = None) -
     first: orb_keypoints(gray, n), when the caller has it already."""
     kps = _usual_keypoints(gray, n, first=first)
     cand = orb_keypoints(gray, 3 * n, fast_threshold=LOW_TEXTURE_THRESHOLD)
-    idx = spread_subset(cand, n, grid=6)                 # sorted indices = strongest first
-    if len(kps) and len(idx):                            # not the usual points again
-        c = cand.xy[idx]        # Chebyshev distance to the nearest usual point (2-D arrays: a
-        d = np.abs(c[:, :1] - kps.xy[None, :, 0])    # reduction over a length-2 axis is slow)
+    idx = spread_subset(cand, n, grid=6)  # sorted indices = strongest first
+    if len(kps) and len(idx):  # not the usual points again
+        c = cand.xy[idx]  # Chebyshev distance to the nearest usual point (2-D arrays: a
+        d = np.abs(c[:, :1] - kps.xy[None, :, 0])  # reduction over a length-2 axis is slow)
         np.maximum(d, np.abs(c[:, 1:] - kps.xy[None, :, 1]), out=d)
         idx = idx[d.min(axis=1) > 1.0]
-    both = Keypoints(np.concatenate([kps.xy, cand.xy[idx]]),
-                     np.ascontiguousarray(np.concatenate([kps.desc, cand.desc[idx]])), kps.size)
+    both = Keypoints(
+        np.concatenate([kps.xy, cand.xy[idx]]),
+        np.ascontiguousarray(np.concatenate([kps.desc, cand.desc[idx]])),
+        kps.size,
+    )
     return both, len(kps)
 
 
@@ -149,8 +153,10 @@ def spread_subset(kps: Keypoints, k: int, grid: int = 4) -> np.ndarray:
     if len(kps) <= k:
         return np.arange(len(kps))
     w, h = kps.size
-    cell = (np.minimum(kps.xy[:, 1] * grid // max(h, 1), grid - 1) * grid
-            + np.minimum(kps.xy[:, 0] * grid // max(w, 1), grid - 1)).astype(np.int64)
+    cell = (
+        np.minimum(kps.xy[:, 1] * grid // max(h, 1), grid - 1) * grid
+        + np.minimum(kps.xy[:, 0] * grid // max(w, 1), grid - 1)
+    ).astype(np.int64)
     # rank of each point within its cell (points are strongest first, so rank 0 = strongest): its
     # place among its cell's points in a stable sort by cell, minus where that cell's run starts
     by_cell = np.argsort(cell, kind="stable")
@@ -161,8 +167,9 @@ def spread_subset(kps: Keypoints, k: int, grid: int = 4) -> np.ndarray:
     return np.sort(order[:k])
 
 
-def ratio_matches(q_desc: np.ndarray, d_desc: np.ndarray, ratio: float = 0.8,
-                  max_dist: int = 80) -> tuple[np.ndarray, np.ndarray]:
+def ratio_matches(
+    q_desc: np.ndarray, d_desc: np.ndarray, ratio: float = 0.8, max_dist: int = 80
+) -> tuple[np.ndarray, np.ndarray]:
     """(query indices, stored indices) of matches passing Lowe's ratio test, one per stored point.
 
     Each query descriptor's two nearest stored descriptors (Hamming); kept when the best is clearly
@@ -174,12 +181,13 @@ def ratio_matches(q_desc: np.ndarray, d_desc: np.ndarray, ratio: float = 0.8,
     # faiss's Hamming k-NN (popcount on 64-bit words): the same distances as cv2.batchDistance, ~5x
     # faster (800 x 256 descriptors: 0.5 vs 2.5 ms). Which of two equally near points comes first may
     # differ, but such a point fails the ratio test either way.
-    dist, idx = faiss.knn_hamming(np.ascontiguousarray(q_desc, dtype=np.uint8),
-                                  np.ascontiguousarray(d_desc, dtype=np.uint8), 2)
+    dist, idx = faiss.knn_hamming(
+        np.ascontiguousarray(q_desc, dtype=np.uint8), np.ascontiguousarray(d_desc, dtype=np.uint8), 2
+    )
     d0, d1 = dist[:, 0].astype(np.float32), dist[:, 1].astype(np.float32)
     ok = np.flatnonzero((d0 < ratio * d1) & (d0 <= max_dist))
     qi, di, dd = ok, idx[ok, 0].astype(np.int64), d0[ok]
-    order = np.lexsort((dd, di))                   # by stored point, closest first
+    order = np.lexsort((dd, di))  # by stored point, closest first
     first = np.ones(len(order), dtype=bool)
     first[1:] = di[order][1:] != di[order][:-1]
     keep = order[first]
@@ -201,9 +209,16 @@ class Verification:
 NO_MATCH = Verification(0, 0, None, 0.0)
 
 
-def verify(query: Keypoints, stored: Keypoints, pairs: tuple[np.ndarray, np.ndarray], *,
-           model: Literal["homography", "similarity"] = "homography", threshold: float = 5.0,
-           min_matches: int = 8, min_inliers: int | None = None) -> Verification:
+def verify(
+    query: Keypoints,
+    stored: Keypoints,
+    pairs: tuple[np.ndarray, np.ndarray],
+    *,
+    model: Literal["homography", "similarity"] = "homography",
+    threshold: float = 5.0,
+    min_matches: int = 8,
+    min_inliers: int | None = None,
+) -> Verification:
     """RANSAC-fit a transform stored → query to the matched pairs; count its inliers.
 
     model "similarity" (rotation + uniform scale + shift) suits copies of a picture (same_hq): it
@@ -226,8 +241,9 @@ def verify(query: Keypoints, stored: Keypoints, pairs: tuple[np.ndarray, np.ndar
     sample = 2 if model == "similarity" else 4
     iters = RANSAC_ITERS if min_inliers is None else ransac_iterations(min_inliers, len(qi), sample)
     if model == "similarity":
-        m, inl = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=threshold,
-                                             maxIters=iters, confidence=RANSAC_CONFIDENCE)
+        m, inl = cv2.estimateAffinePartial2D(
+            src, dst, method=cv2.RANSAC, ransacReprojThreshold=threshold, maxIters=iters, confidence=RANSAC_CONFIDENCE
+        )
         h = None if m is None else np.vstack([m, [0.0, 0.0, 1.0]])
     else:
         h, inl = cv2.findHomography(src, dst, cv2.RANSAC, threshold, maxIters=iters, confidence=RANSAC_CONFIDENCE)
@@ -236,7 +252,7 @@ def verify(query: Keypoints, stored: Keypoints, pairs: tuple[np.ndarray, np.ndar
     mask = inl.ravel().astype(bool)
     n = int(mask.sum())
     if n and _spread(src[mask, 0]) < 0.02 * stored.size[0] * stored.size[1]:
-        return Verification(0, len(qi), None, 0.0)    # all inliers on one spot: no real agreement
+        return Verification(0, len(qi), None, 0.0)  # all inliers on one spot: no real agreement
     return Verification(n, len(qi), h, coverage(h, stored.size, query.size))
 
 
@@ -314,7 +330,7 @@ def logistic(n: float, mid: float, width: float) -> float:
 def _project(h: np.ndarray, pts: np.ndarray) -> np.ndarray | None:
     p = np.c_[pts, np.ones(len(pts))] @ h.T
     if np.any(p[:, 2] <= 1e-9):
-        return None          # part of the picture maps behind the camera
+        return None  # part of the picture maps behind the camera
     return p[:, :2] / p[:, 2:3]
 
 

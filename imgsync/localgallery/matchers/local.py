@@ -124,7 +124,7 @@ class LocalFeatureMatcher(Matcher):
         vote[: len(sel)] = kps.desc[sel]
         blob = kps.to_bytes() + A.thumbnail(img).tobytes()
         out = {**G._same_extract(img), "vote": vote, EXTRA: np.frombuffer(blob, dtype=np.uint8)}
-        if query and self.spread_query:   # exact coordinates: a second round need not detect them again
+        if query and self.spread_query:  # exact coordinates: a second round need not detect them again
             out[USUAL_XY] = kps.xy
         return out
 
@@ -188,11 +188,12 @@ class LocalFeatureMatcher(Matcher):
                 query = {**query, **_spread_features(query, self.n_keypoints, self._orientations(query))}
             for suffix in self._orientations(query):
                 if suffix and _best(found) >= 0.9:
-                    break        # the picture is found as it is; no need to look for its mirror image
+                    break  # the picture is found as it is; no need to look for its mirror image
                 votes = self._votes.votes(_voters(query, suffix, spread), table)
                 cand = _top_voted(votes, mask, self.verify_cap, VOTE_KEEP)
-                cand = np.array([r for r in cand if int(r) not in found or found[int(r)].score < HASH_SURE],
-                                dtype=np.int64)
+                cand = np.array(
+                    [r for r in cand if int(r) not in found or found[int(r)].score < HASH_SURE], dtype=np.int64
+                )
                 for r, e in zip(cand, self._keypoint_evidence(query, table, cand, (suffix,), spread), strict=True):
                     if int(r) not in found or e.score > found[int(r)].score:
                         found[int(r)] = e
@@ -209,8 +210,9 @@ class LocalFeatureMatcher(Matcher):
     def _orientations(self, query: Features) -> tuple[str, ...]:
         return ("", "_m") if self.mirror and "vote_m" in query else ("",)
 
-    def _hash_evidence(self, query: Features, table: FeatureTable, rows: np.ndarray,
-                       at_least: float = 0.0) -> dict[int, Evidence]:
+    def _hash_evidence(
+        self, query: Features, table: FeatureTable, rows: np.ndarray, at_least: float = 0.0
+    ) -> dict[int, Evidence]:
         """Each row's calibrated hash score (those scoring at_least), with the orientation and crop
         pair that gave it."""
         if len(rows) == 0:
@@ -224,11 +226,14 @@ class LocalFeatureMatcher(Matcher):
         pair = cos.argmax(axis=1)
         score = calibrate_cosine(np.clip(cos.max(axis=1), 0.0, 1.0))
         keep = score >= at_least
-        return {int(r): Evidence(float(s), ("", "_m")[int(m)], int(p), None, 1.0)
-                for r, s, m, p in zip(rows[keep], score[keep], suffix[keep], pair[keep], strict=True)}
+        return {
+            int(r): Evidence(float(s), ("", "_m")[int(m)], int(p), None, 1.0)
+            for r, s, m, p in zip(rows[keep], score[keep], suffix[keep], pair[keep], strict=True)
+        }
 
-    def _search_regions(self, query: Features, table: FeatureTable, mask: np.ndarray,
-                        found: dict[int, Evidence]) -> None:
+    def _search_regions(
+        self, query: Features, table: FeatureTable, mask: np.ndarray, found: dict[int, Evidence]
+    ) -> None:
         """The fallback for pictures too plain for keypoints (regions.py): each quadrilateral region
         of the query, rectified, goes through the hash stage as if it were the whole query; the
         rows it finds are checked for appearance with the region's exact alignment."""
@@ -244,16 +249,23 @@ class LocalFeatureMatcher(Matcher):
             fw, fh = (int(x) for x in regions["region_size"][i])
             frame = (fw, fh)
             for r, s, pair in zip(rows, score, cos.argmax(axis=1), strict=True):
-                if s > max(found[int(r)].score if int(r) in found else 0.0,
-                           more[int(r)].score if int(r) in more else 0.0):
+                if s > max(
+                    found[int(r)].score if int(r) in found else 0.0, more[int(r)].score if int(r) in more else 0.0
+                ):
                     more[int(r)] = Evidence(float(s), "", int(pair), None, 1.0, to_query, frame)
         self._check_appearance(query, table, more)
         for r, e in more.items():
             if r not in found or e.score > found[r].score:
                 found[r] = e
 
-    def _keypoint_evidence(self, query: Features, table: FeatureTable, rows: np.ndarray,
-                           orientations: tuple[str, ...] | None = None, spread: bool = True) -> list[Evidence]:
+    def _keypoint_evidence(
+        self,
+        query: Features,
+        table: FeatureTable,
+        rows: np.ndarray,
+        orientations: tuple[str, ...] | None = None,
+        spread: bool = True,
+    ) -> list[Evidence]:
         out = [NO_EVIDENCE] * len(rows)
         if len(rows) == 0:
             return out
@@ -292,7 +304,7 @@ class LocalFeatureMatcher(Matcher):
             qpic = np.asarray(query["qpic" + e.suffix])
             if e.transform is not None:
                 a = A.compare(thumb, stored.size, qpic, qsize, e.transform)
-            else:   # the hash stage's crop alignment is approximate: look around it
+            else:  # the hash stage's crop alignment is approximate: look around it
                 h = G.crop_pair_transform(e.pair, stored.size, e.frame or qsize)
                 a = A.compare_near(thumb, stored.size, qpic, qsize, h if e.region is None else e.region @ h)
             found[r] = e._replace(score=min(e.score, self.appearance_cap(a, e.coverage)))
@@ -302,11 +314,11 @@ class LocalFeatureMatcher(Matcher):
         Limits fitted on the tuning part of benchmarks/heldout.py (true edits vs recoloured and
         sibling lookalikes): docs/matching-keypoints.md."""
         if a.overlap < A.MIN_OVERLAP:
-            return 1.0       # too little of it in view to judge; the geometry alone decided
+            return 1.0  # too little of it in view to judge; the geometry alone decided
         if a.colour > self.other_look[0] or a.detail < self.other_look[1]:
-            return 0.5       # another picture: below every keypoint library's "similar"
+            return 0.5  # another picture: below every keypoint library's "similar"
         if a.colour > self.same_look[0] or a.detail < self.same_look[1] or coverage < self.same_coverage:
-            return 0.85      # related (similar), but not the same picture
+            return 0.85  # related (similar), but not the same picture
         return 1.0
 
 
@@ -343,8 +355,12 @@ def _regions(img: Image.Image) -> dict[str, np.ndarray]:
             fine.append(d["fine"])
             to_query.append(h)
             size.append(rect.size)
-    return {"region_phash": np.stack(phash), "region_fine": np.stack(fine), "region_to_query": np.stack(to_query),
-            "region_size": np.array(size, dtype=np.int64)}
+    return {
+        "region_phash": np.stack(phash),
+        "region_fine": np.stack(fine),
+        "region_to_query": np.stack(to_query),
+        "region_size": np.array(size, dtype=np.int64),
+    }
 
 
 def _thumb_of(blob: bytes) -> np.ndarray | None:
@@ -367,7 +383,7 @@ def _spread_features(query: Features, n: int, suffixes: tuple[str, ...]) -> dict
         rgb = img[:, ::-1] if suffix == "_m" else img
         gray = np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).convert("L"))
         first = None
-        if USUAL_XY + suffix in query:   # the first round's points (orb_keypoints(gray, n)), not detected again
+        if USUAL_XY + suffix in query:  # the first round's points (orb_keypoints(gray, n)), not detected again
             stored = K.Keypoints.from_bytes(np.asarray(query[EXTRA + suffix]).tobytes())
             first = K.Keypoints(np.asarray(query[USUAL_XY + suffix]), stored.desc, stored.size)
         kps, usual = K.spread_keypoints(gray, n, first=first)
@@ -387,8 +403,8 @@ def _voters(query: Features, suffix: str, spread: bool) -> np.ndarray:
     kps = _query_keypoints(query, suffix, spread)
     usual = query.get("usual" + suffix) if spread else None
     n = len(kps) if usual is None else int(np.asarray(usual)[0])
-    voters = kps.desc[:min(n, QUERY_VOTERS)]
-    return np.concatenate([voters, kps.desc[n:n + QUERY_VOTERS]]) if usual is not None else voters
+    voters = kps.desc[: min(n, QUERY_VOTERS)]
+    return np.concatenate([voters, kps.desc[n : n + QUERY_VOTERS]]) if usual is not None else voters
 
 
 def _best(found: dict[int, Evidence]) -> float:

@@ -9,9 +9,15 @@ from imgsync.libraries import MAX_RESULTS
 AND, OR = 0, 1
 
 
-def filter_mask(alive: np.ndarray, tags: np.ndarray, class_ids: np.ndarray, *,
-                want_tags: tuple[int, ...] = (), tag_logic: int = AND,
-                want_classes: tuple[int | None, int | None] = (None, None)) -> np.ndarray:
+def filter_mask(
+    alive: np.ndarray,
+    tags: np.ndarray,
+    class_ids: np.ndarray,
+    *,
+    want_tags: tuple[int, ...] = (),
+    tag_logic: int = AND,
+    want_classes: tuple[int | None, int | None] = (None, None),
+) -> np.ndarray:
     """Rows a search may return, decided BEFORE ranking so a filtered search sees every match.
 
     tags: AND (tag_logic 0) = the entry carries every query tag; OR (1) = at least one.
@@ -27,8 +33,9 @@ def filter_mask(alive: np.ndarray, tags: np.ndarray, class_ids: np.ndarray, *,
     return mask
 
 
-def rank_page(rows: np.ndarray, scores: np.ndarray, seq: np.ndarray, pn: int, rn: int,
-              cap: int = MAX_RESULTS) -> tuple[np.ndarray, np.ndarray, bool]:
+def rank_page(
+    rows: np.ndarray, scores: np.ndarray, seq: np.ndarray, pn: int, rn: int, cap: int = MAX_RESULTS
+) -> tuple[np.ndarray, np.ndarray, bool]:
     """(rows, scores, has_more) for page [pn, pn+rn) of the ranking, best first.
 
     Ties are broken by insertion order (seq), so pages do not shuffle between calls. Only the best
@@ -40,5 +47,5 @@ def rank_page(rows: np.ndarray, scores: np.ndarray, seq: np.ndarray, pn: int, rn
         keep = scores >= kth
         rows, scores = rows[keep], scores[keep]
     order = np.lexsort((seq[rows], -scores))[:cap]
-    page = order[pn: pn + rn]
+    page = order[pn : pn + rn]
     return rows[page], scores[page], len(order) > pn + rn

@@ -46,7 +46,7 @@ def quads(rgb: np.ndarray) -> list[np.ndarray]:
     for c in contours:
         _, _, bw, bh = cv2.boundingRect(c)
         if bw * bh < MIN_AREA * w * h:
-            continue        # too small to outline a picture, whatever its shape
+            continue  # too small to outline a picture, whatever its shape
         # the contour itself, when it is a clean quadrilateral (a plain picture: nothing touches it)
         approx = cv2.approxPolyDP(c, 0.02 * cv2.arcLength(c, True), True)
         if len(approx) == 4 and cv2.isContourConvex(approx):
@@ -69,10 +69,10 @@ def quads(rgb: np.ndarray) -> list[np.ndarray]:
     # upright rectangles are looked for at ≤ 320 px: a pasted picture's sides survive, the cost halves
     k = min(1.0, 320 / max(h, w))
     small = blur if k == 1.0 else cv2.resize(blur, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA)
-    props += [(float((r[2] - r[0]) * (r[3] - r[1])) / k ** 2, _box(r) / k) for r in upright_rectangles(small)]
+    props += [(float((r[2] - r[0]) * (r[3] - r[1])) / k**2, _box(r) / k) for r in upright_rectangles(small)]
     found: list[np.ndarray] = []
     for _, q in sorted(props, key=lambda p: -p[0]):
-        if not any(np.abs(q - f).max() < 0.03 * max(w, h) for f in found):   # the same outline twice
+        if not any(np.abs(q - f).max() < 0.03 * max(w, h) for f in found):  # the same outline twice
             found.append(q)
         if len(found) >= MAX_REGIONS:
             break
@@ -94,8 +94,8 @@ def upright_rectangles(rgb: np.ndarray, keep: int = 10) -> list[tuple[int, int, 
     gx[:, 1:-1] = np.abs(img[:, 2:] - img[:, :-2]).max(axis=2)
     horiz = cv2.dilate(((gy > 40) & (gy > 2 * gx)).astype(np.uint8), np.ones((3, 1), np.uint8))
     vert = cv2.dilate(((gx > 40) & (gx > 2 * gy)).astype(np.uint8), np.ones((1, 3), np.uint8))
-    rows = _runs(horiz, int(0.12 * w), keep)             # (y, x0, x1)
-    cols = _runs(vert.T, int(0.12 * h), keep)            # (x, y0, y1)
+    rows = _runs(horiz, int(0.12 * w), keep)  # (y, x0, x1)
+    cols = _runs(vert.T, int(0.12 * h), keep)  # (x, y0, y1)
     if len(rows) < 2 or len(cols) < 2:
         return []
     # prefix sums along each row of `horiz` and each column of `vert`: a side's support in O(1)
@@ -107,15 +107,23 @@ def upright_rectangles(rgb: np.ndarray, keep: int = 10) -> list[tuple[int, int, 
     xs = sorted({c[0] for c in cols})
     found = []
     for i, y0 in enumerate(ys):
-        for y1 in ys[i + 1:]:
+        for y1 in ys[i + 1 :]:
             if y1 - y0 < 0.15 * h:
                 continue
             for j, x0 in enumerate(xs):
-                for x1 in xs[j + 1:]:
+                for x1 in xs[j + 1 :]:
                     if x1 - x0 < 0.15 * w or not MIN_AREA * w * h <= (x1 - x0) * (y1 - y0) <= MAX_AREA * w * h:
                         continue
-                    on = (hsum[y0, x1] - hsum[y0, x0] + hsum[y1, x1] - hsum[y1, x0]
-                          + vsum[y1, x0] - vsum[y0, x0] + vsum[y1, x1] - vsum[y0, x1])
+                    on = (
+                        hsum[y0, x1]
+                        - hsum[y0, x0]
+                        + hsum[y1, x1]
+                        - hsum[y1, x0]
+                        + vsum[y1, x0]
+                        - vsum[y0, x0]
+                        + vsum[y1, x1]
+                        - vsum[y0, x1]
+                    )
                     if on >= MIN_SUPPORT * 2 * ((x1 - x0) + (y1 - y0)):
                         found.append((x0, y0, x1, y1))
     return found
@@ -130,11 +138,11 @@ def _runs(mask: np.ndarray, min_len: int, keep: int) -> list[tuple[int, int, int
     padded[:, 1:-1] = bridged
     d = np.diff(padded, axis=1)
     ry, rx0 = np.nonzero(d == 1)
-    _, rx1 = np.nonzero(d == -1)            # same row order: every start has its end
+    _, rx1 = np.nonzero(d == -1)  # same row order: every start has its end
     length = rx1 - rx0
     ok = length >= min_len
     ry, rx0, rx1, length = ry[ok], rx0[ok], rx1[ok], length[ok]
-    order = np.lexsort((-length, ry))       # per row, longest first
+    order = np.lexsort((-length, ry))  # per row, longest first
     first = np.ones(len(order), bool)
     first[1:] = ry[order][1:] != ry[order][:-1]
     best = order[first]
@@ -169,8 +177,13 @@ def rectify(img: Image.Image, quad: np.ndarray) -> tuple[Image.Image, np.ndarray
     ow, oh = max(8, round(rw * k)), max(8, round(rh * k))
     rect = np.array([[0, 0], [ow, 0], [ow, oh], [0, oh]], dtype=np.float32)
     to_query = cv2.getPerspectiveTransform(rect, quad)
-    out = cv2.warpPerspective(np.asarray(img.convert("RGB")), to_query, (ow, oh),
-                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+    out = cv2.warpPerspective(
+        np.asarray(img.convert("RGB")),
+        to_query,
+        (ow, oh),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
     return Image.fromarray(out), to_query.astype(np.float64)
 
 
@@ -184,7 +197,7 @@ def even_light(img: Image.Image) -> Image.Image:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     a = np.c_[xx.ravel() / w - 0.5, yy.ravel() / h - 0.5, np.ones(h * w, np.float32)]
     coef, *_ = np.linalg.lstsq(a, lum.ravel(), rcond=None)
-    plane = (a[:, :2] @ coef[:2]).reshape(h, w)          # the slope only: overall brightness stays
+    plane = (a[:, :2] @ coef[:2]).reshape(h, w)  # the slope only: overall brightness stays
     out = rgb * np.exp(-plane)[..., None]
     return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
 

@@ -89,19 +89,21 @@ QUERY_GRAY = "qgray"
 
 def _query_keypoints(gray: np.ndarray) -> K.Keypoints:
     kps = K.adaptive_keypoints(gray, QUERY_KP, spread=True)
-    return K.Keypoints.from_bytes(kps.to_bytes())    # at the stored precision (1/8 px), as entries
+    return K.Keypoints.from_bytes(kps.to_bytes())  # at the stored precision (1/8 px), as entries
 
 
-def _rerank(q: K.Keypoints, scores: np.ndarray, stored: list[K.Keypoints | None], order: np.ndarray,
-            cap: float = 1.0) -> None:
+def _rerank(
+    q: K.Keypoints, scores: np.ndarray, stored: list[K.Keypoints | None], order: np.ndarray, cap: float = 1.0
+) -> None:
     """Raise scores[order[i]] to the keypoint evidence of the query q against stored[i] (in place)."""
     for i, kps in zip(order, stored, strict=True):
         if kps is None or len(kps) < 8:
             continue
         # only a transform with more inliers than the row's score already stands for can raise it:
         # fewer matches need no RANSAC, and RANSAC need not look for fewer inliers
-        v = K.verify(q, kps, K.ratio_matches(q.desc, kps.desc), model="homography",
-                     min_inliers=_inliers_above(scores[i]))
+        v = K.verify(
+            q, kps, K.ratio_matches(q.desc, kps.desc), model="homography", min_inliers=_inliers_above(scores[i])
+        )
         scores[i] = max(scores[i], min(cap, float(np.interp(v.inliers, *_INLIER_KNOTS))))
 
 
@@ -168,7 +170,7 @@ class SimilarMatcher(Matcher):
         if not self._reranks(query) or (len(scores) and scores.max() >= self.settled_at):
             return scores
         order = np.argsort(-raw, kind="stable")[:RERANK]
-        order = order[scores[order] < self.keypoint_cap]     # a row at the cap already cannot gain
+        order = order[scores[order] < self.keypoint_cap]  # a row at the cap already cannot gain
         if len(order) == 0:
             return scores
         q = self._query_keypoints(query)
@@ -188,9 +190,10 @@ class SimilarMatcher(Matcher):
 
 # --- product -------------------------------------------------------------------------------------
 
+
 def _keypoint_fields(img: Image.Image) -> dict[str, np.ndarray]:
     gray = np.asarray(img.convert("L"))
-    kps = K.orb_keypoints(gray, n=KP)   # at most KP: ORB itself may return a few more than asked
+    kps = K.orb_keypoints(gray, n=KP)  # at most KP: ORB itself may return a few more than asked
     n = len(kps)
     xy = np.zeros((KP, 2), np.uint16)
     desc = np.zeros((KP, K.DESC_BYTES), np.uint8)
@@ -213,11 +216,11 @@ class ProductMatcher(SimilarMatcher):
         Field("emb", "float32", (E.DIM,)),
         Field("kp_xy", "uint16", (KP, 2)),
         Field("kp_desc", "uint8", (KP, K.DESC_BYTES)),
-        Field("kp_n", "uint16", (3,)),   # count, width, height
+        Field("kp_n", "uint16", (3,)),  # count, width, height
     )
     calibration: ClassVar[Calibration] = Calibration((0.0, 0.448, 0.714, 0.918, 1.0))
     keypoint_cap: ClassVar[float] = 1.0
-    settled_at: ClassVar[float] = np.inf   # keypoints may say "the same product" above any row
+    settled_at: ClassVar[float] = np.inf  # keypoints may say "the same product" above any row
 
     def extract(self, img: Image.Image) -> dict[str, np.ndarray]:
         return {"emb": E.embed(img), **_keypoint_fields(img)}
@@ -287,8 +290,9 @@ def _shrunk(img: Image.Image, s: float) -> Image.Image:
     return img.resize((max(32, round(img.width / s)), max(32, round(img.height / s))), Image.Resampling.BOX)
 
 
-def _cosines(query: Features, table: FeatureTable, rows: np.ndarray | None,
-             pairs: list[tuple[str, str]]) -> Callable[[str, str], np.ndarray]:
+def _cosines(
+    query: Features, table: FeatureTable, rows: np.ndarray | None, pairs: list[tuple[str, str]]
+) -> Callable[[str, str], np.ndarray]:
     """cos(stored field, query field) for every pair, each stored column read once: the scale
     hypotheses compare one stored column with several query vectors (emb with three crops), and
     a 10k x 1280 column is ~50 MB of memory to stream (5 reads: 45 ms at 10k on the loaded
@@ -327,8 +331,7 @@ class FabricMatcher(SimilarMatcher):
         emb = E.embed_regions(square, (E.FULL, _zoom_box(ZOOM)))
         lbp, glcm, hsv = T.texture_descriptors(img)
         lbp_s, glcm_s, _ = T.texture_descriptors(_shrunk(img, SHRINK))
-        return {"emb": emb[0], "emb_z": emb[1], "lbp": lbp, "glcm": glcm, "hsv": hsv,
-                "lbp_s": lbp_s, "glcm_s": glcm_s}
+        return {"emb": emb[0], "emb_z": emb[1], "lbp": lbp, "glcm": glcm, "hsv": hsv, "lbp_s": lbp_s, "glcm_s": glcm_s}
 
     def extract_query(self, img: Image.Image) -> dict[str, np.ndarray]:
         square = centre_square(img)
@@ -346,9 +349,17 @@ class FabricMatcher(SimilarMatcher):
     def raw(self, query: Features, table: FeatureTable, rows: np.ndarray | None = None) -> np.ndarray:
         # features of a plain extract() (no query-only fields): scale 1 only
         hypotheses = [h for h in SCALE_HYPOTHESES if h[1] in query and "lbp" + h[3] in query]
-        cos = _cosines(query, table, rows, [("hsv", "hsv")] + [
-            pair for _, q_emb, s_emb, q_tex, s_tex in hypotheses
-            for pair in ((s_emb, q_emb), ("lbp" + s_tex, "lbp" + q_tex), ("glcm" + s_tex, "glcm" + q_tex))])
+        cos = _cosines(
+            query,
+            table,
+            rows,
+            [("hsv", "hsv")]
+            + [
+                pair
+                for _, q_emb, s_emb, q_tex, s_tex in hypotheses
+                for pair in ((s_emb, q_emb), ("lbp" + s_tex, "lbp" + q_tex), ("glcm" + s_tex, "glcm" + q_tex))
+            ],
+        )
 
         def stretch(c: np.ndarray, level: float) -> np.ndarray:
             return np.clip((c - level) / (1.0 - level), 0.0, 1.0)

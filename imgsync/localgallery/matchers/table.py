@@ -54,8 +54,15 @@ class FeatureTable:
         """The live part of a feature column (a view; rows beyond n are unused capacity)."""
         return self.cols[name][: self.n]
 
-    def append_many(self, seqs: Iterable[int], signs: list[str], briefs: list[str],
-                    tags: np.ndarray, class_ids: np.ndarray, feats: Features) -> None:
+    def append_many(
+        self,
+        seqs: Iterable[int],
+        signs: list[str],
+        briefs: list[str],
+        tags: np.ndarray,
+        class_ids: np.ndarray,
+        feats: Features,
+    ) -> None:
         seq_arr = np.fromiter(seqs, dtype=np.int64)
         k = len(seq_arr)
         self._reserve(self.n + k)
@@ -72,13 +79,15 @@ class FeatureTable:
         self.briefs.extend(briefs)
         self.n += k
 
-    def append(self, seq: int, sign: str, brief: str, tags: tuple[int, int],
-               class_ids: tuple[int, int], feats: Features) -> None:
+    def append(
+        self, seq: int, sign: str, brief: str, tags: tuple[int, int], class_ids: tuple[int, int], feats: Features
+    ) -> None:
         one = {name: np.asarray(a)[None] for name, a in feats.items()}
         self.append_many([seq], [sign], [brief], np.array([tags]), np.array([class_ids]), one)
 
-    def update(self, sign: str, brief: str | None, tags: tuple[int, int] | None,
-               class_ids: tuple[int, int] | None) -> None:
+    def update(
+        self, sign: str, brief: str | None, tags: tuple[int, int] | None, class_ids: tuple[int, int] | None
+    ) -> None:
         p = self.pos[sign]
         if brief is not None:
             self.briefs[p] = brief

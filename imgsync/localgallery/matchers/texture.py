@@ -60,10 +60,10 @@ def lbp_histogram(gray: np.ndarray) -> np.ndarray:
     out = []
     for d in LBP_DILATIONS:
         h, w = g.shape
-        centre = g[d:h - d, d:w - d]
+        centre = g[d : h - d, d : w - d]
         code = np.zeros(centre.shape, dtype=np.uint8)
         for bit, (dy, dx) in enumerate(_RING):
-            nb = g[d + dy * d:h - d + dy * d, d + dx * d:w - d + dx * d]
+            nb = g[d + dy * d : h - d + dy * d, d + dx * d : w - d + dx * d]
             code |= (nb >= centre).astype(np.uint8) << bit
         hist = np.bincount(_RIU2[code].ravel(), minlength=LBP_BINS)
         out.append(_hellinger(hist))
@@ -73,7 +73,7 @@ def lbp_histogram(gray: np.ndarray) -> np.ndarray:
 def glcm_histogram(gray: np.ndarray) -> np.ndarray:
     """Symmetric, direction-averaged co-occurrence matrices of octile grey levels (GLCM_DIM,)."""
     edges = _octile_edges(gray) if gray.dtype == np.uint8 else np.quantile(gray, _OCTILES)
-    if gray.dtype == np.uint8:   # a level per grey value, looked up: the same as searching each pixel
+    if gray.dtype == np.uint8:  # a level per grey value, looked up: the same as searching each pixel
         q = np.searchsorted(edges, np.arange(256), side="right").astype(np.int32)[gray]  # 0..7
     else:
         q = np.searchsorted(edges, gray, side="right").astype(np.int32)
@@ -83,9 +83,9 @@ def glcm_histogram(gray: np.ndarray) -> np.ndarray:
         counts = np.zeros(GLCM_LEVELS * GLCM_LEVELS, dtype=np.int64)
         for dy, dx in ((0, d), (d, d), (d, 0), (d, -d)):  # 0°, 45°, 90°, 135°
             x0, x1 = max(0, -dx), w - max(0, dx)  # columns where both x and x + dx are inside
-            a = q[0:h - dy, x0:x1]
-            b = q[dy:h, x0 + dx:x1 + dx]
-            counts += np.bincount((a * GLCM_LEVELS + b).ravel(), minlength=GLCM_LEVELS ** 2)
+            a = q[0 : h - dy, x0:x1]
+            b = q[dy:h, x0 + dx : x1 + dx]
+            counts += np.bincount((a * GLCM_LEVELS + b).ravel(), minlength=GLCM_LEVELS**2)
         m = counts.reshape(GLCM_LEVELS, GLCM_LEVELS)
         out.append(_hellinger((m + m.T).ravel()))
     return np.concatenate(out) / np.sqrt(len(GLCM_DISTANCES))
@@ -102,7 +102,7 @@ def _octile_edges(gray: np.ndarray) -> np.ndarray:
     cum = np.cumsum(np.bincount(gray.ravel(), minlength=256))
     at = _OCTILES * (n - 1)
     lo = np.floor(at).astype(np.int64)
-    a = np.searchsorted(cum, lo, side="right")                      # the lo-th smallest value
+    a = np.searchsorted(cum, lo, side="right")  # the lo-th smallest value
     b = np.searchsorted(cum, np.minimum(lo + 1, n - 1), side="right")
     return a + (b - a) * (at - lo)
 

@@ -46,7 +46,7 @@ class VoteIndex:
         self.knn, self.radius, self.nprobe = knn, radius, nprobe
         self._index: faiss.IndexBinary = _flat()
         self._max_seq = 0
-        self._trained_at = 0   # codes when the IVF was trained (0: exact index)
+        self._trained_at = 0  # codes when the IVF was trained (0: exact index)
         self._on_disk: tuple[int, int, int] | None = None  # _state() as last saved or loaded
 
     @property

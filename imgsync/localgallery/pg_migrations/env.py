@@ -16,8 +16,11 @@ config = context.config
 
 def run_migrations_offline() -> None:
     """`alembic upgrade --sql`: print the DDL instead of running it (for review by a DBA)."""
-    context.configure(url=config.get_main_option("sqlalchemy.url") or "postgresql://", literal_binds=True,
-                      version_table=config.get_main_option("version_table") or "gallery_schema_version")
+    context.configure(
+        url=config.get_main_option("sqlalchemy.url") or "postgresql://",
+        literal_binds=True,
+        version_table=config.get_main_option("version_table") or "gallery_schema_version",
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -25,10 +28,12 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is None:
-        raise RuntimeError("gallery migrations run through imgsync.localgallery.store_pg.migrate, "
-                           "which passes a connection")
-    context.configure(connection=connection, version_table=config.get_main_option("version_table"),
-                      transactional_ddl=True)
+        raise RuntimeError(
+            "gallery migrations run through imgsync.localgallery.store_pg.migrate, which passes a connection"
+        )
+    context.configure(
+        connection=connection, version_table=config.get_main_option("version_table"), transactional_ddl=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 

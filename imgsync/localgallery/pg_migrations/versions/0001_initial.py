@@ -36,8 +36,8 @@ def upgrade() -> None:
         sa.Column("class_id1", sa.Integer(), nullable=False, server_default="0"),
         sa.Column("class_id2", sa.Integer(), nullable=False, server_default="0"),
         sa.Column("features", sa.LargeBinary(), nullable=False),
-        sa.Column("extra", sa.LargeBinary(), nullable=True),   # the matcher's variable-length data
-        sa.Column("copy", sa.LargeBinary(), nullable=True),    # the reduced working copy (JPEG)
+        sa.Column("extra", sa.LargeBinary(), nullable=True),  # the matcher's variable-length data
+        sa.Column("copy", sa.LargeBinary(), nullable=True),  # the reduced working copy (JPEG)
         # Decides 216681 "item has existed", also between two replicas adding the same bytes at once.
         sa.UniqueConstraint("library", "cont_sign", name="entries_library_cont_sign_key"),
     )
@@ -50,7 +50,7 @@ def upgrade() -> None:
         sa.Column("library", sa.Text(), nullable=False),
         sa.Column("kind", sa.Text(), nullable=False),
         sa.Column("cont_signs", sa.Text(), nullable=False),  # ';'-separated
-        sa.Column("brief", sa.Text(), nullable=True),        # update: new values (NULL = unchanged)
+        sa.Column("brief", sa.Text(), nullable=True),  # update: new values (NULL = unchanged)
         sa.Column("tag1", sa.Integer(), nullable=True),
         sa.Column("tag2", sa.Integer(), nullable=True),
         sa.Column("class_id1", sa.Integer(), nullable=True),
