@@ -444,24 +444,13 @@ class Imgsync:
             by_name = {m.name: m for m in self.mirrors}
             for name in names:
                 m = by_name.get(name)
+                head = (name, m.folder if m else None, m.library if m else None, name in self.config.remembered)
                 if con is None:
-                    rows.append(
-                        MirrorStatus(
-                            name,
-                            m.folder if m else None,
-                            m.library if m else None,
-                            name in self.config.remembered,
-                            {},
-                            None,
-                        )
-                    )
+                    rows.append(MirrorStatus(*head, {}, None))
                     continue
                 rows.append(
                     MirrorStatus(
-                        name,
-                        m.folder if m else None,
-                        m.library if m else None,
-                        name in self.config.remembered,
+                        *head,
                         lite.counts(con, name),
                         lite.last_run(con, name),
                         [(p, why) for p, _, why in lite.files_with(con, name, ("rejected",), limit=limit)],
