@@ -22,6 +22,8 @@ from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
+from imgsync.gallery.pacing import CEILING
+
 #: A step yields gallery calls, is sent their answers, and returns how much progress it made.
 Step = Generator[Callable[[], Any], Any, int]
 
@@ -33,11 +35,13 @@ def drive(
     on_done: Callable[[int], None] = lambda n: None,
     stops: tuple[type[BaseException], ...] = (),
 ) -> BaseException | None:
-    """Run `steps` with at most `limit()` under way at once; returns the first stop error, else None."""
+    """Run `steps` with at most `limit()` (≤ pacing.CEILING) under way at once; returns the first stop
+    error, else None."""
     todo = iter(steps)
     running: dict[Future[Any], Step] = {}
     stopped: BaseException | None = None
-    pool = ThreadPoolExecutor(thread_name_prefix="imgsync-call")
+    # Threads start as calls need them; the default (cores + 4) would quietly cap what limit() asks for.
+    pool = ThreadPoolExecutor(max_workers=CEILING, thread_name_prefix="imgsync-call")
 
     def advance(step: Step, answer: Future[Any] | None) -> None:
         """Resume `step` with the answer of its call (None: start it); it yields its next call or ends."""

@@ -24,12 +24,14 @@ class Calls:
         self.most = 0
         self.release = threading.Event()
         self.release.set()
+        self.began = threading.Semaphore(0)  # one release per call that started running
 
     def call(self, value: object = None, error: BaseException | None = None):
         def run():
             with self.lock:
                 self.now += 1
                 self.most = max(self.most, self.now)
+            self.began.release()
             try:
                 self.release.wait(30)
                 if error is not None:
@@ -59,18 +61,15 @@ def test_steps_get_their_answers_and_errors_back_in_their_own_order():
     assert sorted(done) == [0, 1, 2, 3, 4]
 
 
-@pytest.mark.parametrize("limit", [1, 2, 5])
+@pytest.mark.parametrize("limit", [1, 2, 5, 14, 32])
 def test_never_more_under_way_than_the_limit_and_the_limit_is_reached(limit):
     calls = Calls()
     calls.release.clear()
-    started = threading.Semaphore(0)
-
     under_way = [0, 0]  # now, most
 
     def step() -> Step:
         under_way[0] += 1
         under_way[1] = max(under_way[1], under_way[0])
-        started.release()
         yield calls.call()
         under_way[0] -= 1
         return 1
@@ -78,16 +77,17 @@ def test_never_more_under_way_than_the_limit_and_the_limit_is_reached(limit):
     reached: list[bool] = []
 
     def release_when_full():
-        reached.append(all(started.acquire(timeout=30) for _ in range(limit)))
-        calls.release.set()  # all `limit` first steps were started before any call could finish
+        # all `limit` first steps started, and their calls running at once, before any could finish
+        reached.append(all(calls.began.acquire(timeout=30) for _ in range(limit)))
+        calls.release.set()
 
     t = threading.Thread(target=release_when_full)
     t.start()
-    drive((step() for _ in range(12)), limit=lambda: limit)
+    drive((step() for _ in range(limit + 10)), limit=lambda: limit)
     t.join()
     assert reached == [True]
     assert under_way == [0, limit]
-    assert calls.most <= limit and calls.now == 0
+    assert calls.most == limit and calls.now == 0
 
 
 def test_a_stop_starts_nothing_new_and_lets_the_ones_under_way_finish():
