@@ -43,7 +43,7 @@ GONE = (ConnectionError, TimeoutError, http.client.HTTPException, OSError)
 @dataclass(frozen=True)
 class Call:
     """One request as the proxy saw it: times on the proxy's monotonic clock, from the request read
-    in full to its answer written (or the client found gone); error_code from the answer's JSON."""
+    in full to its answer ready to be written; error_code from the answer's JSON."""
 
     path: str
     started: float
@@ -82,7 +82,8 @@ class LatencyProxy:
 
     @property
     def requests(self) -> int:
-        """Requests answered (or whose client went away before the answer)."""
+        """Requests answered (counted before the answer is written, so a client that has its answer
+        finds its request counted; a client gone meanwhile counts too)."""
         with self._lock:
             return len(self.calls)
 
@@ -191,7 +192,8 @@ def _handler_for(proxy: LatencyProxy) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             proxy._enter()
             started = time.monotonic()
-            status, error_code = 0, None
+            # The path without its query: the query holds the access token.
+            path, recorded = urlsplit(self.path).path, False
             try:
                 if proxy.hook is not None:
                     proxy.hook()
@@ -203,7 +205,9 @@ def _handler_for(proxy: LatencyProxy) -> type[BaseHTTPRequestHandler]:
                     status, reason, headers = 502, "Bad Gateway", [("Content-Type", "application/json")]
                     answer = json.dumps({"error_code": 502, "error_msg": f"latency proxy: upstream: {e}"}).encode()
                     self.close_connection = True
-                error_code = _error_code(answer)
+                # Recorded before the answer is written: a client holding its answer finds its call counted.
+                proxy._leave(Call(path, started, time.monotonic(), status, _error_code(answer)))
+                recorded = True
                 try:
                     self.send_response(status, reason)
                     for name, value in headers:
@@ -216,8 +220,8 @@ def _handler_for(proxy: LatencyProxy) -> type[BaseHTTPRequestHandler]:
                 except GONE:
                     self.close_connection = True  # the client is gone (killed): its call was still made
             finally:
-                # The path without its query: the query holds the access token.
-                proxy._leave(Call(urlsplit(self.path).path, started, time.monotonic(), status, error_code))
+                if not recorded:  # the hook failed: no answer, the connection is dropped
+                    proxy._leave(Call(path, started, time.monotonic(), 0, None))
 
         def _upstream_call(self, body: bytes) -> tuple[int, str, list[tuple[str, str]], bytes]:
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
