@@ -264,7 +264,8 @@ def bench_capped(tmp: Path, folder: Path, images: int, latencies: list[int], qps
         print(
             f"  {ms:5d} ms: imgsync {ours.seconds:6.1f} s ({images / ours.seconds:5.2f}/s, adds phase "
             f"{images / ours.phase_or_one():5.2f}/s after {ours.lead_in:.1f} s, {ours.refusals} refused, "
-            f"max {ours.max_in_flight} in flight); SDK loop {theirs.seconds:6.1f} s ({images / theirs.seconds:5.2f}/s, {theirs.refusals} refused)",
+            f"max {ours.max_in_flight} in flight); SDK loop {theirs.seconds:6.1f} s "
+            f"({images / theirs.seconds:5.2f}/s, {theirs.refusals} refused)",
             flush=True,
         )
     print(
@@ -302,7 +303,8 @@ def bench_uncapped(tmp: Path, folder: Path, images: int, in_flight: str | None) 
     print("\n| uncapped, 1 MP JPEGs | imgsync reconcile | SDK loop | imgsync / SDK time |")
     print("|---|---|---|---|")
     print(
-        f"| {images} images | {times['imgsync']:.1f} s | {times['sdk']:.1f} s | {times['imgsync'] / times['sdk']:.2f}x |"
+        f"| {images} images | {times['imgsync']:.1f} s | {times['sdk']:.1f} s "
+        f"| {times['imgsync'] / times['sdk']:.2f}x |"
     )
 
 
