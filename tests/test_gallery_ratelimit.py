@@ -110,6 +110,27 @@ def test_slow_down_without_a_limit_starts_limiting() -> None:
     assert limiter.current_qps() == 1  # never below min_qps
 
 
+def test_a_late_wake_up_moves_the_schedule_instead_of_crowding_the_next_call() -> None:
+    """A busy machine wakes a waiting thread 60 ms late: the next call still leaves a full interval after
+    it (slots counted from the schedule alone would send it 40 ms later, and a sliding window refuses)."""
+
+    class LateClock(FakeClock):
+        def __init__(self) -> None:
+            super().__init__()
+            self.late = [0.0, 0.06, 0.0, 0.03, 0.0]
+
+        def sleep(self, seconds: float) -> None:
+            super().sleep(seconds + (self.late.pop(0) if self.late else 0.0))
+
+    clock = LateClock()
+    limiter = RateLimiter(10, headroom=0, clock=clock)
+    sent = []
+    for _ in range(7):
+        limiter.acquire()
+        sent.append(clock.monotonic())
+    assert all(b - a >= 0.1 - 1e-9 for a, b in pairwise(sent)), sent
+
+
 def test_bad_rates_are_refused() -> None:
     for qps in (0, -1, float("inf"), float("nan")):
         with pytest.raises(ValueError):

@@ -459,10 +459,10 @@ class GalleryClient:
             return self._api_post(what, url, form, self._tokens.get())
 
     def _api_post(self, what: str, url: str, form: dict[str, str], token: str) -> dict[str, Any]:
+        body = encode_form(form)  # before the slot: nothing but the send between the slot and the wire
         self.limiter.acquire()
         self._count("requests")
         log.debug("POST %s", what)
-        body = encode_form(form)
         started = self._clock.monotonic()
         try:
             return self._send(what, url, data=body, params={"access_token": token})

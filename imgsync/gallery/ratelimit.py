@@ -55,7 +55,8 @@ class RateLimiter:
         self._fallback = unlimited_fallback
         self._same_window = same_window
         self._slowed_at = -math.inf
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the state below
+        self._gate = threading.Lock()  # held by the caller waiting for the next slot
         self._tat = -math.inf  # theoretical arrival time of the next call (monotonic seconds)
         self._slowed_qps: float | None = None
         self._slowed_until = -math.inf
@@ -71,19 +72,29 @@ class RateLimiter:
         return self.qps
 
     def acquire(self) -> float:
-        """Wait for this call's slot; returns the slot's time on the limiter's clock (monotonic)."""
-        with self._lock:
-            now = self._clock.monotonic()
-            rate = self._rate(now)
-            if rate is None:
-                return now
-            interval = (1.0 + self.headroom) / rate
-            tat = max(self._tat, now)
-            slot = max(now, tat - (self.burst - 1) * interval)
-            self._tat = tat + interval
-        if slot > now:
-            self._clock.sleep(slot - now)
-        return slot
+        """Wait for this call's slot; returns the time it was granted on the limiter's clock (monotonic).
+
+        Callers wait their turn one at a time (the gate), and the next slot is counted from the moment
+        this one was really granted: a thread that wakes late (a busy machine) pushes the schedule back
+        instead of leaving the next call closer than 1/qps behind it. With several calls in flight,
+        slots counted from the schedule alone let two calls reach the gallery 50 ms apart now and then,
+        and a sliding one-second window (the cloud's, the local gallery's) answers that with error 18."""
+        with self._gate:
+            with self._lock:
+                now = self._clock.monotonic()
+                rate = self._rate(now)
+                if rate is None:
+                    return now
+                interval = (1.0 + self.headroom) / rate
+                tat = max(self._tat, now)
+                slot = max(now, tat - (self.burst - 1) * interval)
+            granted = slot
+            if slot > now:
+                self._clock.sleep(slot - now)
+                granted = max(slot, self._clock.monotonic())
+            with self._lock:
+                self._tat = tat + interval + (granted - slot)  # woken late: the schedule moves with it
+            return granted
 
     def slow_down(self) -> None:
         """Halve the rate in force (down to min_qps) for the next `slow_period` seconds."""
