@@ -42,6 +42,7 @@ import stat
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from imgsync.config import MirrorConfig
 from imgsync.model import KnownFile, ScannedFile, Verdict
@@ -108,6 +109,10 @@ class PathFilter:
     def includes_file(self, name: str, path: str) -> bool:
         return bool(self._inc_name(name) or self._inc_path(path)) and not self.excludes(name, path)
 
+    def name_rules(self) -> NameRules | None:
+        """The include/exclude lists as NameRules when no pattern has a '/' (the usual case), else None."""
+        return None if self._has_path_patterns else _name_rules(self._include, self._exclude)
+
     def file_matcher(self) -> Callable[[str, str], object]:
         """includes_file, faster: when no pattern has a '/' (the usual case) only the name is tested,
         and "*.jpg" / ".*" style patterns become str.endswith / str.startswith (half a regex's cost)."""
@@ -142,17 +147,41 @@ def _split(patterns: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...],
     return tuple(suffixes), tuple(prefixes), rx
 
 
-def _name_filter(include: tuple[str, ...], exclude: tuple[str, ...]) -> Callable[[str, str], bool]:
+class NameRules(NamedTuple):
+    """A name-only include/exclude list as suffixes, prefixes and a regex for the rest, each side; the
+    walk tests them inline (a call per file is ~10 % of a no-op walk). Lower-cased, like the names."""
+
+    inc_sfx: tuple[str, ...]
+    inc_pfx: tuple[str, ...]
+    inc_rx: Callable[[str], object] | None
+    exc_sfx: tuple[str, ...]
+    exc_pfx: tuple[str, ...]
+    exc_rx: Callable[[str], object] | None
+
+    def wanted(self, name: str) -> bool:
+        low = name.lower()
+        if not (low.endswith(self.inc_sfx) or low.startswith(self.inc_pfx) or (self.inc_rx and self.inc_rx(name))):
+            return False
+        return not (low.endswith(self.exc_sfx) or low.startswith(self.exc_pfx) or (self.exc_rx and self.exc_rx(name)))
+
+
+def _name_rules(include: tuple[str, ...], exclude: tuple[str, ...]) -> NameRules:
     isfx, ipfx, irx = _split(include)
     esfx, epfx, erx = _split(exclude)
+    if not ipfx and irx is None:
+        # Only suffixes let a name in: an exclude suffix that can end no such name (".tmp" after ".jpg")
+        # can never match, and testing it for every file is wasted (the default list is all of them).
+        esfx = tuple(x for x in esfx if any(s.endswith(x) or x.endswith(s) for s in isfx))
+    return NameRules(isfx, ipfx, irx, esfx, epfx, erx)
 
-    def wanted(name: str, path: str) -> bool:
-        low = name.lower()
-        if not (low.endswith(isfx) or low.startswith(ipfx) or (irx is not None and irx(name))):
-            return False
-        return not (low.endswith(esfx) or low.startswith(epfx) or (erx is not None and erx(name)))
 
-    return wanted
+def _name_filter(include: tuple[str, ...], exclude: tuple[str, ...]) -> Callable[[str, str], bool]:
+    wanted = _name_rules(include, exclude).wanted
+
+    def by_name(name: str, path: str) -> bool:
+        return wanted(name)
+
+    return by_name
 
 
 def is_included(path: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
@@ -339,7 +368,10 @@ class _Walker:
                 # kernel does not walk the whole path again for every file (~15 % of a no-op scan).
                 fd = os.open(full, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
                 try:
-                    self._list(fd, full, prefix, ancestors, stack)
+                    if self.digest is None:
+                        self._list(fd, full, prefix, ancestors, stack)
+                    else:
+                        self._digest_list(fd, full, prefix, ancestors, stack)
                 finally:
                     os.close(fd)
             except OSError as e:  # unreadable or vanished mid-scan: absent files here are unseen, not gone
@@ -398,7 +430,6 @@ class _Walker:
         that are not needed (it is deliberately inlined; see benchmarks/bench_scan.py)."""
         follow, files, known_get = self.follow, self.files, self.known.get
         excludes, wanted = self.filter.excludes, self.filter.file_matcher()
-        digest_rows: list[str] | None = None if self.digest is None else []
         with os.scandir(fd) as it:
             for entry in it:
                 name = entry.name
@@ -410,7 +441,7 @@ class _Walker:
                 if is_dir:
                     if excludes(name, prefix + name):
                         continue
-                    if digest_rows is None and wanted(name, prefix + name):
+                    if wanted(name, prefix + name):
                         self.notes.append((prefix + name, "a directory, not an image file (its files are scanned)"))
                     try:
                         st = entry.stat(follow_symlinks=follow)
@@ -434,7 +465,7 @@ class _Walker:
                         files[path] = ScannedFile(
                             path, 0, 0, 0, None, "error", "broken symlink (its target does not exist)"
                         )
-                    elif digest_rows is None:  # FIFOs, sockets and devices are not images: never opened
+                    else:  # FIFOs, sockets and devices are not images: never opened
                         self.notes.append((path, _kind_of(entry, follow)))
                     continue
                 try:
@@ -446,9 +477,6 @@ class _Walker:
                     files[path] = ScannedFile(path, 0, 0, 0, None, "error", f"cannot stat: {_why(e)}")
                     continue
                 size, mtime, inode = st.st_size, st.st_mtime_ns, st.st_ino
-                if digest_rows is not None:  # stat_digest: nothing else is looked at
-                    digest_rows.append(f"{name}/{size}/{mtime}/{inode}")
-                    continue
                 k = known_get(path)
                 # can_reuse(k, size, mtime, inode), inlined: a call per file is ~10 % of a no-op scan
                 if (
@@ -467,10 +495,73 @@ class _Walker:
                 if scanned is not None:
                     files[path] = scanned
 
-        if digest_rows:
+    def _digest_list(
+        self,
+        fd: int,
+        full: str,
+        prefix: str,
+        ancestors: frozenset[tuple[int, int]],
+        stack: list[tuple[str, str, frozenset[tuple[int, int]]]],
+    ) -> None:
+        """One directory for stat_digest: _list's choices (the same files, errors and directories), but
+        only a "name/size/mtime_ns/inode" row per file. The whole of a no-op reconcile's per-file work, so
+        the name patterns are tested inline and no path string is built unless a pattern needs it."""
+        follow, excludes = self.follow, self.filter.excludes
+        rules = self.filter.name_rules()
+        includes_file = self.filter.includes_file
+        if rules is not None:
+            isfx, ipfx, irx, esfx, epfx, erx = rules
+        rows: list[str] = []
+        add = rows.append
+        with os.scandir(fd) as it:
+            for entry in it:
+                name = entry.name
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=follow)
+                except OSError as e:
+                    self._unfollowable(name, prefix + name, e)
+                    continue
+                if is_dir:
+                    if excludes(name, prefix + name):
+                        continue
+                    try:
+                        st = entry.stat(follow_symlinks=follow)
+                    except OSError:
+                        continue
+                    key = (st.st_dev, st.st_ino)
+                    if key not in ancestors:
+                        stack.append((f"{full}/{name}", f"{prefix}{name}/", ancestors | {key}))
+                    continue
+                if rules is None:
+                    if not includes_file(name, prefix + name):
+                        continue
+                else:  # NameRules.wanted, inlined
+                    low = name.lower()
+                    if not (low.endswith(isfx) or low.startswith(ipfx) or (irx is not None and irx(name))):
+                        continue
+                    if low.endswith(esfx) or low.startswith(epfx) or (erx is not None and erx(name)):
+                        continue
+                try:
+                    is_file = entry.is_file(follow_symlinks=follow)
+                except OSError as e:
+                    self._unfollowable(name, prefix + name, e)
+                    continue
+                if not is_file:
+                    if follow and entry.is_symlink() and not os.path.exists(f"{full}/{name}"):
+                        self.dirty = True  # a broken link: a settled folder holds none
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=follow)
+                except FileNotFoundError:
+                    continue
+                except OSError:
+                    self.dirty = True
+                    continue
+                add(f"{name}/{st.st_size}/{st.st_mtime_ns}/{st.st_ino}")
+        if rows:
             assert self.digest is not None  # digest mode
-            self.digest += directory_key(prefix, digest_rows)
-            self.count += len(digest_rows)
+            self.digest += directory_key(prefix, rows)
+            self.count += len(rows)
 
     def _unfollowable(self, name: str, path: str, e: OSError) -> None:
         """A symlink that loops (`ln -s x.jpg x.jpg`) or cannot be followed: its own message; the rest of

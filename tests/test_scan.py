@@ -168,6 +168,9 @@ NAMES = [
         (("a?c.png", "[a-b]*.png", "*.jpeg"), ("abd*", "*.PNG~")),
         (("*",), ()),
         ((), ("*",)),
+        # suffix-only includes drop the exclude suffixes no included name can end with: these must stay
+        (("*.jpg", "*.png"), ("*G", "*.pNg", "*b.png", "*~", "*.jpg.part")),
+        (("*.jpg",), ("*.Jpeg", "*g", "a*", "*[e]g")),
     ],
 )
 def test_fast_name_filter_agrees_with_the_glob_rules(include: tuple[str, ...], exclude: tuple[str, ...]) -> None:
@@ -660,3 +663,24 @@ def test_stat_digest_matches_the_digest_of_a_scan_and_moves_with_any_change(tmp_
     assert len({before, touched, renamed}) == 3
     put(tmp_path, ".hidden/f.jpg", make_image(9))  # excluded: no change
     assert stat_digest(tmp_path, m) == renamed
+
+
+@pytest.mark.parametrize(
+    ("include", "exclude"),
+    [
+        (("*.jpg", "*.png"), ("*b.png", "*.jpg~")),  # name rules, tested inline by the digest walk
+        (("a?c.png", "[a-b]*.png", "*.jpeg"), ("abd*",)),  # a regex besides suffixes
+        (("*.jpg", "*.png"), ("sub/*.png",)),  # a path pattern: the path-matching filter
+    ],
+)
+def test_stat_digest_lists_the_files_a_scan_lists(
+    tmp_path: Path, include: tuple[str, ...], exclude: tuple[str, ...]
+) -> None:
+    from imgsync.scan import digest_of, stat_digest
+
+    for rel in ("a.jpg", "ab.png", "abc.png", "abd.png", "x.jpeg", "B.PNG", "c.jpg~", "sub/b.png", "sub/d.jpg"):
+        put(tmp_path, rel, make_image(len(rel)))
+    m = mirror(tmp_path, include=include, exclude=exclude)
+    listed = scan(tmp_path, include=include, exclude=exclude).files
+    assert 0 < len(listed) < 9
+    assert stat_digest(tmp_path, m) == digest_of(listed.values())
