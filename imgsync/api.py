@@ -49,6 +49,7 @@ from imgsync.report import (  # what the API returns and tells (plain data): re-
     Progress,
     Remembered,
     Report,
+    Started,
     Status,
     SyncResult,
     Waiting,
@@ -304,8 +305,14 @@ class Imgsync:
                 def waiting(n: int, limit_s: float, name: str = name) -> None:
                     emit(Waiting(name, n, limit_s))
 
-                def planned(plan: Plan, name: str = name) -> None:
-                    emit(Planned(name, plan))
+                early = [0]
+
+                def started(n: int, name: str = name, early: list[int] = early) -> None:
+                    early[0] = n
+                    emit(Started(name, n))
+
+                def planned(plan: Plan, name: str = name, early: list[int] = early) -> None:
+                    emit(Planned(name, plan, early[0]))
 
                 def progress(n: int, name: str = name) -> None:
                     emit(Progress(name, n))
@@ -318,6 +325,7 @@ class Imgsync:
                     force=force,
                     on_planned=planned,
                     on_progress=progress,
+                    on_early=started,
                     should_stop=should_stop,
                     settle=SettleWait(limit_s=wait_s, on_wait=waiting) if wait_s else None,
                 )
@@ -666,6 +674,7 @@ __all__ = [
     "MirrorStatus",
     "Planned",
     "Progress",
+    "Started",
     "Remembered",
     "Status",
     "SyncResult",

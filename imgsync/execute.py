@@ -41,12 +41,12 @@ from imgsync.errors import (
     ManifestError,
     disk_full,
 )
-from imgsync.flight import Step, drive
+from imgsync.flight import Flight, Step, drive
 from imgsync.gallery import Gallery
 from imgsync.libraries import get_library
 from imgsync.manifest import ContSignTakenError
-from imgsync.model import Entry
-from imgsync.plan import Add, Delete, Plan, Readd, Remap, Update
+from imgsync.model import Entry, ScannedFile, Verdict
+from imgsync.plan import Add, Delete, Plan, Readd, Remap, Update, early_add
 from imgsync.report import Report
 
 log = logging.getLogger("imgsync.execute")
@@ -107,7 +107,8 @@ class Executor:
 
         Each phase keeps several calls in flight (flight.py); a phase starts when the one before has
         ended, which keeps the order that matters: a changed file's new image is in before its old
-        entry goes (adds before deletes), and a relabel's delete before its add (inside its step)."""
+        entry goes (adds before deletes), and a relabel's delete before its add (inside its step).
+        A run that early adds already stopped (report.stopped / interrupted) makes no call here."""
         report.rejected += [(r.path, r.reason) for r in plan.rejects]
         report.pending += list(plan.pending)
         report.withheld, report.withheld_reason = len(plan.withheld), plan.withheld_reason
@@ -120,16 +121,10 @@ class Executor:
             self._deletes(plan.deletes, report),
         ]
         for steps in phases:
-            stop = self._drive(steps)
-            if isinstance(stop, _Interrupted):  # the caller is shutting down: the rest is for the next run
-                report.interrupted = True
+            if report.stopped is not None or report.interrupted:
                 break
-            if isinstance(stop, GalleryError):  # transient (after retries), quota, auth: every later call fails too
-                report.stopped = stop
-                break
-        # Calls end in any order; the report lists files in the plan's order (by path), run after run.
-        for files in (report.added, report.updated, report.failed, report.pending):
-            files.sort()
+            _record_stop(self._drive(steps), report)
+        _tidy(report)
         return report
 
     def _drive(self, steps: Iterable[Step]) -> BaseException | None:
@@ -386,6 +381,95 @@ class Executor:
         else:
             report.recovered += 1
         spool.unlink(missing_ok=True)
+
+
+class ScanAborted(Exception):
+    """Raised into the walk by EarlyAdds once the calls stopped (quota, auth, gallery down, shutdown):
+    the rest of the folder is for the next run."""
+
+
+class EarlyAdds:
+    """Adds started while the walk is still running (plan.early_add), so that reading, hashing and
+    validating the folder overlaps the calls instead of coming before all of them. The scan calls it
+    with each file it judged (scan_folder's on_examined); a file that qualifies gets its row saved (its
+    add's outcome maps to it), its intent journaled and its call sent like any add, while the walk goes
+    on as soon as a call slot is free. `finish()` (before the plan is made) waits for the last ones.
+
+    An early add that ended without an entry (refused, failed, or the file changed since it was read)
+    is reported like any add, and `verdicts()` says what the plan must take its file for, so it is not
+    added a second time in the same run and a refusal is kept in the manifest."""
+
+    def __init__(self, executor: Executor, report: Report, on_started: Callable[[int], None] = lambda n: None) -> None:
+        self._x = executor
+        self._report = report
+        self._taken: set[str] = set()
+        self._on_started = on_started
+        self._flight = Flight(
+            limit=executor._calls_in_flight, on_done=executor.on_progress, stops=(GalleryError, _Interrupted)
+        )
+        self.paths: list[str] = []
+        self._finished = False
+
+    def __enter__(self) -> EarlyAdds:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: object) -> None:
+        self._flight.__exit__(kind, error, tb)
+
+    def held(self, entries: Iterable[Entry]) -> None:
+        """The mirror's entries before the walk: their images are never early adds."""
+        self._taken.update(e.content_hash for e in entries)
+
+    def __call__(self, f: ScannedFile) -> None:
+        if self._flight.stopped is not None:
+            raise ScanAborted
+        add = early_add(self._x.mirror, f, self._taken)
+        if add is None:
+            self._flight.poll()
+            return
+        self._taken.add(add.content_hash)
+        self._x.store.save_scan(self._x.mirror.name, [f])
+        self.paths.append(f.path)
+        self._on_started(len(self.paths))
+        self._flight.submit(self._x._add(add, self._report))
+        if self._flight.stopped is not None:
+            raise ScanAborted
+
+    def finish(self) -> int:
+        """Wait for the early adds under way and record how the calls ended; how many were started."""
+        if not self._finished:
+            self._finished = True
+            _record_stop(self._flight.drain(), self._report)
+            _tidy(self._report)
+        return len(self.paths)
+
+    def verdicts(self) -> dict[str, tuple[Verdict, str]]:
+        """path → (verdict, reason) for the early adds that did not end in an entry (after finish())."""
+        report = self._report
+        kinds: tuple[tuple[Verdict, list[tuple[str, str]]], ...] = (
+            ("unstable", report.pending),
+            ("error", report.failed),
+            ("rejected", report.rejected),
+        )
+        ended = {path: (kind, reason) for kind, files in kinds for path, reason in files}
+        added = set(report.added)
+        return {p: ended[p] for p in self.paths if p in ended and p not in added}
+
+
+def _record_stop(stop: BaseException | None, report: Report) -> None:
+    if isinstance(stop, _Interrupted):  # the caller is shutting down: the rest is for the next run
+        report.interrupted = True
+    elif isinstance(stop, GalleryError):  # transient (after retries), quota, auth: every later call fails too
+        report.stopped = report.stopped or stop
+
+
+def _tidy(report: Report) -> None:
+    """Calls end in any order: the report lists files by path, each once (an early add that failed may
+    be tried again by the plan), run after run."""
+    report.added[:] = sorted(set(report.added))
+    report.updated[:] = sorted(set(report.updated))
+    for files in (report.failed, report.pending, report.rejected):
+        files[:] = sorted(set(files))
 
 
 def _taken_reason(e: ContSignTakenError) -> str:

@@ -28,24 +28,65 @@ from imgsync.gallery.pacing import CEILING
 Step = Generator[Callable[[], Any], Any, int]
 
 
-def drive(
-    steps: Iterable[Step],
-    *,
-    limit: Callable[[], int],
-    on_done: Callable[[int], None] = lambda n: None,
-    stops: tuple[type[BaseException], ...] = (),
-) -> BaseException | None:
-    """Run `steps` with at most `limit()` (≤ pacing.CEILING) under way at once; returns the first stop
-    error, else None."""
-    todo = iter(steps)
-    running: dict[Future[Any], Step] = {}
-    stopped: BaseException | None = None
-    # Threads start as calls need them; the default (cores + 4) would quietly cap what limit() asks for.
-    pool = ThreadPoolExecutor(max_workers=CEILING, thread_name_prefix="imgsync-call")
+class Flight:
+    """Steps under way, their calls on worker threads. `submit` starts a step once fewer than `limit()` are
+    under way (finishing others meanwhile), `poll` finishes the calls that have ended, `drain` waits for
+    the rest; after a stop, nothing new starts. Used as a context manager: leaving it with an exception
+    waits for the calls already sent, records nothing more, and lets the exception through."""
 
-    def advance(step: Step, answer: Future[Any] | None) -> None:
+    def __init__(
+        self,
+        *,
+        limit: Callable[[], int],
+        on_done: Callable[[int], None] = lambda n: None,
+        stops: tuple[type[BaseException], ...] = (),
+    ) -> None:
+        self._limit = limit
+        self._on_done = on_done
+        self._stops = stops
+        self._running: dict[Future[Any], Step] = {}
+        #: the first stop error (from a step or from on_done), else None
+        self.stopped: BaseException | None = None
+        # Threads start as calls need them; the default (cores + 4) would quietly cap what limit() asks for.
+        self._pool = ThreadPoolExecutor(max_workers=CEILING, thread_name_prefix="imgsync-call")
+
+    def __enter__(self) -> Flight:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: object) -> None:
+        if error is not None:
+            # Not a stop: the caller's thread failed (or a call raised what no step handles). The calls
+            # already sent end on their own; nothing more is recorded (the journal has their intents).
+            wait(self._running)
+            for step in self._running.values():
+                step.close()
+            self._running.clear()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, step: Step) -> None:
+        while self.stopped is None and len(self._running) >= max(1, self._limit()):
+            self._finish(block=True)
+        if self.stopped is None:
+            self._advance(step, None)
+        else:
+            step.close()
+
+    def poll(self) -> None:
+        if self._running:
+            self._finish(block=False)
+
+    def drain(self) -> BaseException | None:
+        while self._running:
+            self._finish(block=True)
+        return self.stopped
+
+    def _finish(self, *, block: bool) -> None:
+        finished, _ = wait(self._running, timeout=None if block else 0, return_when=FIRST_COMPLETED)
+        for future in finished:
+            self._advance(self._running.pop(future), future)
+
+    def _advance(self, step: Step, answer: Future[Any] | None) -> None:
         """Resume `step` with the answer of its call (None: start it); it yields its next call or ends."""
-        nonlocal stopped
         try:
             if answer is None:
                 call = next(step)
@@ -55,33 +96,28 @@ def drive(
                 call = step.send(answer.result())
         except StopIteration as done:
             try:
-                on_done(done.value or 0)
-            except stops as e:
-                stopped = stopped or e
+                self._on_done(done.value or 0)
+            except self._stops as e:
+                self.stopped = self.stopped or e
             return
-        except stops as e:
-            stopped = stopped or e
+        except self._stops as e:
+            self.stopped = self.stopped or e
             return
-        running[pool.submit(call)] = step
+        self._running[self._pool.submit(call)] = step
 
-    try:
-        while True:
-            while stopped is None and len(running) < max(1, limit()):
-                step = next(todo, None)
-                if step is None:
-                    break
-                advance(step, None)
-            if not running:
-                return stopped
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                advance(running.pop(future), future)
-    except BaseException:
-        # Not a stop: the caller's thread failed (or a call raised what no step handles). The calls
-        # already sent end on their own; nothing more is recorded (the journal has their intents).
-        wait(running)
-        for step in running.values():
-            step.close()
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+
+def drive(
+    steps: Iterable[Step],
+    *,
+    limit: Callable[[], int],
+    on_done: Callable[[int], None] = lambda n: None,
+    stops: tuple[type[BaseException], ...] = (),
+) -> BaseException | None:
+    """Run `steps` with at most `limit()` (≤ pacing.CEILING) under way at once; returns the first stop
+    error, else None."""
+    with Flight(limit=limit, on_done=on_done, stops=stops) as flight:
+        for step in steps:
+            flight.submit(step)
+            if flight.stopped is not None:
+                break
+        return flight.drain()

@@ -8,13 +8,14 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from imgsync.clock import SYSTEM_CLOCK, Clock
 from imgsync.config import MirrorConfig
 from imgsync.errors import ConfigError, GalleryChangedError, GalleryError
-from imgsync.execute import Executor, UploadChangedError, sweep_spool
+from imgsync.execute import EarlyAdds, Executor, ScanAborted, UploadChangedError, sweep_spool
 from imgsync.folder import FolderCheck, check_folder
 from imgsync.gallery import Gallery
 from imgsync.manifest import Store
@@ -102,15 +103,19 @@ def plan_mirror(
     scope: Collection[str] | None = None,
     min_age_ns: int = SETTLE_NS,
     settle: SettleWait | None = None,
+    early: EarlyAdds | None = None,
 ) -> Planned:
-    """Scan and plan one mirror, reading only. A folder that cannot be listed (missing, not a directory,
-    unreadable) scans as empty and its problem goes to report.folder_problem: the plan withholds every
-    delete (see plan.py). scope / min_age_ns: see scan.scan_folder (a scoped scan re-examines only those
-    paths); settle: wait for young files (see SettleWait)."""
+    """Scan and plan one mirror, reading only (but for `early` adds). A folder that cannot be listed
+    (missing, not a directory, unreadable) scans as empty and its problem goes to report.folder_problem:
+    the plan withholds every delete (see plan.py). scope / min_age_ns: see scan.scan_folder (a scoped scan
+    re-examines only those paths); settle: wait for young files (see SettleWait); early: adds started
+    while the walk runs (execute.EarlyAdds; it raises ScanAborted into the walk if the calls stop)."""
     state = store.mirror_state(mirror.name) if store is not None else None
     check = check_folder(mirror.folder, *((state.device, state.fsid) if state else (None, None)))
     known = store.known_files(mirror.name) if store is not None else {}
     entries = store.entries(mirror.name) if store is not None else {}
+    if early is not None:
+        early.held(entries.values())
     if not check.usable:
         report.folder_problem = check.message
         # Missing or not a directory: there is nothing to scan (and --force may delete what came from it);
@@ -127,10 +132,24 @@ def plan_mirror(
     if reusable is not known:
         scope = None  # every verdict must be given again
     scan = scan_folder(
-        mirror.folder, mirror, reusable, now_ns=now_ns or time.time_ns(), scope=scope, min_age_ns=min_age_ns
+        mirror.folder,
+        mirror,
+        reusable,
+        now_ns=now_ns or time.time_ns(),
+        scope=scope,
+        min_age_ns=min_age_ns,
+        on_examined=early,
     )
     if settle is not None:
         scan = wait_until_settled(mirror, scan, settle, min_age_ns)
+    if early is not None and early.finish():
+        assert store is not None
+        # The early adds' files and entries are in the manifest now; what they could not add, the plan
+        # takes as the add found it (refused: rejected; changed meanwhile: pending), not as a new add.
+        for path, (verdict, reason) in early.verdicts().items():
+            if path in scan.files:
+                scan.files[path] = replace(scan.files[path], verdict=verdict, reason=reason)
+        known, entries = store.known_files(mirror.name), store.entries(mirror.name)
     report.pending += [(path, f"directory not readable: {reason}") for path, reason in scan.errors]
     _tell_notes(mirror, scan.notes)
     plan = make_plan(
@@ -209,6 +228,7 @@ def reconcile_mirror(
     force: bool = False,
     on_planned: Callable[[Plan], None] = lambda plan: None,
     on_progress: Callable[[int], None] = lambda n: None,
+    on_early: Callable[[int], None] = lambda n: None,
     should_stop: Callable[[], bool] = lambda: False,
     scope: Collection[str] | None = None,
     min_age_ns: int = SETTLE_NS,
@@ -220,6 +240,8 @@ def reconcile_mirror(
     from the manifest as unchanged — the watch daemon's cheap run after events; None = full scan.
     settle: a one-shot run waits (bounded) for files still being written and syncs them too; the daemon,
     which debounces, passes None.
+    on_early(n): a full scan starts adds while it walks (execute.EarlyAdds); n adds started so far, each
+    reported to on_progress when it ends, before on_planned gives the rest of the plan.
     """
     executor = Executor(
         mirror,
@@ -252,7 +274,24 @@ def reconcile_mirror(
         return MirrorRun(mirror, Plan(), report)
     if state is not None and state.settled:
         store.unsettle(mirror.name)  # from here on, only a clean end of a full run may claim it again
-    planned = plan_mirror(mirror, store, force=force, report=report, scope=scope, min_age_ns=min_age_ns, settle=settle)
+    with EarlyAdds(executor, report, on_early) if scope is None else nullcontext() as early:
+        try:
+            planned = plan_mirror(
+                mirror,
+                store,
+                force=force,
+                report=report,
+                scope=scope,
+                min_age_ns=min_age_ns,
+                settle=settle,
+                early=early,
+            )
+        except ScanAborted:  # the early adds' calls stopped: quota, auth, gallery down, or shutting down
+            assert early is not None
+            early.finish()
+            status = "stopped" if report.stopped else "interrupted"
+            store.finish_run(run_id, status, report.counts(), str(report.stopped) if report.stopped else None)
+            return MirrorRun(mirror, None, report)
     if scope is not None and (planned.plan.deletes or planned.plan.withheld):
         # A scoped scan takes the rest of the folder from the manifest, so a guard cannot tell a few
         # deleted files from a folder emptied or unmounted under the watcher: deletes are decided on a

@@ -26,6 +26,11 @@ another device than at the last run that left it in step, when it holds no valid
 came from it, or when they exceed the mirror's max_delete guard. The plan is computed afresh on every
 run and the pipeline keeps the last good device, so a guard keeps withholding until its condition
 clears. `force` lifts all of them but an unreadable folder or directory (a file there may still exist).
+
+Early adds (`early_add`): while the walk is still running, a valid file whose image no entry of the
+mirror holds and no earlier file of this walk had is an Add whatever the rest of the folder holds, so
+the pipeline starts it at once and the scan overlaps the calls; the plan made after the walk sees its
+entry (its other copies are then a Remap).
 """
 
 from __future__ import annotations
@@ -261,6 +266,17 @@ def _keep_primary(mirror: MirrorConfig, entry: Entry, paths: tuple[str, ...]) ->
             return p, brief
         first = first or brief
     return paths[0], first
+
+
+def early_add(mirror: MirrorConfig, f: ScannedFile, taken: set[str]) -> Add | None:
+    """The Add the plan would make for `f` whatever else the folder holds, if it is one; `taken`: the
+    content hashes of every entry of the mirror (any state, any library) and of this walk's earlier
+    early adds (the caller adds each returned one). Only a plain first copy qualifies: anything an
+    entry already stands for (a move, a copy, a relabel, a library change) waits for the whole plan."""
+    if f.verdict != "ok" or not f.content_hash or f.content_hash in taken:
+        return None
+    tags, class_ids = _labels(mirror, f.path)
+    return Add(f.content_hash, f.path, (f.path,), tags, class_ids)
 
 
 def _labels(mirror: MirrorConfig, path: str) -> tuple[tuple[int, ...], ClassIds]:

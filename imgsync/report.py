@@ -92,9 +92,21 @@ class Waiting:
 
 
 @dataclass(frozen=True)
+class Started:
+    """`adds` adds so far were started while the folder was still being scanned (each new file that no
+    entry holds is sent at once); each reports Progress when it ends, before Planned gives the rest."""
+
+    mirror: str
+    adds: int
+
+
+@dataclass(frozen=True)
 class Planned:
+    """The mirror's plan, made once the scan ended; `early` adds were started before it (see Started)."""
+
     mirror: str
     plan: Plan
+    early: int = 0
 
 
 @dataclass(frozen=True)
@@ -112,7 +124,7 @@ class Forgot:
     entries: int
 
 
-Event = Remembered | Waiting | Planned | Progress | Forgot
+Event = Remembered | Waiting | Started | Planned | Progress | Forgot
 Events = Callable[[Event], None]
 
 

@@ -225,6 +225,7 @@ def scan_folder(
     read: ReadFile = read_file,
     scope: Collection[str] | None = None,
     min_age_ns: int = SETTLE_NS,
+    on_examined: Callable[[ScannedFile], None] | None = None,
 ) -> ScanResult:
     """Every included file under `root` as a ScannedFile keyed by relative POSIX path (see module doc).
 
@@ -233,8 +234,11 @@ def scan_folder(
     events marked dirty). None or a scope containing "" / "." is the whole folder.
     min_age_ns: a file modified more recently than this is "unstable" (retried later). The one-shot
     reconcile waits SETTLE_NS; the daemon, which has already seen the file sit quiet, may pass less.
+    on_examined: called with each file read and judged in this walk as soon as it is (not with files
+    reused from `known`): the pipeline's early adds; what it raises ends the walk.
     """
     walker = _Walker(mirror, known, now_ns, read, min_age_ns)
+    walker.on_examined = on_examined
     roots = normalise_scope(scope)
     with _gc_paused():
         if roots is None:
@@ -350,6 +354,7 @@ class _Walker:
         self.dirty = False  # digest mode: met something a settled folder cannot hold
         #: (path, note) to tell at -v (see ScanResult.notes)
         self.notes: list[tuple[str, str]] = []
+        self.on_examined: Callable[[ScannedFile], None] | None = None
 
     def walk(self, root: str) -> None:
         try:
@@ -577,7 +582,10 @@ class _Walker:
         if paused:
             gc.enable()
         try:
-            return self._read_and_judge(full, path, size, mtime, inode)
+            scanned = self._read_and_judge(full, path, size, mtime, inode)
+            if scanned is not None and self.on_examined is not None:
+                self.on_examined(scanned)
+            return scanned
         finally:
             if paused:
                 gc.disable()

@@ -384,7 +384,70 @@ def test_should_stop_ends_the_run_between_actions_and_the_next_run_finishes(rig)
     first = len(run.report.added)
     assert run.report.interrupted and 2 <= first <= 2 + in_flight - 1 and not run.report.ok
     assert len(done) == first and len(rig.remote()) == first
-    assert rig.store.last_run("m").status == "interrupted" and rig.store.mirror_state("m").settled is None
+    state = rig.store.mirror_state("m")  # None: the walk was cut short (its adds started while it ran)
+    assert rig.store.last_run("m").status == "interrupted" and (state is None or state.settled is None)
     assert rig.store.open_journal() == []  # stopped between actions, never inside one
     run, calls = rig.run()
     assert len(run.report.added) == 12 - first and len(rig.remote()) == 12
+
+
+# --------------------------------------------------------------------------- early adds
+
+
+def test_adds_start_while_the_walk_still_runs(rig, monkeypatch):
+    """A folder of new images: the first calls are made before the scan has read the last file (the
+    walk cannot finish first: with more files than calls in flight, it waits for a call to end)."""
+    import imgsync.pipeline as pipeline
+
+    n = rig.client.calls_in_flight() + 8
+    for i in range(n):
+        rig.put(f"d{i % 3}/{i}.jpg", i)
+    walked: list[bool] = []
+    real_scan = pipeline.scan_folder
+
+    def scan_folder(*args, **kwargs):
+        result = real_scan(*args, **kwargs)
+        walked.append(True)
+        return result
+
+    monkeypatch.setattr(pipeline, "scan_folder", scan_folder)
+    during: list[bool] = []
+
+    class Watching:
+        def __getattr__(self, name):
+            return getattr(rig.client, name)
+
+        def add(self, *args, **kwargs):
+            during.append(not walked)
+            return rig.client.add(*args, **kwargs)
+
+    planned = []
+    run = reconcile_mirror(rig.mirror, rig.store, Watching(), spool_dir=rig.state / "spool", on_planned=planned.append)
+    assert sorted(run.report.added) == sorted(f"d{i % 3}/{i}.jpg" for i in range(n)) and run.report.ok
+    assert len(during) == n and sum(during) >= 2  # adds made while the walk was running
+    assert planned[0].adds == ()  # the plan made after the walk found nothing left to add
+    assert len(rig.remote()) == n
+    run, calls = rig.run()
+    assert calls == 0 and run.plan.is_empty
+
+
+def test_an_early_add_refused_is_kept_rejected_and_not_tried_again(rig, tmp_path):
+    """The gallery takes the image for an entry another mirror owns: the early add is refused, the file
+    is reported rejected once, the manifest keeps the verdict, and the next run makes no call."""
+    rig.put("a.jpg", 1)
+    other_folder = tmp_path / "other"
+    other_folder.mkdir()
+    (other_folder / "same.jpg").write_bytes((rig.folder / "a.jpg").read_bytes())
+    t = os.stat(other_folder / "same.jpg").st_mtime_ns - 10**10
+    os.utime(other_folder / "same.jpg", ns=(t, t))
+    run, _ = rig.run()
+    assert run.report.added == ["a.jpg"]
+    other = MirrorConfig(name="other", folder=other_folder, library="same_hq")
+    spool = rig.state / "spool"
+    run = reconcile_mirror(other, rig.store, rig.client, spool_dir=spool)
+    assert [p for p, _ in run.report.rejected] == ["same.jpg"] and run.report.added == []
+    assert "mirror 'm'" in run.report.rejected[0][1]
+    assert rig.store.known_files("other")["same.jpg"].verdict == "rejected"
+    before = rig.client.stats.requests
+    again = reconcile_mirror(other, rig.store, rig.client, spool_dir=spool)
+    assert rig.client.stats.requests == before and [p for p, _ in again.report.rejected] == ["same.jpg"]

@@ -62,9 +62,10 @@ class _Output:
         self.app = app
         self.bar_allowed = not (quiet or app.quiet) and sys.stderr.isatty()
         self.bar: Any = None
+        self.bar_of: str | None = None
 
     def event(self, event: object) -> None:
-        from imgsync.api import Forgot, Planned, Progress, Remembered, Waiting
+        from imgsync.api import Forgot, Planned, Progress, Remembered, Started, Waiting
 
         if isinstance(event, Remembered):
             m = event.mirror
@@ -80,13 +81,27 @@ class _Output:
             self.app.say(
                 f"forgot {event.entries} entries of the previous gallery; adding every image to the configured one"
             )
+        elif isinstance(event, Started):
+            # Adds sent while the scan still runs: the bar grows with them until the plan gives the rest.
+            if self.bar is not None and self.bar_of == event.mirror:
+                self.bar.length = event.adds
+            else:
+                self._open(event.mirror, event.adds)
         elif isinstance(event, Planned):
-            self.close()
-            if self.bar_allowed and event.plan.calls:
-                self.bar = click.progressbar(length=event.plan.calls, label=event.mirror, file=sys.stderr)
-                self.bar.__enter__()
+            total = event.early + event.plan.calls
+            if self.bar is not None and self.bar_of == event.mirror and event.early:
+                self.bar.length = total
+            else:
+                self._open(event.mirror, total)
         elif isinstance(event, Progress) and self.bar is not None:
             self.bar.update(event.done)
+
+    def _open(self, mirror: str, length: int) -> None:
+        self.close()
+        if self.bar_allowed and length:
+            self.bar = click.progressbar(length=length, label=mirror, file=sys.stderr)
+            self.bar.__enter__()
+            self.bar_of = mirror
 
     def close(self) -> None:
         if self.bar is not None:

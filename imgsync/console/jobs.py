@@ -69,13 +69,18 @@ class Job:
 
     def event(self, event: object) -> None:
         """An imgsync.api event of the run (called on the job's thread)."""
-        from imgsync.api import Planned, Progress, Waiting
+        from imgsync.api import Planned, Progress, Started, Waiting
 
         if isinstance(event, Waiting):
             self.phase = f"waiting up to {event.limit_s:g} s for {event.files} file(s) still being written"
+        elif isinstance(event, Started):
+            self.total = event.adds
+            self.phase = f"scanning; {self.done} of {event.adds} new image(s) added so far"
         elif isinstance(event, Planned):
-            self.total, self.done = event.plan.calls, 0
-            self.phase = f"{event.plan.calls} call(s) to make" if event.plan.calls else "nothing to change"
+            self.total = event.early + event.plan.calls
+            if not event.early:
+                self.done = 0
+            self.phase = f"{self.total} call(s) to make" if self.total else "nothing to change"
         elif isinstance(event, Progress):
             self.done += event.done
             self.phase = f"{self.done} of {self.total} call(s) made"
