@@ -1,5 +1,6 @@
-"""reconcile: snapshot → scan → plan → execute, per mirror. The composition root that `imgsync reconcile`
-and (later) `imgsync watch` both call, so there is one code path for the work.
+"""reconcile: recover → scan → plan → execute, per mirror: the one code path of `imgsync reconcile`, `imgsync
+watch` and the API. A full scan already starts the adds it is sure of while it walks (execute.EarlyAdds), so
+the calls overlap the reading; the plan made after the walk does the rest.
 """
 
 from __future__ import annotations
