@@ -26,7 +26,7 @@ def _config(tmp_path: Path, server, folder: Path) -> Path:
     cfg.write_text(
         f'state_dir = "{tmp_path / "state"}"\n'
         f'[gallery]\nendpoint = "{server.url}"\napi_key = "{server.api_key}"\nsecret_key = "{server.secret_key}"\n'
-        f'qps = 25\n'
+        f"qps = 25\n"
         f'[[mirror]]\nname = "pics"\nfolder = "{folder}"\nlibrary = "same_hq"\nmax_delete = "100%"\n'
     )
     cfg.chmod(0o600)
@@ -35,8 +35,12 @@ def _config(tmp_path: Path, server, folder: Path) -> Path:
 
 def _imgsync(cfg: Path, *args: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMGSYNC_")}
-    return subprocess.Popen([sys.executable, "-m", "imgsync", "--config", str(cfg), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "imgsync", "--config", str(cfg), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
 
 
 def _put(folder: Path, rel: str, seed: int) -> None:
