@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.heldout import TUNE, HeldOut, build, encode, on_plain, recolour, texture_patch
+from benchmarks.heldout import TUNE, HeldOut, _cutouts, build, encode, in_scene, on_plain, recolour, texture_patch
 from benchmarks.variants import PHONE_PHOTO, SAME_IMAGE, contain
 from imgsync.localgallery.engine import Engine
 from imgsync.localgallery.matchers import appearance as A
@@ -101,6 +101,42 @@ def test_an_object_alone_is_found_again_in_a_cluttered_scene(tune: HeldOut, tmp_
         for name in ("chimp", "pygame_logo"):
             results, _ = e.search(library, encode(_big(cut[name].query)))
             assert results and results[0][2] == name and results[0][1] >= 0.6, (library, name, results[:3])
+    finally:
+        e.close()
+
+
+@pytest.mark.parametrize("library", ["similar", "product"])
+def test_an_object_in_front_of_a_library_picture_comes_first(tune: HeldOut, tmp_path: object, library: str) -> None:
+    """The scene's background is itself in the library: the picture behind matches most of the query
+    (embedding and keypoints), but the object hides part of it, so the object ranks first."""
+    e = Engine(tmp_path)  # type: ignore[arg-type]
+    try:
+        for name, im in {**tune.photos, **tune.lowtex}.items():
+            e.add(library, encode(_big(im)), brief=name)
+        cut = _cutouts()
+        for name in ("chimp", "alien1"):
+            e.add(library, encode(_big(on_plain(cut[name]))), brief=name)
+        rng = np.random.default_rng(7)
+        for name, behind in (("chimp", "draw_shapes"), ("alien1", "liquid_banner")):
+            results, _ = e.search(library, encode(_big(in_scene(cut[name], tune.photos[behind], rng))))
+            briefs = [b for _, _, b in results]
+            assert briefs[:1] == [name] and behind in briefs, (library, name, results[:3])
+    finally:
+        e.close()
+
+
+def test_a_detail_of_a_library_picture_does_not_push_the_picture_down(tune: HeldOut, tmp_path: object) -> None:
+    """A crop of a stored picture stored as well is not "in front" of it: the picture's own inliers
+    continue inside the crop, so a query of the whole picture still finds the whole picture first."""
+    e = Engine(tmp_path)  # type: ignore[arg-type]
+    try:
+        photo = _big(tune.photos["snowy_street"], 512)
+        w, h = photo.size
+        e.add("product", encode(photo), brief="whole")
+        e.add("product", encode(photo.crop((w // 4, h // 4, w * 3 // 4, h * 3 // 4)).resize((w, h))), brief="detail")
+        query = photo.rotate(4, Image.Resampling.BICUBIC, fillcolor=(128, 128, 128))
+        results, _ = e.search("product", encode(query))
+        assert results and results[0][2] == "whole", results[:3]
     finally:
         e.close()
 
