@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.heldout import TUNE, HeldOut, build, encode, on_plain, recolour, texture_patch
+from benchmarks.heldout import TUNE, HeldOut, _cutouts, build, encode, in_scene, on_plain, recolour, texture_patch
 from benchmarks.variants import PHONE_PHOTO, SAME_IMAGE, contain
 from imgsync.localgallery.engine import Engine
 from imgsync.localgallery.matchers import appearance as A
@@ -105,6 +105,42 @@ def test_an_object_alone_is_found_again_in_a_cluttered_scene(tune: HeldOut, tmp_
         e.close()
 
 
+@pytest.mark.parametrize("library", ["similar", "product"])
+def test_an_object_in_front_of_a_library_picture_comes_first(tune: HeldOut, tmp_path: object, library: str) -> None:
+    """The scene's background is itself in the library: the picture behind matches most of the query
+    (embedding and keypoints), but the object hides part of it, so the object ranks first."""
+    e = Engine(tmp_path)  # type: ignore[arg-type]
+    try:
+        for name, im in {**tune.photos, **tune.lowtex}.items():
+            e.add(library, encode(_big(im)), brief=name)
+        cut = _cutouts()
+        for name in ("chimp", "alien1"):
+            e.add(library, encode(_big(on_plain(cut[name]))), brief=name)
+        rng = np.random.default_rng(7)
+        for name, behind in (("chimp", "draw_shapes"), ("alien1", "liquid_banner")):
+            results, _ = e.search(library, encode(_big(in_scene(cut[name], tune.photos[behind], rng))))
+            briefs = [b for _, _, b in results]
+            assert briefs[:1] == [name] and behind in briefs, (library, name, results[:3])
+    finally:
+        e.close()
+
+
+def test_a_detail_of_a_library_picture_does_not_push_the_picture_down(tune: HeldOut, tmp_path: object) -> None:
+    """A crop of a stored picture stored as well is not "in front" of it: the picture's own inliers
+    continue inside the crop, so a query of the whole picture still finds the whole picture first."""
+    e = Engine(tmp_path)  # type: ignore[arg-type]
+    try:
+        photo = _big(tune.photos["snowy_street"], 512)
+        w, h = photo.size
+        e.add("product", encode(photo), brief="whole")
+        e.add("product", encode(photo.crop((w // 4, h // 4, w * 3 // 4, h * 3 // 4)).resize((w, h))), brief="detail")
+        query = photo.rotate(4, Image.Resampling.BICUBIC, fillcolor=(128, 128, 128))
+        results, _ = e.search("product", encode(query))
+        assert results and results[0][2] == "whole", results[:3]
+    finally:
+        e.close()
+
+
 # --- the parts -------------------------------------------------------------------------------------
 
 
@@ -127,3 +163,47 @@ def test_regions_find_a_plain_picture_pasted_into_a_busy_one(tune: HeldOut) -> N
     quads = R.quads(np.asarray(scene))
     sizes = [(q[:, 0].max() - q[:, 0].min(), q[:, 1].max() - q[:, 1].min()) for q in quads]
     assert any(abs(w - 240) < 12 and abs(h - 200) < 12 for w, h in sizes), sizes
+
+
+def _pasted(picture: Image.Image, scale: float, seed: int) -> tuple[Image.Image, np.ndarray]:
+    """`picture` pasted into a busy frame `scale` times its width (variants.contain), reduced to the
+    gallery's 512 px working size, and the picture's true corners in it."""
+    rng = np.random.default_rng(seed)
+    w, h = picture.size
+    frame = contain(picture, rng, scale)
+    # contain() draws the background first, then the paste position, from the same generator
+    rng = np.random.default_rng(seed)
+    canvas = contain(Image.new("RGB", (w, h), (0, 0, 0)), rng, scale)
+    black = np.all(np.asarray(canvas) == 0, axis=2)
+    ys, xs = np.nonzero(black)
+    x0, y0 = int(xs.min()), int(ys.min())
+    k = 512 / max(frame.size)
+    small = frame.resize((round(frame.width * k), round(frame.height * k)), Image.Resampling.BILINEAR)
+    true = np.array([[x0, y0], [x0 + w, y0], [x0 + w, y0 + h], [x0, y0 + h]], dtype=np.float32) * k
+    return small, true
+
+
+def test_a_region_is_snapped_onto_the_border_of_the_pasted_picture(tune: HeldOut) -> None:
+    """The outline detectors leave a side a few pixels off (blur, dilation, a coarser grid); snapped,
+    every corner lies within 1.5 px of the pasted picture's true corner."""
+    small, true = _pasted(_big(tune.lowtex["nuclei"], 512), 0.45, 100)
+    off = np.array(true)
+    off[:, 0] += np.array([-4.0, 3.0, 3.0, -4.0])  # a box found 3-4 px off on every side
+    off[:, 1] += np.array([-3.0, -3.0, 4.0, 4.0])
+    snapped = R.snap(np.asarray(small, dtype=np.float32), off)
+    assert np.abs(snapped - true).max() < 1.5, (snapped, true)
+    found = R.quads(np.asarray(small))
+    assert any(np.abs(q - true).max() < 1.5 for q in found), (found, true)
+
+
+@pytest.mark.parametrize("name", ["nuclei", "game_puyo"])
+def test_a_busy_picture_pasted_small_into_a_larger_image_is_found(same_hq: Engine, tune: HeldOut, name: str) -> None:
+    """At 0.35-0.45 of the frame a busy picture's fine detail aliases away (too few keypoints match);
+    its outline, snapped onto the border, finds it by its hash (nuclei at 0.35 was lost before)."""
+    picture = {**tune.lowtex, **tune.photos}[name]
+    if name not in tune.lowtex:  # the fixture's library holds the objects and low-texture pictures
+        same_hq.add("same_hq", encode(picture, 95), brief=name)
+    for scale, seed in ((0.45, 100), (0.35, 101)):
+        query = contain(picture, np.random.default_rng(seed), scale)
+        results, _ = same_hq.search("same_hq", encode(query))
+        assert results and results[0][2] == name, (scale, results[:3])

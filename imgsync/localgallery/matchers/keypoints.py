@@ -204,6 +204,8 @@ class Verification:
     matches: int
     transform: np.ndarray | None
     coverage: float
+    #: the inliers' query coordinates (inliers, 2), when a transform was found
+    points: np.ndarray | None = None
 
 
 NO_MATCH = Verification(0, 0, None, 0.0)
@@ -253,7 +255,7 @@ def verify(
     n = int(mask.sum())
     if n and _spread(src[mask, 0]) < 0.02 * stored.size[0] * stored.size[1]:
         return Verification(0, len(qi), None, 0.0)  # all inliers on one spot: no real agreement
-    return Verification(n, len(qi), h, coverage(h, stored.size, query.size))
+    return Verification(n, len(qi), h, coverage(h, stored.size, query.size), dst[mask, 0])
 
 
 RANSAC_ITERS = 500

@@ -95,6 +95,9 @@ class LocalFeatureMatcher(Matcher):
     other_look: ClassVar[tuple[float, float]] = (0.55, 0.3)
     same_look: ClassVar[tuple[float, float]] = (0.45, 0.6)
     same_coverage: ClassVar[float] = 0.25
+    #: query regions' sides snapped onto the step edges they lie near (regions.snap): a picture
+    #: pasted into another has a sharp border all round
+    snap_regions: ClassVar[bool] = True
 
     fields: ClassVar[tuple[Field, ...]]
 
@@ -238,7 +241,7 @@ class LocalFeatureMatcher(Matcher):
         of the query, rectified, goes through the hash stage as if it were the whole query; the
         rows it finds are checked for appearance with the region's exact alignment."""
         more: dict[int, Evidence] = {}
-        regions = _regions(Image.fromarray(np.asarray(query["qimg"])))
+        regions = _regions(Image.fromarray(np.asarray(query["qimg"])), self.snap_regions)
         for i, to_query in enumerate(regions.get("region_to_query", ())):
             sub = {"phash": regions["region_phash"][i], "fine": regions["region_fine"][i]}
             rows = G._same_shortlist(sub, table, mask)
@@ -339,10 +342,10 @@ class Evidence(NamedTuple):
 NO_EVIDENCE = Evidence(0.0, "", -1, None, 0.0)
 
 
-def _regions(img: Image.Image) -> dict[str, np.ndarray]:
+def _regions(img: Image.Image, snapped: bool = True) -> dict[str, np.ndarray]:
     """Query features of the quadrilateral regions of the query (regions.py): their hashes, their
     map to query pixels and their size."""
-    quads = R.quads(np.asarray(img.convert("RGB")))
+    quads = R.quads(np.asarray(img.convert("RGB")), snapped)
     if not quads:
         return {}
     phash, fine, to_query, size = [], [], [], []

@@ -32,6 +32,7 @@ from PIL import Image
 
 from imgsync.libraries import MAX_RESULTS
 from imgsync.localgallery.matchers import embedding as E
+from imgsync.localgallery.matchers import foreground as FG
 from imgsync.localgallery.matchers import keypoints as K
 from imgsync.localgallery.matchers import texture as T
 from imgsync.localgallery.matchers.base import EXTRA, Features, Field, Matcher
@@ -94,8 +95,10 @@ def _query_keypoints(gray: np.ndarray) -> K.Keypoints:
 
 def _rerank(
     q: K.Keypoints, scores: np.ndarray, stored: list[K.Keypoints | None], order: np.ndarray, cap: float = 1.0
-) -> None:
-    """Raise scores[order[i]] to the keypoint evidence of the query q against stored[i] (in place)."""
+) -> dict[int, tuple[K.Verification, tuple[int, int]]]:
+    """Raise scores[order[i]] to the keypoint evidence of the query q against stored[i] (in place).
+    Returns the evidence that scored ({index into scores: (verification, stored size)})."""
+    found = {}
     for i, kps in zip(order, stored, strict=True):
         if kps is None or len(kps) < 8:
             continue
@@ -104,7 +107,44 @@ def _rerank(
         v = K.verify(
             q, kps, K.ratio_matches(q.desc, kps.desc), model="homography", min_inliers=_inliers_above(scores[i])
         )
-        scores[i] = max(scores[i], min(cap, float(np.interp(v.inliers, *_INLIER_KNOTS))))
+        s = float(np.interp(v.inliers, *_INLIER_KNOTS))
+        scores[i] = max(scores[i], min(cap, s))
+        if s > 0:
+            found[int(i)] = (v, kps.size)
+    return found
+
+
+def _geometry(
+    q: K.Keypoints, stored: list[K.Keypoints | None], order: np.ndarray
+) -> dict[int, tuple[K.Verification, tuple[int, int]]]:
+    """Keypoint evidence of rows whose score it cannot change, for their geometry only."""
+    found = {}
+    for i, kps in zip(order, stored, strict=True):
+        if kps is None or len(kps) < 8:
+            continue
+        min_inliers = int(_INLIER_KNOTS[0][1]) + 1
+        v = K.verify(q, kps, K.ratio_matches(q.desc, kps.desc), model="homography", min_inliers=min_inliers)
+        if v.inliers >= min_inliers:
+            found[int(i)] = (v, kps.size)
+    return found
+
+
+def _in_front_first(
+    scores: np.ndarray, evidence: dict[int, tuple[K.Verification, tuple[int, int]]], query_size: tuple[int, int]
+) -> None:
+    """A row whose match hides part of another's (foreground.py: an object in front of a library
+    picture) ranks above it: the one behind keeps at most the front one's score less 0.01 (in place)."""
+    frames = {i: FG.frame_in_query(v, size, query_size) for i, (v, size) in evidence.items()}
+    for b, (vb, _) in evidence.items():
+        pb = FG.seen(vb)
+        if pb is None:
+            continue
+        for a, (va, _) in evidence.items():
+            pa = frames[a]
+            if a == b or pa is None or scores[a] < scores[b]:
+                continue
+            if FG.hides(vb, pb, va, pa, query_size):
+                scores[a] = min(scores[a], scores[b] - 0.01)
 
 
 def _inliers_above(score: float) -> int:
@@ -169,13 +209,24 @@ class SimilarMatcher(Matcher):
         scores = self.calibration(raw)
         if not self._reranks(query) or (len(scores) and scores.max() >= self.settled_at):
             return scores
-        order = np.argsort(-raw, kind="stable")[:RERANK]
-        order = order[scores[order] < self.keypoint_cap]  # a row at the cap already cannot gain
+        best = np.argsort(-raw, kind="stable")[:RERANK]
+        order = best[scores[best] < self.keypoint_cap]  # a row at the cap already cannot gain
         if len(order) == 0:
             return scores
         q = self._query_keypoints(query)
-        if len(q) >= 8:
-            _rerank(q, scores, self._stored_keypoints(table, rows[order]), order, self.keypoint_cap)
+        if len(q) < 8:
+            return scores
+        found = _rerank(q, scores, self._stored_keypoints(table, rows[order]), order, self.keypoint_cap)
+        if found:
+            # an object found by its keypoints may lie in front of a picture ranked above it: the
+            # geometry of the rows above it (unchecked so far: at the cap, or the RANSAC needed more
+            # inliers than they have) says whether it hides part of them
+            lowest = min(scores[i] for i in found)
+            above = np.array([i for i in best if int(i) not in found and scores[i] >= lowest], dtype=np.int64)
+            if len(above):
+                found.update(_geometry(q, self._stored_keypoints(table, rows[above]), above))
+            if len(found) > 1:
+                _in_front_first(scores, found, q.size)
         return scores
 
     def _reranks(self, query: Features) -> bool:
