@@ -175,6 +175,19 @@ def write_config(
     path.chmod(0o600)
 
 
+def timed(argv: list[str], work: Path) -> tuple[float, float, str]:
+    """Run one process from outside: when it started (time.monotonic, the proxy's clock), its wall-clock
+    seconds and its stdout; a failure ends the benchmark with the process's own words."""
+    t = time.monotonic()
+    done = subprocess.run(argv, check=False, capture_output=True, text=True, env=child_env(), cwd=work)
+    seconds = time.monotonic() - t
+    if done.returncode != 0:
+        raise SystemExit(
+            f"{Path(argv[1]).name if argv[1] != '-m' else argv[2]} failed ({done.returncode}): {done.stderr.strip()}"
+        )
+    return t, seconds, done.stdout
+
+
 def run_imgsync(
     work: Path, endpoint: str, folder: Path, qps: float | None, in_flight: str | None
 ) -> tuple[float, float]:
@@ -182,19 +195,8 @@ def run_imgsync(
     and its wall-clock seconds, timed from outside."""
     cfg, state = work / "imgsync.toml", work / "state"
     write_config(cfg, state, endpoint, folder, qps, in_flight)
-    t = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "imgsync", "--config", str(cfg), "reconcile", "--json"],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        cwd=work,
-    )
-    seconds = time.monotonic() - t
-    if done.returncode != 0:
-        raise SystemExit(f"imgsync reconcile failed ({done.returncode}): {done.stderr.strip()}")
-    [run] = json.loads(done.stdout)
+    t, seconds, out = timed([sys.executable, "-m", "imgsync", "--config", str(cfg), "reconcile", "--json"], work)
+    [run] = json.loads(out)
     want = sum(1 for _ in folder.glob("*.jpg"))
     if run["counts"]["added"] != want:
         raise SystemExit(f"imgsync reconcile added {run['counts']['added']} of {want}: {run['counts']}")
@@ -203,21 +205,10 @@ def run_imgsync(
 
 def run_sdk(work: Path, endpoint: str, folder: Path) -> tuple[float, float]:
     """benchmarks/sdk_add_loop.py as a process: when it started and its wall-clock seconds, as run_imgsync."""
-    t = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, str(HERE / "sdk_add_loop.py"), endpoint, AK, SK, str(folder)],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        cwd=work,
-    )
-    seconds = time.monotonic() - t
-    if done.returncode != 0:
-        raise SystemExit(f"the SDK loop failed ({done.returncode}): {done.stderr.strip()}")
+    t, seconds, out = timed([sys.executable, str(HERE / "sdk_add_loop.py"), endpoint, AK, SK, str(folder)], work)
     want = sum(1 for _ in folder.glob("*.jpg"))
-    if json.loads(done.stdout)["added"] != want:
-        raise SystemExit(f"the SDK loop added {done.stdout.strip()}, not {want}")
+    if json.loads(out)["added"] != want:
+        raise SystemExit(f"the SDK loop added {out.strip()}, not {want}")
     return t, seconds
 
 
