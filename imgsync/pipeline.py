@@ -57,13 +57,17 @@ class Planned:
     scan: ScanResult
     check: FolderCheck
     known: Mapping[str, KnownFile]
+    #: the manifest's files before this run's early adds wrote to it (None: `known`)
+    before: Mapping[str, KnownFile] | None = None
 
     @property
     def unchanged_problems(self) -> set[str]:
-        """Files rejected or unreadable with the same reason, and unchanged, since the manifest's record."""
+        """Files rejected or unreadable with the same reason, and unchanged, since the manifest's record
+        before this run (an early add refused in this run is a new rejection)."""
+        before = self.known if self.before is None else self.before
         out = set()
         for path, f in self.scan.files.items():
-            k = self.known.get(path)
+            k = before.get(path)
             if (
                 f.verdict in ("rejected", "error")
                 and k is not None
@@ -150,7 +154,9 @@ def plan_mirror(
         for path, (verdict, reason) in early.verdicts().items():
             if path in scan.files:
                 scan.files[path] = replace(scan.files[path], verdict=verdict, reason=reason)
-        known, entries = store.known_files(mirror.name), store.entries(mirror.name)
+        before, known, entries = known, store.known_files(mirror.name), store.entries(mirror.name)
+    else:
+        before = None
     report.pending += [(path, f"directory not readable: {reason}") for path, reason in scan.errors]
     _tell_notes(mirror, scan.notes)
     plan = make_plan(
@@ -162,7 +168,7 @@ def plan_mirror(
         moved_folder=check.message if check.moved else None,
         force=force,
     )
-    return Planned(plan, scan, check, known)
+    return Planned(plan, scan, check, known, before)
 
 
 #: (mirror, path, note) already told this process: a daemon's hourly scans do not repeat them.

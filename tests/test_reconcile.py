@@ -447,6 +447,7 @@ def test_an_early_add_refused_is_kept_rejected_and_not_tried_again(rig, tmp_path
     run = reconcile_mirror(other, rig.store, rig.client, spool_dir=spool)
     assert [p for p, _ in run.report.rejected] == ["same.jpg"] and run.report.added == []
     assert "mirror 'm'" in run.report.rejected[0][1]
+    assert run.report.unchanged_problems == set() and not run.report.ok  # a new rejection: exit 1, not 0
     assert rig.store.known_files("other")["same.jpg"].verdict == "rejected"
     before = rig.client.stats.requests
     again = reconcile_mirror(other, rig.store, rig.client, spool_dir=spool)
