@@ -65,6 +65,10 @@ class _Interrupted(Exception):
     """should_stop() said so between two actions."""
 
 
+#: What ends a run's calls in an orderly way: the gallery's stop errors, and a shutdown asked for.
+_STOPS = (GalleryError, _Interrupted)
+
+
 class StillDeletingError(Exception):
     """The gallery calls the image a duplicate of an entry we deleted lately: its delete has not taken
     effect yet (the cloud documents a delay of up to ~4 h for picturebook). Adopting that entry would
@@ -128,7 +132,7 @@ class Executor:
         return report
 
     def _drive(self, steps: Iterable[Step]) -> BaseException | None:
-        return drive(steps, limit=self._calls_in_flight, on_done=self.on_progress, stops=(GalleryError, _Interrupted))
+        return drive(steps, limit=self._calls_in_flight, on_done=self.on_progress, stops=_STOPS)
 
     def _calls_in_flight(self) -> int:
         """Asked before each new step: the client knows its rate cap and the latency it sees."""
@@ -404,9 +408,7 @@ class EarlyAdds:
         self._report = report
         self._taken: set[str] = set()
         self._on_started = on_started
-        self._flight = Flight(
-            limit=executor._calls_in_flight, on_done=executor.on_progress, stops=(GalleryError, _Interrupted)
-        )
+        self._flight = Flight(limit=executor._calls_in_flight, on_done=executor.on_progress, stops=_STOPS)
         self.paths: list[str] = []
         self._finished = False
 
@@ -464,8 +466,8 @@ def _record_stop(stop: BaseException | None, report: Report) -> None:
 
 
 def _tidy(report: Report) -> None:
-    """Calls end in any order: the report lists files by path, each once (an early add that failed may
-    be tried again by the plan), run after run."""
+    """Calls end in any order: the report lists files by path, run after run, each once (an early add
+    refused or left pending is reported by the add and again by the plan, which takes its file as such)."""
     report.added[:] = sorted(set(report.added))
     report.updated[:] = sorted(set(report.updated))
     for files in (report.failed, report.pending, report.rejected):
