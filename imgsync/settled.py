@@ -41,5 +41,6 @@ def still_settled(mirror: MirrorConfig, state: MirrorState, *, open_intents: int
     check = check_folder(mirror.folder, state.device, state.fsid)
     if not check.usable or check.moved:
         return False
-    digest = stat_digest(mirror.folder, mirror)
+    expect = state.settled.split(":")[1]  # the mark holds "<fingerprint>:<files>:<digest>"
+    digest = stat_digest(mirror.folder, mirror, expect_files=int(expect) if expect.isdigit() else 0)
     return digest is not None and state.settled == settled_mark(mirror, digest)

@@ -684,3 +684,73 @@ def test_stat_digest_lists_the_files_a_scan_lists(
     listed = scan(tmp_path, include=include, exclude=exclude).files
     assert 0 < len(listed) < 9
     assert stat_digest(tmp_path, m) == digest_of(listed.values())
+
+
+def test_stat_digest_of_a_big_folder_walks_half_of_it_in_a_forked_child(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a count at or above SPLIT_WALK_FILES (a big folder's last clean run), the walk is shared with a
+    child process: the same digest, and a change in either half still moves it."""
+    from imgsync import forked
+    from imgsync.scan import SPLIT_WALK_FILES, digest_of, stat_digest
+
+    if not forked.can_fork():
+        pytest.skip("needs Linux, two cores and no other thread")
+    started: list[forked.Child] = []
+
+    def spy(fn):  # type: ignore[no-untyped-def]
+        child = forked.Child(fn)
+        started.append(child)
+        return child
+
+    monkeypatch.setattr(forked, "start", spy)
+    data = make_image(1, size=(40, 40))
+    for d in range(12):
+        for k in range(3):
+            put(tmp_path, f"d{d:02d}/sub/f{k}.jpg", data + bytes([d, k]))
+    put(tmp_path, "top.jpg", data)
+    m = mirror(tmp_path)
+    whole = stat_digest(tmp_path, m)
+    assert whole == digest_of(scan(tmp_path).files.values())
+    assert stat_digest(tmp_path, m, expect_files=SPLIT_WALK_FILES) == whole
+    assert len(started) == 1
+    seen = set()
+    for d in range(12):  # one file touched in each directory in turn: each half is really walked
+        p = tmp_path / f"d{d:02d}" / "sub" / "f1.jpg"
+        st = p.stat()
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+        seen.add(stat_digest(tmp_path, m, expect_files=SPLIT_WALK_FILES))
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert len(seen) == 12 and whole not in seen
+    assert stat_digest(tmp_path, m, expect_files=SPLIT_WALK_FILES - 1) == whole
+    assert len(started) == 13  # below the threshold: no child
+
+
+def test_stat_digest_split_is_none_when_either_half_meets_a_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imgsync import forked
+    from imgsync.scan import SPLIT_WALK_FILES, stat_digest
+
+    if not forked.can_fork():
+        pytest.skip("needs Linux, two cores and no other thread")
+    data = make_image(2, size=(40, 40))
+    for d in range(10):
+        put(tmp_path, f"d{d}/a.jpg", data + bytes([d]))
+    m = mirror(tmp_path, follow_symlinks=True)
+    assert stat_digest(tmp_path, m, expect_files=SPLIT_WALK_FILES) is not None
+    for d in range(10):  # a broken link (dirty) in each directory in turn, whichever process walks it
+        link = tmp_path / f"d{d}" / "gone.jpg"
+        link.symlink_to(tmp_path / "nowhere.jpg")
+        assert stat_digest(tmp_path, m, expect_files=SPLIT_WALK_FILES) is None
+        link.unlink()
+
+    def failing(fn):  # type: ignore[no-untyped-def]
+        return forked.Child(_raise)
+
+    monkeypatch.setattr(forked, "start", failing)
+    assert stat_digest(tmp_path, m, expect_files=SPLIT_WALK_FILES) is None  # a failed child: unknown
+
+
+def _raise() -> None:
+    raise OSError("the child's walk failed")
