@@ -1,6 +1,6 @@
 """What a user of the command line waits for, measured as processes started and timed from outside.
 
-    python -m benchmarks.bench_cli [--files 20000 100000] [--runs 7] [--keep DIR]
+    python -m benchmarks.bench_cli [--files 20000 100000] [--runs 9] [--keep DIR]
 
 For each size: a folder of N distinct tiny JPEGs (1000 per directory) and a state dir whose manifest is
 what a finished first sync leaves (seeded as in bench_reconcile: N entries, the folder's settled mark,
@@ -84,11 +84,22 @@ def timed(argv: list[str]) -> float:
 
 
 def bench(files: int, runs: int, keep: Path | None) -> None:
-    root = Path(tempfile.mkdtemp(prefix=f"imgsync-bench-cli-{files}-", dir=keep))
+    if keep is None:
+        root = Path(tempfile.mkdtemp(prefix=f"imgsync-bench-cli-{files}-"))
+    else:
+        root = keep / f"files-{files}"
     try:
         t = time.perf_counter()
-        imgsync, tree = prepare(root, files)
-        print(f"\n{files} files: tree built and manifest seeded in {time.perf_counter() - t:.0f} s ({root})")
+        if keep is not None and (root / "config.toml").exists():  # kept by an earlier run: reused
+            tree = root / "tree"
+            imgsync = [sys.executable, "-m", "imgsync", "--config", str(root / "config.toml")]
+            imgsync += ["--state-dir", str(root / "state")]
+            print(f"\n{files} files: reusing {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)  # a build that did not finish
+            root.mkdir(parents=True)
+            imgsync, tree = prepare(root, files)
+            print(f"\n{files} files: tree built and manifest seeded in {time.perf_counter() - t:.0f} s ({root})")
         commands = {
             "help": imgsync + ["--help"],
             "noop": imgsync + ["reconcile"],
@@ -121,8 +132,10 @@ def bench(files: int, runs: int, keep: Path | None) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, nargs="+", default=[20_000, 100_000])
-    ap.add_argument("--runs", type=int, default=7)
-    ap.add_argument("--keep", type=Path, default=None, help="build under DIR and keep the trees")
+    ap.add_argument("--runs", type=int, default=9)
+    ap.add_argument(
+        "--keep", type=Path, default=None, help="keep the trees under DIR/files-N, and reuse them when there"
+    )
     args = ap.parse_args()
     for n in args.files:
         bench(n, args.runs, args.keep)

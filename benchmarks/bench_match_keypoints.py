@@ -2,6 +2,7 @@
 
     python benchmarks/bench_match_keypoints.py            # full run (100k same_hq entries: several minutes)
     python benchmarks/bench_match_keypoints.py --quick    # short run (1k entries)
+    python benchmarks/bench_match_keypoints.py --only same_hq --no-recall   # same_hq latency up to 100k
 
 Prints figures; asserts nothing. What it measures:
 
@@ -196,7 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="1k entries, fewer queries")
     ap.add_argument("--distractors", type=int, default=None, help="distractors in the recall libraries")
     ap.add_argument("--pool", type=int, default=None, help="distinct pictures behind the distractors")
+    ap.add_argument("--only", default="same_hq,picturebook", help="libraries to measure (comma-separated)")
+    ap.add_argument("--no-recall", action="store_true", help="latency only (e.g. same_hq at 100k on a quiet machine)")
     args = ap.parse_args(argv)
+    only = set(args.only.split(","))
     quick = args.quick
     n_dis = args.distractors if args.distractors is not None else (300 if quick else 2000)
     n_pool = args.pool or (120 if quick else 600)
@@ -210,10 +214,13 @@ def main(argv: list[str] | None = None) -> int:
         ("same_hq", ph, SAME_IMAGE, [1000] if quick else [1000, 10_000, 100_000]),
         ("picturebook", textured, PHONE_PHOTO, [1000] if quick else [1000, 10_000]),
     ):
+        if library not in only:
+            continue
         t = time.perf_counter()
         pool = pool_features(library, n_pool, np.random.default_rng(3))
         print(f"\n[{library}] extracted a pool of {n_pool} distractor pictures in {time.perf_counter() - t:.1f} s")
-        recall(library, originals, variants, n_dis, pool, unrelated)
+        if not args.no_recall:
+            recall(library, originals, variants, n_dis, pool, unrelated)
         latency(library, sizes, pool, originals, variants, 40 if quick else 200, 20 if quick else 100)
     return 0
 
