@@ -220,12 +220,13 @@ class LocalFeatureMatcher(Matcher):
         pair that gave it."""
         if len(rows) == 0:
             return {}
-        cos = G._same_pair_cosines(query, table, rows)
         suffix = np.zeros(len(rows), dtype=np.int64)
         if self.mirror and "fine_m" in query:
-            cos_m = G._same_pair_cosines(_mirrored(query), table, rows)
+            cos, cos_m = G.pair_cosines([query["fine"], query["fine_m"]], table, rows)
             suffix = (cos_m.max(axis=1) > cos.max(axis=1)).astype(np.int64)
             cos = np.where(suffix[:, None] == 1, cos_m, cos)
+        else:
+            cos = G._same_pair_cosines(query, table, rows)
         pair = cos.argmax(axis=1)
         score = calibrate_cosine(np.clip(cos.max(axis=1), 0.0, 1.0))
         keep = score >= at_least
