@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
 from imgsync.console.auth import Guard
+from imgsync.console.pages import render
 from imgsync.errors import (
     GalleryError,
     GalleryNotFoundError,
@@ -252,8 +253,6 @@ def error_response(request: Request, status: int, message: str) -> Response:
         return json_response({"error": message}, status)
     if request.path.startswith(("/thumb/", "/static/")):
         return Response(message.encode("utf-8", "backslashreplace") + b"\n", status, "text/plain; charset=utf-8")
-    from imgsync.console.routes import render
-
     try:
         body = render(
             "error.html",

@@ -12,15 +12,14 @@ errors are the API's (which never carry keys), and the console's own token stays
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Iterable, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from imgsync.console.app import Console, Handler, HttpError, Request, Response, json_response, static_file
+from imgsync.console.pages import render, shown, when
 from imgsync.console.thumbs import PathRefused, entry_key, file_key, make_thumbnail, open_in_folder
 from imgsync.errors import UsageError
 from imgsync.libraries import LIBRARIES, MAX_RESULTS
@@ -37,42 +36,8 @@ ENTRIES_PER_PAGE = 60
 # --------------------------------------------------------------------------- rendering
 
 
-@functools.cache
-def _env() -> Any:
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(os.path.join(os.path.dirname(__file__), "templates")),
-        autoescape=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    env.filters["shown"] = shown
-    env.filters["when"] = when
-    env.globals["libraries"] = list(LIBRARIES)
-    return env
-
-
-def render(template: str, **context: Any) -> str:
-    return _env().get_template(template).render(**context)
-
-
 def page(template: str, **context: Any) -> Response:
     return Response(render(template, **context).encode("utf-8"))
-
-
-def shown(value: object) -> str:
-    """Text for a page: a file name that is not valid UTF-8 (lone surrogates) shows its bytes as \\xNN."""
-    text = str(value)
-    return text if text.isascii() else text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def when(value: datetime | float | None) -> str:
-    if value is None:
-        return "—"
-    moment = value if isinstance(value, datetime) else datetime.fromtimestamp(value).astimezone()
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 def file_thumb_url(mirror: str, path: str) -> str:
