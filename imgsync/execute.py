@@ -127,7 +127,7 @@ class Executor:
         for steps in phases:
             if report.stopped is not None or report.interrupted:
                 break
-            _record_stop(self._drive(steps), report)
+            _record_stop(self._drive(steps), report, self.should_stop)
         _tidy(report)
         return report
 
@@ -441,7 +441,7 @@ class EarlyAdds:
         """Wait for the early adds under way and record how the calls ended; how many were started."""
         if not self._finished:
             self._finished = True
-            _record_stop(self._flight.drain(), self._report)
+            _record_stop(self._flight.drain(), self._report, self._x.should_stop)
             _tidy(self._report)
         return len(self.paths)
 
@@ -458,9 +458,10 @@ class EarlyAdds:
         return {p: ended[p] for p in self.paths if p in ended and p not in added}
 
 
-def _record_stop(stop: BaseException | None, report: Report) -> None:
-    if isinstance(stop, _Interrupted):  # the caller is shutting down: the rest is for the next run
-        report.interrupted = True
+def _record_stop(stop: BaseException | None, report: Report, should_stop: Callable[[], bool]) -> None:
+    # A call that failed while shutting down was not retried (retries_end_when): that is the shutdown.
+    if isinstance(stop, _Interrupted) or (isinstance(stop, GalleryError) and should_stop()):
+        report.interrupted = True  # the caller is shutting down: the rest is for the next run
     elif isinstance(stop, GalleryError):  # transient (after retries), quota, auth: every later call fails too
         report.stopped = report.stopped or stop
 

@@ -249,7 +249,42 @@ def reconcile_mirror(
     which debounces, passes None.
     on_early(n): a full scan starts adds while it walks (execute.EarlyAdds); n adds started so far, each
     reported to on_progress when it ends, before on_planned gives the rest of the plan.
+    should_stop(): checked between actions; once true, calls in flight are not retried either
+    (GalleryClient.retries_end_when) and the run ends as interrupted.
     """
+    end_retries = getattr(gallery, "retries_end_when", None)  # a test's fault-injecting wrapper may lack it
+    with end_retries(should_stop) if end_retries is not None else nullcontext():
+        return _reconcile_mirror(
+            mirror,
+            store,
+            gallery,
+            spool_dir=spool_dir,
+            force=force,
+            on_planned=on_planned,
+            on_progress=on_progress,
+            on_early=on_early,
+            should_stop=should_stop,
+            scope=scope,
+            min_age_ns=min_age_ns,
+            settle=settle,
+        )
+
+
+def _reconcile_mirror(
+    mirror: MirrorConfig,
+    store: Store,
+    gallery: Gallery,
+    *,
+    spool_dir: Path,
+    force: bool,
+    on_planned: Callable[[Plan], None],
+    on_progress: Callable[[int], None],
+    on_early: Callable[[int], None],
+    should_stop: Callable[[], bool],
+    scope: Collection[str] | None,
+    min_age_ns: int,
+    settle: SettleWait | None,
+) -> MirrorRun:
     executor = Executor(
         mirror,
         store,

@@ -22,7 +22,7 @@ from imgsync.errors import (
 )
 from imgsync.gallery.client import GalleryClient
 from imgsync.gallery.ratelimit import RateLimiter
-from imgsync.gallery.retry import RetryPolicy, call_with_retry
+from imgsync.gallery.retry import GIVE_UP_POLL, RetryPolicy, call_with_retry
 
 # --------------------------------------------------------------------------- the token bucket
 
@@ -207,6 +207,32 @@ def test_only_transient_errors_are_retried(error: Exception, retried: bool) -> N
         call_with_retry(fail, RetryPolicy(attempts=4), clock, random.Random(0))
     assert len(calls) == (4 if retried else 1)
     assert len(clock.sleeps) == (3 if retried else 0)
+
+
+def test_give_up_ends_a_backoff_under_way_and_tries_no_more() -> None:
+    """A run shutting down: the backoff it is in ends at the next slice, and the last error is raised."""
+    clock = FakeClock()
+    calls: list[int] = []
+
+    def fail() -> None:
+        calls.append(1)
+        raise GalleryUnavailableError("down")
+
+    stop_at = clock.monotonic() + 1.0  # shutting down one second into the first backoff (of up to 30 s)
+    with pytest.raises(GalleryUnavailableError):
+        call_with_retry(
+            fail,
+            RetryPolicy(attempts=5, base=30.0, cap=30.0),
+            clock,
+            random.Random(0),
+            give_up=lambda: clock.monotonic() >= stop_at,
+        )
+    assert len(calls) == 1
+    assert 1.0 <= sum(clock.sleeps) <= 1.0 + GIVE_UP_POLL and max(clock.sleeps) <= GIVE_UP_POLL
+    calls.clear()
+    with pytest.raises(GalleryUnavailableError):  # already shutting down: not even one backoff
+        call_with_retry(fail, RetryPolicy(attempts=5), clock, random.Random(0), give_up=lambda: True)
+    assert len(calls) == 1
 
 
 def test_success_after_transient_failures_returns_the_value() -> None:

@@ -452,3 +452,44 @@ def test_an_early_add_refused_is_kept_rejected_and_not_tried_again(rig, tmp_path
     before = rig.client.stats.requests
     again = reconcile_mirror(other, rig.store, rig.client, spool_dir=spool)
     assert rig.client.stats.requests == before and [p for p, _ in again.report.rejected] == ["same.jpg"]
+
+
+def test_a_stopping_run_does_not_wait_out_the_retries_of_its_calls_in_flight(rig):
+    """Shutting down while the gallery fails: the calls in flight end at their next backoff instead of
+    retrying for up to ~30 s each (a daemon must exit within its stop deadline); the run is interrupted,
+    not stopped by the gallery, and what was sent is journaled for the next run to finish."""
+    import random
+    import socket
+
+    from imgsync.clock import FakeClock
+    from imgsync.gallery.retry import GIVE_UP_POLL, RetryPolicy
+
+    for i in range(6):
+        rig.put(f"{i}.jpg", i)
+    with socket.socket() as s:  # a port nobody listens on: every call fails at once, as "unavailable"
+        s.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{s.getsockname()[1]}"
+    clock = FakeClock()
+    client = GalleryClient(
+        down,
+        rig.server.api_key,
+        rig.server.secret_key,
+        in_flight=3,
+        retry=RetryPolicy(attempts=5, base=30.0, cap=30.0),
+        clock=clock,
+        rng=random.Random(1),
+    )
+    with client:
+        run = reconcile_mirror(
+            rig.mirror,
+            rig.store,
+            client,
+            spool_dir=rig.state / "spool",
+            should_stop=lambda: bool(clock.sleeps),  # shutting down once the first backoff began
+        )
+    assert run.report.interrupted and run.report.stopped is None
+    # A try that failed before any backoff began may have been retried once; no more, no long sleeps.
+    assert client.stats.retries <= 3 and all(s <= GIVE_UP_POLL for s in clock.sleeps)
+    assert rig.store.last_run("m").status == "interrupted"
+    run, _ = rig.run()  # the gallery is back: the intents left open are finished, the rest is added
+    assert run.report.ok and rig.store.open_journal() == [] and len(rig.remote()) == 6

@@ -15,12 +15,13 @@ secret key or token.
 from __future__ import annotations
 
 import base64
+import contextlib
 import ipaddress
 import logging
 import random
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, NoReturn
@@ -321,6 +322,7 @@ class GalleryClient:
         self.latency = LatencyMeter()
         self._in_flight = in_flight
         self._tokens = TokenCache(self._fetch_token, clock)
+        self._give_up: Callable[[], bool] | None = None  # see retries_end_when
         self.stats = ClientStats()
         self._stats_lock = threading.Lock()
         install_log_redaction()
@@ -444,7 +446,21 @@ class GalleryClient:
             self._rng,
             what=what,
             on_error=self._on_error,
+            give_up=self._give_up,
         )
+
+    @contextlib.contextmanager
+    def retries_end_when(self, stop: Callable[[], bool]) -> Iterator[None]:
+        """Inside: once stop() is true, a call that failed is not tried again and a backoff under way
+        ends (the caller gets the last error). A run shutting down then ends with the calls it has in
+        flight instead of waiting out their retries (up to ~30 s each): a stopping daemon must exit
+        within its deadline, and an intent left open is what the next run's recovery is for."""
+        before = self._give_up
+        self._give_up = stop
+        try:
+            yield
+        finally:
+            self._give_up = before
 
     def _call_once(self, what: str, url: str, form: dict[str, str]) -> dict[str, Any]:
         """One try: a token (refreshed and tried again once if the gallery says 110/111), then the POST."""

@@ -74,11 +74,14 @@ def call_with_retry(
     *,
     what: str = "gallery call",
     on_error: Callable[[GalleryError, bool], None] | None = None,
+    give_up: Callable[[], bool] | None = None,
 ) -> T:
     """Call `fn` until it succeeds, raises a non-transient error, or the policy's tries are used up.
 
     `on_error(error, will_retry)` sees every GalleryError (the client slows its rate limiter on error 18
     and counts retries with it).
+    `give_up()` true (a run shutting down): no further try, and a backoff under way ends within
+    GIVE_UP_POLL seconds; the caller gets the last error, as when the tries are used up.
     The last error is raised as is.
     """
     attempt = 1
@@ -86,12 +89,30 @@ def call_with_retry(
         try:
             return fn()
         except GalleryError as e:
-            retry = policy.should_retry(e, attempt)
+            retry = policy.should_retry(e, attempt) and not (give_up is not None and give_up())
             if on_error is not None:
                 on_error(e, retry)
             if not retry:
                 raise
             wait = policy.delay(attempt, e, rng)
             log.info("%s: %s; retrying in %.2f s (try %d of %d)", what, e, wait, attempt + 1, policy.attempts)
-            clock.sleep(wait)
+            if give_up is None:
+                clock.sleep(wait)
+            elif not _sleep_unless(clock, wait, give_up):
+                log.info("%s: not retried: shutting down", what)
+                raise
             attempt += 1
+
+
+#: How often a backoff checks whether its run is shutting down.
+GIVE_UP_POLL = 0.25
+
+
+def _sleep_unless(clock: Clock, seconds: float, give_up: Callable[[], bool]) -> bool:
+    """Sleep `seconds` in slices, checking give_up() between them; False if it said to stop."""
+    end = clock.monotonic() + seconds
+    while (left := end - clock.monotonic()) > 0:
+        if give_up():
+            return False
+        clock.sleep(min(left, GIVE_UP_POLL))
+    return not give_up()
