@@ -104,6 +104,17 @@ class GalleryConfig:
     def is_local(self) -> bool:
         return self.endpoint == LOCAL
 
+    def missing_key(self) -> tuple[str, str] | None:
+        """The first key an endpoint URL needs and this config lacks, as (setting, environment variable)
+        to name in a message; None when nothing is missing (or the gallery is local, which needs none)."""
+        if self.is_local:
+            return None
+        if not self.api_key:
+            return "api_key", "IMGSYNC_API_KEY"
+        if not self.secret_key:
+            return "secret_key", "IMGSYNC_SECRET_KEY"
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class LocalGalleryConfig:

@@ -170,21 +170,12 @@ def check_secret_file(path: Path | None) -> Finding | None:
 
 def check_gallery_keys(config: Config) -> Finding | None:
     """An endpoint URL needs both keys (open_gallery refuses to start without them)."""
-    g = config.gallery
-    if g.is_local:
+    missing = config.gallery.missing_key()
+    if missing is None:
         return None
-    for name, value, env in (
-        ("api_key", g.api_key, "IMGSYNC_API_KEY"),
-        ("secret_key", g.secret_key, "IMGSYNC_SECRET_KEY"),
-    ):
-        if not value:
-            return fail(
-                "config",
-                f"gallery.{name} is missing and gallery.endpoint is a URL",
-                f"set {env} or [gallery] {name}",
-                EXIT_CONFIG,
-            )
-    return None
+    name, env = missing
+    problem = f"gallery.{name} is missing and gallery.endpoint is a URL"
+    return fail("config", problem, f"set {env} or [gallery] {name}", EXIT_CONFIG)
 
 
 # --------------------------------------------------------------------------- filesystem

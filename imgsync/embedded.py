@@ -64,15 +64,12 @@ def check_gallery(config: Config) -> None:
     if g.endpoint == "local":
         require_local_gallery('gallery.endpoint = "local" (the default)', elsewhere=True)
         return
-    if not g.api_key:
+    missing = g.missing_key()
+    if missing is not None:
+        name, env = missing
+        what = "an API key" if name == "api_key" else "a secret key"
         raise ConfigError(
-            "gallery.api_key: gallery.endpoint is a URL, so an API key is needed: "
-            "set IMGSYNC_API_KEY or [gallery] api_key"
-        )
-    if not g.secret_key:
-        raise ConfigError(
-            "gallery.secret_key: gallery.endpoint is a URL, so a secret key is needed: "
-            "set IMGSYNC_SECRET_KEY or [gallery] secret_key"
+            f"gallery.{name}: gallery.endpoint is a URL, so {what} is needed: set {env} or [gallery] {name}"
         )
 
 
