@@ -293,3 +293,48 @@ def test_a_folder_an_older_imgsync_mirrored_keeps_its_name_and_records(tmp_path)
     now = invoke(state, "reconcile", str(folder), "--json")
     (report,) = json.loads(now.stdout)
     assert report["mirror"] == old.name and report["counts"]["added"] == 0
+
+
+def test_a_line_said_while_the_progress_bar_is_drawn_gets_a_line_of_its_own(tmp_path):
+    """On a terminal, early adds open the bar while the folder is walked; the settle wait's line that
+    follows must not be written onto the bar's line (a real process on a pseudo-terminal)."""
+    import pty
+    import subprocess
+    import sys
+    import time
+
+    from conftest import make_image
+
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    old = time.time_ns() - 10**10
+    for i in range(5):
+        p = folder / f"{i}.jpg"
+        p.write_bytes(make_image(i))
+        os.utime(p, ns=(old, old))
+    (folder / "young.jpg").write_bytes(make_image(99))  # just written: the run waits for it to settle
+    primary, secondary = pty.openpty()
+    with subprocess.Popen(
+        [sys.executable, "-m", "imgsync", "--state-dir", str(tmp_path / "state"), "reconcile", str(folder)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+        cwd=tmp_path,
+    ) as proc:
+        os.close(secondary)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:  # EIO: the process closed the terminal's last writer
+                break
+            if not chunk:
+                break
+            shown += chunk
+        os.close(primary)
+        assert proc.wait() == 0 and proc.stdout is not None
+        assert proc.stdout.read() == b"pics: 6 added, 0 updated, 0 deleted\n"
+    waiting = shown.index(b"pics: waiting up to")
+    assert b"pics  [" in shown[:waiting]  # the bar was drawn first ...
+    assert shown[:waiting].endswith(b"\n")  # ... and its line ended before the settle wait's line
+    assert b"pics  [" in shown[waiting:]  # and the bar is drawn again below it

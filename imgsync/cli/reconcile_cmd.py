@@ -69,16 +69,16 @@ class _Output:
 
         if isinstance(event, Remembered):
             m = event.mirror
-            self.app.say(
+            self._say(
                 f"{m.name}: mirroring {m.folder} into {m.library}; remembered as mirror {m.name!r} in "
                 f"{event.where} (`imgsync reconcile`, `watch`, `status` and `service install` include it)"
             )
         elif isinstance(event, Waiting):
-            self.app.say(
+            self._say(
                 f"{event.mirror}: waiting up to {event.limit_s:g} s for {event.files} file(s) still being written"
             )
         elif isinstance(event, Forgot):
-            self.app.say(
+            self._say(
                 f"forgot {event.entries} entries of the previous gallery; adding every image to the configured one"
             )
         elif isinstance(event, Started):
@@ -95,6 +95,16 @@ class _Output:
                 self._open(event.mirror, total)
         elif isinstance(event, Progress) and self.bar is not None:
             self.bar.update(event.done)
+
+    def _say(self, line: str) -> None:
+        """A line of its own, also while a bar is drawn (early adds open it before the settle wait's
+        line): the bar's line is ended first, and the bar drawn again below."""
+        if self.bar is None:
+            self.app.say(line)
+            return
+        click.echo(err=True)
+        self.app.say(line)
+        self.bar.render_progress()
 
     def _open(self, mirror: str, length: int) -> None:
         self.close()
