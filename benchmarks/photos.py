@@ -25,9 +25,9 @@ def package_dir(name: str) -> Path:
 def _open(path: Path) -> Image.Image:
     with Image.open(path) as im:
         if im.mode in ("RGBA", "LA", "P"):
-            im = im.convert("RGBA")
-            bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-            return Image.alpha_composite(bg, im).convert("RGB")
+            rgba = im.convert("RGBA")
+            bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(bg, rgba).convert("RGB")
         return im.convert("RGB")
 
 
