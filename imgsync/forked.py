@@ -18,6 +18,7 @@ from __future__ import annotations
 import marshal
 import os
 import signal
+import struct
 import sys
 import threading
 from collections.abc import Callable
@@ -98,3 +99,38 @@ class Child:
                 pass
             os.waitpid(self._pid, 0)
             self._pid = None
+
+
+class Tickets:
+    """Numbers 0..n-1 handed out one at a time to this process and the children it forks afterwards: a
+    work queue without locks. They wait in a pipe, written whole before anyone takes one and closed for
+    writing, so a take is one read of a 4-byte record (the kernel serialises reads of a pipe, and every
+    read takes a whole record) and the end of the queue is the end of the pipe."""
+
+    _RECORD = struct.Struct("=I")
+    #: What any pipe holds without a reader (one page: Linux gives new pipes a single page once a user's
+    #: pipe buffers pass their soft limit): more tickets could block the writer for good.
+    MAX = 4096 // _RECORD.size
+
+    def __init__(self, n: int) -> None:
+        if not 0 <= n <= self.MAX:
+            raise ValueError(f"at most {self.MAX} tickets, asked for {n}")
+        self._r, w = os.pipe()
+        try:
+            data = b"".join(self._RECORD.pack(i) for i in range(n))
+            view = memoryview(data)
+            while view:
+                view = view[os.write(w, view) :]
+        finally:
+            os.close(w)
+
+    def take(self) -> int | None:
+        """The next number, or None once all are taken."""
+        record = os.read(self._r, self._RECORD.size)
+        return self._RECORD.unpack(record)[0] if record else None
+
+    def __enter__(self) -> Tickets:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self._r)

@@ -32,6 +32,7 @@ A directory that cannot be listed makes the scan incomplete (`complete=False`, w
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fnmatch
 import gc
@@ -270,9 +271,9 @@ def _gc_paused() -> Iterator[None]:
 #: A folder of at least this many files is walked by two processes when it can be (see stat_digest):
 #: below it, the fork (a few ms) costs about what the second core saves.
 SPLIT_WALK_FILES = 5000
-#: Directories listed before the rest are dealt out to the two processes alternately: enough that
-#: uneven subtrees even out, few enough that listing them alone costs little.
-_SPLIT_DIRS = 8
+#: Directories found (breadth first) before the two processes share them out: enough that uneven
+#: subtrees even out and a process that starts late (a busy machine) just takes fewer.
+_SPLIT_UNITS = 64
 
 
 def stat_digest(root: Path | str, mirror: MirrorConfig, *, expect_files: int = 0) -> str | None:
@@ -281,48 +282,56 @@ def stat_digest(root: Path | str, mirror: MirrorConfig, *, expect_files: int = 0
     listed when none of them changed since: the no-op reconcile's whole cost (see pipeline).
 
     With `expect_files` >= SPLIT_WALK_FILES (the count the last clean run saw) and a second core, a
-    forked child walks every other directory of the first few found (imgsync.forked): the digest is a
-    sum over directories, so the two halves add up to the same value. Threads cannot share this work
-    (the GIL changes hands at every stat)."""
+    forked child shares the walk (imgsync.forked): the first directories found, breadth first, are
+    units of work that the two processes take one at a time from a shared queue, each walking a unit's
+    whole subtree. The digest is a sum over directories, so the two parts add up to the same value.
+    Threads cannot share this work: the GIL changes hands at every stat."""
     walker = _Walker(mirror, {}, 0, read_file)
     walker.digest = 0
-    stack = walker.start(os.fspath(root))
     with _gc_paused():
+        stack = walker.start(os.fspath(root))
         if expect_files >= SPLIT_WALK_FILES:
-            walker.walk_from(stack, until=_SPLIT_DIRS)
+            units = collections.deque(stack)
+            while units and len(units) < _SPLIT_UNITS:
+                found: list[_Dir] = []
+                walker.visit(units.popleft(), found)
+                units.extend(found)
+            stack = list(units)
             if len(stack) >= 2:
-                return _split_digest(walker, stack)
+                return _shared_digest(walker, stack)
         walker.walk_from(stack)
-    if walker.errors or walker.dirty:
-        return None
-    return f"{walker.count}:{walker.digest % 2**64:016x}"
+    return walker.digest_value()
 
 
-def _split_digest(walker: _Walker, stack: list[_Dir]) -> str | None:
-    theirs, ours = stack[0::2], stack[1::2]
+def _shared_digest(walker: _Walker, units: list[_Dir]) -> str | None:
+    """stat_digest's walk of `units` by this process and a forked child, each taking the next unit
+    from a queue both read; the walk alone where this process cannot fork."""
+    n = min(len(units), forked.Tickets.MAX)  # ticket i: units i, i + n, i + 2n, ...
+    with forked.Tickets(n) as tickets:
 
-    def their_share() -> tuple[int, int, bool]:
-        walker.count = walker.digest = 0
-        walker.walk_from(theirs)
-        return walker.count, walker.digest % 2**64, not (walker.errors or walker.dirty)
+        def walk_my_share() -> None:
+            while (i := tickets.take()) is not None:
+                walker.walk_from(units[i::n])
 
-    child = forked.start(their_share)
-    if child is None:
-        walker.walk_from(stack)
-    else:
+        def their_share() -> tuple[int, int, bool]:
+            walker.count = walker.digest = 0
+            walk_my_share()
+            return walker.count, walker.digest % 2**64, not (walker.errors or walker.dirty)
+
+        child = forked.start(their_share)
+        if child is None:
+            walk_my_share()
+            return walker.digest_value()
         with child:
-            walker.walk_from(ours)
+            walk_my_share()
             try:
                 count, digest, clean = child.result()
             except forked.ChildFailed:
                 return None  # unknown: the caller does the full scan
-            walker.count += count
-            walker.digest += digest
-            walker.dirty |= not clean
-    if walker.errors or walker.dirty:
-        return None
-    assert walker.digest is not None
-    return f"{walker.count}:{walker.digest % 2**64:016x}"
+    walker.count += count
+    walker.digest = (walker.digest or 0) + digest
+    walker.dirty |= not clean
+    return walker.digest_value()
 
 
 def digest_of(files: Collection[ScannedFile]) -> str:
@@ -410,6 +419,12 @@ class _Walker:
     def walk(self, root: str) -> None:
         self.walk_from(self.start(root))
 
+    def digest_value(self) -> str | None:
+        """Digest mode's result: "<files>:<64-bit sum as hex>", or None if the walk met a problem."""
+        if self.errors or self.dirty or self.digest is None:
+            return None
+        return f"{self.count}:{self.digest % 2**64:016x}"
+
     def start(self, root: str) -> list[_Dir]:
         """The walk's first stack: the root directory, or nothing if it cannot be read (an error)."""
         try:
@@ -419,26 +434,27 @@ class _Walker:
             return []
         return [(root, "", frozenset({(top.st_dev, top.st_ino)}))]
 
-    def walk_from(self, stack: list[_Dir], until: int = 0) -> None:
-        """Walks the directories on `stack` and those found under them; with `until`, stops early once
-        that many directories wait on the stack (they stay there)."""
+    def walk_from(self, stack: list[_Dir]) -> None:
+        """Walks the directories on `stack` and those found under them, depth first."""
         while stack:
-            if until and len(stack) >= until:
-                return
-            full, prefix, ancestors = stack.pop()
+            self.visit(stack.pop(), stack)
+
+    def visit(self, directory: _Dir, found: list[_Dir]) -> None:
+        """Lists one directory: its files are examined (or digested), its subdirectories appended to `found`."""
+        full, prefix, ancestors = directory
+        try:
+            # Listing through a directory fd makes each entry's stat an fstatat(fd, name): the
+            # kernel does not walk the whole path again for every file (~15 % of a no-op scan).
+            fd = os.open(full, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
             try:
-                # Listing through a directory fd makes each entry's stat an fstatat(fd, name): the
-                # kernel does not walk the whole path again for every file (~15 % of a no-op scan).
-                fd = os.open(full, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
-                try:
-                    if self.digest is None:
-                        self._list(fd, full, prefix, ancestors, stack)
-                    else:
-                        self._digest_list(fd, full, prefix, ancestors, stack)
-                finally:
-                    os.close(fd)
-            except OSError as e:  # unreadable or vanished mid-scan: absent files here are unseen, not gone
-                self.errors.append((prefix.rstrip("/") or ".", _why(e)))
+                if self.digest is None:
+                    self._list(fd, full, prefix, ancestors, found)
+                else:
+                    self._digest_list(fd, full, prefix, ancestors, found)
+            finally:
+                os.close(fd)
+        except OSError as e:  # unreadable or vanished mid-scan: absent files here are unseen, not gone
+            self.errors.append((prefix.rstrip("/") or ".", _why(e)))
 
     def walk_scoped(self, root: str, rel: str) -> None:
         """One scope path: a file (examined alone) or a directory (walked), if the mirror includes it.

@@ -66,3 +66,22 @@ def test_no_fork_while_another_thread_runs() -> None:
         release.set()
         other.join()
     assert forked.can_fork()
+
+
+def test_tickets_are_shared_by_the_parent_and_its_child_each_number_once() -> None:
+    with forked.Tickets(forked.Tickets.MAX) as tickets:
+
+        def take_all() -> list[int]:
+            mine = []
+            while (i := tickets.take()) is not None:
+                mine.append(i)
+            return mine
+
+        child = forked.start(take_all)
+        assert child is not None
+        with child:
+            ours = take_all()
+            theirs = child.result()
+    assert sorted(ours + theirs) == list(range(forked.Tickets.MAX))
+    with pytest.raises(ValueError):
+        forked.Tickets(forked.Tickets.MAX + 1)

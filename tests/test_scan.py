@@ -686,47 +686,80 @@ def test_stat_digest_lists_the_files_a_scan_lists(
     assert stat_digest(tmp_path, m) == digest_of(listed.values())
 
 
-def test_stat_digest_of_a_big_folder_walks_half_of_it_in_a_forked_child(
+def _child_first(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """forked.start, but this process waits until the child has walked: the child takes every unit, so
+    the digest is the child's alone (its count and sum must come back whole). Returns the children's
+    results as they came back."""
+    from imgsync import forked
+
+    results: list[object] = []
+
+    class Recorded(forked.Child):
+        def result(self) -> object:
+            value = super().result()
+            results.append(value)
+            return value
+
+    def start(fn):  # type: ignore[no-untyped-def]
+        done_r, done_w = os.pipe()
+
+        def walk_then_say() -> object:
+            value = fn()
+            os.write(done_w, b"x")
+            return value
+
+        child = Recorded(walk_then_say)
+        os.close(done_w)
+        os.read(done_r, 1)  # the child's share is done: every ticket is gone (EOF if it failed)
+        os.close(done_r)
+        return child
+
+    monkeypatch.setattr(forked, "start", start)
+    return results
+
+
+def _tree_of_dirs(root: Path, dirs: int = 80) -> None:
+    """More directories than the walk shares out (scan._SPLIT_UNITS), each with files one level down."""
+    data = make_image(1, size=(40, 40))
+    for d in range(dirs):
+        for k in range(2):
+            put(root, f"d{d:02d}/sub/f{k}.jpg", data + bytes([d, k]))
+    put(root, "top.jpg", data)
+
+
+def test_stat_digest_of_a_big_folder_is_shared_with_a_forked_child(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With a count at or above SPLIT_WALK_FILES (a big folder's last clean run), the walk is shared with a
-    child process: the same digest, and a change in either half still moves it."""
+    child process: the same digest whoever walks what, and a change anywhere still moves it."""
     from imgsync import forked
     from imgsync.scan import SPLIT_WALK_FILES, digest_of, stat_digest
 
     if not forked.can_fork():
         pytest.skip("needs Linux, two cores and no other thread")
-    started: list[forked.Child] = []
-
-    def spy(fn):  # type: ignore[no-untyped-def]
-        child = forked.Child(fn)
-        started.append(child)
-        return child
-
-    monkeypatch.setattr(forked, "start", spy)
-    data = make_image(1, size=(40, 40))
-    for d in range(12):
-        for k in range(3):
-            put(tmp_path, f"d{d:02d}/sub/f{k}.jpg", data + bytes([d, k]))
-    put(tmp_path, "top.jpg", data)
+    _tree_of_dirs(tmp_path)
     m = mirror(tmp_path)
     whole = stat_digest(tmp_path, m)
     assert whole == digest_of(scan(tmp_path).files.values())
-    assert stat_digest(tmp_path, m, expect_files=SPLIT_WALK_FILES) == whole
-    assert len(started) == 1
+    assert stat_digest(tmp_path, m, expect_files=SPLIT_WALK_FILES) == whole  # both take units as they can
+    results = _child_first(monkeypatch)
+    assert stat_digest(tmp_path, m, expect_files=SPLIT_WALK_FILES) == whole  # the child took every unit
+    (count, _, clean), *_ = results  # type: ignore[misc]
+    assert count == 160 and clean  # all but top.jpg, which the walk met before sharing out
     seen = set()
-    for d in range(12):  # one file touched in each directory in turn: each half is really walked
+    for d in range(0, 80, 7):  # a file touched here and there: the child's walk sees it
         p = tmp_path / f"d{d:02d}" / "sub" / "f1.jpg"
         st = p.stat()
         os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
         seen.add(stat_digest(tmp_path, m, expect_files=SPLIT_WALK_FILES))
         os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert len(seen) == 12 and whole not in seen
+    assert len(seen) == len(range(0, 80, 7)) and whole not in seen
+    assert len(results) == 1 + len(seen)
     assert stat_digest(tmp_path, m, expect_files=SPLIT_WALK_FILES - 1) == whole
-    assert len(started) == 13  # below the threshold: no child
+    assert len(results) == 1 + len(seen)  # below the threshold: no child
 
 
-def test_stat_digest_split_is_none_when_either_half_meets_a_problem(
+def test_stat_digest_shared_is_none_when_either_process_meets_a_problem(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from imgsync import forked
@@ -734,21 +767,18 @@ def test_stat_digest_split_is_none_when_either_half_meets_a_problem(
 
     if not forked.can_fork():
         pytest.skip("needs Linux, two cores and no other thread")
-    data = make_image(2, size=(40, 40))
-    for d in range(10):
-        put(tmp_path, f"d{d}/a.jpg", data + bytes([d]))
+    _tree_of_dirs(tmp_path)
     m = mirror(tmp_path, follow_symlinks=True)
     assert stat_digest(tmp_path, m, expect_files=SPLIT_WALK_FILES) is not None
-    for d in range(10):  # a broken link (dirty) in each directory in turn, whichever process walks it
-        link = tmp_path / f"d{d}" / "gone.jpg"
-        link.symlink_to(tmp_path / "nowhere.jpg")
-        assert stat_digest(tmp_path, m, expect_files=SPLIT_WALK_FILES) is None
-        link.unlink()
-
-    def failing(fn):  # type: ignore[no-untyped-def]
-        return forked.Child(_raise)
-
-    monkeypatch.setattr(forked, "start", failing)
+    for child_first in (False, True):  # the problem met by either process
+        if child_first:
+            _child_first(monkeypatch)
+        for d in range(0, 80, 9):
+            link = tmp_path / f"d{d:02d}" / "sub" / "gone.jpg"
+            link.symlink_to(tmp_path / "nowhere.jpg")  # a broken link: no settled folder holds one
+            assert stat_digest(tmp_path, m, expect_files=SPLIT_WALK_FILES) is None
+            link.unlink()
+    monkeypatch.setattr(forked, "start", lambda fn: forked.Child(_raise))
     assert stat_digest(tmp_path, m, expect_files=SPLIT_WALK_FILES) is None  # a failed child: unknown
 
 
