@@ -2,7 +2,8 @@
 would take them. Filesystem reads and Pillow; the decisions (`is_included`, `can_reuse`) are pure.
 
 The walk is iterative os.scandir: one stat per candidate file, nothing else when the manifest already
-knows the file (a no-op scan of 100k files costs about what `find -printf '%s %T@'` costs).
+knows the file (a no-op scan of 100k files costs about what `find -printf '%s %T@'` costs). The no-op
+reconcile's digest walk of a big folder (stat_digest) is shared with a forked child, on a second core.
 
 Which files (MirrorConfig.include / exclude, fnmatch, case-insensitive so IMG.JPG matches *.jpg):
 a pattern without '/' matches a file or directory *name*, one with '/' the relative POSIX path.
