@@ -336,6 +336,24 @@ def wait_until(pred, timeout: float = 60.0, what: str = "condition") -> None:
     assert pred(), f"timed out waiting for {what}"
 
 
+@pytest.fixture
+def forkable() -> None:
+    """For tests of what imgsync does in a forked child (imgsync.forked): skips where this machine cannot
+    (not Linux, one core); otherwise waits until no other thread runs, since imgsync never forks beside
+    one. A thread an earlier test leaves running for good fails here, naming it."""
+    import threading
+
+    from imgsync import forked
+
+    if sys.platform != "linux" or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("forking is for Linux with two cores")
+    wait_until(
+        lambda: threading.active_count() == 1,
+        what=f"other threads to end: {[t.name for t in threading.enumerate()][1:]}",
+    )
+    assert forked.can_fork()
+
+
 # --------------------------------------------------------------------------- a gallery in another process
 
 #: Seconds a process may take to start or stop on a busy machine (a bound, not a timing assertion).

@@ -129,10 +129,13 @@ def test_a_taken_port_is_one_line_and_exit_1(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
+        before = set(threading.enumerate())
         result = CliRunner().invoke(cli, ["ui", "--port", str(port), "--no-browser"], env=_env(setup))
     assert result.exit_code == 1
     assert f"cannot serve the console on 127.0.0.1 (port {port})" in result.stderr
     assert result.stderr.count("\n") == 1
+    # waitress starts its workers before it binds: a refused port must not leave them running
+    wait_until(lambda: set(threading.enumerate()) <= before, what="no thread left behind by the refused port")
 
 
 def test_a_bad_config_is_exit_2_before_anything_is_served(tmp_path: Path) -> None:

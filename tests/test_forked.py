@@ -11,7 +11,7 @@ import pytest
 
 from imgsync import forked
 
-pytestmark = pytest.mark.skipif(not forked.can_fork(), reason="needs Linux, two cores and no other thread")
+pytestmark = pytest.mark.usefixtures("forkable")
 
 
 def test_the_child_answers_with_its_result_computed_in_its_own_process() -> None:

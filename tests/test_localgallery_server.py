@@ -623,6 +623,11 @@ def test_an_unexpected_exception_is_282000_logged_without_the_token(
 
 
 def test_gallery_serve_on_a_taken_port_is_a_clear_error(gallery: Gallery, tmp_path: Path) -> None:
+    from conftest import wait_until
+
     port = gallery.url.rsplit(":", 1)[1]
+    before = set(threading.enumerate())
     result = CliRunner().invoke(cli, ["gallery", "serve", "--data", str(tmp_path), "--port", port])
     assert result.exit_code == 1 and f"cannot serve the local gallery on 127.0.0.1:{port}" in result.output
+    # waitress starts its workers before it binds: a refused port must not leave them running
+    wait_until(lambda: set(threading.enumerate()) <= before, what="no thread left behind by the refused port")

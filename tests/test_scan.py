@@ -728,15 +728,12 @@ def _tree_of_dirs(root: Path, dirs: int = 80) -> None:
 
 
 def test_stat_digest_of_a_big_folder_is_shared_with_a_forked_child(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forkable: None
 ) -> None:
     """With a count at or above SPLIT_WALK_FILES (a big folder's last clean run), the walk is shared with a
     child process: the same digest whoever walks what, and a change anywhere still moves it."""
-    from imgsync import forked
     from imgsync.scan import SPLIT_WALK_FILES, digest_of, stat_digest
 
-    if not forked.can_fork():
-        pytest.skip("needs Linux, two cores and no other thread")
     _tree_of_dirs(tmp_path)
     m = mirror(tmp_path)
     whole = stat_digest(tmp_path, m)
@@ -760,13 +757,11 @@ def test_stat_digest_of_a_big_folder_is_shared_with_a_forked_child(
 
 
 def test_stat_digest_shared_is_none_when_either_process_meets_a_problem(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forkable: None
 ) -> None:
     from imgsync import forked
     from imgsync.scan import SPLIT_WALK_FILES, stat_digest
 
-    if not forked.can_fork():
-        pytest.skip("needs Linux, two cores and no other thread")
     _tree_of_dirs(tmp_path)
     m = mirror(tmp_path, follow_symlinks=True)
     assert stat_digest(tmp_path, m, expect_files=SPLIT_WALK_FILES) is not None

@@ -72,6 +72,7 @@ def start_console(
     free one; 0: any free port. request_full_scan: the daemon's, when `imgsync watch` serves it."""
     from waitress import wasyncore
     from waitress.server import create_server
+    from waitress.task import ThreadedTaskDispatcher
 
     from imgsync.console.app import Console, ConsoleApp, Reopened
     from imgsync.console.jobs import DaemonJobs, Jobs
@@ -86,6 +87,10 @@ def start_console(
     socket_map: dict[int, Any] = {}
     server: Any = None
     app: Any = None  # made below, once the port is known; the lambda reads it per request
+    # Our own dispatcher: waitress starts its worker threads before it binds, and each failed bind
+    # would leave a set of them running for the life of the process.
+    dispatcher = ThreadedTaskDispatcher()
+    dispatcher.set_thread_count(threads)
     for i, candidate in enumerate(candidates):
         try:
             # The app is made once the port is known (the guard checks Host against it); no request is
@@ -93,6 +98,7 @@ def start_console(
             server = create_server(
                 lambda environ, start_response: app(environ, start_response),
                 map=socket_map,
+                _dispatcher=dispatcher,
                 host=host,
                 port=candidate,
                 threads=threads,
@@ -104,6 +110,7 @@ def start_console(
         except OSError as e:
             wasyncore.close_all(socket_map, ignore_all=True)
             if i == len(candidates) - 1:
+                dispatcher.shutdown(timeout=5)
                 tried = f"ports {candidates[0]}-{candidates[-1]}" if len(candidates) > 1 else f"port {candidate}"
                 raise ImgsyncError(f"cannot serve the console on {host} ({tried}): {e.strerror or e}") from None
     assert server is not None

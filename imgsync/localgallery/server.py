@@ -26,6 +26,7 @@ from typing import Any
 
 from waitress import wasyncore
 from waitress.server import create_server
+from waitress.task import ThreadedTaskDispatcher
 
 from imgsync.localgallery.app import GalleryApp, check_libraries
 from imgsync.localgallery.auth import DEFAULT_TOKEN_TTL, Authority
@@ -119,16 +120,25 @@ def start_in_thread(
             limiter=RateLimiter(qps, clock=clock) if qps else None,
             libraries=enabled,
         )
-        server: Any = create_server(
-            app,
-            map=socket_map,
-            host=host,
-            port=port,
-            threads=threads,
-            max_request_body_size=MAX_BODY_BYTES,
-            ident="imgsync-localgallery",
-            clear_untrusted_proxy_headers=True,
-        )
+        # Our own dispatcher: waitress starts its worker threads before it binds, and a failed bind
+        # would leave them running (six idle threads per refused port, for the life of the process).
+        dispatcher = ThreadedTaskDispatcher()
+        dispatcher.set_thread_count(threads)
+        try:
+            server: Any = create_server(
+                app,
+                map=socket_map,
+                _dispatcher=dispatcher,
+                host=host,
+                port=port,
+                threads=threads,
+                max_request_body_size=MAX_BODY_BYTES,
+                ident="imgsync-localgallery",
+                clear_untrusted_proxy_headers=True,
+            )
+        except BaseException:
+            dispatcher.shutdown(timeout=5)
+            raise
     except BaseException:
         # A failed bind leaves waitress's half-made sockets in the map: close them, not leak them.
         wasyncore.close_all(socket_map, ignore_all=True)
