@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import threading
 import time
@@ -161,30 +162,41 @@ class FullInotify:
 
 
 def test_watch_limit_on_the_root_raises_with_the_fix(tmp_path):
-    from watchdog.observers.inotify_c import InotifyFD
-
     rec = Recorder()
-    w = FolderWatch(str(tmp_path), rec.sink, rec.report, inotify_fd=FullInotify(InotifyFD.get_instance(), 0))
-    with pytest.raises(WatchLimitError) as e:
-        w.start()
+    with _inotify() as real:
+        w = FolderWatch(str(tmp_path), rec.sink, rec.report, inotify_fd=FullInotify(real, 0))
+        with pytest.raises(WatchLimitError) as e:
+            w.start()
     assert "fs.inotify.max_user_watches=" in e.value.strerror
     assert not w.alive()
 
 
 def test_watch_limit_below_the_root_is_reported_not_swallowed(tmp_path):
-    from watchdog.observers.inotify_c import InotifyFD
-
     for d in ("a", "b", "c"):
         (tmp_path / d).mkdir()
     rec = Recorder()
-    w = FolderWatch(str(tmp_path), rec.sink, rec.report, inotify_fd=FullInotify(InotifyFD.get_instance(), 1))
-    w.start()  # the root is watched; its subdirectories are not
+    with _inotify() as real:
+        w = FolderWatch(str(tmp_path), rec.sink, rec.report, inotify_fd=FullInotify(real, 1))
+        w.start()  # the root is watched; its subdirectories are not
+        try:
+            assert rec.trouble and rec.trouble[0][0] == "limit" and "max_user_watches" in rec.trouble[0][1]
+            (tmp_path / "top.jpg").write_bytes(b"x")
+            assert wait_until(lambda: rec.has(Change("created", "top.jpg")))
+        finally:
+            w.stop()
+
+
+@contextlib.contextmanager
+def _inotify():  # type: ignore[no-untyped-def]
+    """An inotify instance of the test's own (the process-wide shared one never stops its thread)."""
+    from watchdog.observers.inotify_c import InotifyFD
+
+    real = InotifyFD()
+    real.start()
     try:
-        assert rec.trouble and rec.trouble[0][0] == "limit" and "max_user_watches" in rec.trouble[0][1]
-        (tmp_path / "top.jpg").write_bytes(b"x")
-        assert wait_until(lambda: rec.has(Change("created", "top.jpg")))
+        yield real
     finally:
-        w.stop()
+        real.stop()
 
 
 def test_a_missing_folder_cannot_be_watched(tmp_path):

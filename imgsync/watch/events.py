@@ -171,9 +171,11 @@ def _inotify_observer_class() -> Callable[..., Any] | None:
     try:
         from watchdog.observers.api import BaseObserver
         from watchdog.observers.inotify import InotifyEmitter, InotifyWatchGroup
+        from watchdog.observers.inotify_c import InotifyFD
     except ImportError:
         return None
-    if not all(hasattr(InotifyWatchGroup, a) for a in ("_add_callback", "on_queue_overflow")):
+    needed = ((InotifyWatchGroup, "_add_callback"), (InotifyWatchGroup, "on_queue_overflow"), (InotifyFD, "stop"))
+    if not all(hasattr(cls, name) for cls, name in needed):
         return None
 
     class ReportingGroup(InotifyWatchGroup):
@@ -209,9 +211,26 @@ def _inotify_observer_class() -> Callable[..., Any] | None:
                 follow_symlink=self.watch.follow_symlink,
             )
 
+    class OwnInotifyObserver(BaseObserver):
+        """An inotify instance (and its reader thread) of its own, closed when the observer stops, as
+        watchdog's InotifyObserver does: emitters left to themselves share one process-wide instance
+        whose thread never ends (a stopped or restarted watcher would leave it running)."""
+
+        def __init__(self, emitter_class: Any, *, inotify_fd: Any = None, **emitter_kwargs: Any) -> None:
+            # inotify_fd: the caller's own (a test injecting faults), which it stops itself
+            self._own_fd = InotifyFD() if inotify_fd is None else None
+            if self._own_fd is not None:
+                self._own_fd.start()
+            super().__init__(emitter_class, inotify_fd=inotify_fd or self._own_fd, **emitter_kwargs)
+
+        def on_thread_stop(self) -> None:  # also called by stop() when start() failed
+            super().on_thread_stop()
+            if self._own_fd is not None:
+                self._own_fd.stop()
+
     def make(trouble: Trouble, **emitter_kwargs: Any) -> Any:
         emitter = type("BoundEmitter", (ReportingEmitter,), {"report": staticmethod(trouble)})
-        return BaseObserver(emitter_class=emitter, **emitter_kwargs)
+        return OwnInotifyObserver(emitter, **emitter_kwargs)
 
     return make
 
