@@ -36,3 +36,4 @@ class PictureBookMatcher(LocalFeatureMatcher):
     # A photographed page's border is blurred and unevenly lit: snapping its sides found no page
     # more on the tuning part and moved one lookalike's outline onto a false "same" (0.91).
     snap_regions: ClassVar[bool] = False
+    page_regions: ClassVar[bool] = True
