@@ -257,8 +257,8 @@ class LocalFeatureMatcher(Matcher):
             frame = (fw, fh)
             for r, s, pair in zip(rows, score, cos.argmax(axis=1), strict=True):
                 if int(r) in found and found[int(r)].judged:
-                    # keypoints aligned it exactly and it did not look the same: a region's hash
-                    # (grey levels) does not overrule that (a recoloured lookalike, tuning part)
+                    # sure keypoints aligned it exactly and it did not look the same: a region's
+                    # hash (grey levels) does not overrule that (a recoloured lookalike, tuning part)
                     continue
                 if s > max(
                     found[int(r)].score if int(r) in found else 0.0, more[int(r)].score if int(r) in more else 0.0
@@ -319,9 +319,10 @@ class LocalFeatureMatcher(Matcher):
                 h = G.crop_pair_transform(e.pair, stored.size, e.frame or qsize)
                 a = A.compare_near(thumb, stored.size, qpic, qsize, h if e.region is None else e.region @ h)
             cap = self.appearance_cap(a, e.coverage)
-            found[r] = e._replace(
-                score=min(e.score, cap), judged=e.judged or (cap < e.score and e.transform is not None)
-            )
+            # a sure keypoint match (>= 0.9: 15 inliers or more) aligns exactly; a weak one on a
+            # plain picture does not, and its verdict must not block a region's better alignment
+            sure = e.transform is not None and e.score >= 0.9
+            found[r] = e._replace(score=min(e.score, cap), judged=e.judged or (sure and cap < e.score))
 
     def appearance_cap(self, a: A.Agreement, coverage: float) -> float:
         """The highest score a row may keep given how it looks once aligned with the query.
@@ -348,7 +349,7 @@ class Evidence(NamedTuple):
     #: for a hash match of a query region (regions.py): region pixels → query pixels, region size
     region: np.ndarray | None = None
     frame: tuple[int, int] | None = None
-    #: the appearance check lowered the score with the keypoint transform's (exact) alignment
+    #: the appearance check lowered a sure keypoint match's score, with its (exact) alignment
     judged: bool = False
 
 

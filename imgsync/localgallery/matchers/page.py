@@ -47,10 +47,16 @@ def table_prediction(rgb: np.ndarray, strip: int) -> np.ndarray:
     right = np.median(img[:, w - strip :], axis=1)
     u = np.linspace(0.0, 1.0, w, dtype=np.float32)[None, :, None]
     v = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]
-    ruled = (1 - v) * top[None] + v * bottom[None] + (1 - u) * left[:, None] + u * right[:, None]
-    c00, c10, c01, c11 = top[0], top[-1], bottom[0], bottom[-1]
-    bilinear = (1 - u) * (1 - v) * c00 + u * (1 - v) * c10 + (1 - u) * v * c01 + u * v * c11
-    return ruled - bilinear
+    # (1-v)T(u) + vB(u) + (1-u)L(v) + uR(v) minus the bilinear blend of the four corners, with the
+    # corners' share folded into the side strips: four broadcasts into one buffer
+    vv = v[:, 0]
+    left = left - ((1 - vv) * top[0] + vv * bottom[0])
+    right = right - ((1 - vv) * top[-1] + vv * bottom[-1])
+    out = (1 - v) * top[None]
+    out += v * bottom[None]
+    out += (1 - u) * left[:, None]
+    out += u * right[:, None]
+    return out
 
 
 def page_quad(rgb: np.ndarray) -> np.ndarray | None:
