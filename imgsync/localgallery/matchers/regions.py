@@ -251,11 +251,23 @@ def even_light(img: Image.Image) -> Image.Image:
     gradient is removed too, so this is only ever tried beside the picture as it is."""
     rgb = np.asarray(img.convert("RGB"), dtype=np.float32)
     h, w = rgb.shape[:2]
-    lum = np.log(rgb.mean(axis=2) + 8.0)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    a = np.c_[xx.ravel() / w - 0.5, yy.ravel() / h - 0.5, np.ones(h * w, np.float32)]
-    coef, *_ = np.linalg.lstsq(a, lum.ravel(), rcond=None)
-    plane = (a[:, :2] @ coef[:2]).reshape(h, w)  # the slope only: overall brightness stays
+    lum = np.log(rgb.mean(axis=2) + 8.0).astype(np.float64)
+    # least squares of lum ~ a x + b y + c over the grid, by its 3 x 3 normal equations: on a grid
+    # every sum they need is a product of per-row and per-column sums (what lstsq over all h * w
+    # pixels gave, at a fifth of the cost)
+    xs = np.arange(w, dtype=np.float64) / w - 0.5
+    ys = np.arange(h, dtype=np.float64) / h - 0.5
+    sx, sy = xs.sum(), ys.sum()
+    normal = np.array(
+        [
+            [h * (xs @ xs), sx * sy, h * sx],
+            [sx * sy, w * (ys @ ys), w * sy],
+            [h * sx, w * sy, float(h * w)],
+        ]
+    )
+    rhs = np.array([lum.sum(axis=0) @ xs, lum.sum(axis=1) @ ys, lum.sum()])
+    coef = np.linalg.solve(normal, rhs)
+    plane = (coef[0] * xs[None, :] + coef[1] * ys[:, None]).astype(np.float32)  # the slope only
     out = rgb * np.exp(-plane)[..., None]
     return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
 
