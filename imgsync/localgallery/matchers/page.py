@@ -147,3 +147,21 @@ def _clockwise(q: np.ndarray) -> np.ndarray:
     s = q.sum(axis=1)
     d = q[:, 1] - q[:, 0]
     return np.array([q[np.argmin(s)], q[np.argmin(d)], q[np.argmax(s)], q[np.argmax(d)]], dtype=np.float32)
+
+
+def table_light(rgb: np.ndarray, strip: float = STRIP) -> np.ndarray:
+    """The light falling on the table, as a gain per pixel (float32 (h, w), mean 1): a plane fitted
+    to the log-luminance of the frame's border strips, which are table. The lamp lights the page
+    as it lights the table, and a plain page's own gradient is faint beside it; divided by this,
+    the page keeps its own gradient (regions.even_light removes that too)."""
+    h, w = rgb.shape[:2]
+    s = max(2, round(strip * min(h, w)))
+    border = np.ones((h, w), bool)
+    border[s:-s, s:-s] = False
+    ys, xs = np.nonzero(border)
+    lum = np.log(rgb[ys, xs].astype(np.float32).mean(axis=1) + 8.0)
+    a = np.c_[xs / w - 0.5, ys / h - 0.5, np.ones(len(xs))]
+    coef, *_ = np.linalg.lstsq(a, lum, rcond=None)
+    x = np.arange(w, dtype=np.float32) / w - 0.5
+    y = np.arange(h, dtype=np.float32) / h - 0.5
+    return np.exp(coef[0] * x[None, :] + coef[1] * y[:, None]).astype(np.float32)
