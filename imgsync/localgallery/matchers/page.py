@@ -10,16 +10,21 @@ frame and for stripes or grain running along either axis, smooth elsewhere). The
 what differs from that prediction: its outline comes from colour, not from edges, and a page
 of any texture stands out from the table as long as its colours differ from the table's there.
 
-The largest such blob, its holes filled, is reduced to a quadrilateral: its convex
-hull simplified to four corners, each side then refitted to the blob's outline points along it
-(cv2.fitLine), and the caller snaps the sides onto the page's step at full size (regions.snap): the rectified
-page's hash needs its corners to the pixel.
+The largest such blob, its holes filled, is reduced to a quadrilateral: its convex hull
+simplified to four corners, each side then refitted to the blob's outline points along it
+(cv2.fitLine); the caller snaps the sides onto the page's step at full size (regions.snap), as
+the rectified page's hash needs its corners to the pixel.
+
+The border strips also tell how the page is lit (table_light): the lamp lights the table as it
+lights the page, and a plain page's own gradient is faint beside the lamp's.
 """
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
+
+from imgsync.localgallery.matchers import regions as R
 
 #: The frame's border strips that are taken to be table: this share of each side.
 STRIP = 0.025
@@ -105,7 +110,7 @@ def _four_corners(hull: np.ndarray) -> np.ndarray | None:
     for eps in (0.02, 0.03, 0.04, 0.06, 0.08):
         approx = cv2.approxPolyDP(hull, eps * length, True)
         if len(approx) == 4:
-            return _clockwise(approx.reshape(4, 2).astype(np.float32))
+            return R._clockwise(approx.reshape(4, 2).astype(np.float32))
         if len(approx) < 4:
             return None
     return None
@@ -140,13 +145,6 @@ def _refit(q: np.ndarray, pts: np.ndarray) -> np.ndarray | None:
         s = np.linalg.solve(m, (p2 - p1).astype(np.float64))
         out.append(p1 + s[0] * d1)
     return np.array(out, dtype=np.float32)
-
-
-def _clockwise(q: np.ndarray) -> np.ndarray:
-    """Corners ordered top-left, top-right, bottom-right, bottom-left."""
-    s = q.sum(axis=1)
-    d = q[:, 1] - q[:, 0]
-    return np.array([q[np.argmin(s)], q[np.argmin(d)], q[np.argmax(s)], q[np.argmax(d)]], dtype=np.float32)
 
 
 def table_light(rgb: np.ndarray, strip: float = STRIP) -> np.ndarray:
