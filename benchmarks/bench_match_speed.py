@@ -1,7 +1,8 @@
 """Search latency and add throughput of two versions of the matchers, side by side in one run.
 
-    nice -n 5 python benchmarks/bench_match_speed.py --old DIR [--new DIR] [--only similar,product,materiel,same_hq,add]
-        [--size 10000] [--size-same 100000] [--queries 60] [--queries-same 200] [--add-rounds 4]
+    nice -n 5 python benchmarks/bench_match_speed.py --old DIR [--new DIR]
+        [--only similar,product,materiel,same_hq,picturebook,add] [--size 10000] [--size-same 100000]
+        [--size-book 10000] [--queries 60] [--queries-same 200] [--queries-book 90] [--add-rounds 4]
 
 DIR is a checkout of imgsync (e.g. `git worktree add --detach /tmp/old 02157b1^1`); --new defaults to
 this checkout. The machine is shared and its load moves from minute to minute, so two runs made one
@@ -21,6 +22,11 @@ Per library (the pictures and their edits are the driver's, so both see the same
   and texture pictures with flipped bits and random hashes (bench_match_keypoints' distractors).
   Queries: every same_hq edit of benchmarks.variants in turn, and every 5th a picture that is not
   in the library (these take the slow path: spread keypoints, regions).
+- picturebook at --size-book entries: the 20 photos and the low-texture pictures of the held-out
+  set's tuning part (benchmarks/heldout.py) added as pages, the rest distractors as for same_hq. Queries in turn:
+  a phone photo (whole page, 70 % of it, low resolution) of a photo page ("textured"), of a
+  low-texture page ("plain": few keypoints, often found by its outline) and of a texture or
+  photo not in the library ("outside"); the last two often take the regions path.
 - add: 1 MP JPEGs over HTTP (the real server in a thread, imgsync's GalleryClient, 2 threads),
   rounds of --add-batch images alternating between the versions.
 
@@ -43,6 +49,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 EMBEDDING_LIBS = ("similar", "product", "materiel")
+KEYPOINT_LIBS = ("same_hq", "picturebook")
 
 
 # --- worker: runs inside one version's process; imports only imgsync ------------------------------
@@ -73,7 +80,7 @@ class Worker:
         matcher, spec = matcher_for(lib), get_library(lib)
         pool = [matcher.extract(load_image(b, spec).pixels) for b in d["pool"]]
         rng = np.random.default_rng(5)
-        if lib == "same_hq":
+        if lib in KEYPOINT_LIBS:
             entries = _distractors(pool, size - len(d["add"]), rng)
         else:
             others = [matcher.extract(load_image(b, spec).pixels) for b in d.get("others", ())]
@@ -87,7 +94,8 @@ class Worker:
         t0 = time.perf_counter()
         results, _ = self._engine().search(lib, blob, rn=20)
         ms = (time.perf_counter() - t0) * 1e3
-        return {"ms": ms, "hit": bool(results) and results[0][2] == truth, "top": results[0][1] if results else 0.0}
+        top = [(b, round(s, 3)) for _, s, b in results[:2]]
+        return {"ms": ms, "hit": bool(results) and results[0][2] == truth, "top": top}
 
     def add_http(self, round_: int) -> dict:
         from concurrent.futures import ThreadPoolExecutor
@@ -259,8 +267,34 @@ def build_data(args: argparse.Namespace) -> dict:
             v = vnames[k % len(vnames)]
             queries.append(("contained" if v.startswith("contained") else "edit", n, SAME_IMAGE[v](ph[n], rng)))
     data["same_hq"] = {"add": add, "pool": pool, "queries": queries}
+    if "picturebook" in args.only:
+        from benchmarks.heldout import TUNE, build
+        from benchmarks.variants import PHONE_PHOTO
+
+        # the tuning part only: what a speed run shows of a page must never steer the matching
+        plain = {n: _at_least(im, 320) for n, im in sorted(build().of(TUNE).lowtex.items())}
+        add = [(n, encode(ph[n], "PNG")) for n in names] + [(n, encode(im, "PNG")) for n, im in plain.items()]
+        shots = list(PHONE_PHOTO)
+        queries = []
+        for k in range(args.queries_book):
+            shot = PHONE_PHOTO[shots[(k // 3) % len(shots)]]
+            if k % 3 == 0:
+                n = names[k % len(names)]
+                queries.append(("textured", n, shot(ph[n], rng)))
+            elif k % 3 == 1:
+                n = list(plain)[k % len(plain)]
+                queries.append(("plain", n, shot(plain[n], rng)))
+            else:
+                queries.append(("outside", None, shot(_at_least(outside[k % len(outside)].convert("RGB"), 320), rng)))
+        data["picturebook"] = {"add": add, "pool": pool, "queries": queries}
     data["add"] = {"images": [picture(k) for k in range(args.add_batch)]}
     return data
+
+
+def _at_least(im, side: int):
+    """Enlarged until its shorter side is `side` (picturebook's minimum is 300 px)."""
+    k = side / min(im.size)
+    return im if k <= 1 else im.resize((round(im.width * k), round(im.height * k)))
 
 
 class Proc:
@@ -299,11 +333,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--old", type=Path, help="checkout of the version to compare against (required)")
     ap.add_argument("--new", type=Path, default=HERE.parent, help="checkout measured (default: this one)")
-    ap.add_argument("--only", default="similar,product,materiel,same_hq,add")
+    ap.add_argument("--only", default="similar,product,materiel,same_hq,add", help="also: picturebook")
     ap.add_argument("--size", type=int, default=10_000, help="entries in similar, product, materiel")
     ap.add_argument("--size-same", type=int, default=100_000, help="entries in same_hq")
     ap.add_argument("--queries", type=int, default=60)
     ap.add_argument("--queries-same", type=int, default=200)
+    ap.add_argument("--size-book", type=int, default=10_000, help="entries in picturebook")
+    ap.add_argument("--queries-book", type=int, default=90)
     ap.add_argument("--pool", type=int, default=200, help="pictures behind same_hq's distractors")
     ap.add_argument(
         "--others", type=int, default=100, help="pictures whose keypoints similar's and product's bulk entries carry"
@@ -328,8 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     procs = [Proc("old", args.old, f.name), Proc("new", args.new, f.name)]
     try:
-        for lib in [x for x in (*EMBEDDING_LIBS, "same_hq") if x in only]:
-            size = args.size_same if lib == "same_hq" else args.size
+        for lib in [x for x in (*EMBEDDING_LIBS, *KEYPOINT_LIBS) if x in only]:
+            size = {"same_hq": args.size_same, "picturebook": args.size_book}.get(lib, args.size)
             fills = [p.call(op="setup", lib=lib, size=size)["fill_s"] for p in procs]
             res: dict[str, dict[str, list]] = {p.label: {} for p in procs}
             n = len(data[lib]["queries"])
@@ -356,6 +392,11 @@ def main(argv: list[str] | None = None) -> int:
                     f"  {hits[0]} / {hits[1]}",
                     flush=True,
                 )
+            for k in range(n):  # queries one version finds top-1 and the other does not
+                o, w = res["old"]["all"][k], res["new"]["all"][k]
+                if o["hit"] != w["hit"]:
+                    kind, truth = data[lib]["queries"][k][:2]
+                    print(f"  query {k} ({kind}, {truth}): old {o['top']}, new {w['top']}")
         if "add" in only:
             rates: dict[str, list[float]] = {p.label: [] for p in procs}
             for r in range(args.add_rounds):

@@ -31,6 +31,7 @@ from PIL import Image
 from imgsync.localgallery.matchers import appearance as A
 from imgsync.localgallery.matchers import global_descriptors as G
 from imgsync.localgallery.matchers import keypoints as K
+from imgsync.localgallery.matchers import page as P
 from imgsync.localgallery.matchers import regions as R
 from imgsync.localgallery.matchers.base import EXTRA, Features, Field, Matcher
 from imgsync.localgallery.matchers.table import FeatureTable
@@ -98,6 +99,9 @@ class LocalFeatureMatcher(Matcher):
     #: query regions' sides snapped onto the step edges they lie near (regions.snap): a picture
     #: pasted into another has a sharp border all round
     snap_regions: ClassVar[bool] = True
+    #: the query may be a photo of a page lying on a table: look for the page by its colours
+    #: against the table's (page.py) as well as by its outline
+    page_regions: ClassVar[bool] = False
 
     fields: ClassVar[tuple[Field, ...]]
 
@@ -242,7 +246,7 @@ class LocalFeatureMatcher(Matcher):
         of the query, rectified, goes through the hash stage as if it were the whole query; the
         rows it finds are checked for appearance with the region's exact alignment."""
         more: dict[int, Evidence] = {}
-        regions = _regions(Image.fromarray(np.asarray(query["qimg"])), self.snap_regions)
+        regions = _regions(Image.fromarray(np.asarray(query["qimg"])), self.snap_regions, self.page_regions)
         for i, to_query in enumerate(regions.get("region_to_query", ())):
             sub = {"phash": regions["region_phash"][i], "fine": regions["region_fine"][i]}
             rows = G._same_shortlist(sub, table, mask)
@@ -253,6 +257,10 @@ class LocalFeatureMatcher(Matcher):
             fw, fh = (int(x) for x in regions["region_size"][i])
             frame = (fw, fh)
             for r, s, pair in zip(rows, score, cos.argmax(axis=1), strict=True):
+                if int(r) in found and found[int(r)].judged:
+                    # sure keypoints aligned it exactly and it did not look the same: a region's
+                    # hash (grey levels) does not overrule that (a recoloured lookalike, tuning part)
+                    continue
                 if s > max(
                     found[int(r)].score if int(r) in found else 0.0, more[int(r)].score if int(r) in more else 0.0
                 ):
@@ -311,7 +319,11 @@ class LocalFeatureMatcher(Matcher):
             else:  # the hash stage's crop alignment is approximate: look around it
                 h = G.crop_pair_transform(e.pair, stored.size, e.frame or qsize)
                 a = A.compare_near(thumb, stored.size, qpic, qsize, h if e.region is None else e.region @ h)
-            found[r] = e._replace(score=min(e.score, self.appearance_cap(a, e.coverage)))
+            cap = self.appearance_cap(a, e.coverage)
+            # a sure keypoint match (>= 0.9: 15 inliers or more) aligns exactly; a weak one on a
+            # plain picture does not, and its verdict must not block a region's better alignment
+            sure = e.transform is not None and e.score >= 0.9
+            found[r] = e._replace(score=min(e.score, cap), judged=e.judged or (sure and cap < e.score))
 
     def appearance_cap(self, a: A.Agreement, coverage: float) -> float:
         """The highest score a row may keep given how it looks once aligned with the query.
@@ -338,22 +350,37 @@ class Evidence(NamedTuple):
     #: for a hash match of a query region (regions.py): region pixels → query pixels, region size
     region: np.ndarray | None = None
     frame: tuple[int, int] | None = None
+    #: the appearance check lowered a sure keypoint match's score, with its (exact) alignment
+    judged: bool = False
 
 
 NO_EVIDENCE = Evidence(0.0, "", -1, None, 0.0)
 
 
-def _regions(img: Image.Image, snapped: bool = True) -> dict[str, np.ndarray]:
-    """Query features of the quadrilateral regions of the query (regions.py): their hashes, their
-    map to query pixels and their size."""
-    quads = R.quads(np.asarray(img.convert("RGB")), snapped)
+def _regions(img: Image.Image, snapped: bool = True, page: bool = False) -> dict[str, np.ndarray]:
+    """Query features of the quadrilateral regions of the query (regions.py; with `page`, first the
+    page against the table, page.py): their hashes, their map to query pixels and their size."""
+    rgb = np.asarray(img.convert("RGB"))
+    quads = R.quads(rgb, snapped)
+    lit = None  # the query with the table's light divided out, for the page region
+    if page:
+        q = P.page_quad(rgb)
+        if q is not None:
+            # snapped, each half of a side on its own: the outline of a blob found at a third of the
+            # size, its corners rounded, is a few pixels off and slightly turned
+            q = R.snap(rgb.astype(np.float32), q, tilt=True)
+            quads = [q, *(f for f in quads if np.abs(f - q).max() >= 0.03 * max(rgb.shape[:2]))]
+            lit = Image.fromarray(np.clip(rgb / P.table_light(rgb)[..., None], 0, 255).astype(np.uint8))
     if not quads:
         return {}
     phash, fine, to_query, size = [], [], [], []
-    for q in quads:
+    for i, q in enumerate(quads):
         rect, h = R.rectify(img, q)
-        # as it is, and with uneven light evened out (a page photographed under a lamp)
-        for version in (rect, R.even_light(rect)):
+        # as it is, and with uneven light evened out (a page photographed under a lamp); the page
+        # lit evenly by the table's light instead of as it is (a plain page's own gradient is faint
+        # beside the lamp's: tuning part, fine cosine median 0.90 as it is, 0.98 so)
+        first = R.rectify(lit, q)[0] if i == 0 and lit is not None else rect
+        for version in (first, R.even_light(rect)):
             d = G._same_extract(version)
             phash.append(d["phash"])
             fine.append(d["fine"])

@@ -5,8 +5,10 @@ ORB keypoints (600 per page) + ratio test + RANSAC *homography* (a flat page see
 a sanity check on the homography (keypoints.sane_transform); a shortlist by descriptor voting
 (64 spread descriptors per page in a faiss binary index) keeps a 10k-page library fast: only the
 best-voted 24 pages are verified. The hash stage of local.py still answers exact and re-encoded
-copies, including pages too plain for keypoints. Score = inlier confidence (no coverage penalty:
-a photo of half a page is still that page); results below 0.3 are dropped.
+copies, including pages too plain for keypoints; a phone photo of such a page is found by its
+regions (regions.py), the page told from the table by colour first (page.py). Score = inlier
+confidence (no coverage penalty: a photo of half a page is still that page); results below 0.3
+are dropped.
 
 Memory per page: ≈ 2.9 kB in the table + 64 x 40 B in faiss; the keypoints (~22 kB) stay in SQLite.
 """
@@ -36,3 +38,4 @@ class PictureBookMatcher(LocalFeatureMatcher):
     # A photographed page's border is blurred and unevenly lit: snapping its sides found no page
     # more on the tuning part and moved one lookalike's outline onto a false "same" (0.91).
     snap_regions: ClassVar[bool] = False
+    page_regions: ClassVar[bool] = True
