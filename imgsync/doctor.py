@@ -625,6 +625,34 @@ def _suggest(needed: int) -> int:
 GalleryOpener = Callable[[Config], AbstractContextManager["tuple[GalleryProbe, str] | Finding"]]
 
 
+def former_gallery_dir() -> Path:
+    """Where `imgsync gallery serve` kept its data by default before the embedded gallery and it shared
+    <state dir>/gallery."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("imgsync")) / "gallery"
+
+
+def check_former_gallery_dir(config: Config, former: Path) -> Finding | None:
+    """A gallery left where an earlier imgsync's `gallery serve` kept it by default: a `gallery serve`
+    without --data now starts an empty one elsewhere, so say where the old one is."""
+    from imgsync.embedded import local_data_dir
+
+    current = local_data_dir(config)
+    try:
+        left = former.is_dir() and any(former.iterdir()) and former.resolve() != current.resolve()
+    except OSError:
+        return None
+    if not left:
+        return None
+    return warn(
+        "gallery data",
+        f"{former} holds a local gallery that an earlier imgsync's `gallery serve` kept there by default; "
+        f"the default is now {current}",
+        f"serve it with `imgsync gallery serve --data {former}`, or move its files to {current} while no imgsync runs",
+    )
+
+
 def run_doctor(
     load: Callable[[], Config],
     *,
@@ -633,6 +661,7 @@ def run_doctor(
     watch_limit: Callable[[], int | None] = read_watch_limit,
     scandir: ScanDir = _scandir,
     schema: Callable[[], SchemaInfo] = schema_info,
+    former_gallery: Callable[[], Path] = former_gallery_dir,
 ) -> DoctorReport:
     """Every check, in order. `open_gallery(config)` yields (probe, endpoint shown to the user), or a
     Finding when there is nothing to probe (why)."""
@@ -668,6 +697,9 @@ def run_doctor(
             else:
                 probe, endpoint = opened
                 report.findings.extend(gallery_findings(probe, libraries, endpoint, clock=clock))
+    former = check_former_gallery_dir(config, former_gallery())
+    if former is not None:
+        report.findings.append(former)
     report.findings.append(check_inotify(config, watch_limit()))
     return report
 

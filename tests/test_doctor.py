@@ -398,3 +398,20 @@ def test_no_mirror_is_not_ready_to_sync(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert "WARN config" in result.output and "no mirror yet" in result.output
     assert result.output.rstrip().endswith("no mirror to sync yet")
+
+
+def test_a_gallery_left_at_the_former_default_place_is_pointed_at(tmp_path: Path) -> None:
+    setup = Setup(tmp_path, "local")
+    former = tmp_path / "share" / "imgsync" / "gallery"
+    assert not any(f.check == "gallery data" for f in setup.report(former_gallery=lambda: former).findings)
+    former.mkdir(parents=True)  # there, but empty: nothing to say
+    assert not any(f.check == "gallery data" for f in setup.report(former_gallery=lambda: former).findings)
+    (former / "gallery.sqlite3").write_bytes(b"")
+    (found,) = [f for f in setup.report(former_gallery=lambda: former).findings if f.check == "gallery data"]
+    assert found.level == "warn" and str(former) in found.message and str(setup.state / "gallery") in found.message
+    assert f"imgsync gallery serve --data {former}" in found.fix
+    # the state dir's own gallery is the default: nothing to point at
+    (setup.state / "gallery").mkdir(parents=True, exist_ok=True)
+    (setup.state / "gallery" / "notes.txt").write_text("not empty")
+    same = setup.report(former_gallery=lambda: setup.state / "gallery").findings
+    assert not any(f.check == "gallery data" for f in same)
