@@ -163,6 +163,9 @@ class Gallery:
             np.zeros((len(feats), 2), np.uint16),
             {f.name: np.stack([x[f.name] for x in feats]) for f in matcher.fields},
         )
+        # the entries' variable-length blobs (similar's and product's keypoints), as a store keeps them
+        blobs = [matcher.pack_extra(f) for f in feats]
+        self.table.extra_loader = lambda seqs: {s: b for s in seqs if (b := blobs[s]) is not None}
 
     def scores(self, query: Image.Image) -> np.ndarray:
         """Calibrated score of every row (verify over all rows, so non-matches are measured too)."""

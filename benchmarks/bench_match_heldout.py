@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmarks.heldout import HELD, TUNE, HeldOut, build, encode, texture_patch
+from benchmarks.heldout import HELD, TUNE, HeldOut, build, encode, texture_patch, tune_pairs
 from benchmarks.photos import photos
 from benchmarks.variants import PHONE_PHOTO, SAME_IMAGE
 from imgsync.libraries import get_library
@@ -239,6 +239,39 @@ def run_pairs(library: str, h: HeldOut, d: Path) -> dict:
     return res
 
 
+def run_extra_pairs(library: str, h: HeldOut, d: Path) -> dict:
+    """similar / product, tuning part only: heldout.tune_pairs (its objects and more, each pasted into
+    a scene per round at another size and angle; half the scenes are library photos, the object then
+    in front of one), one library per round and direction, figures over all rounds."""
+    out: dict[str, dict[str, float]] = {}
+    rounds = tune_pairs(h)
+    print(f"  {'extra pairs (tune_pairs)':30} {'n':>4} {'top-1':>6} {'≥0.9':>6} {'≥0.6':>6} {'median':>7}")
+    for direction in ("alone->scene", "scene->alone"):
+        top1, scores = [], []
+        for pairs in rounds:
+            ps = [p for p in pairs if p.name.endswith(direction)]
+            with tempfile.TemporaryDirectory(dir=d) as sub:
+                b = Bench(library, Path(sub))
+                b.add({**h.photos, **h.lowtex})
+                b.add({p.name: p.stored for p in ps})
+                for p in ps:
+                    hits = b.best(encode(fit(p.query, library)))
+                    top1.append(bool(hits) and hits[0][0] == p.name)
+                    scores.append(next((s for n, s in hits if n == p.name), 0.0))
+                b.close()
+        s = np.array(scores)
+        out[direction] = row = {
+            "n": len(s),
+            "top1": float(np.mean(top1)),
+            "ge90": float(np.mean(s >= 0.9)),
+            "ge60": float(np.mean(s >= 0.6)),
+            "median": float(np.median(s)),
+        }
+        print(f"  {direction:30} {row['n']:4d} {row['top1']:6.2f} ", end="")
+        print(f"{row['ge90']:6.2f} {row['ge60']:6.2f} {row['median']:7.3f}")
+    return out
+
+
 RUNS = ("same_hq", "picturebook", "materiel", "similar", "product")
 
 
@@ -267,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
                 run_materiel(h, d)
             elif lib in ("similar", "product"):
                 run_pairs(lib, h, d)
+                if args.part == TUNE:
+                    run_extra_pairs(lib, h, d)
             else:
                 raise SystemExit(f"unknown library {lib!r}")
     print(f"\n({time.perf_counter() - t0:.0f} s)")

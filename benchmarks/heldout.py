@@ -24,6 +24,10 @@ Kinds, each the hard case of one goal of issue #14:
 - texture: stationary textures, periodic (tiled) and stochastic, for materiel at several scales.
 - pairs: natural viewpoint pairs: an object alone vs the same object in a cluttered scene (both
   directions), and a logo against its low-fidelity rendering.
+
+tune_pairs() adds, for the tuning part only, more natural pairs: its objects and more (sprites,
+logos, a silhouette, crops of photos as boxes) pasted into scenes at other sizes and angles, half
+of them in front of the part's own library photos.
 """
 
 from __future__ import annotations
@@ -279,6 +283,64 @@ def in_scene(
     canvas = bg.convert("RGBA")
     canvas.alpha_composite(o, (x, y))
     return canvas.convert("RGB")
+
+
+def _more_cutouts() -> dict[str, Image.Image]:
+    """More objects for the tuning part's extra natural pairs (tune_pairs): sprites, logos with text, a
+    smooth silhouette, and rectangular crops of photos (a box or a print photographed as a product).
+    None of them is, or is cut from, a picture of the held part."""
+    pg, sk = _pkg("pygame") / "examples" / "data", _pkg("skimage") / "data"
+    coffee, astronaut = _rgba(sk / "coffee.png"), _rgba(sk / "astronaut.png")
+    chelsea, rocket = _rgba(sk / "chelsea.png"), _rgba(sk / "rocket.jpg")
+    out = {
+        "player1": _rgba(pg / "player1.gif"),
+        "explosion": _rgba(pg / "explosion1.gif"),
+        "skimage_logo": _key(_rgba(sk / "logo.png"), lambda c: c.min(axis=-1) > 235),
+        "horse": _key(_rgba(sk / "horse.png"), lambda c: c.min(axis=-1) > 128),
+        "coffee_box": coffee.crop((150, 20, 480, 330)),
+        "astronaut_box": astronaut.crop((140, 20, 400, 300)),
+        "cat_box": chelsea.crop((60, 10, 330, 270)),
+        "rocket_box": rocket.crop((200, 0, 420, 427)),
+        "camera_box": _rgba(sk / "camera.png").crop((100, 40, 400, 400)),
+        "page_box": _rgba(sk / "page.png").crop((0, 0, 300, 191)),
+    }
+    return {n: _trim(im) for n, im in out.items()}
+
+
+def _more_scenes() -> dict[str, Image.Image]:
+    """Cluttered scenes that are in no library of the extra pairs (the library's own photos are the
+    other kind of scene: an object in front of a library picture)."""
+    sk, sl = _pkg("skimage") / "data", _pkg("sklearn") / "datasets" / "images"
+    return {
+        "china": _rgb(_rgba(sl / "china.jpg")),
+        "flower": _rgb(_rgba(sl / "flower.jpg")),
+        "motorcycle": _rgb(_rgba(sk / "motorcycle_left.png")),
+        "hubble": _rgb(_rgba(sk / "hubble_deep_field.jpg")),
+    }
+
+
+def tune_pairs(h: HeldOut, rounds: int = 6, seed: int = 41) -> list[list[Pair]]:
+    """Extra natural pairs for tuning only (the tuning part is 5 objects): the tuning part's objects
+    and _more_cutouts(), each pasted into a scene at another size and angle per round. Scenes
+    alternate between the part's own photos (in the library: the object is in front of a library
+    picture) and _more_scenes() (not in it). Pair names: "<object>@<round>~alone->scene" or
+    "~scene->alone". One list of pairs per round (a round's stored views share one library)."""
+    assert all(h.part[n] == TUNE for n in h.photos), "tune_pairs() is for the tuning part only"
+    rng = np.random.default_rng(seed)
+    objs = {**{n: o for n, o in _cutouts().items() if h.part[n] == TUNE}, **_more_cutouts()}
+    library_scenes, other_scenes = sorted(h.photos.items()), sorted(_more_scenes().items())
+    sizes, angles = (0.45, 0.35, 0.6, 0.3), (8.0, 15.0, 4.0, 20.0)
+    out = []
+    for r in range(rounds):
+        pairs = []
+        for i, (n, o) in enumerate(sorted(objs.items())):
+            scenes = library_scenes if (i + r) % 2 == 0 else other_scenes
+            scene = scenes[(i + 3 * r) % len(scenes)][1]
+            q = in_scene(o, scene, rng, scale=sizes[(i + r) % len(sizes)], angle=angles[r % len(angles)])
+            pairs.append(Pair(f"{n}@{r}~alone->scene", on_plain(o), q))
+            pairs.append(Pair(f"{n}@{r}~scene->alone", q, on_plain(o, fill=0.6)))
+        out.append(pairs)
+    return out
 
 
 @dataclass(frozen=True)

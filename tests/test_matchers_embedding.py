@@ -56,6 +56,9 @@ def table_of(
         np.zeros((n, 2), np.uint16),
         {f.name: np.stack([x[f.name] for x in feats]) for f in matcher.fields},
     )
+    # the entries' variable-length blobs (similar's and product's keypoints), as a store keeps them
+    blobs = [matcher.pack_extra(f) for f in feats]
+    t.extra_loader = lambda seqs: {s: b for s in seqs if (b := blobs[s]) is not None}
     return t
 
 
