@@ -53,19 +53,13 @@ def _same_extract(img: Image.Image) -> dict[str, np.ndarray]:
     return {"phash": hashes, "fine": fine.astype(np.float16)}
 
 
-def phash_distance(query: Features, table: FeatureTable, mask: np.ndarray) -> np.ndarray:
-    """Every row's pHash distance to the query (the closest CROP_PAIRS pair); 255 for rows not allowed."""
+def _same_shortlist(query: Features, table: FeatureTable, mask: np.ndarray) -> np.ndarray:
     stored = table.col("phash")
     q = np.asarray(query["phash"], dtype=np.uint64)
     dist = np.full(table.n, 255, dtype=np.uint8)
     for a, b in F.CROP_PAIRS:
         np.minimum(dist, np.bitwise_count(stored[:, b] ^ q[a]).astype(np.uint8), out=dist)
     dist[~mask] = 255
-    return dist
-
-
-def _same_shortlist(query: Features, table: FeatureTable, mask: np.ndarray) -> np.ndarray:
-    dist = phash_distance(query, table, mask)
     rows = np.flatnonzero(dist <= MAX_BITS)
     if len(rows) > SHORTLIST:
         rows = rows[np.argpartition(dist[rows], SHORTLIST - 1)[:SHORTLIST]]

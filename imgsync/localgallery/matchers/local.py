@@ -59,8 +59,8 @@ APPEARANCE_ROWS = 32
 #: own (tuning part: docs/matching-keypoints.md, fourth round). The appearance check still decides.
 PAGE_FINE_MIN = 0.86
 PAGE_FINE_ROWS = 8
-#: ... within this many pHash bits of the page region (of 64; the hash stage's own limit is
-#: global_descriptors.MAX_BITS): the fine descriptors are widened only for those rows.
+#: ... within this many pHash bits of the page region, against the whole stored picture (of 64; the hash
+#: stage's own limit is global_descriptors.MAX_BITS): the fine descriptors are widened only for those rows.
 PAGE_MAX_BITS = 30
 #: Such a candidate needs its colours too (appearance.Agreement.colour at most this), whatever the
 #: library's own limits: two smooth gradients with one layout have one fine descriptor. Tuning-only
@@ -379,23 +379,28 @@ NO_EVIDENCE = Evidence(0.0, "", -1, None, 0.0)
 
 
 def _fine_candidates(regions: dict[str, np.ndarray], table: FeatureTable, mask: np.ndarray) -> list[np.ndarray]:
-    """For each version of the page region: the allowed rows within PAGE_MAX_BITS of it whose best
-    crop-pair fine cosine with it is ≥ PAGE_FINE_MIN, the PAGE_FINE_ROWS closest."""
+    """For each version of the page region: the allowed rows within PAGE_MAX_BITS of it whose fine
+    cosine with it is ≥ PAGE_FINE_MIN, the PAGE_FINE_ROWS closest. Each of the region's crops against
+    the whole stored picture only (the crop pairs (a, 0)): a rectified page is the whole picture, its
+    inner crops the closest when the outline took in a little of the table (tuning photos), and one
+    stored crop keeps the widening of float16 descriptors (most of the cost) to a third."""
     n = int(regions["page"]) if regions else 0
     if n == 0:
         return []
-    near = [G.phash_distance({"phash": regions["region_phash"][i]}, table, mask) <= PAGE_MAX_BITS for i in range(n)]
+    stored_hash = table.col("phash")[:, 0]
+    near = []
+    for i in range(n):
+        bits = np.min([np.bitwise_count(stored_hash ^ h) for h in regions["region_phash"][i]], axis=0)
+        near.append(mask & (bits <= PAGE_MAX_BITS))
     rows = np.flatnonzero(np.logical_or.reduce(near))
-    # widened once for both versions (float16 → float32 is most of the cost: ~1 ms per 1000 rows)
-    stored = table.col("fine")[rows].astype(np.float32)  # (k, crops, dim)
+    stored = table.col("fine")[rows, 0].astype(np.float32)  # (k, dim), widened once for both versions
     out = []
     for i in range(n):
-        q = np.asarray(regions["region_fine"][i], dtype=np.float32)
         # einsum, not a BLAS product: BLAS threads fight each other on a busy machine
-        best = np.einsum("kpd,pd->kp", stored[:, G._CROP_B], q[G._CROP_A]).max(axis=1)
-        keep = np.flatnonzero((best >= PAGE_FINE_MIN) & near[i][rows])
+        cos = np.einsum("kd,cd->kc", stored, np.asarray(regions["region_fine"][i], dtype=np.float32)).max(axis=1)
+        keep = np.flatnonzero((cos >= PAGE_FINE_MIN) & near[i][rows])
         if len(keep) > PAGE_FINE_ROWS:
-            keep = keep[np.argpartition(-best[keep], PAGE_FINE_ROWS - 1)[:PAGE_FINE_ROWS]]
+            keep = keep[np.argpartition(-cos[keep], PAGE_FINE_ROWS - 1)[:PAGE_FINE_ROWS]]
         out.append(rows[keep])
     return out
 
