@@ -53,6 +53,19 @@ MIN_VERIFIED = 4
 USUAL_XY = "usual_xy"
 #: The appearance check (appearance.py) runs on at most this many of the best rows at or above the floor.
 APPEARANCE_ROWS = 32
+#: The page region (page.py) also takes as candidates the rows whose fine cosine with it is at least
+#: PAGE_FINE_MIN (at most PAGE_FINE_ROWS of them, the closest), whatever their pHash distance: a plain
+#: page's pHash is mostly noise bits, and a page outlined and lit right lands 24-26 bits from its
+#: own (tuning part: docs/matching-keypoints.md, fourth round). The appearance check still decides.
+PAGE_FINE_MIN = 0.86
+PAGE_FINE_ROWS = 8
+#: ... within this many pHash bits of the page region, against the whole stored picture (of 64; the hash
+#: stage's own limit is global_descriptors.MAX_BITS): the fine descriptors are widened only for those rows.
+PAGE_MAX_BITS = 30
+#: Such a candidate needs its colours too (appearance.Agreement.colour at most this), whatever the
+#: library's own limits: two smooth gradients with one layout have one fine descriptor. Tuning-only
+#: gradient pages: the right page ≤ 0.28, other gradients ≥ 0.52.
+HASHLESS_COLOUR = 0.4
 
 _COSINE_POINTS = ([0.0, 0.7, 0.86, 1.0], [0.0, 0.3, 0.9, 1.0])
 
@@ -247,9 +260,12 @@ class LocalFeatureMatcher(Matcher):
         rows it finds are checked for appearance with the region's exact alignment."""
         more: dict[int, Evidence] = {}
         regions = _regions(Image.fromarray(np.asarray(query["qimg"])), self.snap_regions, self.page_regions)
+        by_fine = _fine_candidates(regions, table, mask)
         for i, to_query in enumerate(regions.get("region_to_query", ())):
             sub = {"phash": regions["region_phash"][i], "fine": regions["region_fine"][i]}
             rows = G._same_shortlist(sub, table, mask)
+            hashless = np.setdiff1d(by_fine[i], rows) if i < len(by_fine) else rows[:0]
+            rows = np.union1d(rows, hashless)
             if len(rows) == 0:
                 continue
             cos = G._same_pair_cosines(sub, table, rows)
@@ -264,7 +280,9 @@ class LocalFeatureMatcher(Matcher):
                 if s > max(
                     found[int(r)].score if int(r) in found else 0.0, more[int(r)].score if int(r) in more else 0.0
                 ):
-                    more[int(r)] = Evidence(float(s), "", int(pair), None, 1.0, to_query, frame)
+                    more[int(r)] = Evidence(
+                        float(s), "", int(pair), None, 1.0, to_query, frame, hashless=bool(np.isin(r, hashless))
+                    )
         self._check_appearance(query, table, more)
         for r, e in more.items():
             if r not in found or e.score > found[r].score:
@@ -320,6 +338,8 @@ class LocalFeatureMatcher(Matcher):
                 h = G.crop_pair_transform(e.pair, stored.size, e.frame or qsize)
                 a = A.compare_near(thumb, stored.size, qpic, qsize, h if e.region is None else e.region @ h)
             cap = self.appearance_cap(a, e.coverage)
+            if e.hashless and a.colour > HASHLESS_COLOUR:
+                cap = min(cap, 0.5)  # the same layout of grey levels in other colours: another picture
             # a sure keypoint match (>= 0.9: 15 inliers or more) aligns exactly; a weak one on a
             # plain picture does not, and its verdict must not block a region's better alignment
             sure = e.transform is not None and e.score >= 0.9
@@ -352,17 +372,48 @@ class Evidence(NamedTuple):
     frame: tuple[int, int] | None = None
     #: the appearance check lowered a sure keypoint match's score, with its (exact) alignment
     judged: bool = False
+    #: a page region's candidate by its fine cosine alone, beyond the hash stage's bit limit
+    hashless: bool = False
 
 
 NO_EVIDENCE = Evidence(0.0, "", -1, None, 0.0)
 
 
+def _fine_candidates(regions: dict[str, np.ndarray], table: FeatureTable, mask: np.ndarray) -> list[np.ndarray]:
+    """For each version of the page region: the allowed rows within PAGE_MAX_BITS of it whose fine
+    cosine with it is ≥ PAGE_FINE_MIN, the PAGE_FINE_ROWS closest. Each of the region's crops against
+    the whole stored picture only (the crop pairs (a, 0)): a rectified page is the whole picture, its
+    inner crops the closest when the outline took in a little of the table (tuning photos), and one
+    stored crop keeps the widening of float16 descriptors (most of the cost) to a third."""
+    n = int(regions["page"]) if regions else 0
+    if n == 0:
+        return []
+    stored_hash = table.col("phash")[:, 0]
+    near = []
+    for i in range(n):
+        bits = np.min([np.bitwise_count(stored_hash ^ h) for h in regions["region_phash"][i]], axis=0)
+        near.append(mask & (bits <= PAGE_MAX_BITS))
+    rows = np.flatnonzero(np.logical_or.reduce(near))
+    stored = table.col("fine")[rows, 0].astype(np.float32)  # (k, dim), widened once for both versions
+    out = []
+    for i in range(n):
+        # einsum, not a BLAS product: BLAS threads fight each other on a busy machine
+        cos = np.einsum("kd,cd->kc", stored, np.asarray(regions["region_fine"][i], dtype=np.float32)).max(axis=1)
+        keep = np.flatnonzero((cos >= PAGE_FINE_MIN) & near[i][rows])
+        if len(keep) > PAGE_FINE_ROWS:
+            keep = keep[np.argpartition(-cos[keep], PAGE_FINE_ROWS - 1)[:PAGE_FINE_ROWS]]
+        out.append(rows[keep])
+    return out
+
+
 def _regions(img: Image.Image, snapped: bool = True, page: bool = False) -> dict[str, np.ndarray]:
     """Query features of the quadrilateral regions of the query (regions.py; with `page`, first the
-    page against the table, page.py): their hashes, their map to query pixels and their size."""
+    page against the table, page.py): their hashes, their map to query pixels and their size;
+    "page": how many of the first versions are the page's (0 when no page was found)."""
     rgb = np.asarray(img.convert("RGB"))
     quads = R.quads(rgb, snapped)
     lit = None  # the query with the table's light divided out, for the page region
+    found_page = False
     if page:
         q = P.page_quad(rgb)
         if q is not None:
@@ -371,6 +422,7 @@ def _regions(img: Image.Image, snapped: bool = True, page: bool = False) -> dict
             q = R.snap(rgb.astype(np.float32), q, tilt=True)
             quads = [q, *(f for f in quads if np.abs(f - q).max() >= 0.03 * max(rgb.shape[:2]))]
             lit = Image.fromarray(np.clip(rgb / P.table_light(rgb)[..., None], 0, 255).astype(np.uint8))
+            found_page = True
     if not quads:
         return {}
     phash, fine, to_query, size = [], [], [], []
@@ -391,6 +443,7 @@ def _regions(img: Image.Image, snapped: bool = True, page: bool = False) -> dict
         "region_fine": np.stack(fine),
         "region_to_query": np.stack(to_query),
         "region_size": np.array(size, dtype=np.int64),
+        "page": np.array(2 if found_page else 0),
     }
 
 
