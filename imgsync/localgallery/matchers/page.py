@@ -136,15 +136,7 @@ def _refit(q: np.ndarray, pts: np.ndarray) -> np.ndarray | None:
             continue
         vx, vy, x0, y0 = cv2.fitLine(pts[near], cv2.DIST_HUBER, 0, 0.01, 0.01).ravel()
         lines.append((np.array([x0, y0], np.float32), np.array([vx, vy], np.float32)))
-    out = []
-    for i in range(4):
-        (p1, d1), (p2, d2) = lines[i - 1], lines[i]
-        m = np.array([[d1[0], -d2[0]], [d1[1], -d2[1]]], dtype=np.float64)
-        if abs(np.linalg.det(m)) < 1e-6:
-            return None
-        s = np.linalg.solve(m, (p2 - p1).astype(np.float64))
-        out.append(p1 + s[0] * d1)
-    return np.array(out, dtype=np.float32)
+    return R.corners_of(lines)
 
 
 def table_light(rgb: np.ndarray, strip: float = STRIP) -> np.ndarray:

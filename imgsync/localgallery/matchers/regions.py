@@ -206,12 +206,19 @@ def snap(img: np.ndarray, q: np.ndarray, reach: int = SNAP, tilt: bool = False) 
             step = np.abs(outside - inside).max(axis=1).reshape(len(offsets), -1).mean(axis=1)
             points.append(a + float(t.mean()) * d + offsets[int(np.argmax(step))] * n)
         lines.append((points[0], d) if len(points) == 1 else (points[0], points[1] - points[0]))
+    corners = corners_of(lines)
+    return q if corners is None else corners
+
+
+def corners_of(lines: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray | None:
+    """The four corners where consecutive sides meet, each side a (point, direction) line: corner i is
+    sides i-1 and i; None if two consecutive sides are parallel."""
     out = []
     for i in range(4):
         (p1, d1), (p2, d2) = lines[i - 1], lines[i]
         m = np.array([[d1[0], -d2[0]], [d1[1], -d2[1]]], dtype=np.float64)
         if abs(np.linalg.det(m)) < 1e-6:
-            return q
+            return None
         s = np.linalg.solve(m, (p2 - p1).astype(np.float64))
         out.append(p1 + s[0] * d1)
     return np.array(out, dtype=np.float32)
