@@ -317,6 +317,22 @@ def test_an_object_in_front_of_a_library_photo_comes_first_when_its_inliers_clus
         e.close()
 
 
+@pytest.mark.parametrize("library", ["similar", "product"])
+def test_an_object_on_a_smooth_part_of_a_library_photo_comes_first(
+    tune: HeldOut, extra_pairs: dict[str, Pair], tmp_path: object, library: str
+) -> None:
+    """A sprite pasted on a smooth part of a library photo: the photo has none of its own keypoints
+    there, so its points predict nothing there, but the query shows the sprite's inliers there, which
+    are not the photo's."""
+    name = "player1@1~alone->scene"
+    e = _pairs_engine(tmp_path, library, tune, {name: extra_pairs[name].stored})
+    try:
+        results, _ = e.search(library, encode(fit(extra_pairs[name].query, library)))
+        assert results and results[0][2] == name, (library, results[:3])
+    finally:
+        e.close()
+
+
 @pytest.mark.parametrize(
     ("name", "details"),
     [("china", ((291, 59, 626, 283), (94, 11, 372, 196))), ("coffee", ((319, 70, 586, 248), (0, 97, 252, 265)))],

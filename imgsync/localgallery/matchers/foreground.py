@@ -131,6 +131,10 @@ def hides(
         in_core = _in_convex(core, pts)
         n_core, n_else = int(np.sum(in_core & in_frame)), int(np.sum(~in_core & in_frame))
         expected = n_core * outside / max(n_else, 1)
+        if n_core == 0 and inside == 0:
+            # none of its own points there, yet the query shows the front's inliers (at least
+            # MIN_FRONT_INLIERS) there: what the query has there is not the picture behind
+            return True
     else:
         expected = outside * overlap / max(a_behind - overlap, 1.0)  # the density elsewhere, over B's area
     return expected >= MIN_EXPECTED and inside <= HIDDEN_SHARE * expected
