@@ -254,123 +254,94 @@ def reconcile_mirror(
     """
     end_retries = getattr(gallery, "retries_end_when", None)  # a test's fault-injecting wrapper may lack it
     with end_retries(should_stop) if end_retries is not None else nullcontext():
-        return _reconcile_mirror(
+        executor = Executor(
             mirror,
             store,
             gallery,
             spool_dir=spool_dir,
-            force=force,
-            on_planned=on_planned,
+            read_upload=make_reader(mirror),
             on_progress=on_progress,
-            on_early=on_early,
             should_stop=should_stop,
-            scope=scope,
-            min_age_ns=min_age_ns,
-            settle=settle,
         )
-
-
-def _reconcile_mirror(
-    mirror: MirrorConfig,
-    store: Store,
-    gallery: Gallery,
-    *,
-    spool_dir: Path,
-    force: bool,
-    on_planned: Callable[[Plan], None],
-    on_progress: Callable[[int], None],
-    on_early: Callable[[int], None],
-    should_stop: Callable[[], bool],
-    scope: Collection[str] | None,
-    min_age_ns: int,
-    settle: SettleWait | None,
-) -> MirrorRun:
-    executor = Executor(
-        mirror,
-        store,
-        gallery,
-        spool_dir=spool_dir,
-        read_upload=make_reader(mirror),
-        on_progress=on_progress,
-        should_stop=should_stop,
-    )
-    report = Report(mirror.name)
-    run_id = store.start_run(mirror.name)
-    try:
-        executor.recover(store.open_journal(), report)
-    except GalleryError as e:  # the gallery is unreachable, out of quota or refusing us: try next run
-        report.stopped = e
-        store.finish_run(run_id, "stopped", report.counts(), str(e))
-        return MirrorRun(mirror, None, report)
-    state = store.mirror_state(mirror.name)
-    if (
-        scope is None
-        and not report.recovered
-        and state is not None
-        and still_settled(mirror, state, open_intents=sum(i.mirror == mirror.name for i in store.open_journal()))
-    ):
-        # Nothing on disk changed since a clean run left everything in step: the plan is empty.
-        report.rejected += store.rejected_files(mirror.name)
-        report.unchanged_problems = {p for p, _ in report.rejected}
-        store.finish_run(run_id, "ok" if report.ok else "partial", report.counts())
-        return MirrorRun(mirror, Plan(), report)
-    if state is not None and state.settled:
-        store.unsettle(mirror.name)  # from here on, only a clean end of a full run may claim it again
-    with EarlyAdds(executor, report, on_early) if scope is None else nullcontext() as early:
+        report = Report(mirror.name)
+        run_id = store.start_run(mirror.name)
         try:
-            planned = plan_mirror(
-                mirror,
-                store,
-                force=force,
-                report=report,
-                scope=scope,
-                min_age_ns=min_age_ns,
-                settle=settle,
-                early=early,
-            )
-        except ScanAborted:  # the early adds' calls stopped: quota, auth, gallery down, or shutting down
-            assert early is not None
-            early.finish()
-            status = "stopped" if report.stopped else "interrupted"
-            store.finish_run(run_id, status, report.counts(), str(report.stopped) if report.stopped else None)
+            executor.recover(store.open_journal(), report)
+        except GalleryError as e:  # the gallery is unreachable, out of quota or refusing us: try next run
+            report.stopped = e
+            store.finish_run(run_id, "stopped", report.counts(), str(e))
             return MirrorRun(mirror, None, report)
-    if scope is not None and (planned.plan.deletes or planned.plan.withheld):
-        # A scoped scan takes the rest of the folder from the manifest, so a guard cannot tell a few
-        # deleted files from a folder emptied or unmounted under the watcher: deletes are decided on a
-        # full scan, every time.
-        report.pending.clear()
-        planned = plan_mirror(mirror, store, force=force, report=report, min_age_ns=min_age_ns, settle=settle)
-    scan, plan = planned.scan, planned.plan
-    report.unchanged_problems = planned.unchanged_problems
-    # A run whose deletes were withheld confirms no disappearance: files not found stay in the manifest
-    # (with their entries) until a run that may delete, so nothing a guard protects is forgotten.
-    trusted_absence = scan.complete and not plan.withheld and planned.check.usable
-    gone = [p for p in planned.known if p not in scan.files] if trusted_absence else []
-    # Write only what differs from the manifest: a no-op run over 100k files writes nothing.
-    looked_at = scan.files.values() if scan.examined is None else (scan.files[p] for p in scan.examined)
-    store.save_scan(mirror.name, changed_files(looked_at, planned.known), gone=gone)
-    on_planned(plan)
-    executor.run(plan, report)
-    if report.stopped is None and trusted_absence and scan.scope is None:
-        store.set_mirror_state(
-            mirror.name,
-            str(mirror.folder),
-            planned.check.device or 0,
-            len(scan.files),
-            judged_as(mirror),
-            settled=_settled_value(mirror, scan, plan, report),
-            fsid=planned.check.fsid,
+        state = store.mirror_state(mirror.name)
+        if (
+            scope is None
+            and not report.recovered
+            and state is not None
+            and still_settled(mirror, state, open_intents=sum(i.mirror == mirror.name for i in store.open_journal()))
+        ):
+            # Nothing on disk changed since a clean run left everything in step: the plan is empty.
+            report.rejected += store.rejected_files(mirror.name)
+            report.unchanged_problems = {p for p, _ in report.rejected}
+            store.finish_run(run_id, "ok" if report.ok else "partial", report.counts())
+            return MirrorRun(mirror, Plan(), report)
+        if state is not None and state.settled:
+            store.unsettle(mirror.name)  # from here on, only a clean end of a full run may claim it again
+        with EarlyAdds(executor, report, on_early) if scope is None else nullcontext() as early:
+            try:
+                planned = plan_mirror(
+                    mirror,
+                    store,
+                    force=force,
+                    report=report,
+                    scope=scope,
+                    min_age_ns=min_age_ns,
+                    settle=settle,
+                    early=early,
+                )
+            except ScanAborted:  # the early adds' calls stopped: quota, auth, gallery down, or shutting down
+                assert early is not None
+                early.finish()
+                status = "stopped" if report.stopped else "interrupted"
+                store.finish_run(run_id, status, report.counts(), str(report.stopped) if report.stopped else None)
+                return MirrorRun(mirror, None, report)
+        if scope is not None and (planned.plan.deletes or planned.plan.withheld):
+            # A scoped scan takes the rest of the folder from the manifest, so a guard cannot tell a few
+            # deleted files from a folder emptied or unmounted under the watcher: deletes are decided on a
+            # full scan, every time.
+            report.pending.clear()
+            planned = plan_mirror(mirror, store, force=force, report=report, min_age_ns=min_age_ns, settle=settle)
+        scan, plan = planned.scan, planned.plan
+        report.unchanged_problems = planned.unchanged_problems
+        # A run whose deletes were withheld confirms no disappearance: files not found stay in the manifest
+        # (with their entries) until a run that may delete, so nothing a guard protects is forgotten.
+        trusted_absence = scan.complete and not plan.withheld and planned.check.usable
+        gone = [p for p in planned.known if p not in scan.files] if trusted_absence else []
+        # Write only what differs from the manifest: a no-op run over 100k files writes nothing.
+        looked_at = scan.files.values() if scan.examined is None else (scan.files[p] for p in scan.examined)
+        store.save_scan(mirror.name, changed_files(looked_at, planned.known), gone=gone)
+        on_planned(plan)
+        executor.run(plan, report)
+        if report.stopped is None and trusted_absence and scan.scope is None:
+            store.set_mirror_state(
+                mirror.name,
+                str(mirror.folder),
+                planned.check.device or 0,
+                len(scan.files),
+                judged_as(mirror),
+                settled=_settled_value(mirror, scan, plan, report),
+                fsid=planned.check.fsid,
+            )
+        # Otherwise the last good device and file count stay what they were: a guard that withheld deletes
+        # fires again next run (and the one after) until its condition clears or --force confirms it.
+        status = (
+            "stopped" if report.stopped else "interrupted" if report.interrupted else "ok" if report.ok else "partial"
         )
-    # Otherwise the last good device and file count stay what they were: a guard that withheld deletes
-    # fires again next run (and the one after) until its condition clears or --force confirms it.
-    status = "stopped" if report.stopped else "interrupted" if report.interrupted else "ok" if report.ok else "partial"
-    store.finish_run(
-        run_id,
-        status,
-        report.counts(),
-        str(report.stopped) if report.stopped else report.folder_problem or report.withheld_reason,
-    )
-    return MirrorRun(mirror, plan, report)
+        store.finish_run(
+            run_id,
+            status,
+            report.counts(),
+            str(report.stopped) if report.stopped else report.folder_problem or report.withheld_reason,
+        )
+        return MirrorRun(mirror, plan, report)
 
 
 def _settled_value(mirror: MirrorConfig, scan: ScanResult, plan: Plan, report: Report) -> str | None:
