@@ -37,8 +37,9 @@ from imgsync.config import (
 )
 from imgsync.errors import ConfigError, ImgsyncError, UsageError
 from imgsync.libraries import DEFAULT_LIBRARY, LIBRARIES
-from imgsync.remembered import load_remembered, name_for, remember, remembered_path
+from imgsync.remembered import forget, load_remembered, name_for, remember, remembered_path
 from imgsync.report import (  # what the API returns and tells (plain data): re-exported here
+    Dropped,
     Event,
     Events,
     Forgot,
@@ -190,6 +191,17 @@ class Imgsync:
             events(Remembered(mirror, where))
         return mirror
 
+    def _drop_remembered(self, mirror: MirrorConfig, emit: Events) -> None:
+        """A remembered folder removed on purpose, its entries deleted: left remembered, every later
+        run would report its folder missing. A configured mirror stays until the config drops it."""
+        try:
+            forget(self.state_dir, mirror.name)
+        except OSError as e:
+            log.warning("%s: still remembered (%s); remove it from %s", mirror.name, e, remembered_path(self.state_dir))
+            return
+        self.config = with_remembered(self.config, load_remembered(self.state_dir))
+        emit(Dropped(mirror, remembered_path(self.state_dir)))
+
     def _legacy_name(self, folder: Path) -> str | None:
         """The name an older imgsync gave this folder ("<name>-<hash>"), if the manifest has records under
         it: they stay the folder's."""
@@ -332,6 +344,8 @@ class Imgsync:
                 runs.append(run)
                 if run.report.stopped is not None or run.report.interrupted:
                     break  # quota, auth or an unreachable gallery would fail the other mirrors too
+                if run.report.folder_removed and run.report.ok and name in self.config.remembered:
+                    self._drop_remembered(mirror, emit)
             sweep_unreferenced_spool(store, spool_dir)
         return SyncResult(runs)
 
@@ -676,6 +690,7 @@ __all__ = [
     "Progress",
     "Started",
     "Remembered",
+    "Dropped",
     "Status",
     "SyncResult",
     "Waiting",

@@ -185,15 +185,19 @@ class Executor:
         except ContSignTakenError as e:
             # The gallery calls this the same image as an entry another record owns; two records for one
             # remote entry would let one delete it under the other, so this file stays out.
-            self._refuse(jid, entry.id, add.path, _taken_reason(e), spool, report)
+            self._refuse(
+                jid, entry.id, add.path, _taken_reason(e, self.mirror.name), spool, report, taken_by=e.cont_sign
+            )
             return 1
         spool.unlink(missing_ok=True)
         (report.added if done is None else done).append(add.path)
         return 1
 
-    def _refuse(self, jid: int, entry_id: int, path: str, reason: str, spool: Path, report: Report) -> None:
+    def _refuse(
+        self, jid: int, entry_id: int, path: str, reason: str, spool: Path, report: Report, taken_by: str | None = None
+    ) -> None:
         self.store.abort_add(jid, entry_id, reason)
-        self.store.set_verdict(self.mirror.name, path, "rejected", reason)
+        self.store.set_verdict(self.mirror.name, path, "rejected", reason, taken_by=taken_by)
         spool.unlink(missing_ok=True)
         report.rejected.append((path, reason))
 
@@ -381,7 +385,7 @@ class Executor:
         except (GalleryRequestError, StillDeletingError) as e:
             self.store.abort_add(item.id, entry_id, str(e))
         except ContSignTakenError as e:
-            self.store.abort_add(item.id, entry_id, _taken_reason(e))
+            self.store.abort_add(item.id, entry_id, _taken_reason(e, item.mirror))
         else:
             report.recovered += 1
         spool.unlink(missing_ok=True)
@@ -475,12 +479,23 @@ def _tidy(report: Report) -> None:
         files[:] = sorted(set(files))
 
 
-def _taken_reason(e: ContSignTakenError) -> str:
-    owner = f"mirror {e.other_mirror!r}" if e.other_mirror else "another file"
-    return (
-        f"the gallery holds this image already as entry {e.cont_sign}, which {owner} owns "
-        "(one gallery entry cannot stand for two records); remove one of the copies"
-    )
+def _taken_reason(e: ContSignTakenError, mirror: str) -> str:
+    """Why a file was refused as another record's image, and how to end it: the file is tried again by
+    itself once that entry is deleted (Store._free_taken)."""
+    head = f"the gallery holds this image already as entry {e.cont_sign}"
+    why = "(one gallery entry cannot stand for two records)"
+    if e.other_mirror == mirror:
+        return f"{head}, which another file of this folder holds (the gallery judges them the same picture) {why}"
+    if e.other_folder is not None and not Path(e.other_folder).is_dir():
+        # The usual way to get here: a folder synced, then deleted (its deletes withheld), then a copy of it
+        # synced under another name.
+        return (
+            f"{head}, which mirror {e.other_mirror!r} owns {why}; its folder {e.other_folder} is gone: if you "
+            f"removed it on purpose, `imgsync reconcile {e.other_mirror} --force` deletes its entries and this "
+            "file is added at the next run"
+        )
+    where = f" (folder {e.other_folder})" if e.other_folder is not None else ""
+    return f"{head}, which mirror {e.other_mirror!r}{where} owns {why}; remove one of the copies"
 
 
 def _class_ids_or_none(ids: tuple[int | None, int | None]) -> tuple[int | None, int | None] | None:

@@ -122,7 +122,10 @@ def plan_mirror(
     if early is not None:
         early.held(entries.values())
     if not check.usable:
-        report.folder_problem = check.message
+        if force and check.problem in ("missing", "not_dir"):
+            report.folder_removed = mirror.folder  # "it really is gone": the plan deletes what came from it
+        else:
+            report.folder_problem = check.message
         # Missing or not a directory: there is nothing to scan (and --force may delete what came from it);
         # unreadable: files may still be there, so the scan counts as incomplete.
         scan = ScanResult({}, complete=check.problem != "unreadable")
@@ -313,14 +316,14 @@ def reconcile_mirror(
         report.unchanged_problems = planned.unchanged_problems
         # A run whose deletes were withheld confirms no disappearance: files not found stay in the manifest
         # (with their entries) until a run that may delete, so nothing a guard protects is forgotten.
-        trusted_absence = scan.complete and not plan.withheld and planned.check.usable
+        trusted_absence = scan.complete and not plan.withheld and (planned.check.usable or bool(report.folder_removed))
         gone = [p for p in planned.known if p not in scan.files] if trusted_absence else []
         # Write only what differs from the manifest: a no-op run over 100k files writes nothing.
         looked_at = scan.files.values() if scan.examined is None else (scan.files[p] for p in scan.examined)
         store.save_scan(mirror.name, changed_files(looked_at, planned.known), gone=gone)
         on_planned(plan)
         executor.run(plan, report)
-        if report.stopped is None and trusted_absence and scan.scope is None:
+        if report.stopped is None and trusted_absence and scan.scope is None and planned.check.usable:
             store.set_mirror_state(
                 mirror.name,
                 str(mirror.folder),

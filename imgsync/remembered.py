@@ -68,9 +68,23 @@ def name_for(folder: Path, taken: Collection[str]) -> str:
 def remember(state_dir: Path, mirror: MirrorConfig) -> Path:
     """Add (or replace, by name) `mirror` in the state dir's mirrors.toml; written atomically. Returns
     the file's path. Only the keys a remembered mirror sets are written: name, folder, library."""
-    path = remembered_path(state_dir)
     kept = [m for m in load_remembered(state_dir) if m.name != mirror.name]
-    tables = [_table(m) for m in (*kept, mirror)]
+    return _write(state_dir, [*kept, mirror])
+
+
+def forget(state_dir: Path, name: str) -> bool:
+    """Remove the remembered mirror `name` (written atomically); False if there was none."""
+    mirrors = load_remembered(state_dir)
+    if not any(m.name == name for m in mirrors):
+        return False
+    _write(state_dir, [m for m in mirrors if m.name != name])
+    return True
+
+
+def _write(state_dir: Path, mirrors: list[MirrorConfig]) -> Path:
+    """mirrors.toml holding `mirrors`, replaced atomically: a crash leaves the old file or the new one."""
+    path = remembered_path(state_dir)
+    tables = [_table(m) for m in mirrors]  # before the temp file: a name that cannot be written raises here
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".mirrors.", suffix=".tmp", dir=path.parent)
     try:
@@ -81,16 +95,6 @@ def remember(state_dir: Path, mirror: MirrorConfig) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def forget(state_dir: Path, name: str) -> bool:
-    """Remove the remembered mirror `name`; False if there was none."""
-    mirrors = load_remembered(state_dir)
-    if not any(m.name == name for m in mirrors):
-        return False
-    path = remembered_path(state_dir)
-    path.write_text(_HEADER + "".join(_table(m) for m in mirrors if m.name != name), encoding="utf-8")
-    return True
 
 
 def _table(m: MirrorConfig) -> str:

@@ -77,6 +77,8 @@ def render_report(report: Report) -> str:
         lines.append(f"  deletes refused ({report.withheld}): {report.withheld_reason}")
     elif report.folder_problem:
         lines.append(f"  {report.folder_problem}; nothing done")
+    elif report.folder_removed:
+        lines.append(f"  folder {report.folder_removed} removed (--force): the entries that came from it are deleted")
     if report.stopped is not None:
         lines.append(f"  stopped: {report.stopped} (what was done is kept; the rest is retried next run)")
     return "\n".join(lines)
@@ -96,6 +98,8 @@ def _run_json(run: MirrorRun, dry_run: bool) -> dict[str, Any]:
     }
     if r.folder_problem:
         out["folder_problem"] = r.folder_problem
+    if r.folder_removed:
+        out["folder_removed"] = True  # --force took the missing folder as removed on purpose
     plan = run.plan
     if dry_run and plan is not None:
         out["plan"] = {

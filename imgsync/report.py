@@ -32,6 +32,8 @@ class Report:
     withheld_reason: str | None = None
     #: the folder could not be listed (missing, not a directory, unreadable): nothing was done from it
     folder_problem: str | None = None
+    #: the folder is missing and --force said it was removed on purpose: what came from it is deleted
+    folder_removed: Path | None = None
     stopped: GalleryError | None = None  # the error that ended the run early, if any
     interrupted: bool = False  # the caller asked to stop (should_stop) before the plan was done
     #: paths rejected or unreadable in an earlier run and unchanged since: reported, but they do not make
@@ -83,6 +85,15 @@ class Remembered:
 
 
 @dataclass(frozen=True)
+class Dropped:
+    """A remembered mirror's folder was removed on purpose (--force) and its entries are deleted: the
+    mirror is no longer remembered (naming the folder again brings it back)."""
+
+    mirror: MirrorConfig
+    where: Path
+
+
+@dataclass(frozen=True)
 class Waiting:
     """A one-shot run waits (at most limit_s) for files that were saved moments ago."""
 
@@ -124,7 +135,7 @@ class Forgot:
     entries: int
 
 
-Event = Remembered | Waiting | Started | Planned | Progress | Forgot
+Event = Remembered | Dropped | Waiting | Started | Planned | Progress | Forgot
 Events = Callable[[Event], None]
 
 

@@ -268,6 +268,39 @@ def test_a_folder_mirrored_without_a_config_is_a_mirror_by_name_everywhere(tmp_p
     assert status["mirrors"][0]["remembered"] and status["mirrors"][0]["counts"]["synced"] == 1
 
 
+def test_a_copy_of_a_removed_folder_is_added_once_the_removal_is_confirmed(tmp_path):
+    """Synced, removed (its deletes withheld), then a copy synced under another name: the copy's files are
+    refused as the old mirror's images, with the way out; `--force` on the old folder deletes its entries
+    and drops the remembered mirror, and the copy's next run adds them (no edit of the copy needed)."""
+    from conftest import make_image
+
+    old, copy = tmp_path / "shots", tmp_path / "shots copy"
+    old.mkdir()
+    for i in range(3):
+        (old / f"{i}.jpg").write_bytes(make_image(i))
+        os.utime(old / f"{i}.jpg", (1_600_000_000, 1_600_000_000))
+    state = tmp_path / "state"
+    assert invoke(state, "reconcile", str(old)).exit_code == 0
+    shutil.copytree(old, copy)
+    shutil.rmtree(old)
+    refused = invoke(state, "reconcile", str(copy))
+    assert refused.exit_code == 1, refused.output
+    assert refused.stdout.count(f"its folder {old} is gone") == 3
+    assert "`imgsync reconcile shots --force` deletes its entries" in refused.stdout
+    withheld = invoke(state, "reconcile", "shots")
+    assert withheld.exit_code == 6 and "nothing deleted" in withheld.stdout
+    forced = invoke(state, "reconcile", "shots", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert "3 deleted" in forced.stdout and f"folder {old} removed (--force)" in forced.stdout
+    assert "shots: no longer remembered" in forced.stderr
+    everything = invoke(state, "reconcile", "--json")  # the copy only: the removed folder is not a mirror now
+    (report,) = json.loads(everything.stdout)
+    assert everything.exit_code == 0 and report["mirror"] == "shots_copy" and report["counts"]["added"] == 3
+    status = json.loads(invoke(state, "status", "--json").stdout)
+    counts = {m["mirror"]: m["counts"] for m in status["mirrors"]}
+    assert counts["shots_copy"]["synced"] == 3 and counts["shots"]["synced"] == counts["shots"]["pending"] == 0
+
+
 def test_a_folder_an_older_imgsync_mirrored_keeps_its_name_and_records(tmp_path):
     """Before mirrors were remembered, `reconcile FOLDER` named the mirror "<name>-<hash>": such a folder
     keeps that name (its manifest records are filed under it), so nothing is uploaded again."""
@@ -312,7 +345,12 @@ def test_a_line_said_while_the_progress_bar_is_drawn_gets_a_line_of_its_own(tmp_
         p = folder / f"{i}.jpg"
         p.write_bytes(make_image(i))
         os.utime(p, ns=(old, old))
-    (folder / "young.jpg").write_bytes(make_image(99))  # just written: the run waits for it to settle
+    young = folder / "young.jpg"
+    young.write_bytes(make_image(99))
+    # Young for a while yet: the run waits for it to settle (within its 10 s) even if the process takes
+    # seconds to start on a busy machine; an mtime of "now" could be settled by the time the scan sees it.
+    future = time.time_ns() + 6 * 10**9
+    os.utime(young, ns=(future, future))
     primary, secondary = pty.openpty()
     with subprocess.Popen(
         [sys.executable, "-m", "imgsync", "--state-dir", str(tmp_path / "state"), "reconcile", str(folder)],

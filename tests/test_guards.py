@@ -137,6 +137,9 @@ def test_a_guard_withholds_deletes_on_every_run_until_forced(tmp_path, gallery_s
 
         run = rig.run(force=True)  # the user confirms once: exactly the entries that are gone go
         assert run.report.deleted == N and rig.remote() == 0
+        # Done as asked, and the manifest says so: no file of the folder is left waiting for its entry.
+        assert run.report.ok and (run.report.folder_removed is not None) == (condition != "emptied")
+        assert rig.store.counts("m")["files"] == rig.store.counts("m")["entries"] == 0
     finally:
         rig.close()
 

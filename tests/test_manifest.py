@@ -67,7 +67,7 @@ def raw(store: Store, sql: str) -> list[tuple]:
 def test_open_creates_directories_and_schema(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "manifest.sqlite3"
     with Store.open(path) as s:
-        assert s.schema_revision() == "0005"
+        assert s.schema_revision() == "0006"
         assert s.mirror_names() == []
     assert path.is_file()
     assert raw_journal_mode(path) == "wal"
@@ -326,6 +326,34 @@ def test_gallery_id_taken_by_another_entry_is_refused(store: Store) -> None:
     entry, jid = store.begin_add(M, "similar", h(2), str, (), (None, None), None)
     store.finish_add(jid, entry.id, "dup-sign", [])
     assert store.entries(M)[entry.id].cont_sign == "dup-sign"
+
+
+def test_a_file_refused_as_another_entry_is_judged_again_once_that_entry_is_deleted(store: Store) -> None:
+    """The refusal waits on the owning entry: deleting it makes the file untrusted (the next scan reads it
+    again, then the plan adds it) and drops the waiting mirror's settled mark (so no no-op skips it)."""
+    other = add_live(store, 1, mirror="other", cont_sign="dup-sign")
+    store.set_mirror_state("other", "/gone", 1, 1, settled="s-other")
+    store.save_scan(M, [sf("a.jpg", 1), sf("b.jpg", 2, "rejected", reason="too small")])
+    store.set_mirror_state(M, "/photos", 2, 2, settled="s-m")
+    entry, jid = store.begin_add(M, "same_hq", h(1), str, (), (None, None), None)
+    with pytest.raises(ContSignTakenError) as info:
+        store.finish_add(jid, entry.id, "dup-sign", ["a.jpg"])
+    assert info.value.other_folder == "/gone"
+    store.abort_add(jid, entry.id, "taken")
+    store.set_verdict(M, "a.jpg", "rejected", "taken", taken_by="dup-sign")
+    add_live(store, 3, mirror="other", cont_sign="unrelated")
+    jid = store.begin_delete("other", [other.id])
+    assert store.known_files(M)["a.jpg"].hashed_at_ns == 5  # still trusted while the delete is under way
+    store.finish_delete(jid)
+    known = store.known_files(M)
+    assert known["a.jpg"].hashed_at_ns == 0 and known["a.jpg"].verdict == "rejected"  # untrusted: read again
+    assert known["b.jpg"].hashed_at_ns == 5  # a refusal of its own stays
+    assert store.mirror_state(M).settled is None and store.mirror_state("other").settled == "s-other"
+    assert raw(store, "SELECT count(*) FROM files WHERE taken_by IS NOT NULL") == [(0,)]
+    # A file scanned anew is judged anew: a rescan clears what it waited on.
+    store.set_verdict(M, "b.jpg", "rejected", "taken", taken_by="unrelated")
+    store.save_scan(M, [sf("b.jpg", 2, "rejected", reason="too small")])
+    assert raw(store, "SELECT count(*) FROM files WHERE taken_by IS NOT NULL") == [(0,)]
 
 
 def test_abort_add_forgets_the_entry_and_records_why(store: Store) -> None:

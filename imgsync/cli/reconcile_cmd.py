@@ -65,7 +65,7 @@ class _Output:
         self.bar_of: str | None = None
 
     def event(self, event: object) -> None:
-        from imgsync.api import Forgot, Planned, Progress, Remembered, Started, Waiting
+        from imgsync.api import Dropped, Forgot, Planned, Progress, Remembered, Started, Waiting
 
         if isinstance(event, Remembered):
             m = event.mirror
@@ -73,6 +73,8 @@ class _Output:
                 f"{m.name}: mirroring {m.folder} into {m.library}; remembered as mirror {m.name!r} in "
                 f"{event.where} (`imgsync reconcile`, `watch`, `status` and `service install` include it)"
             )
+        elif isinstance(event, Dropped):
+            self._say(f"{event.mirror.name}: no longer remembered (its folder is gone; removed from {event.where})")
         elif isinstance(event, Waiting):
             self._say(
                 f"{event.mirror}: waiting up to {event.limit_s:g} s for {event.files} file(s) still being written"

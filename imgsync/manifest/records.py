@@ -11,7 +11,7 @@ from imgsync.statedir import MANIFEST as MANIFEST_NAME  # noqa: F401 (re-exporte
 
 #: The schema revision this imgsync writes (the newest migration). Light readers compare against it
 #: without importing Alembic; tests/test_migrations.py checks it equals Alembic's head.
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,11 +107,15 @@ class ContSignTakenError(ManifestError):
     them delete it under the other, so the manifest refuses; the caller should abort the add.
     """
 
-    def __init__(self, message: str, *, cont_sign: str, other_entry_id: int, other_mirror: str) -> None:
+    def __init__(
+        self, message: str, *, cont_sign: str, other_entry_id: int, other_mirror: str, other_folder: str | None = None
+    ) -> None:
         super().__init__(message)
         self.cont_sign = cont_sign
         self.other_entry_id = other_entry_id
         self.other_mirror = other_mirror
+        #: the owning mirror's folder at its last run (None: it never finished one)
+        self.other_folder = other_folder
 
 
 class Store:
@@ -221,6 +225,7 @@ class Store:
                     "reason": f.reason,
                     "hashed_at_ns": f.hashed_at_ns,
                     "updated_at": now,
+                    "taken_by": None,  # a file scanned anew is judged anew
                 }
             )
         gone_rows = [{"m": mirror, "p": p} for p in gone]
@@ -238,6 +243,7 @@ class Store:
                     "reason",
                     "hashed_at_ns",
                     "updated_at",
+                    "taken_by",
                 )
             },
         )
@@ -250,14 +256,18 @@ class Store:
             if rows:
                 conn.execute(upsert, rows)
 
-    def set_verdict(self, mirror: str, path: str, verdict: Verdict, reason: str | None) -> None:
+    def set_verdict(
+        self, mirror: str, path: str, verdict: Verdict, reason: str | None, *, taken_by: str | None = None
+    ) -> None:
+        """taken_by: the file was refused because the gallery holds its image as that entry (cont_sign) of
+        another record; forgetting that entry has the file judged again (see _forget_entries)."""
         if verdict not in VERDICTS:
             raise ManifestError(f"verdict {verdict!r} is not one of {', '.join(VERDICTS)}")
         with self._write() as conn:
             n = conn.execute(
                 update(FileRow)
                 .where(FileRow.mirror == mirror, FileRow.path == path)
-                .values(verdict=verdict, reason=reason, updated_at=self._clock.time())
+                .values(verdict=verdict, reason=reason, taken_by=taken_by, updated_at=self._clock.time())
             ).rowcount
             if n == 0:
                 raise ManifestError(f"mirror {mirror!r} has no file {path!r} in the manifest")
@@ -359,6 +369,9 @@ class Store:
                 ).first()
                 if other is None:
                     raise
+                other_folder = conn.execute(
+                    select(MirrorStateRow.folder).where(MirrorStateRow.mirror == other.mirror)
+                ).scalar()
                 raise ContSignTakenError(
                     f"the gallery returned {cont_sign} for entry {entry_id}, but entry {other.id} of mirror "
                     f"{other.mirror!r} already holds that id in library {item.library!r}: the gallery treats "
@@ -366,6 +379,7 @@ class Store:
                     cont_sign=cont_sign,
                     other_entry_id=other.id,
                     other_mirror=other.mirror,
+                    other_folder=other_folder,
                 ) from None
             if n == 0:
                 raise ManifestError(f"entry {entry_id} is not being added (journal {journal_id})")
@@ -695,7 +709,29 @@ class Store:
     def _forget_entries(self, conn: Connection, ids: list[int]) -> None:
         # Explicit, not only ON DELETE SET NULL: the file records must survive even if foreign keys were off.
         conn.execute(update(FileRow).where(FileRow.entry_id.in_(ids)).values(entry_id=None))
+        cont_signs = [
+            c for c in conn.execute(select(EntryRow.cont_sign).where(EntryRow.id.in_(ids))).scalars() if c is not None
+        ]
         conn.execute(delete(EntryRow).where(EntryRow.id.in_(ids)))
+        self._free_taken(conn, cont_signs)
+
+    def _free_taken(self, conn: Connection, cont_signs: list[str]) -> None:
+        """Files refused because these entries held their image are judged again at their mirror's next
+        full run: their record is made untrusted (hashed_at_ns 0, so the scan reads them again) and the
+        mirror's settled mark is dropped (so the no-op path does not skip that run)."""
+        if not cont_signs:
+            return
+        waiting = FileRow.taken_by.in_(cont_signs)
+        mirrors = set(conn.execute(select(FileRow.mirror).where(waiting).distinct()).scalars())
+        if mirrors:
+            conn.execute(
+                update(FileRow).where(waiting).values(taken_by=None, hashed_at_ns=0, updated_at=self._clock.time())
+            )
+            conn.execute(
+                update(MirrorStateRow)
+                .where(MirrorStateRow.mirror.in_(mirrors), MirrorStateRow.settled.is_not(None))
+                .values(settled=None)
+            )
 
 
 # ---------------------------------------------------------------------- conversions (pure)

@@ -77,6 +77,7 @@ class FileRow(Base):
         UniqueConstraint("mirror", "path"),
         Index("ix_files_entry_id", "entry_id"),
         Index("ix_files_mirror_verdict", "mirror", "verdict", "entry_id"),  # status: counts and pages
+        Index("ix_files_taken_by", "taken_by", sqlite_where=text("taken_by IS NOT NULL")),
         CheckConstraint(_one_of("verdict", VERDICTS), name="verdict"),
     )
 
@@ -93,6 +94,9 @@ class FileRow(Base):
     entry_id: Mapped[int | None] = mapped_column(ForeignKey("entries.id", ondelete="SET NULL"))
     hashed_at_ns: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     updated_at: Mapped[float] = mapped_column(Float)
+    #: refused because the gallery holds the image as this entry (cont_sign) of another record: the file
+    #: is judged again once that entry is forgotten (migration 0006)
+    taken_by: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class EntryRow(Base):
