@@ -77,8 +77,14 @@ def test_newer_store_schema_is_refused(tmp_path: Path) -> None:
 
 
 def test_matcher_change_reextracts_from_working_copies(
-    tmp_path: Path, pics: dict[str, Image.Image], caplog: pytest.LogCaptureFixture
+    tmp_path: Path, pics: dict[str, Image.Image], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import imgsync.localgallery.engine as engine_module
+
+    # One entry a batch and no pause between progress lines: each batch but the last says how far it is.
+    monkeypatch.setattr(engine_module, "REEXTRACT_TELL_S", 0.0)
+    scan_copies = SqliteStore.scan_copies
+    monkeypatch.setattr(SqliteStore, "scan_copies", lambda self, library, batch=1: scan_copies(self, library, 1))
     e = Engine(tmp_path)
     for n, im in pics.items():
         e.add("same_hq", encode(im, "PNG"), brief=n)
@@ -95,6 +101,12 @@ def test_matcher_change_reextracts_from_working_copies(
             "same_hq: matcher changed from old-matcher" in r.message and "4 entries" in r.message
             for r in caplog.records
         )
+        told = [r.message for r in caplog.records if " of 4 entries, about " in r.message]
+        assert [m.split(": re-extracted ")[1].split(",")[0] for m in told] == [
+            "1 of 4 entries",
+            "2 of 4 entries",
+            "3 of 4 entries",
+        ]
         for n, im in pics.items():
             results, _ = e.search("same_hq", _crop_query(im))
             assert results[0][2] == n and results[0][1] >= 0.9

@@ -73,6 +73,9 @@ ClassIds = tuple[int | None, int | None]
 #: connection that died quietly, costs at most this much delay).
 FOLLOW_POLL = 1.0
 
+#: While a changed matcher re-extracts a library at startup, a line every this many seconds says how far.
+REEXTRACT_TELL_S = 30.0
+
 
 class IndexVersionError(RuntimeError):
     """A library's stored features were made by another matcher than this version uses, and some
@@ -465,13 +468,22 @@ class Engine:
             matcher.name,
             total,
         )
-        t0 = time.monotonic()
+        t0 = last_told = time.monotonic()
+        done = 0
         for batch in self._store.scan_copies(name):
             rows = []
             for seq, jpeg in batch:
                 feats = matcher.extract(decode_copy(jpeg))
                 rows.append((seq, matcher.pack(feats), matcher.pack_extra(feats)))
             self._store.replace_features(rows)
+            done += len(rows)
+            now = time.monotonic()
+            if now - last_told >= REEXTRACT_TELL_S and done < total:
+                # A big library takes minutes (~15 ms an entry): say how far it is, so a start that seems to
+                # hang is seen to be working.
+                last_told = now
+                left = (now - t0) / done * (total - done)
+                log.warning("library %s: re-extracted %d of %d entries, about %.0f s left", name, done, total, left)
         log.warning("library %s: re-extracted %d entries in %.1f s", name, total, time.monotonic() - t0)
 
 
