@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,8 +21,9 @@ import requests
 
 from conftest import make_image
 from imgsync.clock import FakeClock
-from imgsync.errors import GalleryDuplicateError, GalleryNotFoundError, GalleryRejectedError
+from imgsync.errors import GalleryDuplicateError, GalleryNotFoundError, GalleryRejectedError, GalleryUnavailableError
 from imgsync.gallery.client import GalleryClient
+from imgsync.gallery.retry import RetryPolicy
 from imgsync.libraries import LIBRARIES, TOKEN_PATH
 
 TOKEN = TOKEN_PATH
@@ -269,3 +270,53 @@ def test_search_paging(target) -> None:
     assert len(page1.hits) == 2 and page1.has_more is True
     assert [h.cont_sign for h in page1.hits + page2.hits] == [h.cont_sign for h in everything.hits[:4]]
     assert len(everything.hits) == 5 and everything.has_more is False
+
+
+# --------------------------------------------------------------------------- proxies from the environment
+
+
+@pytest.fixture
+def proxy_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """A 'proxy' on 127.0.0.1 that records each request line it gets and answers 502, named by HTTP_PROXY
+    and HTTPS_PROXY (both spellings) with no NO_PROXY: what a user behind a company proxy has set."""
+    seen: list[str] = []
+
+    class Proxy(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            seen.append(self.requestline)
+            self.send_response(502)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, url)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    yield seen
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_a_gallery_on_this_machine_is_not_reached_through_the_environments_proxy(
+    gallery_server, proxy_env: list[str], host: str
+) -> None:
+    url = gallery_server.url.replace("127.0.0.1", host)
+    client = GalleryClient(url, gallery_server.api_key, gallery_server.secret_key, retry=RetryPolicy(attempts=1))
+    sign = client.add("same_hq", image=make_image(3), brief="through no proxy")
+    assert [hit.cont_sign for hit in client.search("same_hq", image=make_image(3)).hits][:1] == [sign]
+    assert proxy_env == []
+
+
+def test_any_other_gallery_keeps_the_environments_proxy(proxy_env: list[str]) -> None:
+    client = GalleryClient("http://gallery.invalid:8080", "ak", "sk", retry=RetryPolicy(attempts=1), timeout=(5.0, 5.0))
+    with pytest.raises(GalleryUnavailableError, match="HTTP 502"):
+        client.add("same_hq", image=make_image(3), brief="through the proxy")
+    assert proxy_env and "http://gallery.invalid:8080/oauth/2.0/token" in proxy_env[0]

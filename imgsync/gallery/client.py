@@ -313,6 +313,11 @@ class GalleryClient:
         self._api_key = api_key.strip()
         self._secret_key = secret_key.strip()
         self._session = session if session is not None else _pooled_session()
+        if is_loopback(parts.hostname):
+            # A gallery on this machine (the embedded one, or one served here) is never reached through a
+            # proxy: requests would send 127.0.0.1 to HTTP_PROXY unless NO_PROXY names it, and a proxy's
+            # loopback is not ours. Any other endpoint (the cloud) keeps the environment's proxy settings.
+            self._session.trust_env = False
         self._owns_session = session is None
         self._timeout = timeout
         self._retry = retry
@@ -589,14 +594,21 @@ def _reason(e: requests.RequestException) -> str:
     return match.group(0).strip() if match else text
 
 
-def _warn_if_cleartext(scheme: str, host: str | None) -> None:
-    if scheme != "http" or host is None or host == "localhost":
-        return
+def is_loopback(host: str | None) -> bool:
+    """This machine's own address: `localhost`, 127.0.0.0/8 or ::1."""
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
     try:
-        if ipaddress.ip_address(host).is_loopback:
-            return
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        pass
+        return False
+
+
+def _warn_if_cleartext(scheme: str, host: str | None) -> None:
+    if scheme != "http" or host is None or is_loopback(host):
+        return
     log.warning(
         "gallery endpoint %s uses plain http: the secret key and access tokens cross the network unencrypted", host
     )
