@@ -157,6 +157,10 @@ class Imgsync:
                 chosen.append(by_name[t])
                 continue
             path = Path(t).expanduser()
+            gone_mirror = self._mirror_of_vanished_folder(path)
+            if gone_mirror is not None:
+                chosen.append(gone_mirror)  # its run says the folder is missing, and what --force does
+                continue
             if not path.is_dir():
                 what = "not a directory" if path.exists() else "neither a mirror nor an existing folder"
                 known = ", ".join(by_name) or "none yet"
@@ -164,6 +168,18 @@ class Imgsync:
                 raise UsageError(f"{str(t)!r} is {what} (mirrors: {known})")
             chosen.append(self._mirror_for_folder(path.resolve(), library, remember_new, events))
         return list(dict.fromkeys(chosen))
+
+    def _mirror_of_vanished_folder(self, path: Path) -> MirrorConfig | None:
+        """The mirror whose folder `path` was, when that folder no longer exists (removed or unmounted): the
+        path the user synced before still names it, so `reconcile PATH --force` works as `reconcile NAME
+        --force` does."""
+        if path.exists():
+            return None
+        where = path.resolve()
+        for m in self.mirrors:
+            if m.folder.expanduser().resolve() == where:
+                return m
+        return None
 
     def _mirror_for_folder(
         self, folder: Path, library: str | None, remember_new: bool, events: Events | None
@@ -466,6 +482,8 @@ class Imgsync:
             by_name = {m.name: m for m in self.mirrors}
             for name in names:
                 m = by_name.get(name)
+                if m is None and con is not None and not lite.holds_records(con, name):
+                    continue  # a mirror dropped with its entries deleted (only its past runs are left)
                 head = (name, m.folder if m else None, m.library if m else None, name in self.config.remembered)
                 if con is None:
                     rows.append(MirrorStatus(*head, {}, None))

@@ -289,7 +289,7 @@ def test_a_copy_of_a_removed_folder_is_added_once_the_removal_is_confirmed(tmp_p
     assert "`imgsync reconcile shots --force` deletes its entries" in refused.stdout
     withheld = invoke(state, "reconcile", "shots")
     assert withheld.exit_code == 6 and "nothing deleted" in withheld.stdout
-    forced = invoke(state, "reconcile", "shots", "--force")
+    forced = invoke(state, "reconcile", str(old), "--force")  # the removed folder's path names its mirror
     assert forced.exit_code == 0, forced.output
     assert "3 deleted" in forced.stdout and f"folder {old} removed (--force)" in forced.stdout
     assert "shots: no longer remembered" in forced.stderr
@@ -298,7 +298,8 @@ def test_a_copy_of_a_removed_folder_is_added_once_the_removal_is_confirmed(tmp_p
     assert everything.exit_code == 0 and report["mirror"] == "shots_copy" and report["counts"]["added"] == 3
     status = json.loads(invoke(state, "status", "--json").stdout)
     counts = {m["mirror"]: m["counts"] for m in status["mirrors"]}
-    assert counts["shots_copy"]["synced"] == 3 and counts["shots"]["synced"] == counts["shots"]["pending"] == 0
+    assert counts == {"shots_copy": counts["shots_copy"]}, "the dropped mirror has nothing left to show"
+    assert counts["shots_copy"]["synced"] == 3
 
 
 def test_a_folder_an_older_imgsync_mirrored_keeps_its_name_and_records(tmp_path):
@@ -376,3 +377,20 @@ def test_a_line_said_while_the_progress_bar_is_drawn_gets_a_line_of_its_own(tmp_
     assert b"pics  [" in shown[:waiting]  # the bar was drawn first ...
     assert shown[:waiting].endswith(b"\n")  # ... and its line ended before the settle wait's line
     assert b"pics  [" in shown[waiting:]  # and the bar is drawn again below it
+
+
+def test_a_mirror_no_longer_configured_shows_in_status_while_its_entries_live(tmp_path):
+    """Removing a remembered mirror's table by hand stops mirroring it but deletes nothing: status keeps
+    showing it (its entries are still in the gallery), as "no longer configured"."""
+    from conftest import make_image
+    from imgsync.remembered import forget
+
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(make_image(1))
+    os.utime(folder / "a.jpg", (1_600_000_000, 1_600_000_000))
+    state = tmp_path / "state"
+    assert invoke(state, "reconcile", str(folder)).exit_code == 0
+    forget(state, "shots")
+    shown = invoke(state, "status")
+    assert "shots (no longer configured): 1 synced" in shown.stdout, shown.output

@@ -262,6 +262,14 @@ def mirror_names(con: sqlite3.Connection) -> list[str]:
     return sorted(names)
 
 
+def holds_records(con: sqlite3.Connection, mirror: str) -> bool:
+    """Whether any file or entry (in any state, open intents included) is filed under `mirror`."""
+    return any(
+        con.execute(f"SELECT 1 FROM {table} WHERE mirror = ? LIMIT 1", (mirror,)).fetchone() is not None
+        for table in ("files", "entries")
+    )
+
+
 def _distinct_mirrors(con: sqlite3.Connection, table: str) -> list[str]:
     """The distinct values of an indexed `mirror` column by hopping from one to the next through the
     index (a loose index scan: one lookup per mirror, not a walk over 100k rows)."""
