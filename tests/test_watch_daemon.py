@@ -26,10 +26,14 @@ FAST = Timing(quiet=0.3, delete_quiet=0.8, max_delay=3.0, min_age=0.3, retry_bas
 
 
 class DaemonRig:
-    def __init__(self, tmp_path: Path, server, timing: Timing = FAST) -> None:
+    def __init__(self, tmp_path: Path, server, timing: Timing = FAST, others: tuple[str, ...] = ()) -> None:
+        """One mirror "m" of tmp/pics, and one more per name in `others` (folder tmp/<name>)."""
         self.tmp = tmp_path
         self.folder = tmp_path / "pics"
         self.folder.mkdir()
+        self.others = {name: MirrorConfig(name=name, folder=tmp_path / name, library="same_hq") for name in others}
+        for other in self.others.values():
+            other.folder.mkdir()
         self.state = tmp_path / "state"
         self.state.mkdir()
         self.state_lock = StateLock(self.state)  # as `imgsync watch` does: status checks who holds it
@@ -41,7 +45,7 @@ class DaemonRig:
         self.runs: list = []
         self.lock = threading.Lock()
         self.daemon = Daemon(
-            [self.mirror],
+            [self.mirror, *self.others.values()],
             self.store,
             self.client,
             state_dir=self.state,
@@ -130,6 +134,39 @@ def rig(tmp_path, gallery_server):
     r.client.close()
     r.store.close()
     r.state_lock.release()
+
+
+def test_a_file_refused_as_another_mirrors_image_is_added_once_that_file_is_deleted(tmp_path, gallery_server):
+    """Mirror "copy" holds a copy of a picture that mirror "m" already added: refused (the gallery holds that
+    image once, as m's). Deleting m's file deletes the entry, and the daemon judges copy's file again at
+    once, not at copy's next periodic full scan (an hour by default; here the test would time out)."""
+    r = DaemonRig(tmp_path, gallery_server, others=("copy",))
+    try:
+        for i, name in enumerate(("a.jpg", "b.jpg", "c.jpg")):  # not the folder's only file: see the delete guards
+            r.write(name, 7 + i)
+        r.start()
+        wait_until(lambda: r.converged(["a.jpg", "b.jpg", "c.jpg"]), what="m's pictures added")
+        # An old file moved in: a young one refused is looked at again anyway (it may be a copy in progress).
+        staged = tmp_path / "a copy.jpg"
+        staged.write_bytes(make_image(7))
+        os.utime(staged, (1_600_000_000, 1_600_000_000))
+        staged.rename(tmp_path / "copy" / staged.name)
+        taken = Store.open(r.state / "manifest.sqlite3")
+        try:
+            wait_until(lambda: taken.rejected_files("copy") != [], what="the copy refused as m's image")
+            (r.folder / "a.jpg").unlink()
+            wait_until(
+                lambda: r.converged(["a copy.jpg", "b.jpg", "c.jpg"]), what="the copy added once m's entry is gone"
+            )
+            assert taken.rejected_files("copy") == []
+        finally:
+            taken.close()
+    finally:
+        if r.thread.is_alive():
+            r.stop()
+        r.client.close()
+        r.store.close()
+        r.state_lock.release()
 
 
 def test_a_dropped_file_is_added_and_a_burst_of_changes_converges(rig):

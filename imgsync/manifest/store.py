@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -128,6 +129,8 @@ class Store:
         self._clock = clock
         self._closed = False
         self._unbound_gallery: str | None = None
+        self._freed: set[str] = set()  # see take_freed
+        self._freed_lock = threading.Lock()
 
     @classmethod
     def open(cls, path: Path, *, clock: Clock = SYSTEM_CLOCK) -> Store:
@@ -599,6 +602,14 @@ class Store:
         with self._read() as conn:
             return lite.counts(self._raw(conn), mirror)
 
+    def take_freed(self) -> set[str]:
+        """The mirrors with files freed since the last call: refused because an entry held their image,
+        that entry now deleted (see _free_taken). A long-running caller (the daemon) runs them again now
+        instead of at their next periodic full run. Cleared by the call."""
+        with self._freed_lock:
+            freed, self._freed = self._freed, set()
+        return freed
+
     def mirror_names(self) -> list[str]:
         """Every mirror the manifest has any record of, sorted."""
         with self._read() as conn:
@@ -732,6 +743,8 @@ class Store:
                 .where(MirrorStateRow.mirror.in_(mirrors), MirrorStateRow.settled.is_not(None))
                 .values(settled=None)
             )
+            with self._freed_lock:  # recorded before the commit: at worst one full run too many, never one too few
+                self._freed |= mirrors
 
 
 # ---------------------------------------------------------------------- conversions (pure)

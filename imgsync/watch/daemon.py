@@ -322,6 +322,10 @@ class Daemon:
             self._pause_gallery(verdict.error, now)
         else:
             self._finish(slot, work, verdict, what, now)
+        for name in sorted(self.store.take_freed()):
+            freed = self._slots.get(name)
+            if freed is not None:  # its files wait for an image this run deleted: judged again now
+                freed.queue.request_full(now, "an entry holding its files' image was deleted")
         if self._on_run is not None:
             self._on_run(mirror.name, work, run)
 
