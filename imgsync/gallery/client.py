@@ -208,7 +208,7 @@ def _labels(lib: Library, tags: Sequence[int] | None, class_ids: ClassIds | None
     return form
 
 
-_BASE64_TEXT = re.compile(r"[A-Za-z0-9+/=]*")
+_BASE64_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 
 
 def encode_form(form: Mapping[str, str]) -> bytes:
@@ -219,12 +219,17 @@ def encode_form(form: Mapping[str, str]) -> bytes:
     14 ms per 1 MP JPEG, more than the gallery spends on the whole add)."""
     parts = []
     for key, value in form.items():
-        if len(value) > 256 and _BASE64_TEXT.fullmatch(value):
+        if len(value) > 256 and _is_base64_text(value):
             encoded = value.replace("+", "%2B").replace("/", "%2F").replace("=", "%3D")
         else:
             encoded = quote_plus(value)
         parts.append(f"{quote_plus(key)}={encoded}")
     return "&".join(parts).encode("ascii")
+
+
+def _is_base64_text(value: str) -> bool:
+    """Only base64's characters? (bytes.translate in C: a regex took 2 ms for a 1 MP JPEG's text.)"""
+    return value.isascii() and not value.encode("ascii").translate(None, _BASE64_CHARS)
 
 
 def build_form(
