@@ -46,6 +46,8 @@ CLASS_ID_RANGE = (1, 65535)
 # A cont_sign is two unsigned decimal integers ("4261577168,501945506"). Every example fits uint32 but
 # one doc example does not ("932301884,10680062193"), so any digit run up to 20 is accepted as well-formed.
 _CONT_SIGN = re.compile(r"\d{1,20},\d{1,20}")
+#: What decode_image drops from base64 text (MIME-style line breaks).
+_LINE_BREAKS = {ord(c): None for c in "\r\n\t"}
 _DATA_URI = re.compile(r"^\s*data:[^,]{0,100},", re.IGNORECASE)
 
 
@@ -371,7 +373,9 @@ def decode_image(text: str) -> bytes:
         raise ApiError(IMAGE_DECODE_ERROR, "image must be bare base64, without a 'data:...;base64,' header")
     if text.strip() == "":
         raise ApiError(EMPTY_IMAGE)
-    cleaned = text.replace(" ", "+").translate({ord(c): None for c in "\r\n\t"})
+    cleaned = text.replace(" ", "+")
+    if "\n" in cleaned or "\r" in cleaned or "\t" in cleaned:  # (a translate() walks every character: 0.7 ms)
+        cleaned = cleaned.translate(_LINE_BREAKS)
     if cleaned == "":
         raise ApiError(EMPTY_IMAGE)
     if len(cleaned) % 4 == 1:
