@@ -111,9 +111,10 @@ def encode_copy(pixels: Image.Image) -> bytes:
     """The working copy the store keeps: the decoded RGB picture (≤ WORK_SIDE) as a JPEG.
     ~1 ms and ~30-60 kB for 512 px; enough to re-extract any matcher's features later.
 
-    Encoded by OpenCV, which lets go of the GIL while it works: the same libjpeg settings as
-    Pillow's save(quality=COPY_QUALITY) (4:2:0, standard tables), the same bytes
-    (tests/test_localgallery_images.py pins the pixels)."""
+    Encoded by OpenCV, which lets go of the GIL while it works, with the libjpeg settings of
+    Pillow's save(quality=COPY_QUALITY) (4:2:0, standard tables): the same pixels
+    (tests/test_localgallery_images.py pins them) and the same bytes, but for a source JPEG's
+    comment, which Pillow copied into the copy and OpenCV does not."""
     rgb = np.asarray(pixels if pixels.mode == "RGB" else pixels.convert("RGB"))
     ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, COPY_QUALITY])
     if not ok:  # pragma: no cover - OpenCV refuses only sizes and modes a working copy never has
