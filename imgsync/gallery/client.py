@@ -215,21 +215,18 @@ def encode_form(form: Mapping[str, str]) -> bytes:
     """The form as an application/x-www-form-urlencoded body.
 
     Same bytes as urllib's urlencode, much faster for the image: base64 text only needs '+', '/' and
-    '=' escaped, which str.replace does in C (urlencode walks a 400 KB image character by character:
-    14 ms per 1 MP JPEG, more than the gallery spends on the whole add)."""
+    '=' escaped, which bytes.replace does in C (urlencode walks a 400 KB image character by character:
+    14 ms per 1 MP JPEG, more than the gallery spends on the whole add). In bytes, not str: half the
+    time (0.6 vs 1.25 ms for a 1 MP JPEG), and the body needs no encoding afterwards."""
     parts = []
     for key, value in form.items():
-        if len(value) > 256 and _is_base64_text(value):
-            encoded = value.replace("+", "%2B").replace("/", "%2F").replace("=", "%3D")
+        raw = value.encode("ascii") if len(value) > 256 and value.isascii() else None
+        if raw is not None and not raw.translate(None, _BASE64_CHARS):  # only base64's characters
+            encoded = raw.replace(b"+", b"%2B").replace(b"/", b"%2F").replace(b"=", b"%3D")
         else:
-            encoded = quote_plus(value)
-        parts.append(f"{quote_plus(key)}={encoded}")
-    return "&".join(parts).encode("ascii")
-
-
-def _is_base64_text(value: str) -> bool:
-    """Only base64's characters? (bytes.translate in C: a regex took 2 ms for a 1 MP JPEG's text.)"""
-    return value.isascii() and not value.encode("ascii").translate(None, _BASE64_CHARS)
+            encoded = quote_plus(value).encode("ascii")
+        parts.append(quote_plus(key).encode("ascii") + b"=" + encoded)
+    return b"&".join(parts)
 
 
 def build_form(
