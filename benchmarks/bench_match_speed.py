@@ -27,8 +27,9 @@ Per library (the pictures and their edits are the driver's, so both see the same
   a phone photo (whole page, 70 % of it, low resolution) of a photo page ("textured"), of a
   low-texture page ("plain": few keypoints, often found by its outline) and of a texture or
   photo not in the library ("outside"); the last two often take the regions path.
-- add: 1 MP JPEGs over HTTP (the real server in a thread, imgsync's GalleryClient, 2 threads),
-  rounds of --add-batch images alternating between the versions.
+- add: 1 MP JPEGs over HTTP (the real server in a thread, imgsync's GalleryClient, --add-threads client
+  threads, default 2, each count in turn), rounds of --add-batch images alternating between the versions;
+  images/s and the CPU time per image (the worker process's, client and server together).
 
 Prints p50 / p95 per library and query kind for each version, and new / old; asserts nothing.
 """
@@ -97,7 +98,7 @@ class Worker:
         top = [(b, round(s, 3)) for _, s, b in results[:2]]
         return {"ms": ms, "hit": bool(results) and results[0][2] == truth, "top": top}
 
-    def add_http(self, round_: int) -> dict:
+    def add_http(self, round_: int, threads: int = 2) -> dict:
         from concurrent.futures import ThreadPoolExecutor
 
         from imgsync.gallery.client import GalleryClient
@@ -111,18 +112,19 @@ class Worker:
             try:
                 with GalleryClient(running.url, "bench-ak", "bench-sk") as client:
                     client.search("same_hq", image=images[0])  # token and engine start outside the timing
-                    t0 = time.perf_counter()
-                    with ThreadPoolExecutor(2) as pool:
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    with ThreadPoolExecutor(threads) as pool:
                         list(
                             pool.map(
                                 lambda ib: client.add("same_hq", image=ib[1], brief=f"r{round_}-{ib[0]}"),
                                 enumerate(images),
                             )
                         )
-                    dt = time.perf_counter() - t0
+                    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
             finally:
                 running.stop()
-        return {"per_s": len(images) / dt}
+        # CPU: this process's, every thread's (client and server both live here), per image added
+        return {"per_s": len(images) / dt, "cpu_ms": cpu / len(images) * 1e3}
 
 
 #: Fields of an entry that describe its keypoints (similar's extra blob, product's fixed fields).
@@ -346,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--add-batch", type=int, default=60)
     ap.add_argument("--add-rounds", type=int, default=4)
+    ap.add_argument("--add-threads", default="2", help="client threads for add, e.g. 1,2,4 (each measured in turn)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -398,17 +401,24 @@ def main(argv: list[str] | None = None) -> int:
                     kind, truth = data[lib]["queries"][k][:2]
                     print(f"  query {k} ({kind}, {truth}): old {o['top']}, new {w['top']}")
         if "add" in only:
-            rates: dict[str, list[float]] = {p.label: [] for p in procs}
-            for r in range(args.add_rounds):
-                for p in procs if r % 2 == 0 else procs[::-1]:
-                    rates[p.label].append(p.call(op="add_http", round_=r)["per_s"])
-            o, w = np.median(rates["old"]), np.median(rates["new"])
-            print(
-                f"\nadd over HTTP, same_hq, 1 MP JPEGs, 2 client threads ({args.add_rounds} rounds of "
-                f"{args.add_batch}, alternating): old {o:.1f} / new {w:.1f} images/s (median of rounds), "
-                f"new/old {w / o:.2f}x; rounds old {[round(x) for x in rates['old']]}, "
-                f"new {[round(x) for x in rates['new']]}"
-            )
+            for threads in (int(t) for t in args.add_threads.split(",")):
+                rates: dict[str, list[float]] = {p.label: [] for p in procs}
+                cpus: dict[str, list[float]] = {p.label: [] for p in procs}
+                for r in range(args.add_rounds):
+                    for p in procs if r % 2 == 0 else procs[::-1]:
+                        got = p.call(op="add_http", round_=r, threads=threads)
+                        rates[p.label].append(got["per_s"])
+                        cpus[p.label].append(got["cpu_ms"])
+                o, w = np.median(rates["old"]), np.median(rates["new"])
+                co, cw = np.median(cpus["old"]), np.median(cpus["new"])
+                print(
+                    f"\nadd over HTTP, same_hq, 1 MP JPEGs, {threads} client thread(s) ({args.add_rounds} rounds of "
+                    f"{args.add_batch}, alternating; load {os.getloadavg()[0]:.1f}): old {o:.1f} / new {w:.1f} "
+                    f"images/s (median of rounds), new/old {w / o:.2f}x; CPU per image (client + server, "
+                    f"all threads) old {co:.1f} / new {cw:.1f} ms, new/old {cw / co:.2f}x; rounds old "
+                    f"{[round(x) for x in rates['old']]}, new {[round(x) for x in rates['new']]}",
+                    flush=True,
+                )
     finally:
         for p in procs:
             p.close()

@@ -564,5 +564,7 @@ def test_fast_form_encoding_matches_urlencode():
             "tags": "1,2",
         },
         {"image": "short+/=", "url": "http://x/y?z=1&w=ä"},
+        # long values that are not base64 text: one character away from it, and not ASCII at all
+        {"image": base64.b64encode(os.urandom(3000)).decode() + " ", "brief": "ü" * 300, "x": "a%b&c" * 100},
     ):
         assert encode_form(form) == urlencode(form).encode("ascii")

@@ -19,7 +19,15 @@ from imgsync.localgallery.errors import (
     IMAGE_SIZE_ERROR,
     ApiError,
 )
-from imgsync.localgallery.images import WORK_SIDE, cont_sign_of, load_image, size_problem
+from imgsync.localgallery.images import (
+    COPY_QUALITY,
+    WORK_SIDE,
+    cont_sign_of,
+    decode_copy,
+    encode_copy,
+    load_image,
+    size_problem,
+)
 
 SAME = get_library("same_hq")
 PICTUREBOOK = get_library("picturebook")
@@ -162,6 +170,39 @@ def test_transparent_pixels_become_white() -> None:
     img = Image.new("RGBA", (100, 100), (0, 0, 0, 0))
     px = np.asarray(load_image(_encode(img, "PNG"), SAME).pixels)
     assert (px == 255).all()
+
+
+def _with_orientation(data: bytes, orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    out = io.BytesIO()
+    Image.open(io.BytesIO(data)).save(out, "JPEG", quality=95, exif=exif)
+    return out.getvalue()
+
+
+def test_exif_orientation_turns_the_picture_and_its_absence_does_not() -> None:
+    """The same JPEG data under three EXIF orientations: 1 (as stored), 3 (turned 180°) and 6 (90°
+    clockwise), read as a viewer shows them."""
+    plain = _encode(Image.open(io.BytesIO(make_image(12, (300, 200)))), "JPEG")
+    upright = np.asarray(load_image(_with_orientation(plain, 1), SAME).pixels)
+    turned = np.asarray(load_image(_with_orientation(plain, 3), SAME).pixels)
+    side = load_image(_with_orientation(plain, 6), SAME)
+    assert upright.shape == (200, 300, 3) and side.pixels.size == (200, 300)
+    assert np.array_equal(turned, upright[::-1, ::-1])
+    assert np.array_equal(np.asarray(side.pixels), np.rot90(upright, -1))
+
+
+@pytest.mark.parametrize(
+    ("seed", "size", "mode"), [(13, (512, 384), "RGB"), (14, (255, 301), "RGB"), (15, (320, 240), "L")]
+)
+def test_working_copy_holds_the_pixels_pillows_jpeg_held(seed: int, size: tuple[int, int], mode: str) -> None:
+    """The stored working copy (encoded by OpenCV) decodes to exactly the pixels that Pillow's
+    save(quality=COPY_QUALITY), the earlier encoder, gave: re-extraction from copies stored by either
+    version gives the same features."""
+    pixels = load_image(make_image(seed, size, "PNG", mode=mode), SAME).pixels
+    pillow = io.BytesIO()
+    pixels.save(pillow, "JPEG", quality=COPY_QUALITY)
+    assert np.array_equal(np.asarray(decode_copy(encode_copy(pixels))), np.asarray(decode_copy(pillow.getvalue())))
 
 
 def test_bmp_is_accepted() -> None:

@@ -4,8 +4,10 @@ the token authority (auth.py, on a real SQLite file), the QPS limiter and the UR
 from __future__ import annotations
 
 import base64
+import random
 import re
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import pytest
 
@@ -230,6 +232,59 @@ def test_parse_form_refuses_undecodable_or_huge_forms(body: bytes) -> None:
     with pytest.raises(ApiError) as info:
         protocol.parse_form(body)
     assert info.value.code == 216100
+
+
+def _form_by_urllib(body: bytes) -> dict[str, str] | int:
+    """What parse_form answered when it was urllib's parse_qsl on the whole body (the reference)."""
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict", max_num_fields=64)
+    except (UnicodeDecodeError, ValueError):
+        return 216100
+    form: dict[str, str] = {}
+    for key, value in pairs:
+        form.setdefault(key, value)
+    return form
+
+
+def _random_body(rng: random.Random) -> bytes:
+    """A form body made of the pieces that make url-decoding hard: '+' and '%2B', escapes that are not
+    escapes ('%', '%4', '%zz', '%%41'), '=' and '&' in odd places, line breaks, raw and escaped UTF-8
+    (valid and not), long base64 text, and the odd byte that is not UTF-8 at all."""
+    atoms = [
+        "+", "%2B", "%2b", "%2F", "%3D", "%3d", "%20", "%", "%4", "%zz", "%%41", "%G1", "=", "==", "&", "&&",
+        "\r", "\n", "%0A", "%0D", "=\n", "%=", "é", "图", "%E5%9B%BE", "%E5%9B", "%C3", "%C3%A9", "%FF",
+        "%80", "a", "Z", "0", "_", "-", ".", "~", " ", "brief", "image", "tags",
+        base64.b64encode(rng.randbytes(rng.randrange(0, 600))).decode().replace("+", "%2B").replace("/", "%2F"),
+    ]  # fmt: skip
+    text = "".join(rng.choice(atoms) for _ in range(rng.randrange(0, 40)))
+    raw = text.encode()
+    if rng.random() < 0.03:
+        at = rng.randrange(len(raw) + 1)
+        raw = raw[:at] + rng.choice([b"\xff", b"\xc3", b"\x80"]) + raw[at:]
+    return raw
+
+
+def test_parse_form_answers_what_urllib_answers_on_random_bodies() -> None:
+    rng = random.Random(1414)
+    bodies = [_random_body(rng) for _ in range(2500)]
+    bodies += [b"&".join(b"k%d=1" % i for i in range(n)) for n in (63, 64, 65)]
+    for body in bodies:
+        try:
+            got: dict[str, str] | int = protocol.parse_form(body)
+        except ApiError as e:
+            got = e.code
+        assert got == _form_by_urllib(body), body
+
+
+def test_parse_form_decodes_an_image_without_urllib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The usual add body (escaped base64, an escaped UTF-8 brief, tags) is decoded in C: urllib's
+    unquote walks a 1 MB image escape by escape."""
+    image = base64.b64encode(random.Random(3).randbytes(30_000)).decode()
+    body = "image={}&brief=%E5%9B%BE+1&tags=1%2C2".format(
+        image.replace("+", "%2B").replace("/", "%2F").replace("=", "%3D")
+    ).encode()
+    monkeypatch.setattr(protocol, "parse_qsl", lambda *a, **k: pytest.fail("urllib decoded the form"))
+    assert protocol.parse_form(body) == {"image": image, "brief": "图 1", "tags": "1,2"}
 
 
 @pytest.mark.parametrize(

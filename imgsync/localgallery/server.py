@@ -40,6 +40,9 @@ log = logging.getLogger("imgsync.localgallery")
 #: 4 MB; url-encoding adds up to 3x for '+', '/' and '=' (%2B ...), so 12 MB leaves room for any valid
 #: call while stopping a client that streams without end.
 MAX_BODY_BYTES = 12 * 1024 * 1024
+#: waitress reads 8 kB per recv() by default: ~45 trips through its Python loop for one 1 MP JPEG's
+#: body (~330 kB). 256 kB reads it in two or three.
+RECV_BYTES = 256 * 1024
 
 
 @dataclass
@@ -133,6 +136,7 @@ def start_in_thread(
                 port=port,
                 threads=threads,
                 max_request_body_size=MAX_BODY_BYTES,
+                recv_bytes=RECV_BYTES,
                 ident="imgsync-localgallery",
                 clear_untrusted_proxy_headers=True,
             )

@@ -38,7 +38,8 @@ GREY_ENERGY = 12.0
 
 def thumbnail(img: Image.Image) -> np.ndarray:
     """The stored picture's YCbCr thumbnail, uint8 (THUMB, THUMB, 3), the whole frame squashed."""
-    small = img.convert("RGB").resize((THUMB, THUMB), Image.Resampling.BOX, reducing_gap=None)
+    rgb = img if img.mode == "RGB" else img.convert("RGB")  # (convert would copy an RGB picture)
+    small = rgb.resize((THUMB, THUMB), Image.Resampling.BOX, reducing_gap=None)
     return np.asarray(small.convert("YCbCr"), dtype=np.uint8)
 
 

@@ -28,6 +28,7 @@ Optional parts, for matchers that need more than fixed-size columns (keypoint ma
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
     from imgsync.localgallery.matchers.table import FeatureTable
 
 Features = Mapping[str, np.ndarray]
+
+#: Bytes per item of the dtypes fields use (a dict lookup, not a numpy dtype built per call).
+_ITEMSIZE = {n: np.dtype(n).itemsize for n in ("uint8", "uint16", "uint32", "uint64", "float16", "float32", "float64")}
 
 #: The features key holding an entry's variable-length data (uint8 array), if the matcher has any.
 EXTRA = "extra"
@@ -56,7 +60,7 @@ class Field:
 
     @property
     def nbytes(self) -> int:
-        return int(np.dtype(self.dtype).itemsize * np.prod(self.shape, dtype=np.int64))
+        return (_ITEMSIZE.get(self.dtype) or np.dtype(self.dtype).itemsize) * math.prod(self.shape)
 
 
 class Matcher(ABC):

@@ -42,14 +42,16 @@ def _crop_box(size: tuple[int, int], keep: float) -> tuple[float, float, float, 
     return (dx, dy, w - dx, h - dy)
 
 
-def same_image_descriptors(img: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+def same_image_descriptors(img: Image.Image, gray: Image.Image | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(phash uint64[len(CROPS)], fine float32[len(CROPS), FINE_DIM] L2-normalised).
 
     pHash: DCT of a 32x32 greyscale thumbnail, 8x8 lowest frequencies, bit = coefficient > median.
     Fine: the 12x12 lowest DCT coefficients without DC (so brightness offsets vanish and a
     brightness gain only scales the vector, which the cosine ignores).
+    gray: img.convert("L"), when the caller has it already.
     """
-    gray = img.convert("L")
+    if gray is None:
+        gray = img.convert("L")
     hashes = np.empty(len(CROPS), dtype=np.uint64)
     fine = np.empty((len(CROPS), FINE_DIM), dtype=np.float32)
     for i, keep in enumerate(CROPS):

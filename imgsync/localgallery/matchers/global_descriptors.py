@@ -49,8 +49,8 @@ _SAME_FIELDS = (
 )
 
 
-def _same_extract(img: Image.Image) -> dict[str, np.ndarray]:
-    hashes, fine = F.same_image_descriptors(img)
+def _same_extract(img: Image.Image, gray: Image.Image | None = None) -> dict[str, np.ndarray]:
+    hashes, fine = F.same_image_descriptors(img, gray)
     return {"phash": hashes, "fine": fine.astype(np.float16)}
 
 

@@ -95,7 +95,8 @@ def orb_keypoints(gray: np.ndarray, n: int = 500, *, fast_threshold: int = 12) -
         return Keypoints(np.zeros((0, 2), np.float32), EMPTY_DESC, (w, h))
     resp = np.array([k.response for k in kps], dtype=np.float32)
     order = np.argsort(-resp, kind="stable")[:n]
-    xy = np.array([k.pt for k in kps], dtype=np.float32)[order]
+    # the coordinates gathered in C (float32), not by a Python loop over the points
+    xy = np.asarray(cv2.KeyPoint.convert(kps), dtype=np.float32).reshape(-1, 2)[order]
     return Keypoints(xy, np.ascontiguousarray(desc[order]), (w, h))
 
 

@@ -132,7 +132,8 @@ class LocalFeatureMatcher(Matcher):
         return self._extract(img, query=False)
 
     def _extract(self, img: Image.Image, *, query: bool) -> dict[str, np.ndarray]:
-        gray = np.asarray(img.convert("L"))
+        grey = img.convert("L")  # one conversion for the keypoints and the hashes
+        gray = np.asarray(grey)
         # A low-texture picture is detected again at a low threshold; except a query that may have a
         # second round (spread_query): its spread points, low threshold included, wait for it (match).
         if query and self.spread_query:
@@ -143,7 +144,7 @@ class LocalFeatureMatcher(Matcher):
         sel = K.spread_subset(kps, self.vote_cap)
         vote[: len(sel)] = kps.desc[sel]
         blob = kps.to_bytes() + A.thumbnail(img).tobytes()
-        out = {**G._same_extract(img), "vote": vote, EXTRA: np.frombuffer(blob, dtype=np.uint8)}
+        out = {**G._same_extract(img, grey), "vote": vote, EXTRA: np.frombuffer(blob, dtype=np.uint8)}
         if query and self.spread_query:  # exact coordinates: a second round need not detect them again
             out[USUAL_XY] = kps.xy
         return out
