@@ -631,3 +631,30 @@ def test_gallery_serve_on_a_taken_port_is_a_clear_error(gallery: Gallery, tmp_pa
     assert result.exit_code == 1 and f"cannot serve the local gallery on 127.0.0.1:{port}" in result.output
     # waitress starts its workers before it binds: a refused port must not leave them running
     wait_until(lambda: set(threading.enumerate()) <= before, what="no thread left behind by the refused port")
+
+
+def test_a_large_add_is_served_without_a_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body over waitress's default 512 kB spill threshold (a real photo's add is 0.5-1 MB encoded) stays in
+    memory: with no usable temp dir (/tmp full, say) the add still works."""
+    import io
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    from imgsync.gallery.client import GalleryClient
+    from imgsync.gallery.retry import RetryPolicy
+
+    noise = np.random.default_rng(5).integers(0, 256, (700, 900, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, "JPEG", quality=95)
+    assert len(B64(buf.getvalue())) > 600_000
+    running = start_in_thread(tmp_path / "data", keys=[("ak", "sk")])
+    try:
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no such dir"))
+        client = GalleryClient(running.url, "ak", "sk", retry=RetryPolicy(attempts=1))
+        sign = client.add("same_hq", image=buf.getvalue(), brief="large")
+        assert [h.cont_sign for h in client.search("same_hq", image=buf.getvalue()).hits][:1] == [sign]
+        client.close()
+    finally:
+        running.stop()

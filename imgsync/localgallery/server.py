@@ -43,6 +43,10 @@ MAX_BODY_BYTES = 12 * 1024 * 1024
 #: waitress reads 8 kB per recv() by default: ~45 trips through its Python loop for one 1 MP JPEG's
 #: body (~330 kB). 256 kB reads it in two or three.
 RECV_BYTES = 256 * 1024
+#: A request body larger than waitress's 512 kB default is spooled to a temp file: a 1 MP photo's add
+#: (~0.5-1 MB once base64- and url-encoded) would then write and read /tmp on every call, and fail with
+#: it full. Every accepted body fits in memory instead (the bound is MAX_BODY_BYTES per request).
+INBUF_OVERFLOW = MAX_BODY_BYTES
 
 
 @dataclass
@@ -137,6 +141,7 @@ def start_in_thread(
                 threads=threads,
                 max_request_body_size=MAX_BODY_BYTES,
                 recv_bytes=RECV_BYTES,
+                inbuf_overflow=INBUF_OVERFLOW,
                 ident="imgsync-localgallery",
                 clear_untrusted_proxy_headers=True,
             )
