@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from PIL import Image, ImageOps
 
 from imgsync.errors import ImgsyncError
 from imgsync.libraries import Library, get_library
+from imgsync.pillow_warnings import caught_warnings
 from imgsync.validate import (
     SHRINK_MAX_PIXELS,
     Fit,
@@ -75,8 +75,7 @@ class Shrunk:
 def shrink_image(data: bytes, library: str | Library) -> Shrunk:
     """Re-encode `data` so `library` accepts it (see the module doc). Raises ShrinkError."""
     lib = library if isinstance(library, Library) else get_library(library)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # odd-but-readable files; validate.py already judged them
+    with caught_warnings():  # odd-but-readable files, dropped: validate.py already judged them
         img = _load_upright(data, lib)
     graphic = _has_alpha(img) or img.mode in ("P", "1")
     width, height = fit_size(img.width, img.height, lib.max_side)

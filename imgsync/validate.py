@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import re
-import warnings
 from dataclasses import dataclass, replace
 from io import BytesIO
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Literal
 from PIL import Image, UnidentifiedImageError
 
 from imgsync.libraries import ACCEPTED_FORMATS, MAX_IMAGE_BASE64, MAX_SIDE, Library, get_library
+from imgsync.pillow_warnings import caught_warnings
 
 Fit = Literal["reject", "shrink"]
 
@@ -80,8 +80,7 @@ def inspect_image(source: bytes | str | Path, *, max_pixels: int = REJECT_MAX_PI
     # Pillow warns about odd-but-readable files (bad EXIF, palette transparency, bomb-sized headers
     # under its hard limit); the checks below judge those files, so the warnings are kept as notes
     # (printed raw they would land on top of a progress bar).
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with caught_warnings() as caught:  # (catch_warnings is not thread-safe: see pillow_warnings)
         info = _inspect(data, max_pixels, decode)
     if caught:
         info = _with(info, warnings=tuple(dict.fromkeys(str(w.message) for w in caught)))

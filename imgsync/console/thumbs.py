@@ -24,9 +24,10 @@ import os
 import stat
 import threading
 import typing
-import warnings
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
+
+from imgsync.pillow_warnings import caught_warnings
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -108,21 +109,22 @@ def _key(*parts: object) -> str:
 
 def make_thumbnail(data: io.BufferedIOBase | bytes, side: int = SIDE) -> bytes | None:
     """A JPEG of at most side×side pixels, or None when the picture does not decode (corrupt, not an
-    image, or a decompression bomb: Pillow's warning is an error here)."""
+    image, or a decompression bomb, told by Pillow's warning when the header is read)."""
     from PIL import Image, ImageOps
 
     source: IO[bytes] = io.BytesIO(data) if isinstance(data, bytes) else typing.cast(IO[bytes], data)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as img:
-                img.draft("RGB", (side, side))  # JPEG: decode at the smallest scale still ≥ side
-                pic = ImageOps.exif_transpose(img)
-                pic.thumbnail((side, side), Image.Resampling.LANCZOS)
-                pic = _rgb(pic)
-                out = io.BytesIO()
-                pic.save(out, "JPEG", quality=82, optimize=True)
-                return out.getvalue()
+        with caught_warnings() as caught, Image.open(source) as img:
+            if any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught):
+                log.debug("no thumbnail: a decompression bomb (%d x %d px)", img.width, img.height)
+                return None  # refused from the header, before any pixel is decoded
+            img.draft("RGB", (side, side))  # JPEG: decode at the smallest scale still ≥ side
+            pic = ImageOps.exif_transpose(img)
+            pic.thumbnail((side, side), Image.Resampling.LANCZOS)
+            pic = _rgb(pic)
+            out = io.BytesIO()
+            pic.save(out, "JPEG", quality=82, optimize=True)
+            return out.getvalue()
     except Exception as e:  # noqa: BLE001 - any decoder failure means "no preview", never a crash
         log.debug("no thumbnail: %s: %s", type(e).__name__, e)
         return None

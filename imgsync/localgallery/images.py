@@ -27,7 +27,6 @@ import io
 import logging
 import re
 import struct
-import warnings
 from dataclasses import dataclass
 
 import cv2
@@ -42,6 +41,7 @@ from imgsync.localgallery.errors import (
     IMAGE_SIZE_ERROR,
     ApiError,
 )
+from imgsync.pillow_warnings import caught_warnings
 
 #: Extraction works on pictures no larger than this (longest side); matchers resize further.
 WORK_SIDE = 512
@@ -93,8 +93,7 @@ def load_image(data: bytes, library: Library) -> Decoded:
         raise ApiError(EMPTY_IMAGE, "the image has 0 bytes")
     # Pillow warns about odd-but-readable files ("Corrupt EXIF data", "malformed MPO file"): the answer
     # is the same either way, so they go to the debug log, never raw onto a server's stderr.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with caught_warnings() as caught:  # (catch_warnings is not thread-safe: the server decodes on several)
         img = _open(data)
         problem = size_problem(img.width, img.height, library)
         if problem:
@@ -133,11 +132,9 @@ def decode_copy(jpeg: bytes) -> Image.Image:
 def _open(data: bytes) -> Image.Image:
     """Read the header only. Pillow's own bomb guard fires here for absurd sizes: that is a size error."""
     try:
-        with warnings.catch_warnings():
-            # Between MAX_IMAGE_PIXELS and twice that Pillow only warns; our size check refuses
-            # such images anyway (4096² is far below the limit), so the warning is noise.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(io.BytesIO(data))
+        # Between MAX_IMAGE_PIXELS and twice that Pillow only warns (caught by load_image, logged at
+        # debug level); our size check refuses such images anyway (4096² is far below the limit).
+        return Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as e:
         raise ApiError(
             IMAGE_SIZE_ERROR, f"image is far too large ({e}); the longest side may be at most 4096 px"
