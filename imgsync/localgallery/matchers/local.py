@@ -3,7 +3,8 @@
 Per entry (extract):
 - phash/fine: the 64-bit pHash and fine DCT descriptor of three centred crops
   (global_descriptors.py), which settle resize / re-compression / brightness / format changes;
-- vote: up to VOTE_CAP ORB descriptors spread over the picture (keypoints.spread_subset), a
+- vote: up to VOTE_CAP ORB descriptors spread over the picture (keypoints.spread_subset; with
+  coarse_votes, that share of them from coarse pyramid levels: keypoints.scale_spread_subset), a
   fixed-size column that feeds the voting shortlist (vote_index.py);
 - EXTRA: all of the entry's ORB keypoints, serialised (keypoints.Keypoints.to_bytes), kept by the
   store outside memory and read only for the rows being verified.
@@ -101,6 +102,8 @@ class LocalFeatureMatcher(Matcher):
     spread_query: ClassVar[bool] = True
     #: a low-texture picture, detected again at a low threshold, keeps this share of n_keypoints
     low_texture_share: ClassVar[float] = 1.0
+    #: share of the vote descriptors taken from coarse pyramid levels (keypoints.scale_spread_subset)
+    coarse_votes: ClassVar[float] = 0.0
     #: compare colour and detail of the aligned pictures before a row keeps its score
     check_appearance: ClassVar[bool] = True
     #: appearance limits (see appearance_cap): (colour residual, luma correlation) beyond which a
@@ -140,7 +143,7 @@ class LocalFeatureMatcher(Matcher):
         else:
             kps = K.adaptive_keypoints(gray, self.n_keypoints, low=round(self.low_texture_share * self.n_keypoints))
         vote = np.zeros((self.vote_cap, K.DESC_BYTES), dtype=np.uint8)
-        sel = K.spread_subset(kps, self.vote_cap)
+        sel = K.scale_spread_subset(kps, self.vote_cap, coarse_share=self.coarse_votes)
         vote[: len(sel)] = kps.desc[sel]
         blob = kps.to_bytes() + A.thumbnail(img).tobytes()
         out = {**G._same_extract(img), "vote": vote, EXTRA: np.frombuffer(blob, dtype=np.uint8)}
