@@ -68,6 +68,11 @@ PAGE_MAX_BITS = 30
 #: gradient pages: the right page ≤ 0.28, other gradients ≥ 0.52.
 HASHLESS_COLOUR = 0.4
 
+#: A snapped region is rectified this many px inside its outline: the outline lies on the step,
+#: whose pixels blend the picture with what surrounds it (tuning part, contained in larger, seeds
+#: 1-10, regions alone: true score ≥ 0.95 in 117 -> 129 of 140).
+INSET = 1.0
+
 _COSINE_POINTS = ([0.0, 0.7, 0.86, 1.0], [0.0, 0.3, 0.9, 1.0])
 
 
@@ -430,7 +435,7 @@ def _regions(img: Image.Image, snapped: bool = True, page: bool = False) -> dict
         return {}
     phash, fine, to_query, size = [], [], [], []
     for i, q in enumerate(quads):
-        rect, h = R.rectify(img, q)
+        rect, h = R.rectify(img, R.inset(q, INSET) if snapped and INSET else q)
         # as it is, and with uneven light evened out (a page photographed under a lamp); the page
         # lit evenly by the table's light instead of as it is (a plain page's own gradient is faint
         # beside the lamp's: tuning part, fine cosine median 0.90 as it is, 0.98 so)
