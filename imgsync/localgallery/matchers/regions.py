@@ -41,7 +41,9 @@ def quads(rgb: np.ndarray, snapped: bool = True) -> list[np.ndarray]:
     """Convex quadrilaterals (float32 (4, 2), corners clockwise from top-left) outlined in the edge
     map of a uint8 RGB picture, at most MAX_REGIONS, best first (Proposal.rank: edged on all four
     sides, then the largest; at most MAX_CROSSED of them crossed by a line inside); with `snapped`,
-    each side moved onto the step it lies near (snap).
+    each side moved onto the step it lies near (snap). Without `snapped` (picturebook: a photographed
+    page's blurred border), the proposals as before this ranking: the largest first, each step's
+    rows of edge pixels lines of their own (its regions were not tuned with the ranking).
 
     Tuning part, contained in larger, seeds 1-20, the regions stage alone: the pasted picture's
     outline proposed 219 -> 258 of 280 times and the picture found 222 -> 260 (adjacent edge rows
@@ -90,7 +92,7 @@ def quads(rgb: np.ndarray, snapped: bool = True) -> list[np.ndarray]:
     # upright rectangles are looked for at ≤ 320 px: a pasted picture's sides survive, the cost halves
     k = min(1.0, 320 / max(h, w))
     small = blur if k == 1.0 else cv2.resize(blur, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA)
-    props += [p._replace(area=p.area / k**2, quad=p.quad / k) for p in upright_rectangles(small)]
+    props += [p._replace(area=p.area / k**2, quad=p.quad / k) for p in upright_rectangles(small, ranked=snapped)]
     # Both detectors place a side a few pixels off the step (blur, dilation, the 320 px grid): at a
     # pasted picture's size that shifts its hash out of reach (tuning part: the true box gives a
     # fine cosine of 0.88-1.0, the boxes found 0.27-0.7, snapped 0.85-0.99). So each side is
@@ -99,8 +101,8 @@ def quads(rgb: np.ndarray, snapped: bool = True) -> list[np.ndarray]:
     found: list[np.ndarray] = []
     outlines: list[np.ndarray] = []  # as proposed
     crossed = 0
-    for p in sorted(props, key=Proposal.rank):
-        if p.crossed and crossed >= MAX_CROSSED:
+    for p in sorted(props, key=Proposal.rank if snapped else Proposal.largest):
+        if snapped and p.crossed and crossed >= MAX_CROSSED:
             continue
         if any(_same_outline(p.quad, f, w, h) for f in outlines):
             continue
@@ -119,7 +121,7 @@ def _same_outline(a: np.ndarray, b: np.ndarray, w: int, h: int) -> bool:
     return bool(np.abs(a - b).max() < 0.03 * max(w, h))
 
 
-def upright_rectangles(rgb: np.ndarray, keep: int = 10) -> list[Proposal]:
+def upright_rectangles(rgb: np.ndarray, keep: int = 10, ranked: bool = True) -> list[Proposal]:
     """Axis-aligned rectangles whose sides are step edges: a picture pasted into another one (a
     collage, a screenshot, a page layout), best first (Proposal.rank), at most MAX_PROPOSALS.
 
@@ -129,7 +131,8 @@ def upright_rectangles(rgb: np.ndarray, keep: int = 10) -> list[Proposal]:
     merged into one line: they are one side) are paired into rectangles; those with MIN_SUPPORT of
     their border on such steps are kept. Each is marked for ranking: edged on all four sides
     (SIDE_SUPPORT each), and crossed (another line runs across most of its inside: two pictures
-    side by side, or a picture and the box it touches, outlined as one)."""
+    side by side, or a picture and the box it touches, outlined as one). With ranked=False (picturebook): no
+    lines merged, every proposal, the largest first."""
     h, w = rgb.shape[:2]
     img = rgb.astype(np.int16)
     gy = np.zeros((h, w), np.int16)
@@ -138,8 +141,8 @@ def upright_rectangles(rgb: np.ndarray, keep: int = 10) -> list[Proposal]:
     gx[:, 1:-1] = np.abs(img[:, 2:] - img[:, :-2]).max(axis=2)
     horiz = cv2.dilate(((gy > 40) & (gy > 2 * gx)).astype(np.uint8), np.ones((3, 1), np.uint8))
     vert = cv2.dilate(((gx > 40) & (gx > 2 * gy)).astype(np.uint8), np.ones((1, 3), np.uint8))
-    ys = np.array(sorted(r[0] for r in _runs(horiz, int(0.12 * w), keep)), dtype=np.int64)
-    xs = np.array(sorted(c[0] for c in _runs(vert.T, int(0.12 * h), keep)), dtype=np.int64)
+    ys = np.array(sorted({r[0] for r in _runs(horiz, int(0.12 * w), keep, ranked)}), dtype=np.int64)
+    xs = np.array(sorted({c[0] for c in _runs(vert.T, int(0.12 * h), keep, ranked)}), dtype=np.int64)
     if len(ys) < 2 or len(xs) < 2:
         return []
     # prefix sums along each row of `horiz` and each column of `vert`: a side's support in O(1)
@@ -183,6 +186,8 @@ def upright_rectangles(rgb: np.ndarray, keep: int = 10) -> list[Proposal]:
         Proposal(float(a), _box((int(a0), int(b0), int(a1), int(b1))), bool(f), bool(c))
         for a, a0, b0, a1, b1, f, c in zip(area[p, q], x0b, y0b, x1b, y1b, four[p, q], crossed[p, q], strict=True)
     ]
+    if not ranked:  # every one: a step's adjacent rows make near-copies of one outline, many of them
+        return sorted(props, key=Proposal.largest)
     return sorted(props, key=Proposal.rank)[:MAX_PROPOSALS]
 
 
@@ -199,8 +204,11 @@ class Proposal(NamedTuple):
         """Edged on all four sides first, then the largest first."""
         return (not self.four_sided, -self.area)
 
+    def largest(self) -> float:
+        return -self.area
 
-def _runs(mask: np.ndarray, min_len: int, keep: int) -> list[tuple[int, int, int]]:
+
+def _runs(mask: np.ndarray, min_len: int, keep: int, merge: bool = True) -> list[tuple[int, int, int]]:
     """The `keep` longest lines of set pixels at least min_len long: per row its longest horizontal
     run (gaps ≤ 3 px bridged), adjacent rows with such runs merged into one line, the row with
     the longest run standing for it: (row, start, end)."""
@@ -219,7 +227,12 @@ def _runs(mask: np.ndarray, min_len: int, keep: int) -> list[tuple[int, int, int
     first[1:] = ry[order][1:] != ry[order][:-1]
     best = order[first]  # one per row, by row
     # lines: runs of adjacent rows; each stood for by its longest run
-    line = np.concatenate([[0], np.cumsum(np.diff(ry[best]) > 1)]) if len(best) else np.zeros(0, np.int64)
+    if not merge:
+        line = np.arange(len(best))
+    elif len(best):
+        line = np.concatenate([[0], np.cumsum(np.diff(ry[best]) > 1)])
+    else:
+        line = np.zeros(0, np.int64)
     by_line = np.lexsort((-length[best], line))
     head = np.ones(len(by_line), bool)
     head[1:] = line[by_line][1:] != line[by_line][:-1]
