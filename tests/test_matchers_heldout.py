@@ -28,10 +28,13 @@ from benchmarks.heldout import (
 )
 from benchmarks.photos import photos
 from benchmarks.variants import PHONE_PHOTO, SAME_IMAGE, contain
+from imgsync.libraries import get_library
 from imgsync.localgallery.engine import Engine
+from imgsync.localgallery.images import load_image
 from imgsync.localgallery.matchers import appearance as A
 from imgsync.localgallery.matchers import features as F
 from imgsync.localgallery.matchers import global_descriptors as G
+from imgsync.localgallery.matchers import keypoints as K
 from imgsync.localgallery.matchers import local as L
 from imgsync.localgallery.matchers import page as P
 from imgsync.localgallery.matchers import regions as R
@@ -79,6 +82,94 @@ def test_a_low_texture_picture_pasted_into_a_larger_image_is_found(same_hq: Engi
     for seed in (1, 2):
         results, _ = same_hq.search("same_hq", SAME_IMAGE["contained in larger"](im, np.random.default_rng(seed)))
         assert results and results[0][2] == name and results[0][1] >= 0.9, (name, seed, results[:3])
+
+
+@pytest.fixture(scope="module")
+def same_hq_crowd(tune: HeldOut, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """same_hq as the benchmark fills it: the objects and low-texture pictures among the 20
+    calibration photos, whose votes compete with theirs."""
+    e = Engine(tmp_path_factory.mktemp("samehq-crowd"))
+    for name, im in {**photos(), **tune.objects, **tune.lowtex}.items():
+        e.add("same_hq", encode(im, 95), brief=name)
+    yield e
+    e.close()
+
+
+@pytest.mark.parametrize(("name", "seed"), [("dem_terrain", 15), ("dem_terrain", 28), ("webcam_background", 23)])
+def test_a_picture_pasted_into_a_larger_image_and_shrunk_with_it_is_found(
+    same_hq_crowd: Engine, tune: HeldOut, name: str, seed: int
+) -> None:
+    """The loader shrinks the larger image to a shortest side of 256 px, so the pasted picture
+    arrives at about half its size. The detailed terrain rendering was verified with ~80 inliers
+    when tried, but its fine points are gone at that size and it ranked below the vote shortlist:
+    the coarse vote descriptors bring it in (keypoints.scale_spread_subset). Both it and the plain
+    webcam picture are also found by their outline now (adjacent edge rows merged into one line,
+    four-sided proposals first): before, the proposals were 23-40 px off."""
+    im = tune.lowtex[name]
+    query = encode(contain(im, np.random.default_rng(seed)), 90)
+    results, _ = same_hq_crowd.search("same_hq", query)
+    assert results and results[0][2] == name and results[0][1] >= 0.9, results[:3]
+
+
+def _loaded_paste(picture: Image.Image, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`picture` pasted into a busy frame (variants.contain), decoded as the gallery decodes a
+    query (JPEG draft mode, 512 px working size), and the picture's true corners in it."""
+    frame = contain(picture, np.random.default_rng(seed))
+    # contain() draws the background first, then the paste position, from the same generator
+    black = np.all(np.asarray(contain(Image.new("RGB", picture.size), np.random.default_rng(seed))) == 0, axis=2)
+    ys, xs = np.nonzero(black)
+    x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    pixels = load_image(encode(frame, 90), get_library("same_hq")).pixels
+    k = pixels.width / frame.width
+    true = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float32) * k
+    return np.asarray(pixels), true
+
+
+@pytest.mark.parametrize(
+    ("name", "seed"), [("retina_detail", 2), ("retina_detail", 10), ("snow_defocused", 4), ("snow_defocused", 11)]
+)
+def test_the_outline_of_a_pasted_picture_is_proposed_despite_edges_inside_it_and_boxes_beside_it(
+    tune: HeldOut, name: str, seed: int
+) -> None:
+    """A straight dark vein across the retina, a post in the snow photo, a box touching the pasted
+    picture: with each step's 3-5 adjacent rows of edge pixels taking a slot of their own among the
+    10 longest, the picture's own sides were crowded out and the proposals were 20-110 px off."""
+    rgb, true = _loaded_paste(tune.lowtex[name], seed)
+    found = R.quads(rgb)
+    assert any(np.abs(q - true).max() <= 3.0 for q in found), (found, true)
+
+
+def test_adjacent_edge_rows_are_one_line() -> None:
+    mask = np.zeros((60, 100), np.uint8)
+    mask[10:13, 5:95] = 1  # one step, three rows thick after dilation
+    mask[40, 20:80] = 1
+    lines = R._runs(mask, 20, keep=10)
+    assert [(y, x1 - x0) for y, x0, x1 in lines] == [(10, 90), (40, 60)], lines
+
+
+def test_a_rectangle_crossed_by_a_line_ranks_after_the_pictures_beside_it() -> None:
+    """Two plain pictures stacked one on the other: the box around both has four edged sides too,
+    but the line between them crosses it."""
+    img = np.full((240, 320, 3), 128, np.uint8)
+    img[40:120, 60:260] = (200, 40, 40)
+    img[120:200, 60:260] = (40, 40, 200)
+    props = R.upright_rectangles(img)
+    both = [p for p in props if np.abs(p.quad - R._box((60, 40, 260, 200))).max() <= 3]
+    assert both and all(p.crossed for p in both), props
+    first = [p for p in props if not p.crossed][:2]
+    assert len(first) == 2 and all(p.four_sided for p in first), props
+
+
+def test_coarse_votes_take_half_their_points_from_coarse_pyramid_levels(tune: HeldOut) -> None:
+    gray = np.asarray(tune.lowtex["dem_terrain"].convert("L"))
+    kps = K.orb_keypoints(gray, 400)
+    assert kps.octave is not None
+    assert np.sum(kps.octave[K.spread_subset(kps, 32)] >= K.COARSE_OCTAVE) < 8  # a detailed picture: fine points
+    sel = K.scale_spread_subset(kps, 32)
+    assert len(sel) == 32 and len(set(sel.tolist())) == 32
+    assert np.sum(kps.octave[sel] >= K.COARSE_OCTAVE) >= 16
+    plain = K.Keypoints.from_bytes(kps.to_bytes())  # stored points carry no levels: the plain spread subset
+    assert plain.octave is None and np.array_equal(K.scale_spread_subset(plain, 32), K.spread_subset(plain, 32))
 
 
 def test_a_phone_photo_of_a_low_texture_page_finds_it(tune: HeldOut, tmp_path: object) -> None:

@@ -46,6 +46,9 @@ class Keypoints:
     xy: np.ndarray
     desc: np.ndarray
     size: tuple[int, int]
+    #: ORB pyramid level of each point (0: full size, level l: 1.2**l smaller), when just detected;
+    #: not serialised (None after from_bytes)
+    octave: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.xy)
@@ -97,7 +100,8 @@ def orb_keypoints(gray: np.ndarray, n: int = 500, *, fast_threshold: int = 12) -
     order = np.argsort(-resp, kind="stable")[:n]
     # the coordinates gathered in C (float32), not by a Python loop over the points
     xy = np.asarray(cv2.KeyPoint.convert(kps), dtype=np.float32).reshape(-1, 2)[order]
-    return Keypoints(xy, np.ascontiguousarray(desc[order]), (w, h))
+    octave = np.fromiter((k.octave for k in kps), dtype=np.int8, count=len(kps))[order]
+    return Keypoints(xy, np.ascontiguousarray(desc[order]), (w, h), octave)
 
 
 #: Fewer keypoints than this share of the budget marks a low-texture picture (smooth gradients,
@@ -166,6 +170,31 @@ def spread_subset(kps: Keypoints, k: int, grid: int = 4) -> np.ndarray:
     rank[by_cell] = np.arange(len(kps)) - start
     order = np.lexsort((np.arange(len(kps)), rank))
     return np.sort(order[:k])
+
+
+#: ORB levels from this one up are "coarse": a point found there (at 1.2**4 ≈ 2x its size or more)
+#: is found again at level 0 or above in a copy of the picture at half its size.
+COARSE_OCTAVE = 4
+
+
+def scale_spread_subset(kps: Keypoints, k: int, grid: int = 4, coarse_share: float = 0.5) -> np.ndarray:
+    """Indices (sorted) of at most `k` keypoints: up to coarse_share of them from the coarse pyramid
+    levels (octave ≥ COARSE_OCTAVE), spread over the frame (spread_subset), the rest spread_subset
+    of the others. The strongest points of a detailed picture are mostly fine ones, which vanish
+    when the picture is copied at half its size (pasted into a larger image, then shrunk with it);
+    its coarse points are what that copy still shows. Without octaves (deserialised points): the
+    plain spread_subset."""
+    if kps.octave is None or len(kps) <= k or coarse_share <= 0:
+        return spread_subset(kps, k, grid)
+    coarse = np.flatnonzero(kps.octave >= COARSE_OCTAVE)
+    take = coarse[spread_subset(_subset(kps, coarse), round(coarse_share * k), grid)]
+    rest = np.setdiff1d(np.arange(len(kps)), take, assume_unique=True)
+    more = rest[spread_subset(_subset(kps, rest), k - len(take), grid)]
+    return np.sort(np.concatenate([take, more]))
+
+
+def _subset(kps: Keypoints, idx: np.ndarray) -> Keypoints:
+    return Keypoints(kps.xy[idx], kps.desc[idx], kps.size, None if kps.octave is None else kps.octave[idx])
 
 
 def ratio_matches(
