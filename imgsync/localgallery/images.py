@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from imgsync.libraries import ACCEPTED_FORMATS, Library
 from imgsync.localgallery.errors import (
@@ -47,8 +47,6 @@ from imgsync.pillow_warnings import caught_warnings
 WORK_SIDE = 512
 #: Quality of the working copy the store keeps of each added image (for re-extraction).
 COPY_QUALITY = 90
-#: The EXIF tag that says how the camera was turned.
-_ORIENTATION = 0x0112
 #: JPEG draft mode may decode at 1/2, 1/4 or 1/8 scale as long as both sides stay ≥ this.
 DRAFT_MIN_SIDE = 256
 
@@ -155,7 +153,7 @@ def _decode(img: Image.Image) -> Image.Image:
     try:
         # match what a viewer shows, not the sensor's orientation; exif_transpose copies the whole
         # picture even when it has nothing to turn, so it is called only when there is
-        if img.getexif().get(_ORIENTATION, 1) != 1:
+        if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:
             img = ImageOps.exif_transpose(img)
     except Exception:  # a broken EXIF block must not reject an otherwise good picture
         pass

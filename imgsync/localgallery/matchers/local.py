@@ -436,7 +436,7 @@ def _regions(img: Image.Image, snapped: bool = True, page: bool = False) -> dict
         return {}
     phash, fine, to_query, size = [], [], [], []
     for i, q in enumerate(quads):
-        rect, h = R.rectify(img, R.inset(q, INSET) if snapped and INSET else q)
+        rect, h = R.rectify(img, R.inset(q, INSET) if snapped else q)
         # as it is, and with uneven light evened out (a page photographed under a lamp); the page
         # lit evenly by the table's light instead of as it is (a plain page's own gradient is faint
         # beside the lamp's: tuning part, fine cosine median 0.90 as it is, 0.98 so)
