@@ -19,6 +19,7 @@ from imgsync.localgallery.engine import Engine
 from imgsync.localgallery.matchers import keypoints as K
 from imgsync.localgallery.matchers import local as L
 from imgsync.localgallery.matchers import matcher_for
+from imgsync.localgallery.matchers import table as TB
 from imgsync.localgallery.matchers import texture as T
 from imgsync.localgallery.matchers.similar import SimilarMatcher
 
@@ -123,7 +124,7 @@ def test_second_round_reuses_the_first_rounds_points(pics: dict[str, Image.Image
     """same_hq's spread query points, from the first round's keypoints, equal a fresh detection."""
     m = matcher_for("same_hq")
     for im in pics.values():
-        q = m.extract_query(im)
+        q = m._with_mirror(m.extract_query(im))
         fresh = {k: v for k, v in q.items() if not k.startswith(L.USUAL_XY)}
         a = L._spread_features(q, m.n_keypoints, m._orientations(q))
         b = L._spread_features(fresh, m.n_keypoints, m._orientations(fresh))
@@ -154,3 +155,55 @@ def test_similar_skips_keypoints_once_the_same_picture_is_found(
         assert [r for r in gated if r[1] >= cap] == [r for r in full if r[1] >= cap]
     finally:
         eng.close()
+
+
+def test_same_hq_mirror_keypoints_wait_until_needed(tmp_path: Path, pics: dict[str, Image.Image]) -> None:
+    """A same_hq query holds its mirror image's hashes but not its keypoints; made when a search
+    needs them, they equal an eager extraction of the flipped picture, and a search gives the same
+    answers either way (the picture as it is, mirrored, mirrored and cropped: the keypoints' round)."""
+    m = matcher_for("same_hq")
+    eng = Engine(tmp_path / "g")
+    try:
+        for name, im in pics.items():
+            eng.add("same_hq", jpeg(im), brief=name)
+        table = eng._libs["same_hq"].table
+        mask = table.alive[: table.n].copy()
+        for im in list(pics.values())[:4]:
+            flipped = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            w, h = flipped.size
+            for query in (im, flipped, flipped.crop((w // 8, h // 8, w - w // 10, h - h // 10))):
+                q = m.extract_query(query)
+                assert "phash_m" in q and "fine_m" in q
+                assert L.EXTRA + "_m" not in q and "qpic_m" not in q
+                eager = m._extract(query.transpose(Image.Transpose.FLIP_LEFT_RIGHT), query=True)
+                done = m._with_mirror(q)
+                assert all(np.array_equal(done[f"{k}_m"], v) for k, v in eager.items())
+                lazy_rows, lazy_scores = m.match(q, table, mask)
+                rows, scores = m.match(done, table, mask)
+                assert np.array_equal(lazy_rows, rows) and np.array_equal(lazy_scores, scores)
+                assert len(rows) and scores.max() >= 0.9  # found, the mirrored ones too
+    finally:
+        eng.close()
+
+
+@pytest.mark.parametrize("opencv", [True, False])
+def test_float16_columns_widen_exactly(monkeypatch: pytest.MonkeyPatch, opencv: bool) -> None:
+    """to_float32 gives astype's very bits, by OpenCV or (OpenCV 4) by numpy: every float16 value
+    (zeros and their signs, subnormals, the largest, infinities; NaN stays NaN) in the shapes the
+    matchers widen."""
+    if int(cv2.__version__.split(".")[0]) >= 5:
+        assert TB._OPENCV_WIDENS  # the fast path is the one this OpenCV takes
+    monkeypatch.setattr(TB, "_OPENCV_WIDENS", opencv and TB._OPENCV_WIDENS)
+    every = np.arange(2**16, dtype=np.uint16).view(np.float16)
+    for a in (every, every.reshape(-1, 128), every[: 3 * 143 * 100].reshape(100, 3, 143), every[:0].reshape(0, 3, 143)):
+        out = TB.to_float32(a)
+        assert out.dtype == np.float32 and out.shape == a.shape
+        ref, nan = a.astype(np.float32), np.isnan(a)
+        assert np.array_equal(np.isnan(out), nan)  # NaN stays NaN (OpenCV quiets a signalling one)
+        assert np.array_equal(out.view(np.uint32)[~nan], ref.view(np.uint32)[~nan])
+    fine = np.random.default_rng(3).normal(size=(50, 3, 143)).astype(np.float16)
+    rows = np.array([7, 3, 3, 49])
+    t = TB.FeatureTable(())
+    t.cols["fine"] = fine
+    t.n = len(fine)
+    assert np.array_equal(t.float32("fine", rows), fine[rows].astype(np.float32))

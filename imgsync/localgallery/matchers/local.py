@@ -35,7 +35,7 @@ from imgsync.localgallery.matchers import keypoints as K
 from imgsync.localgallery.matchers import page as P
 from imgsync.localgallery.matchers import regions as R
 from imgsync.localgallery.matchers.base import EXTRA, Features, Field, Matcher
-from imgsync.localgallery.matchers.table import FeatureTable
+from imgsync.localgallery.matchers.table import FeatureTable, to_float32
 from imgsync.localgallery.matchers.vote_index import VoteIndex
 
 #: A hash score this high needs no keypoint check.
@@ -141,6 +141,9 @@ class LocalFeatureMatcher(Matcher):
 
     def _extract(self, img: Image.Image, *, query: bool) -> dict[str, np.ndarray]:
         grey = img.convert("L")  # one conversion for the keypoints and the hashes
+        return {**G._same_extract(img, grey), **self._keypoint_features(img, grey, query=query)}
+
+    def _keypoint_features(self, img: Image.Image, grey: Image.Image, *, query: bool) -> dict[str, np.ndarray]:
         gray = np.asarray(grey)
         # A low-texture picture is detected again at a low threshold; except a query that may have a
         # second round (spread_query): its spread points, low threshold included, wait for it (match).
@@ -148,23 +151,28 @@ class LocalFeatureMatcher(Matcher):
             kps = K.orb_keypoints(gray, self.n_keypoints)
         else:
             kps = K.adaptive_keypoints(gray, self.n_keypoints, low=round(self.low_texture_share * self.n_keypoints))
+        if query:
+            # a query votes with its own strongest points (_voters) and is compared by its qpic: it
+            # needs neither the stored vote column nor the stored thumbnail
+            out = {EXTRA: np.frombuffer(kps.to_bytes(), dtype=np.uint8)}
+            if self.spread_query:  # exact coordinates: a second round need not detect them again
+                out[USUAL_XY] = kps.xy
+            return out
         vote = np.zeros((self.vote_cap, K.DESC_BYTES), dtype=np.uint8)
         sel = K.scale_spread_subset(kps, self.vote_cap, coarse_share=self.coarse_votes)
         vote[: len(sel)] = kps.desc[sel]
         blob = kps.to_bytes() + A.thumbnail(img).tobytes()
-        out = {**G._same_extract(img, grey), "vote": vote, EXTRA: np.frombuffer(blob, dtype=np.uint8)}
-        if query and self.spread_query:  # exact coordinates: a second round need not detect them again
-            out[USUAL_XY] = kps.xy
-        return out
+        return {"vote": vote, EXTRA: np.frombuffer(blob, dtype=np.uint8)}
 
     def extract_query(self, img: Image.Image) -> dict[str, np.ndarray]:
-        # qimg: the working picture itself, for what only a second round needs (spread keypoints,
-        # regions), computed then
+        # qimg: the working picture itself, for what only a later stage needs (the mirror image's
+        # keypoints and picture, spread keypoints, regions), computed then
         q = {**self._extract(img, query=True), "qpic": A.query_picture(img), "qimg": np.asarray(img.convert("RGB"))}
         if self.mirror:
+            # the mirror image's hashes only: the hash stage needs them at once, while its keypoints
+            # (~40 % of a query's extraction) wait until a search has not found the picture as it is
             flipped = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            m = {**self._extract(flipped, query=True), "qpic": A.query_picture(flipped)}
-            q.update({f"{k}_m": v for k, v in m.items()})
+            q.update({f"{k}_m": v for k, v in G._same_extract(flipped).items()})
         return q
 
     # --- index -----------------------------------------------------------------------------------
@@ -185,6 +193,7 @@ class LocalFeatureMatcher(Matcher):
     # --- query -----------------------------------------------------------------------------------
 
     def shortlist(self, query: Features, table: FeatureTable, mask: np.ndarray) -> np.ndarray:
+        query = self._with_mirror(query)
         rows = [G._same_shortlist(query, table, mask)]
         for suffix in self._orientations(query):
             votes = self._votes.votes(_voters(query, suffix, spread=True), table)
@@ -192,6 +201,7 @@ class LocalFeatureMatcher(Matcher):
         return np.unique(np.concatenate(rows)).astype(np.int64)
 
     def verify(self, query: Features, table: FeatureTable, rows: np.ndarray) -> np.ndarray:
+        query = self._with_mirror(query)
         found = self._hash_evidence(query, table, rows)
         todo = np.array([r for r in rows if found[int(r)].score < HASH_SURE], dtype=np.int64)
         for r, e in zip(todo, self._keypoint_evidence(query, table, todo), strict=True):
@@ -218,6 +228,8 @@ class LocalFeatureMatcher(Matcher):
             for suffix in self._orientations(query):
                 if suffix and _best(found) >= 0.9:
                     break  # the picture is found as it is; no need to look for its mirror image
+                if suffix:
+                    query = self._with_mirror(query)
                 votes = self._votes.votes(_voters(query, suffix, spread), table)
                 cand = _top_voted(votes, mask, self.verify_cap, VOTE_KEEP)
                 cand = np.array(
@@ -237,7 +249,15 @@ class LocalFeatureMatcher(Matcher):
     # --- scoring ---------------------------------------------------------------------------------
 
     def _orientations(self, query: Features) -> tuple[str, ...]:
-        return ("", "_m") if self.mirror and "vote_m" in query else ("",)
+        return ("", "_m") if self.mirror and "phash_m" in query else ("",)
+
+    def _with_mirror(self, query: Features) -> Features:
+        """The query with its mirror image's keypoints (extract_query leaves them out until needed)."""
+        if not self.mirror or "phash_m" not in query or EXTRA + "_m" in query:
+            return query
+        flipped = _flipped(query)
+        m = self._keypoint_features(flipped, flipped.convert("L"), query=True)
+        return {**query, **{f"{k}_m": v for k, v in m.items()}}
 
     def _hash_evidence(
         self, query: Features, table: FeatureTable, rows: np.ndarray, at_least: float = 0.0
@@ -331,6 +351,7 @@ class LocalFeatureMatcher(Matcher):
         cand = cand[:APPEARANCE_ROWS]
         if not cand:
             return
+        pictures = {k: np.asarray(v) for k, v in query.items() if k.startswith("qpic")}
         for r, blob in zip(cand, table.extras(np.array(cand, dtype=np.int64)), strict=True):
             if blob is None:
                 continue
@@ -340,7 +361,9 @@ class LocalFeatureMatcher(Matcher):
                 continue
             e = found[r]
             qsize = _query_size(query)
-            qpic = np.asarray(query["qpic" + e.suffix])
+            if "qpic" + e.suffix not in pictures:  # the mirror image's: made when a row found by it needs it
+                pictures["qpic" + e.suffix] = A.query_picture(_flipped(query))
+            qpic = pictures["qpic" + e.suffix]
             if e.transform is not None:
                 a = A.compare(thumb, stored.size, qpic, qsize, e.transform)
             else:  # the hash stage's crop alignment is approximate: look around it
@@ -403,7 +426,7 @@ def _fine_candidates(regions: dict[str, np.ndarray], table: FeatureTable, mask: 
         bits = np.min([np.bitwise_count(stored_hash ^ h) for h in regions["region_phash"][i]], axis=0)
         near.append(mask & (bits <= PAGE_MAX_BITS))
     rows = np.flatnonzero(np.logical_or.reduce(near))
-    stored = table.col("fine")[rows, 0].astype(np.float32)  # (k, dim), widened once for both versions
+    stored = to_float32(table.col("fine")[rows, 0])  # (k, dim), widened once for both versions
     out = []
     for i in range(n):
         # einsum, not a BLAS product: BLAS threads fight each other on a busy machine
@@ -454,6 +477,11 @@ def _regions(img: Image.Image, snapped: bool = True, page: bool = False) -> dict
         "region_size": np.array(size, dtype=np.int64),
         "page": np.array(2 if found_page else 0),
     }
+
+
+def _flipped(query: Features) -> Image.Image:
+    """The query's mirror image: its working picture (RGB, as the loader gives it) flipped left-right."""
+    return Image.fromarray(np.asarray(query["qimg"])).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
 
 
 def _thumb_of(blob: bytes) -> np.ndarray | None:
