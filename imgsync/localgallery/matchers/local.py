@@ -301,7 +301,12 @@ class LocalFeatureMatcher(Matcher):
             score = calibrate_cosine(np.clip(cos.max(axis=1), 0.0, 1.0))
             fw, fh = (int(x) for x in regions["region_size"][i])
             frame = (fw, fh)
-            for r, s, pair in zip(rows, score, cos.argmax(axis=1), strict=True):
+            # Only rows at or above the floor can change the answer (match drops the others), and at
+            # 100k entries the shortlist holds thousands of rows per region: a Python loop over all
+            # of them was most of an outside query's time.
+            keep = score >= self.floor
+            hashless_rows = set(hashless.tolist())
+            for r, s, pair in zip(rows[keep], score[keep], cos.argmax(axis=1)[keep], strict=True):
                 if int(r) in found and found[int(r)].judged:
                     # sure keypoints aligned it exactly and it did not look the same: a region's
                     # hash (grey levels) does not overrule that (a recoloured lookalike, tuning part)
@@ -310,7 +315,7 @@ class LocalFeatureMatcher(Matcher):
                     found[int(r)].score if int(r) in found else 0.0, more[int(r)].score if int(r) in more else 0.0
                 ):
                     more[int(r)] = Evidence(
-                        float(s), "", int(pair), None, 1.0, to_query, frame, hashless=bool(np.isin(r, hashless))
+                        float(s), "", int(pair), None, 1.0, to_query, frame, hashless=int(r) in hashless_rows
                     )
         self._check_appearance(query, table, more)
         for r, e in more.items():
