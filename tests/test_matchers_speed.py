@@ -21,6 +21,7 @@ from imgsync.localgallery.matchers import local as L
 from imgsync.localgallery.matchers import matcher_for
 from imgsync.localgallery.matchers import table as TB
 from imgsync.localgallery.matchers import texture as T
+from imgsync.localgallery.matchers.base import Field
 from imgsync.localgallery.matchers.similar import SimilarMatcher
 
 
@@ -207,3 +208,37 @@ def test_float16_columns_widen_exactly(monkeypatch: pytest.MonkeyPatch, opencv: 
     t.cols["fine"] = fine
     t.n = len(fine)
     assert np.array_equal(t.float32("fine", rows), fine[rows].astype(np.float32))
+
+
+@pytest.mark.parametrize("ivf", [False, True])
+def test_second_round_votes_add_to_the_first_rounds(monkeypatch: pytest.MonkeyPatch, ivf: bool) -> None:
+    """Votes of two sets of descriptors, the second added to the first's (more_than), are bit for bit
+    those of one search of both: exact and IVF index (a small IVF: the same code path as 100k)."""
+    from imgsync.localgallery.matchers import vote_index as V
+
+    if ivf:
+        monkeypatch.setattr(V, "IVF_FROM", 2_000)
+        monkeypatch.setattr(V, "_NLIST", 16)
+    rng = np.random.default_rng(5)
+    rows, cap = 300, 16
+    codes = rng.integers(0, 256, (rows, cap, 32), dtype=np.uint8)
+    t = TB.FeatureTable((Field("vote", "uint8", (cap, 32)),))
+    t.append_many(
+        range(1, rows + 1),
+        [str(i) for i in range(rows)],
+        [""] * rows,
+        np.zeros((rows, 2), np.uint16),
+        np.zeros((rows, 2), np.uint16),
+        {"vote": codes},
+    )
+    index = V.VoteIndex("vote")
+    index.rebuild(t)
+    assert (index._trained_at > 0) == ivf
+    # queries near stored codes (a few bits flipped), so that many of them vote
+    near = codes[rng.integers(0, rows, 500), rng.integers(0, cap, 500)]
+    query = near ^ np.packbits(rng.random((500, 256)) < 0.04, axis=-1)
+    whole = index.votes(query, t)
+    assert np.count_nonzero(whole) > 50
+    first = index.votes(query[:300], t)
+    assert np.array_equal(index.votes(query[300:], t, more_than=first), whole)
+    assert np.array_equal(first, index.votes(query[:300], t))  # more_than is not written to

@@ -85,10 +85,12 @@ class VoteIndex:
             self._index.add_with_ids(codes, ids)
         self._max_seq = int(table.seq[table.n - 1]) if table.n else 0
 
-    def votes(self, desc: np.ndarray, table: FeatureTable) -> np.ndarray:
-        """Votes (float32, one per table row) of the query descriptors `desc` (uint8 (n, 32))."""
+    def votes(self, desc: np.ndarray, table: FeatureTable, more_than: np.ndarray | None = None) -> np.ndarray:
+        """Votes (float32, one per table row) of the query descriptors `desc` (uint8 (n, 32)); with
+        more_than, added to those votes (another set of descriptors' of the same search): each
+        descriptor's votes depend on it alone, so this equals one search of both sets, in that order."""
         self.sync(table)
-        out = np.zeros(table.n, dtype=np.float32)
+        out = np.zeros(table.n, dtype=np.float32) if more_than is None else more_than.copy()
         if len(desc) == 0 or self.ntotal == 0:
             return out
         dist, ids = self._index.search(np.ascontiguousarray(desc, dtype=np.uint8), self.knn)
