@@ -451,6 +451,27 @@ def test_an_object_without_keypoints_in_front_of_a_library_photo_is_found_by_the
         e.close()
 
 
+@pytest.mark.parametrize("library", ["similar", "product"])
+def test_a_detail_stored_beside_its_picture_is_not_in_front_of_it(
+    tune: HeldOut, tmp_path: object, library: str
+) -> None:
+    """draw_shapes turned 4°: the photo's match has a hole (its fine lines there lost their inliers),
+    and the crop over it is nearest the photo's own central quarter, stored as an entry of its own.
+    That detail resembles the photo (their embeddings are close): it is not an object in front, and
+    the photo stays first."""
+    photo = tune.photos["draw_shapes"]
+    w, h = photo.size
+    detail = photo.crop((w // 4, h // 4, w * 3 // 4, h * 3 // 4))
+    e = _pairs_engine(tmp_path, library, tune, {"draw_shapes#detail": detail})
+    try:
+        results, _ = e.search(
+            library, encode(fit(photo.rotate(4, Image.Resampling.BICUBIC, fillcolor=(128, 128, 128)), library))
+        )
+        assert results and results[0][2] == "draw_shapes", (library, results[:3])
+    finally:
+        e.close()
+
+
 def test_hidden_finds_where_a_matched_picture_lacks_its_inliers() -> None:
     """foreground.hidden on a synthetic match: a picture seen whole (identity transform) whose
     inliers are all its points but those in one block; the block's core comes back, nothing else."""
