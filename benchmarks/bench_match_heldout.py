@@ -284,11 +284,13 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=14,
         help="the edits' random generator, shared by same_hq then picturebook in that order (so --only changes "
-        "picturebook's draws too); other seeds give other phone photos and edits of the same pictures",
+        "picturebook's draws too); other seeds give other phone photos and edits of the same pictures, and "
+        "(similar, product) other natural pairs: each object pasted into its scene at another place and angle "
+        "(heldout.build(seed); 14, the default, is the set as built everywhere else)",
     )
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    h = build().of(args.part)
+    h = build(args.seed).of(args.part)
     print(
         f"Python {sys.version.split()[0]}; part {args.part!r}: {len(h.objects)} objects, {len(h.lookalikes)} "
         f"lookalikes, {len(h.lowtex)} low-texture, {len(h.photos)} photos, {len(h.textures)} textures, "

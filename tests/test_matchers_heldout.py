@@ -33,6 +33,7 @@ from imgsync.localgallery.engine import Engine
 from imgsync.localgallery.images import load_image
 from imgsync.localgallery.matchers import appearance as A
 from imgsync.localgallery.matchers import features as F
+from imgsync.localgallery.matchers import foreground as FG
 from imgsync.localgallery.matchers import global_descriptors as G
 from imgsync.localgallery.matchers import keypoints as K
 from imgsync.localgallery.matchers import local as L
@@ -422,6 +423,69 @@ def test_an_object_on_a_smooth_part_of_a_library_photo_comes_first(
         assert results and results[0][2] == name, (library, results[:3])
     finally:
         e.close()
+
+
+@pytest.mark.parametrize("library", ["similar", "product"])
+def test_an_object_without_keypoints_in_front_of_a_library_photo_is_found_by_the_hole_it_leaves(
+    tune: HeldOut, extra_pairs: dict[str, Pair], tmp_path: object, library: str
+) -> None:
+    """A fist (smooth skin: no keypoint match at all, its embedding far below the photo's) held in
+    front of a library banner: the banner, matched with ~100 inliers, has none where the fist hides
+    it; the query's crop there is nearest the fist, which comes first. The object queried alone with
+    its scene stored is not such a case: the scene's points around the object fall on the query's
+    plain margin, where the query shows nothing, and the scene stays first."""
+    fist, alone = "fist@3~alone->scene", "page_box@4~scene->alone"
+    e = _pairs_engine(tmp_path / "front", library, tune, {fist: extra_pairs[fist].stored})  # type: ignore[operator]
+    try:
+        for name in (fist, "fist@5~alone->scene"):  # (the same stored fist; another place and size)
+            results, _ = e.search(library, encode(fit(extra_pairs[name].query, library)))
+            briefs = [b for _, _, b in results]
+            assert briefs[:1] == [fist] and "liquid_banner" in briefs, (library, name, results[:3])
+    finally:
+        e.close()
+    e = _pairs_engine(tmp_path / "alone", library, tune, {alone: extra_pairs[alone].stored})  # type: ignore[operator]
+    try:
+        results, _ = e.search(library, encode(fit(extra_pairs[alone].query, library)))
+        assert results and results[0][2] == alone, (library, results[:3])
+    finally:
+        e.close()
+
+
+@pytest.mark.parametrize("library", ["similar", "product"])
+def test_a_detail_stored_beside_its_picture_is_not_in_front_of_it(
+    tune: HeldOut, tmp_path: object, library: str
+) -> None:
+    """draw_shapes turned 4°: the photo's match has a hole (its fine lines there lost their inliers),
+    and the crop over it is nearest the photo's own central quarter, stored as an entry of its own.
+    That detail resembles the photo (their embeddings are close): it is not an object in front, and
+    the photo stays first."""
+    photo = tune.photos["draw_shapes"]
+    w, h = photo.size
+    detail = photo.crop((w // 4, h // 4, w * 3 // 4, h * 3 // 4))
+    e = _pairs_engine(tmp_path, library, tune, {"draw_shapes#detail": detail})
+    try:
+        results, _ = e.search(
+            library, encode(fit(photo.rotate(4, Image.Resampling.BICUBIC, fillcolor=(128, 128, 128)), library))
+        )
+        assert results and results[0][2] == "draw_shapes", (library, results[:3])
+    finally:
+        e.close()
+
+
+def test_hidden_finds_where_a_matched_picture_lacks_its_inliers() -> None:
+    """foreground.hidden on a synthetic match: a picture seen whole (identity transform) whose
+    inliers are all its points but those in one block; the block's core comes back, nothing else."""
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, [640, 480], size=(512, 2)).astype(np.float32)
+    stored = K.Keypoints(xy, np.zeros((512, K.DESC_BYTES), np.uint8), (640, 480))
+    block = (xy[:, 0] >= 200) & (xy[:, 0] < 360) & (xy[:, 1] >= 120) & (xy[:, 1] < 300)
+    v = K.Verification(int((~block).sum()), 512, np.eye(3), 1.0, xy[~block])
+    holes = FG.hidden(v, stored, (640, 480))
+    assert len(holes) == 1, holes
+    x0, y0, x1, y1 = holes[0]
+    assert 200 <= x0 < 280 < x1 <= 360 and 120 <= y0 < 210 < y1 <= 300, holes
+    whole = K.Verification(512, 512, np.eye(3), 1.0, xy)
+    assert FG.hidden(whole, stored, (640, 480)) == []
 
 
 @pytest.mark.parametrize(

@@ -142,6 +142,62 @@ def hides(
 
 KP_EXPECTED = True
 
+#: hidden(): the query is cut into HOLE_GRID columns (rows in proportion) of cells; a cell is hidden
+#: when, over it and its 8 neighbours, the picture behind has at most HOLE_SHARE of the inliers its
+#: own keypoints there predict (as in hides(): its points landing there times its inlier share in
+#: the query), and the prediction is at least HOLE_EXPECTED inliers.
+HOLE_GRID = 16
+HOLE_EXPECTED = 3.0
+HOLE_SHARE = 0.25
+#: At most this many hidden regions (the largest first).
+MAX_HOLES = 4
+
+
+def hidden(v: K.Verification, behind_kps: K.Keypoints, query_size: tuple[int, int]) -> list[np.ndarray]:
+    """Where something in front hides part of a matched picture: boxes (x0, y0, x1, y1) in query
+    pixels, the largest first, over which the picture behind has far fewer inliers than its own
+    keypoints landing there predict. The object in front need not match by keypoints at all (a
+    smooth sign, a hand): it is found by the hole it leaves in the picture behind. Tuning part's
+    extra pairs (benchmarks/heldout.py tune_pairs), objects in front of a library photo matched
+    with 30 inliers or more: the largest box overlaps the object in every case (IoU 0.1-0.6), and
+    its crop's embedding is nearest the object in most."""
+    qw, qh = query_size
+    pts = _project_points(v.transform, behind_kps.xy)
+    if pts is None or v.points is None or not len(v.points):
+        return []
+    gw = HOLE_GRID
+    gh = max(4, round(HOLE_GRID * qh / qw))
+    ok = (pts[:, 0] >= 0) & (pts[:, 0] < qw) & (pts[:, 1] >= 0) & (pts[:, 1] < qh)
+    if not np.any(ok):
+        return []
+
+    def counts(xy: np.ndarray) -> np.ndarray:
+        c = np.zeros((gh, gw), np.float32)
+        ix = np.clip((xy[:, 0] * gw / qw).astype(np.int64), 0, gw - 1)
+        iy = np.clip((xy[:, 1] * gh / qh).astype(np.int64), 0, gh - 1)
+        np.add.at(c, (iy, ix), 1.0)
+        return c
+
+    own, inl = counts(pts[ok]), counts(np.asarray(v.points, dtype=np.float64))
+    share = float(inl.sum()) / max(float(own.sum()), 1.0)
+
+    def around(c: np.ndarray) -> np.ndarray:
+        return cv2.boxFilter(c, -1, (3, 3), normalize=False, borderType=cv2.BORDER_CONSTANT)
+
+    expected, seen_there = around(own) * share, around(inl)
+    holes = ((expected >= HOLE_EXPECTED) & (seen_there <= HOLE_SHARE * expected)).astype(np.uint8)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(holes, connectivity=8)
+    out = []
+    for i in (np.argsort(-stats[1:, cv2.CC_STAT_AREA], kind="stable") + 1)[:MAX_HOLES]:
+        x, y, w, h = (float(t) for t in stats[i, :4])
+        # The box is the hole's core: a cell on its border also sums neighbours outside it, whose
+        # inliers keep it from counting. It is taken in by half a cell more: the crop is then mostly
+        # the object in front. (A cell out on each side instead, the whole hole: tuning part's extra
+        # pairs alone -> scene 61 -> 56 of 90, scene -> alone 61 -> 58.)
+        dx, dy = (0.5 if w > 2 else 0.0), (0.5 if h > 2 else 0.0)
+        out.append(np.array([(x + dx) * qw / gw, (y + dy) * qh / gh, (x + w - dx) * qw / gw, (y + h - dy) * qh / gh]))
+    return out
+
 
 def _project_points(h: np.ndarray | None, xy: np.ndarray) -> np.ndarray | None:
     if h is None:

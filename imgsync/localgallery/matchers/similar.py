@@ -95,6 +95,34 @@ SIMILAR_KEYPOINT_CAP = 0.85
 
 #: The query's grey picture: its keypoints are detected only when a re-ranking runs (verify).
 QUERY_GRAY = "qgray"
+#: The query's RGB picture: regions of it are embedded only when something hides part of a picture
+#: matched behind it (_front_by_hole).
+QUERY_RGB = "qrgb"
+
+#: The object in front, found by the hole it leaves (foreground.hidden): the picture behind must match
+#: with this many inliers (its keypoint score "the same", 0.9) for its missing inliers to say anything.
+HOLE_BEHIND_INLIERS = 30
+#: ... and be seen mostly in the query (this share of it at least): when the query is a part of the
+#: picture matched instead (an object queried alone, a scene with it stored), that picture's points
+#: around the part fall on what the query shows of the part, and leave holes there too.
+HOLE_COVERAGE = 0.5
+#: The crop over a hole names the row its embedding is nearest (the picture behind excepted) when that
+#: raw cosine is at least this, and above the crop's cosine with the picture behind. Tuning part's
+#: extra pairs, objects in front of a library photo: nearest rows other than the object reached
+#: 0.38-0.45, the object 0.43-0.77.
+HOLE_COSINE = 0.55
+#: ... and its own embedding must be this far from the picture behind's (cosine below it): a detail
+#: of the picture, stored as an entry of its own, is nearer a crop of the picture than the whole
+#: picture is. Negative set (26 tuning and calibration photos, each with its central quarter stored
+#: beside it, queried turned 4°, cropped 5 %, with a plain box or text painted on): such details
+#: 0.63-0.86, the objects in front of the tuning part's extra pairs 0.27-0.35.
+HOLE_APART = 0.5
+#: ... and the query must have this many keypoints of its own inside the hole.
+HOLE_POINTS = 8
+#: The largest this many holes are embedded (one CNN batch).
+HOLE_CROPS = 2
+#: Crops are padded by this share of the query's sides (the hole's cells stop short of the outline).
+HOLE_PAD = 0.03
 
 
 def _query_keypoints(gray: np.ndarray) -> K.Keypoints:
@@ -168,6 +196,11 @@ def _in_front_first(
             scores[a] = min(scores[a], scores[b] - 0.01)
 
 
+def _points_in(q: K.Keypoints, box: np.ndarray) -> int:
+    x, y = q.xy[:, 0], q.xy[:, 1]
+    return int(np.sum((x >= box[0]) & (x < box[2]) & (y >= box[1]) & (y < box[3])))
+
+
 def _inliers_above(score: float) -> int:
     """The fewest inliers whose keypoint score exceeds `score` (at least those that score at all)."""
     n = int(np.searchsorted(_SCORE_OF_INLIERS, score, side="right"))
@@ -196,7 +229,8 @@ class SimilarMatcher(Matcher):
         return {"emb": E.embed(img), EXTRA: np.frombuffer(kps.to_bytes(), dtype=np.uint8)}
 
     def extract_query(self, img: Image.Image) -> dict[str, np.ndarray]:
-        return {"emb": E.embed(img), QUERY_GRAY: np.asarray(img.convert("L"))}
+        rgb = img.convert("RGB")
+        return {"emb": E.embed(rgb), QUERY_GRAY: np.asarray(rgb.convert("L")), QUERY_RGB: np.asarray(rgb)}
 
     def raw(self, query: Features, table: FeatureTable, rows: np.ndarray | None = None) -> np.ndarray:
         emb = table.col("emb") if rows is None else table.col("emb")[rows]
@@ -206,7 +240,11 @@ class SimilarMatcher(Matcher):
         # one pass over the table: the shortlist's raw scores are the verification's too
         raw = self.raw(query, table)
         rows = self._shortlist_of(query, raw, mask)
-        scores = self._scores(query, table, rows, raw[rows]) if rows.size else np.empty(0)
+        if rows.size:
+            scores, found, q = self._scores(query, table, rows, raw[rows])
+            rows, scores = self._front_by_hole(query, table, rows, scores, found, q, mask)
+        else:
+            scores = np.empty(0)
         keep = scores >= self.floor
         return rows[keep], scores[keep]
 
@@ -214,7 +252,10 @@ class SimilarMatcher(Matcher):
         return self._shortlist_of(query, self.raw(query, table), mask)
 
     def verify(self, query: Features, table: FeatureTable, rows: np.ndarray) -> np.ndarray:
-        return self._scores(query, table, rows, self.raw(query, table, rows))
+        scores, found, q = self._scores(query, table, rows, self.raw(query, table, rows))
+        allowed = np.zeros(table.n, dtype=bool)
+        allowed[rows] = True
+        return self._front_by_hole(query, table, rows, scores, found, q, allowed)[1]
 
     def _shortlist_of(self, query: Features, raw: np.ndarray, mask: np.ndarray) -> np.ndarray:
         by_score = _top_rows(raw, mask, self.calibration.raw_at(self.floor), SHORTLIST)
@@ -223,18 +264,22 @@ class SimilarMatcher(Matcher):
         # The best RERANK rows get a keypoint check even when the embedding alone scores them low.
         return np.union1d(by_score, _top_rows(raw, mask, -np.inf, RERANK))
 
-    def _scores(self, query: Features, table: FeatureTable, rows: np.ndarray, raw: np.ndarray) -> np.ndarray:
-        """Calibrated scores of `rows` given their raw scores, raised by the keypoint re-ranking."""
+    def _scores(
+        self, query: Features, table: FeatureTable, rows: np.ndarray, raw: np.ndarray
+    ) -> tuple[np.ndarray, dict[int, tuple[K.Verification, K.Keypoints]], K.Keypoints | None]:
+        """Calibrated scores of `rows` given their raw scores, raised by the keypoint re-ranking; the
+        keypoint evidence ({index into rows: (verification, stored keypoints)}) and the query's
+        keypoints, when a re-ranking ran."""
         scores = self.calibration(raw)
         if not self._reranks(query) or (len(scores) and scores.max() >= self.settled_at):
-            return scores
+            return scores, {}, None
         best = np.argsort(-raw, kind="stable")[:RERANK]
         order = best[scores[best] < self.keypoint_cap]  # a row at the cap already cannot gain
         if len(order) == 0:
-            return scores
+            return scores, {}, None
         q = self._query_keypoints(query)
         if len(q) < 8:
-            return scores
+            return scores, {}, q
         found = _rerank(q, scores, self._stored_keypoints(table, rows[order]), order, self.keypoint_cap)
         if found:
             # an object found by its keypoints may lie in front of a picture ranked above it: the
@@ -246,7 +291,71 @@ class SimilarMatcher(Matcher):
                 found.update(_geometry(q, self._stored_keypoints(table, rows[above]), above))
             if len(found) > 1:
                 _in_front_first(scores, found, q.size)
-        return scores
+        return scores, found, q
+
+    def _front_by_hole(
+        self,
+        query: Features,
+        table: FeatureTable,
+        rows: np.ndarray,
+        scores: np.ndarray,
+        found: dict[int, tuple[K.Verification, K.Keypoints]],
+        q: K.Keypoints | None,
+        allowed: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """An object in front of a library picture that its keypoints do not find (a smooth sign, a
+        hand): the picture behind, matched with HOLE_BEHIND_INLIERS or more, lacks its inliers where
+        the object hides it (foreground.hidden). The query's crop there is embedded and searched
+        among the `allowed` rows; the nearest row other than the picture behind, at HOLE_COSINE or
+        more and nearer the crop than the picture behind, is the object in front: it scores at least
+        its crop's calibrated cosine (at most keypoint_cap), is added to `rows` if missing, and the
+        picture behind keeps at most that score less 0.01, as with the front rule of
+        _in_front_first. Returns (rows, scores)."""
+        if q is None or not found or QUERY_RGB not in query:
+            return rows, scores
+        behind = max(found, key=lambda i: found[i][0].inliers)
+        v, kps = found[behind]
+        if v.inliers < HOLE_BEHIND_INLIERS or v.coverage < HOLE_COVERAGE:
+            return rows, scores
+        holes = FG.hidden(v, kps, q.size)
+        # Something must be seen in each hole: where the query shows nothing (fewer than HOLE_POINTS
+        # of its own keypoints), the picture matched is not behind anything; the query is a part of it
+        # on a plain background (an object queried alone, a scene with it stored), and the holes
+        # elsewhere are only where that part looks different.
+        if not holes or any(_points_in(q, b) < HOLE_POINTS for b in holes):
+            return rows, scores
+        holes = holes[:HOLE_CROPS]
+        w, h = q.size
+        boxes: list[E.Box] = [
+            (
+                max(0.0, x0 / w - HOLE_PAD),
+                max(0.0, y0 / h - HOLE_PAD),
+                min(1.0, x1 / w + HOLE_PAD),
+                min(1.0, y1 / h + HOLE_PAD),
+            )
+            for x0, y0, x1, y1 in holes
+        ]
+        crops = E.embed_regions(Image.fromarray(np.asarray(query[QUERY_RGB])), boxes)
+        cos = (table.col("emb") @ crops.T).max(axis=1)
+        behind_row = int(rows[behind])
+        behind_cos = float(cos[behind_row])
+        cos = np.where(allowed, cos, -np.inf)
+        cos[behind_row] = -np.inf
+        front_row = int(np.argmax(cos))
+        if cos[front_row] < HOLE_COSINE or cos[front_row] <= behind_cos:
+            return rows, scores
+        emb = table.col("emb")
+        if float(emb[front_row] @ emb[behind_row]) >= HOLE_APART:
+            return rows, scores  # a detail of the picture behind, stored on its own: not in front of it
+        s = min(float(self.calibration(np.asarray(cos[front_row]))), self.keypoint_cap)
+        at = np.flatnonzero(rows == front_row)
+        if at.size:
+            scores[at[0]] = max(scores[at[0]], s)
+            s = float(scores[at[0]])
+        else:
+            rows, scores = np.append(rows, front_row), np.append(scores, s)
+        scores[behind] = min(scores[behind], s - 0.01)
+        return rows, scores
 
     def _reranks(self, query: Features) -> bool:
         return QUERY_GRAY in query
