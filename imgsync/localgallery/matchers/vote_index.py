@@ -34,9 +34,16 @@ from imgsync.localgallery.matchers.table import FeatureTable
 faiss.omp_set_num_threads(1)
 
 BITS = 256
-#: Switch from exact search to IVF at this many codes (exact costs ~O(codes) per query descriptor).
-IVF_FROM = 150_000
+#: Switch from exact search to IVF at this many codes (~500 same_hq entries). Exact search costs
+#: ~O(codes) per query descriptor: 29 ms for a query's 300 voters at 32k codes (1,000 same_hq
+#: entries), 126 ms at 147k, while IVF at 3.2M codes (100k entries) takes ~12 ms. It was 150k codes,
+#: so a library of 1,000-4,600 entries searched slower than one of 100k.
+IVF_FROM = 16_384
+#: IVF cells: about one per 128 codes (a power of two, 128 at IVF_FROM), at most _NLIST. A query
+#: descriptor then costs nlist (the nearest cells) + nprobe x codes / nlist comparisons, and with
+#: fewer, larger cells a small index finds more of the true neighbours than the 100k one does.
 _NLIST = 1024
+_CODES_PER_LIST = 128
 _TRAIN_PER_LIST = 40
 
 
@@ -74,8 +81,9 @@ class VoteIndex:
         codes, ids = _codes_of(table.col(self.field)[live], table.seq[live])
         if len(codes) >= IVF_FROM:
             rng = np.random.default_rng(0)
-            sample = codes[rng.choice(len(codes), min(len(codes), _NLIST * _TRAIN_PER_LIST), replace=False)]
-            ivf = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(BITS), BITS, _NLIST)
+            nlist = nlist_for(len(codes))
+            sample = codes[rng.choice(len(codes), min(len(codes), nlist * _TRAIN_PER_LIST), replace=False)]
+            ivf = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(BITS), BITS, nlist)
             ivf.train(sample)
             ivf.nprobe = self.nprobe
             self._index, self._trained_at = ivf, len(codes)
@@ -140,6 +148,11 @@ class VoteIndex:
         self._index, self._max_seq, self._trained_at = index, int(meta["max_seq"]), int(meta["trained_at"])
         self._on_disk = self._state()
         return True
+
+
+def nlist_for(codes: int) -> int:
+    """IVF cells for an index of `codes` codes (see _CODES_PER_LIST)."""
+    return int(min(_NLIST, 2 ** round(np.log2(max(codes, 1) / _CODES_PER_LIST))))
 
 
 def _flat() -> faiss.IndexBinary:
