@@ -84,6 +84,39 @@ def test_octile_edges_equal_numpy_quantile(pics: dict[str, Image.Image]) -> None
         assert np.array_equal(T._octile_edges(g), np.quantile(g, T._OCTILES))
 
 
+def test_hash_median_equals_numpy_median() -> None:
+    """The pHash's threshold (features._median) is np.median's float32 value, bit for bit, ties and
+    wide ranges included: a different value would flip hash bits of coefficients equal to it."""
+    from imgsync.localgallery.matchers.features import _median
+
+    rng = np.random.default_rng(7)
+    for k in range(3000):
+        if k % 3 == 0:
+            low = (rng.normal(size=64) * 10.0 ** rng.integers(-3, 6)).astype(np.float32)
+        elif k % 3 == 1:
+            low = rng.integers(-4, 4, 64).astype(np.float32)  # many ties, the two middle values equal or not
+        else:
+            low = np.float32(rng.normal() * 1e4) + rng.integers(0, 2, 64).astype(np.float32) * np.float32(1e-3)
+        want, got = np.median(low), _median(low)
+        assert isinstance(got, np.float32) and want.tobytes() == got.tobytes()
+
+
+def test_scale_spread_subset_takes_the_rest_as_setdiff1d_would() -> None:
+    """The fine half of the vote points comes from the points the coarse half left (np.setdiff1d's
+    answer, by a mask)."""
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        n, w, h = int(rng.integers(0, 700)), int(rng.integers(1, 600)), int(rng.integers(1, 600))
+        octave = rng.integers(0, 8, n).astype(np.int8)
+        kps = K.Keypoints((rng.random((n, 2)) * [w, h]).astype(np.float32), np.zeros((n, 32), np.uint8), (w, h), octave)
+        coarse = np.flatnonzero(octave >= K.COARSE_OCTAVE)
+        take = coarse[K.spread_subset(K._subset(kps, coarse), 16, 4)]
+        rest = np.setdiff1d(np.arange(n), take, assume_unique=True)
+        want = np.sort(np.concatenate([take, rest[K.spread_subset(K._subset(kps, rest), 32 - len(take), 4)]]))
+        got = K.scale_spread_subset(kps, 32, coarse_share=0.5)
+        assert np.array_equal(got, want if n > 32 else np.arange(n))
+
+
 def test_spread_subset_equals_the_cell_by_cell_loop() -> None:
     def reference(kps: K.Keypoints, k: int, grid: int) -> np.ndarray:
         if len(kps) <= k:

@@ -60,10 +60,21 @@ def same_image_descriptors(img: Image.Image, gray: Image.Image | None = None) ->
         )
         c = _DCT @ g @ _DCT.T
         low = c[:_HASH_N, :_HASH_N].ravel()
-        hashes[i] = np.packbits(low > np.median(low)).view(">u8")[0]
+        hashes[i] = np.packbits(low > _median(low)).view(">u8")[0]
         f = c[:_FINE_N, :_FINE_N].ravel()[1:] * _FINE_WEIGHT
         fine[i] = f / (np.linalg.norm(f) + 1e-6)
     return hashes, fine
+
+
+_MID = (_HASH_N * _HASH_N // 2 - 1, _HASH_N * _HASH_N // 2)
+
+
+def _median(low: np.ndarray) -> np.float32:
+    """np.median of the 64 (an even count) finite float32 coefficients, bit for bit: the mean of the
+    two middle values, added and halved in float32 as np.mean does; without np.median's generic
+    machinery (axis handling, NaN check, mean's reduction): 3 µs instead of 25-45 µs, three times per picture."""
+    part = np.partition(low, _MID)
+    return (part[_MID[0]] + part[_MID[1]]) / np.float32(2)
 
 
 # --- descriptors for visual similarity ---------------------------------------------------------

@@ -188,7 +188,9 @@ def scale_spread_subset(kps: Keypoints, k: int, grid: int = 4, coarse_share: flo
         return spread_subset(kps, k, grid)
     coarse = np.flatnonzero(kps.octave >= COARSE_OCTAVE)
     take = coarse[spread_subset(_subset(kps, coarse), round(coarse_share * k), grid)]
-    rest = np.setdiff1d(np.arange(len(kps)), take, assume_unique=True)
+    left = np.ones(len(kps), dtype=bool)
+    left[take] = False
+    rest = np.flatnonzero(left)  # (np.setdiff1d's answer, without its sorting: 4 instead of 30 µs)
     more = rest[spread_subset(_subset(kps, rest), k - len(take), grid)]
     return np.sort(np.concatenate([take, more]))
 
