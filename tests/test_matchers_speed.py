@@ -255,15 +255,7 @@ def test_second_round_votes_add_to_the_first_rounds(monkeypatch: pytest.MonkeyPa
     rng = np.random.default_rng(5)
     rows, cap = 300, 16
     codes = rng.integers(0, 256, (rows, cap, 32), dtype=np.uint8)
-    t = TB.FeatureTable((Field("vote", "uint8", (cap, 32)),))
-    t.append_many(
-        range(1, rows + 1),
-        [str(i) for i in range(rows)],
-        [""] * rows,
-        np.zeros((rows, 2), np.uint16),
-        np.zeros((rows, 2), np.uint16),
-        {"vote": codes},
-    )
+    t = _vote_table(codes)
     index = V.VoteIndex("vote")
     index.rebuild(t)
     assert (index._trained_at > 0) == ivf
@@ -288,18 +280,19 @@ def test_a_thousand_entries_vote_through_ivf_and_still_find_theirs() -> None:
     rng = np.random.default_rng(9)
     rows, cap = 1_000, 32
     codes = rng.integers(0, 256, (rows, cap, 32), dtype=np.uint8)
-    t = TB.FeatureTable((Field("vote", "uint8", (cap, 32)),))
-    t.append_many(
-        range(1, rows + 1),
-        [str(i) for i in range(rows)],
-        [""] * rows,
-        np.zeros((rows, 2), np.uint16),
-        np.zeros((rows, 2), np.uint16),
-        {"vote": codes},
-    )
+    t = _vote_table(codes)
     index = V.VoteIndex("vote")
     index.rebuild(t)
     assert index._trained_at == rows * cap and index._index.nlist == 256
     for r in rng.choice(rows, 50, replace=False):
         query = codes[r] ^ np.packbits(rng.random((cap, 256)) < 0.04, axis=-1)
         assert int(np.argmax(index.votes(query, t))) == r
+
+
+def _vote_table(codes: np.ndarray) -> TB.FeatureTable:
+    """A table of one "vote" column holding `codes` (rows, cap, 32), seqs 1..rows."""
+    rows, cap = codes.shape[:2]
+    t = TB.FeatureTable((Field("vote", "uint8", (cap, 32)),))
+    zeros = np.zeros((rows, 2), np.uint16)
+    t.append_many(range(1, rows + 1), [str(i) for i in range(rows)], [""] * rows, zeros, zeros, {"vote": codes})
+    return t
