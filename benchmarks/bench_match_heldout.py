@@ -9,7 +9,10 @@ JPEG-encoded as a client would send them. Prints, per library:
 - recall: for each edit, top-1 (the right entry ranks first) and the share of true matches
   scoring ≥ 0.9 ("the same") and ≥ 0.6 ("similar"), with the median true score;
 - false positives: outside queries (pictures that are not in the library) whose best hit scores
-  ≥ 0.6 / ≥ 0.9, by kind of outside picture.
+  ≥ 0.6 / ≥ 0.9, by kind of outside picture;
+- with --part tune, similar and product also: the extra natural pairs (heldout.tune_pairs), the
+  sparse spots (heldout.sparse_pairs) and a negative set of details stored beside their photos
+  (run_details), which the front rules were fitted on.
 
 Goals (issue #14): same_hq outside queries ≥ 0.9 ≤ 2 % with no loss on the true transforms;
 "contained in larger" (same_hq) and "phone photo" (picturebook) top-1 ≥ 0.95; materiel top-1 ≥
@@ -29,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmarks.heldout import HELD, TUNE, HeldOut, build, encode, texture_patch, tune_pairs
+from benchmarks.heldout import HELD, TUNE, HeldOut, Pair, build, encode, sparse_pairs, texture_patch, tune_pairs
 from benchmarks.photos import photos
 from benchmarks.variants import PHONE_PHOTO, SAME_IMAGE
 from imgsync.libraries import get_library
@@ -239,13 +242,13 @@ def run_pairs(library: str, h: HeldOut, d: Path) -> dict:
     return res
 
 
-def run_extra_pairs(library: str, h: HeldOut, d: Path) -> dict:
+def run_extra_pairs(library: str, h: HeldOut, d: Path, title: str, rounds: list[list[Pair]]) -> dict:
     """similar / product, tuning part only: heldout.tune_pairs (its objects and more, each pasted into
     a scene per round at another size and angle; half the scenes are library photos, the object then
-    in front of one), one library per round and direction, figures over all rounds."""
+    in front of one) or heldout.sparse_pairs (in front of a library photo, where it has the fewest
+    keypoints), one library per round and direction, figures over all rounds."""
     out: dict[str, dict[str, float]] = {}
-    rounds = tune_pairs(h)
-    print(f"  {'extra pairs (tune_pairs)':30} {'n':>4} {'top-1':>6} {'≥0.9':>6} {'≥0.6':>6} {'median':>7}")
+    print(f"  {title:30} {'n':>4} {'top-1':>6} {'≥0.9':>6} {'≥0.6':>6} {'median':>7}")
     for direction in ("alone->scene", "scene->alone"):
         top1, scores = [], []
         for pairs in rounds:
@@ -270,6 +273,60 @@ def run_extra_pairs(library: str, h: HeldOut, d: Path) -> dict:
         print(f"  {direction:30} {row['n']:4d} {row['top1']:6.2f} ", end="")
         print(f"{row['ge90']:6.2f} {row['ge60']:6.2f} {row['median']:7.3f}")
     return out
+
+
+def run_details(library: str, h: HeldOut, d: Path, seed: int = 7) -> dict:
+    """similar / product, tuning part only: a negative set for the front rules (an object in front of a
+    library picture ranks above it). The part's photos and the calibration photos (benchmarks.photos)
+    are each stored with details of their own as entries beside them: their central quarter, and two
+    random crops of 0.3-0.5 of their sides. The photo queried (turned 4°, reduced, cropped 5 %, a plain
+    box or a line of text painted on) must stay first: a detail is not in front of its own picture;
+    each random detail queried (turned 3°) must come first."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    pics = {**h.photos, **{f"cal_{n}": im for n, im in photos().items()}}
+    stored: dict[str, Image.Image] = dict(h.lowtex)
+    detail_queries: list[Query] = []
+    for n, im in sorted(pics.items()):
+        w, hh = im.size
+        stored[n] = im
+        stored[f"{n}#quarter"] = im.crop((w // 4, hh // 4, w * 3 // 4, hh * 3 // 4))
+        for k in range(2):
+            fw, fh = rng.uniform(0.3, 0.5, size=2)
+            x0, y0 = int(rng.integers(0, int(w * (1 - fw)) + 1)), int(rng.integers(0, int(hh * (1 - fh)) + 1))
+            crop = im.crop((x0, y0, x0 + int(w * fw), y0 + int(hh * fh)))
+            stored[f"{n}#{k}"] = crop
+            detail_queries.append((f"{n}#{k}", encode(fit(crop.rotate(3, Image.Resampling.BICUBIC), library))))
+
+    def painted(im: Image.Image, what: str) -> Image.Image:
+        out = im.copy()
+        draw = ImageDraw.Draw(out)
+        w, hh = im.size
+        if what == "box":
+            draw.rectangle((w * 0.55, hh * 0.55, w * 0.85, hh * 0.8), fill=(200, 40, 40))
+        else:
+            draw.text((w * 0.1, hh * 0.8), "SALE 50% OFF TODAY ONLY", fill=(255, 255, 0), font_size=max(12, hh // 14))
+        return out
+
+    edits: dict[str, Callable[[Image.Image], Image.Image]] = {
+        "photo turned 4°": lambda im: im.rotate(4, Image.Resampling.BICUBIC, fillcolor=(128, 128, 128)),
+        "photo reduced 0.6": lambda im: im.resize((round(im.width * 0.6), round(im.height * 0.6))),
+        "photo cropped 5 %": lambda im: im.crop(
+            (im.width // 20, im.height // 20, im.width * 19 // 20, im.height * 19 // 20)
+        ),
+        "photo + box": lambda im: painted(im, "box"),
+        "photo + text": lambda im: painted(im, "text"),
+    }
+    groups = {g: [(n, encode(fit(f(im), library))) for n, im in sorted(pics.items())] for g, f in edits.items()}
+    groups["detail turned 3°"] = detail_queries
+    with tempfile.TemporaryDirectory(dir=d) as sub:
+        b = Bench(library, Path(sub))
+        b.add(stored)
+        print(f"  details stored beside {len(pics)} photos ({len(stored)} entries)")
+        res = b.recall("negatives: details", groups)
+        b.close()
+    return res
 
 
 RUNS = ("same_hq", "picturebook", "materiel", "similar", "product")
@@ -310,7 +367,9 @@ def main(argv: list[str] | None = None) -> int:
             elif lib in ("similar", "product"):
                 run_pairs(lib, h, d)
                 if args.part == TUNE:
-                    run_extra_pairs(lib, h, d)
+                    run_extra_pairs(lib, h, d, "extra pairs (tune_pairs)", tune_pairs(h))
+                    run_extra_pairs(lib, h, d, "sparse spots (sparse_pairs)", sparse_pairs(h))
+                    run_details(lib, h, d)
             else:
                 raise SystemExit(f"unknown library {lib!r}")
     print(f"\n({time.perf_counter() - t0:.0f} s)")

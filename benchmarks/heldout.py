@@ -27,7 +27,8 @@ Kinds, each the hard case of one goal of issue #14:
 
 tune_pairs() adds, for the tuning part only, more natural pairs: its objects and more (sprites,
 logos, a silhouette, crops of photos as boxes) pasted into scenes at other sizes and angles, half
-of them in front of the part's own library photos.
+of them in front of the part's own library photos; sparse_pairs() the same objects in front of those
+photos where each has the fewest of its own keypoints.
 """
 
 from __future__ import annotations
@@ -267,10 +268,16 @@ def texture_patch(tex: Image.Image, where: tuple[float, float], side: int, scale
 
 
 def in_scene(
-    obj: Image.Image, scene: Image.Image, rng: np.random.Generator, scale: float = 0.45, angle: float = 8.0
+    obj: Image.Image,
+    scene: Image.Image,
+    rng: np.random.Generator,
+    scale: float = 0.45,
+    angle: float = 8.0,
+    sparse: bool = False,
 ) -> Image.Image:
     """`obj` (RGBA) photographed again in a cluttered scene: smaller, turned, warmer light, other
-    background all around."""
+    background all around. At a random place, or (`sparse`) where the scene has the fewest of its
+    own keypoints (sparse_spot)."""
     sw, sh = 640, 480
     bg = scene.convert("RGB").resize((sw, sh))
     k = sw * scale / max(obj.size)
@@ -278,11 +285,37 @@ def in_scene(
     o = o.rotate(float(rng.uniform(-angle, angle)), Image.Resampling.BICUBIC, expand=True)
     r, g, b, a = o.split()
     o = Image.merge("RGBA", (r.point(lambda x: min(255, int(x * 1.08))), g, b.point(lambda x: int(x * 0.9)), a))
-    x = int(rng.integers(0, max(1, sw - o.width)))
-    y = int(rng.integers(0, max(1, sh - o.height)))
+    if sparse:
+        x, y = sparse_spot(bg, o.size, rng)
+    else:
+        x = int(rng.integers(0, max(1, sw - o.width)))
+        y = int(rng.integers(0, max(1, sh - o.height)))
     canvas = bg.convert("RGBA")
     canvas.alpha_composite(o, (x, y))
     return canvas.convert("RGB")
+
+
+def sparse_spot(scene: Image.Image, size: tuple[int, int], rng: np.random.Generator) -> tuple[int, int]:
+    """Where an object of `size` px hides the fewest of the scene's own keypoints (ORB, 512, as a
+    stored picture has them): one of the 5 best of a 16 px grid of places, at random. A picture
+    matched behind the object then has next to none of its points there to miss (the held part's
+    danger sign on wall_and_tree is such a case); tuning needs its own cases of that shape."""
+    grey = cv2.cvtColor(np.asarray(scene.convert("RGB")), cv2.COLOR_RGB2GRAY)
+    kps = cv2.ORB_create(nfeatures=512).detect(grey, None)
+    counts = np.zeros((grey.shape[0] + 1, grey.shape[1] + 1), np.float64)
+    for kp in kps:
+        x, y = kp.pt
+        counts[int(y) + 1, int(x) + 1] += 1.0
+    sums = counts.cumsum(axis=0).cumsum(axis=1)  # summed-area table
+    w, h = size
+    places = []
+    for y in range(0, max(1, grey.shape[0] - h + 1), 16):
+        for x in range(0, max(1, grey.shape[1] - w + 1), 16):
+            y1, x1 = min(y + h, grey.shape[0]), min(x + w, grey.shape[1])
+            places.append((sums[y1, x1] - sums[y, x1] - sums[y1, x] + sums[y, x], y, x))
+    places.sort()
+    _, y, x = places[int(rng.integers(0, min(5, len(places))))]
+    return x, y
 
 
 def _more_cutouts() -> dict[str, Image.Image]:
@@ -339,6 +372,28 @@ def tune_pairs(h: HeldOut, rounds: int = 6, seed: int = 41) -> list[list[Pair]]:
             q = in_scene(o, scene, rng, scale=sizes[(i + r) % len(sizes)], angle=angles[r % len(angles)])
             pairs.append(Pair(f"{n}@{r}~alone->scene", on_plain(o), q))
             pairs.append(Pair(f"{n}@{r}~scene->alone", q, on_plain(o, fill=0.6)))
+        out.append(pairs)
+    return out
+
+
+def sparse_pairs(h: HeldOut, rounds: int = 3, seed: int = 43) -> list[list[Pair]]:
+    """More extra pairs for tuning only, of one shape: the objects of tune_pairs() in front of the part's
+    own library photos, each placed where that photo has the fewest of its own keypoints
+    (sparse_spot): the picture behind has almost no points there, so what hides it cannot be seen
+    from points it misses. Names as in tune_pairs(), with "sparse" before the round."""
+    assert all(h.part[n] == TUNE for n in h.photos), "sparse_pairs() is for the tuning part only"
+    rng = np.random.default_rng(seed)
+    objs = {**{n: o for n, o in _cutouts().items() if h.part[n] == TUNE}, **_more_cutouts()}
+    scenes = sorted(h.photos.items())
+    sizes, angles = (0.45, 0.3, 0.6), (6.0, 12.0, 3.0)
+    out = []
+    for r in range(rounds):
+        pairs = []
+        for i, (n, o) in enumerate(sorted(objs.items())):
+            scene = scenes[(i + 2 * r) % len(scenes)][1]
+            q = in_scene(o, scene, rng, scale=sizes[(i + r) % len(sizes)], angle=angles[r % len(angles)], sparse=True)
+            pairs.append(Pair(f"{n}@sparse{r}~alone->scene", on_plain(o), q))
+            pairs.append(Pair(f"{n}@sparse{r}~scene->alone", q, on_plain(o, fill=0.6)))
         out.append(pairs)
     return out
 

@@ -23,6 +23,7 @@ from benchmarks.heldout import (
     in_scene,
     on_plain,
     recolour,
+    sparse_pairs,
     texture_patch,
     tune_pairs,
 )
@@ -423,6 +424,55 @@ def test_an_object_on_a_smooth_part_of_a_library_photo_comes_first(
         assert results and results[0][2] == name, (library, results[:3])
     finally:
         e.close()
+
+
+@pytest.mark.parametrize("library", ["similar", "product"])
+def test_an_object_over_a_sparse_part_of_a_library_photo_comes_first(
+    tune: HeldOut, tmp_path: object, library: str
+) -> None:
+    """Objects pasted where a library photo has the fewest of its own keypoints (heldout.sparse_pairs):
+    the photo has 4-5 of them under the object and no inlier there, while the object's 20-40 inliers
+    lie there: what the query shows there is not the photo, which is no longer first."""
+    pairs = {p.name: p for ps in sparse_pairs(tune) for p in ps}
+    names = ("chimp@sparse0~alone->scene", "alien1@sparse1~alone->scene")
+    e = _pairs_engine(tmp_path, library, tune, {n: pairs[n].stored for n in names})
+    try:
+        for name in names:
+            results, _ = e.search(library, encode(fit(pairs[name].query, library)))
+            assert results and results[0][2] == name, (library, name, results[:3])
+    finally:
+        e.close()
+
+
+def test_a_sparse_part_is_hidden_only_by_far_more_inliers_of_an_unlike_picture() -> None:
+    """foreground.hides on a synthetic match: the picture behind (seen whole, identity transform) has
+    512 points, 2 of them under the front's core and no inlier there; the front has its inliers there.
+    Hidden when the front has SPARSE_OVER times the behind's points there and the two stored pictures
+    are unlike each other (`apart`); not with fewer inliers there, nor for a detail of the picture."""
+    rng = np.random.default_rng(1)
+    box = (200.0, 150.0, 360.0, 270.0)
+    xy = rng.uniform(0, [640, 480], size=(2000, 2)).astype(np.float32)
+    outside_box = ~(
+        (xy[:, 0] >= box[0] - 20) & (xy[:, 0] < box[2] + 20) & (xy[:, 1] >= box[1] - 20) & (xy[:, 1] < box[3] + 20)
+    )
+    own = np.concatenate([xy[outside_box][:510], np.array([[270, 200], [290, 220]], np.float32)])
+    behind_kps = K.Keypoints(own, np.zeros((len(own), K.DESC_BYTES), np.uint8), (640, 480))
+    inliers = own[:510:2]  # half of its points elsewhere, none under the front
+    behind = K.Verification(len(inliers), len(own), np.eye(3), 1.0, inliers)
+    frame = np.array([[0, 0], [640, 0], [640, 480], [0, 480]], np.float32)
+    front_poly = np.array([[box[0], box[1]], [box[2], box[1]], [box[2], box[3]], [box[0], box[3]]], np.float32)
+
+    def front(n: int) -> K.Verification:
+        pts = rng.uniform([box[0] + 30, box[1] + 25], [box[2] - 30, box[3] - 25], size=(n, 2)).astype(np.float32)
+        return K.Verification(n, n, np.eye(3), 1.0, pts)
+
+    many = front(max(FG.MIN_FRONT_INLIERS, int(FG.SPARSE_OVER * 2)))
+    assert FG.hides(many, front_poly, behind, frame, (640, 480), behind_kps, apart=True)
+    assert not FG.hides(many, front_poly, behind, frame, (640, 480), behind_kps, apart=False)
+    # just under SPARSE_OVER x 2 inliers there, the rest of the front's inliers far from it
+    there, far = front(int(FG.SPARSE_OVER * 2) - 1).points, own[: FG.MIN_FRONT_INLIERS]
+    few = K.Verification(len(there) + len(far), len(there) + len(far), np.eye(3), 1.0, np.concatenate([there, far]))
+    assert not FG.hides(few, front_poly, behind, frame, (640, 480), behind_kps, apart=True)
 
 
 @pytest.mark.parametrize("library", ["similar", "product"])

@@ -115,7 +115,8 @@ HOLE_COSINE = 0.55
 #: of the picture, stored as an entry of its own, is nearer a crop of the picture than the whole
 #: picture is. Negative set (26 tuning and calibration photos, each with its central quarter stored
 #: beside it, queried turned 4°, cropped 5 %, with a plain box or text painted on): such details
-#: 0.63-0.86, the objects in front of the tuning part's extra pairs 0.27-0.35.
+#: 0.63-0.86, the objects in front of the tuning part's extra pairs 0.27-0.35. The keypoint front
+#: rule asks the same of an object over a sparse part of the picture behind (foreground.SPARSE_OVER).
 HOLE_APART = 0.5
 #: ... and the query must have this many keypoints of its own inside the hole.
 HOLE_POINTS = 8
@@ -167,7 +168,10 @@ def _geometry(
 
 
 def _in_front_first(
-    scores: np.ndarray, evidence: dict[int, tuple[K.Verification, K.Keypoints]], query_size: tuple[int, int]
+    scores: np.ndarray,
+    evidence: dict[int, tuple[K.Verification, K.Keypoints]],
+    query_size: tuple[int, int],
+    apart: Callable[[int, int], bool] = lambda b, a: False,
 ) -> None:
     """A row whose match hides part of another's (foreground.py: an object in front of a library
     picture) ranks above it: the one behind keeps at most the front one's score less 0.01 (in place).
@@ -183,7 +187,7 @@ def _in_front_first(
         return (
             pb is not None
             and pa is not None
-            and FG.hides(evidence[b][0], pb, evidence[a][0], pa, query_size, evidence[a][1])
+            and FG.hides(evidence[b][0], pb, evidence[a][0], pa, query_size, evidence[a][1], apart(b, a))
         )
 
     for b in evidence:
@@ -290,7 +294,8 @@ class SimilarMatcher(Matcher):
             if len(above):
                 found.update(_geometry(q, self._stored_keypoints(table, rows[above]), above))
             if len(found) > 1:
-                _in_front_first(scores, found, q.size)
+                emb = table.col("emb")
+                _in_front_first(scores, found, q.size, lambda b, a: float(emb[rows[b]] @ emb[rows[a]]) < HOLE_APART)
         return scores, found, q
 
     def _front_by_hole(
