@@ -10,7 +10,9 @@ a density that would put some there: B hides that part of A. (B's whole frame is
 object photographed on a plain background has a frame larger than the object; nor only the hull
 of B's inliers, which a match whose inliers cluster on one part of the object, a logo's lettering
 say, leaves too small for the test to say anything.) (When B is a crop of A instead, e.g. a
-detail of the same picture, A's inliers continue inside B's frame and nothing changes.)
+detail of the same picture, A's inliers continue inside B's frame and nothing changes.) Where A has
+few points of its own there (a smooth wall under a sign), A is hidden when B's inliers there far
+outnumber them and B is unlike A (SPARSE_OVER).
 
 Only rows with keypoint evidence (a transform and the inliers' query coordinates) take part.
 """

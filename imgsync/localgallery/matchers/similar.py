@@ -178,7 +178,8 @@ def _in_front_first(
     When each seems to hide the other, the one seen over the smaller area is the object in front:
     an object stored on a plain background has a frame larger than itself, and the picture behind,
     seen in that plain margin where the object has no inliers, would otherwise pass for the one
-    in front of it."""
+    in front of it. apart(b, a): the stored pictures of b and a are unlike each other, so b is no
+    detail of a (foreground.hides asks it where a is sparse under b)."""
     frames = {i: FG.frame_in_query(v, kps.size, query_size) for i, (v, kps) in evidence.items()}
     fronts = {i: FG.seen_whole(v, kps, query_size) for i, (v, kps) in evidence.items()}
 
