@@ -444,6 +444,28 @@ def test_an_object_over_a_sparse_part_of_a_library_photo_comes_first(
         e.close()
 
 
+@pytest.mark.parametrize("library", ["similar", "product"])
+def test_an_object_without_keypoints_over_a_sparse_part_comes_first_when_the_query_looks_like_it(
+    tune: HeldOut, tmp_path: object, library: str
+) -> None:
+    """A cat photo and a rocket box over game_puyo where it has few keypoints: no keypoint match of
+    their own, no hole in the photo's match, but the query as a whole looks more like them (embedding)
+    than like the photo whose 116-133 inliers matched: they come first (similar._looks_in_front).
+    The photo itself, queried turned, stays first (its embedding is the query's)."""
+    pairs = {p.name: p for ps in sparse_pairs(tune) for p in ps}
+    names = ("cat_box@sparse0~alone->scene", "rocket_box@sparse1~alone->scene")
+    e = _pairs_engine(tmp_path, library, tune, {n: pairs[n].stored for n in names})
+    try:
+        for name in names:
+            results, _ = e.search(library, encode(fit(pairs[name].query, library)))
+            assert results and results[0][2] == name, (library, name, results[:3])
+        photo = tune.photos["game_puyo"].rotate(4, Image.Resampling.BICUBIC, fillcolor=(128, 128, 128))
+        results, _ = e.search(library, encode(fit(photo, library)))
+        assert results and results[0][2] == "game_puyo", (library, results[:3])
+    finally:
+        e.close()
+
+
 def test_a_sparse_part_is_hidden_only_by_far_more_inliers_of_an_unlike_picture() -> None:
     """foreground.hides on a synthetic match: the picture behind (seen whole, identity transform) has
     512 points, 2 of them under the front's core and no inlier there; the front has its inliers there.
