@@ -5,7 +5,7 @@ are still found, fabrics match across scale, an object is found again in a clutt
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -363,6 +363,19 @@ def extra_pairs(tune: HeldOut) -> dict[str, Pair]:
     return {p.name: p for pairs in tune_pairs(tune) for p in pairs}
 
 
+@pytest.fixture(scope="module")
+def sparse_spots(tune: HeldOut) -> dict[str, Pair]:
+    """The tuning part's objects over the sparsest part of a library photo (heldout.sparse_pairs), by name."""
+    return {p.name: p for pairs in sparse_pairs(tune) for p in pairs}
+
+
+def _assert_first(e: Engine, library: str, pairs: dict[str, Pair], names: Iterable[str]) -> None:
+    """Each named pair's stored view (its brief is the pair's name) ranks first for its query."""
+    for name in names:
+        results, _ = e.search(library, encode(fit(pairs[name].query, library)))
+        assert results and results[0][2] == name, (library, name, results[:3])
+
+
 def _pairs_engine(tmp_path: object, library: str, tune: HeldOut, stored: dict[str, Image.Image]) -> Engine:
     """The part's photos and low-texture pictures as distractors, and `stored`, as the benchmark adds them."""
     e = Engine(tmp_path)  # type: ignore[arg-type]
@@ -403,9 +416,7 @@ def test_an_object_in_front_of_a_library_photo_comes_first_when_its_inliers_clus
     )
     e = _pairs_engine(tmp_path, library, tune, {n: extra_pairs[n].stored for n in names})
     try:
-        for name in names:
-            results, _ = e.search(library, encode(fit(extra_pairs[name].query, library)))
-            assert results and results[0][2] == name, (library, name, results[:3])
+        _assert_first(e, library, extra_pairs, names)
     finally:
         e.close()
 
@@ -420,45 +431,38 @@ def test_an_object_on_a_smooth_part_of_a_library_photo_comes_first(
     name = "player1@1~alone->scene"
     e = _pairs_engine(tmp_path, library, tune, {name: extra_pairs[name].stored})
     try:
-        results, _ = e.search(library, encode(fit(extra_pairs[name].query, library)))
-        assert results and results[0][2] == name, (library, results[:3])
+        _assert_first(e, library, extra_pairs, [name])
     finally:
         e.close()
 
 
 @pytest.mark.parametrize("library", ["similar", "product"])
 def test_an_object_over_a_sparse_part_of_a_library_photo_comes_first(
-    tune: HeldOut, tmp_path: object, library: str
+    tune: HeldOut, sparse_spots: dict[str, Pair], tmp_path: object, library: str
 ) -> None:
     """Objects pasted where a library photo has the fewest of its own keypoints (heldout.sparse_pairs):
     the photo has 4-5 of them under the object and no inlier there, while the object's 20-40 inliers
     lie there: what the query shows there is not the photo, which is no longer first."""
-    pairs = {p.name: p for ps in sparse_pairs(tune) for p in ps}
     names = ("chimp@sparse0~alone->scene", "alien1@sparse1~alone->scene")
-    e = _pairs_engine(tmp_path, library, tune, {n: pairs[n].stored for n in names})
+    e = _pairs_engine(tmp_path, library, tune, {n: sparse_spots[n].stored for n in names})
     try:
-        for name in names:
-            results, _ = e.search(library, encode(fit(pairs[name].query, library)))
-            assert results and results[0][2] == name, (library, name, results[:3])
+        _assert_first(e, library, sparse_spots, names)
     finally:
         e.close()
 
 
 @pytest.mark.parametrize("library", ["similar", "product"])
 def test_an_object_without_keypoints_over_a_sparse_part_comes_first_when_the_query_looks_like_it(
-    tune: HeldOut, tmp_path: object, library: str
+    tune: HeldOut, sparse_spots: dict[str, Pair], tmp_path: object, library: str
 ) -> None:
     """A cat photo and a rocket box over game_puyo where it has few keypoints: no keypoint match of
     their own, no hole in the photo's match, but the query as a whole looks more like them (embedding)
     than like the photo whose 116-133 inliers matched: they come first (similar._looks_in_front).
     The photo itself, queried turned, stays first (its embedding is the query's)."""
-    pairs = {p.name: p for ps in sparse_pairs(tune) for p in ps}
     names = ("cat_box@sparse0~alone->scene", "rocket_box@sparse1~alone->scene")
-    e = _pairs_engine(tmp_path, library, tune, {n: pairs[n].stored for n in names})
+    e = _pairs_engine(tmp_path, library, tune, {n: sparse_spots[n].stored for n in names})
     try:
-        for name in names:
-            results, _ = e.search(library, encode(fit(pairs[name].query, library)))
-            assert results and results[0][2] == name, (library, name, results[:3])
+        _assert_first(e, library, sparse_spots, names)
         photo = tune.photos["game_puyo"].rotate(4, Image.Resampling.BICUBIC, fillcolor=(128, 128, 128))
         results, _ = e.search(library, encode(fit(photo, library)))
         assert results and results[0][2] == "game_puyo", (library, results[:3])
