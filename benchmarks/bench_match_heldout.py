@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from benchmarks.heldout import HELD, TUNE, HeldOut, Pair, build, encode, sparse_pairs, texture_patch, tune_pairs
 from benchmarks.photos import photos
@@ -282,8 +282,6 @@ def run_details(library: str, h: HeldOut, d: Path, seed: int = 7) -> dict:
     random crops of 0.3-0.5 of their sides. The photo queried (turned 4°, reduced, cropped 5 %, a plain
     box or a line of text painted on) must stay first: a detail is not in front of its own picture;
     each random detail queried (turned 3°) must come first."""
-    from PIL import ImageDraw
-
     rng = np.random.default_rng(seed)
     pics = {**h.photos, **{f"cal_{n}": im for n, im in photos().items()}}
     stored: dict[str, Image.Image] = dict(h.lowtex)

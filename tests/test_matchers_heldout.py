@@ -5,7 +5,7 @@ are still found, fabrics match across scale, an object is found again in a clutt
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -384,6 +384,15 @@ def _pairs_engine(tmp_path: object, library: str, tune: HeldOut, stored: dict[st
     return e
 
 
+def _stored_first(tmp_path: object, library: str, tune: HeldOut, pairs: dict[str, Pair], names: Sequence[str]) -> None:
+    """The named pairs' stored views among the part's distractors: each comes first for its query."""
+    e = _pairs_engine(tmp_path, library, tune, {n: pairs[n].stored for n in names})
+    try:
+        _assert_first(e, library, pairs, names)
+    finally:
+        e.close()
+
+
 @pytest.mark.parametrize("library", ["similar", "product"])
 def test_a_scene_is_found_from_a_photo_of_its_object_alone(
     tune: HeldOut, extra_pairs: dict[str, Pair], tmp_path: object, library: str
@@ -414,11 +423,7 @@ def test_an_object_in_front_of_a_library_photo_comes_first_when_its_inliers_clus
         "chimp@2~alone->scene",
         "rocket_box@5~alone->scene",
     )
-    e = _pairs_engine(tmp_path, library, tune, {n: extra_pairs[n].stored for n in names})
-    try:
-        _assert_first(e, library, extra_pairs, names)
-    finally:
-        e.close()
+    _stored_first(tmp_path, library, tune, extra_pairs, names)
 
 
 @pytest.mark.parametrize("library", ["similar", "product"])
@@ -428,12 +433,7 @@ def test_an_object_on_a_smooth_part_of_a_library_photo_comes_first(
     """A sprite pasted on a smooth part of a library photo: the photo has none of its own keypoints
     there, so its points predict nothing there, but the query shows the sprite's inliers there, which
     are not the photo's."""
-    name = "player1@1~alone->scene"
-    e = _pairs_engine(tmp_path, library, tune, {name: extra_pairs[name].stored})
-    try:
-        _assert_first(e, library, extra_pairs, [name])
-    finally:
-        e.close()
+    _stored_first(tmp_path, library, tune, extra_pairs, ["player1@1~alone->scene"])
 
 
 @pytest.mark.parametrize("library", ["similar", "product"])
@@ -443,12 +443,7 @@ def test_an_object_over_a_sparse_part_of_a_library_photo_comes_first(
     """Objects pasted where a library photo has the fewest of its own keypoints (heldout.sparse_pairs):
     the photo has 4-5 of them under the object and no inlier there, while the object's 20-40 inliers
     lie there: what the query shows there is not the photo, which is no longer first."""
-    names = ("chimp@sparse0~alone->scene", "alien1@sparse1~alone->scene")
-    e = _pairs_engine(tmp_path, library, tune, {n: sparse_spots[n].stored for n in names})
-    try:
-        _assert_first(e, library, sparse_spots, names)
-    finally:
-        e.close()
+    _stored_first(tmp_path, library, tune, sparse_spots, ["chimp@sparse0~alone->scene", "alien1@sparse1~alone->scene"])
 
 
 @pytest.mark.parametrize("library", ["similar", "product"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -23,6 +24,9 @@ from imgsync.localgallery.matchers import table as TB
 from imgsync.localgallery.matchers import texture as T
 from imgsync.localgallery.matchers.base import Field
 from imgsync.localgallery.matchers.similar import SimilarMatcher
+
+if TYPE_CHECKING:
+    from imgsync.localgallery.matchers.vote_index import VoteIndex
 
 
 def jpeg(img: Image.Image, quality: int = 90) -> bytes:
@@ -254,10 +258,7 @@ def test_second_round_votes_add_to_the_first_rounds(monkeypatch: pytest.MonkeyPa
         monkeypatch.setattr(V, "_NLIST", 16)
     rng = np.random.default_rng(5)
     rows, cap = 300, 16
-    codes = rng.integers(0, 256, (rows, cap, 32), dtype=np.uint8)
-    t = _vote_table(codes)
-    index = V.VoteIndex("vote")
-    index.rebuild(t)
+    codes, t, index = _voted(rng, rows, cap)
     assert (index._trained_at > 0) == ivf
     # queries near stored codes (a few bits flipped), so that many of them vote
     near = codes[rng.integers(0, rows, 500), rng.integers(0, cap, 500)]
@@ -279,10 +280,7 @@ def test_a_thousand_entries_vote_through_ivf_and_still_find_theirs() -> None:
     assert [V.nlist_for(c) for c in (V.IVF_FROM, 32_000, 147_000, 3_200_000)] == [128, 256, 1024, 1024]
     rng = np.random.default_rng(9)
     rows, cap = 1_000, 32
-    codes = rng.integers(0, 256, (rows, cap, 32), dtype=np.uint8)
-    t = _vote_table(codes)
-    index = V.VoteIndex("vote")
-    index.rebuild(t)
+    codes, t, index = _voted(rng, rows, cap)
     assert index._trained_at == rows * cap and index._index.nlist == 256
     for r in rng.choice(rows, 50, replace=False):
         query = codes[r] ^ np.packbits(rng.random((cap, 256)) < 0.04, axis=-1)
@@ -296,3 +294,14 @@ def _vote_table(codes: np.ndarray) -> TB.FeatureTable:
     zeros = np.zeros((rows, 2), np.uint16)
     t.append_many(range(1, rows + 1), [str(i) for i in range(rows)], [""] * rows, zeros, zeros, {"vote": codes})
     return t
+
+
+def _voted(rng: np.random.Generator, rows: int, cap: int) -> tuple[np.ndarray, TB.FeatureTable, VoteIndex]:
+    """Random codes (rows, cap, 32), their _vote_table and a VoteIndex rebuilt on it."""
+    from imgsync.localgallery.matchers import vote_index as V
+
+    codes = rng.integers(0, 256, (rows, cap, 32), dtype=np.uint8)
+    t = _vote_table(codes)
+    index = V.VoteIndex("vote")
+    index.rebuild(t)
+    return codes, t, index

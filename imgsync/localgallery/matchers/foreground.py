@@ -111,7 +111,8 @@ def hides(
     behind_poly: np.ndarray,
     query_size: tuple[int, int],
     behind_kps: K.Keypoints | None = None,
-    apart: bool = False,
+    *,
+    apart: bool,
 ) -> bool:
     """Whether `front` (seen in front_poly of the query, see seen_whole()) hides a part of `behind` (its
     frame in the query behind_poly, see frame_in_query()). `apart`: the two stored pictures are unlike

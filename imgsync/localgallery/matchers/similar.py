@@ -181,7 +181,7 @@ def _in_front_first(
     scores: np.ndarray,
     evidence: dict[int, tuple[K.Verification, K.Keypoints]],
     query_size: tuple[int, int],
-    apart: Callable[[int, int], bool] = lambda b, a: False,
+    apart: Callable[[int, int], bool],
 ) -> None:
     """A row whose match hides part of another's (foreground.py: an object in front of a library
     picture) ranks above it: the one behind keeps at most the front one's score less 0.01 (in place).
@@ -198,7 +198,7 @@ def _in_front_first(
         return (
             pb is not None
             and pa is not None
-            and FG.hides(evidence[b][0], pb, evidence[a][0], pa, query_size, evidence[a][1], apart(b, a))
+            and FG.hides(evidence[b][0], pb, evidence[a][0], pa, query_size, evidence[a][1], apart=apart(b, a))
         )
 
     for b in evidence:
