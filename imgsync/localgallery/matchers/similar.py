@@ -211,6 +211,13 @@ def _in_front_first(
             scores[a] = min(scores[a], scores[b] - 0.01)
 
 
+def _picture_behind(evidence: dict[int, tuple[K.Verification, K.Keypoints]]) -> int | None:
+    """The row matched as the picture behind an object in front: the one with the most inliers, when it
+    has HOLE_BEHIND_INLIERS or more (its keypoint score "the same"); None otherwise."""
+    behind = max(evidence, key=lambda i: evidence[i][0].inliers)
+    return behind if evidence[behind][0].inliers >= HOLE_BEHIND_INLIERS else None
+
+
 def _looks_in_front(
     scores: np.ndarray,
     calibrated: np.ndarray,
@@ -226,10 +233,10 @@ def _looks_in_front(
     the picture behind's embedding score, had no keypoint evidence, and is unlike the picture behind
     (`apart`, not a detail of it). The picture behind then keeps at most that row's score less
     0.01, as with the front rule of _in_front_first (in place)."""
-    behind = max(evidence, key=lambda i: evidence[i][0].inliers)
-    v, kps = evidence[behind]
-    if v.inliers < HOLE_BEHIND_INLIERS:
+    behind = _picture_behind(evidence)
+    if behind is None:
         return
+    v, kps = evidence[behind]
     frame = FG.frame_in_query(v, kps.size, query_size)
     if frame is None or cv2.contourArea(frame) < LOOKS_BEHIND_FRAME * query_size[0] * query_size[1]:
         return
@@ -364,10 +371,10 @@ class SimilarMatcher(Matcher):
         _in_front_first. Returns (rows, scores)."""
         if q is None or not found or QUERY_RGB not in query:
             return rows, scores
-        behind = max(found, key=lambda i: found[i][0].inliers)
-        v, kps = found[behind]
-        if v.inliers < HOLE_BEHIND_INLIERS or v.coverage < HOLE_COVERAGE:
+        behind = _picture_behind(found)
+        if behind is None or found[behind][0].coverage < HOLE_COVERAGE:
             return rows, scores
+        v, kps = found[behind]
         holes = FG.hidden(v, kps, q.size)
         # Something must be seen in each hole: where the query shows nothing (fewer than HOLE_POINTS
         # of its own keypoints), the picture matched is not behind anything; the query is a part of it
