@@ -10,6 +10,8 @@ JPEG-encoded as a client would send them. Prints, per library:
   scoring ≥ 0.9 ("the same") and ≥ 0.6 ("similar"), with the median true score;
 - false positives: outside queries (pictures that are not in the library) whose best hit scores
   ≥ 0.6 / ≥ 0.9, by kind of outside picture;
+- with --part tune, same_hq also: plain colour gradients (heldout.plain_gradients), every edit of 8
+  stored ones, and 8 other gradients as outside queries;
 - with --part tune, similar and product also: the extra natural pairs (heldout.tune_pairs), the
   sparse spots (heldout.sparse_pairs) and a negative set of details stored beside their photos
   (run_details), which the front rules were fitted on.
@@ -32,7 +34,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from benchmarks.heldout import HELD, TUNE, HeldOut, Pair, build, encode, sparse_pairs, texture_patch, tune_pairs
+from benchmarks.heldout import (
+    HELD,
+    TUNE,
+    HeldOut,
+    Pair,
+    build,
+    encode,
+    plain_gradients,
+    sparse_pairs,
+    texture_patch,
+    tune_pairs,
+)
 from benchmarks.photos import photos
 from benchmarks.variants import PHONE_PHOTO, SAME_IMAGE
 from imgsync.libraries import get_library
@@ -165,6 +178,27 @@ def run_same_hq(h: HeldOut, rng: np.random.Generator, d: Path) -> dict:
             "other pictures": _outside_encodings(photos_out.values(), "same_hq"),
         }
     )
+    b.close()
+    return res
+
+
+def run_plain_gradients(h: HeldOut, seed: int, d: Path) -> dict:
+    """same_hq, tuning part only: heldout.plain_gradients, 8 stored (beside the part's pictures and the
+    20 distractors) and 8 outside. Their copies' pHash often lands beyond the hash stage's bit limit;
+    the outside ones are lookalikes in related colours."""
+    grads = plain_gradients(h, seed)
+    names = sorted(grads)
+    stored, outside = {n: grads[n] for n in names[:8]}, [grads[n] for n in names[8:]]
+    photos_in, _ = _halves(h.photos)
+    b = Bench("same_hq", d)
+    b.add(photos())
+    b.add({**h.objects, **h.lowtex, **photos_in})
+    b.add(stored)
+    print(f"\nsame_hq, plain gradients (plain_gradients, seed {seed}): 8 stored beside the part's pictures, 8 outside")
+    rng = np.random.default_rng(seed)
+    variants = _variants(stored, SAME_IMAGE, rng, "same_hq")
+    res = {"recall": b.recall("true transforms", {"all": [q for qs in variants.values() for q in qs]})}
+    res["outside"] = b.outside({"other gradients": _outside_encodings(outside, "same_hq")})
     b.close()
     return res
 
@@ -358,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
             d.mkdir()
             if lib == "same_hq":
                 run_same_hq(h, rng, d)
+                if args.part == TUNE:
+                    (d / "gradients").mkdir()
+                    run_plain_gradients(h, args.seed, d / "gradients")
             elif lib == "picturebook":
                 run_picturebook(h, rng, d)
             elif lib == "materiel":

@@ -398,6 +398,38 @@ def sparse_pairs(h: HeldOut, rounds: int = 3, seed: int = 43) -> list[list[Pair]
     return out
 
 
+def plain_gradients(h: HeldOut, seed: int, n: int = 16) -> dict[str, Image.Image]:
+    """Smooth colour gradients for tuning only (same_hq's plain pictures): vertical, slanted and radial,
+    in colours drawn from the part's own photos (a pair too alike in colour is made complementary),
+    a slight horizontal shading on each; four frame sizes. Their pHash is mostly noise bits, and two
+    of them in related colours are lookalikes that only colour and light tell apart."""
+    assert all(h.part[name] == TUNE for name in h.photos), "plain_gradients() is for the tuning part only"
+    rng = np.random.default_rng(seed)
+    cols = np.concatenate(
+        [np.asarray(p.convert("RGB").resize((32, 32))).reshape(-1, 3) for _, p in sorted(h.photos.items())]
+    ).astype(np.float32)
+    out = {}
+    for k in range(n):
+        w, hh = ((640, 360), (600, 450), (500, 500), (720, 400))[k % 4]
+        a, b = cols[rng.integers(len(cols))], cols[rng.integers(len(cols))]
+        if np.abs(a - b).sum() < 80:
+            b = 255 - a
+        yy, xx = np.mgrid[0:hh, 0:w].astype(np.float32)
+        if k % 3 == 0:
+            t = (yy / hh) ** rng.uniform(0.7, 2.0)
+        elif k % 3 == 1:
+            angle = rng.uniform(0, np.pi)
+            t = np.cos(angle) * xx / w + np.sin(angle) * yy / hh
+            t = (t - t.min()) / (t.max() - t.min())
+        else:
+            cx, cy = rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * hh
+            t = np.hypot(xx - cx, yy - cy)
+            t = (t / t.max()) ** rng.uniform(0.6, 1.5)
+        img = a * (1 - t[..., None]) + b * t[..., None] + rng.uniform(-12, 12) * (xx / w - 0.5)[..., None]
+        out[f"gradient{k:02d}"] = Image.fromarray(img.clip(0, 255).astype(np.uint8))
+    return out
+
+
 @dataclass(frozen=True)
 class Pair:
     name: str

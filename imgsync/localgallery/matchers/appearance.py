@@ -34,6 +34,8 @@ _FINE = 4 * THUMB
 MIN_OVERLAP = 0.2
 #: Below this chroma energy per cell (Cb/Cr units², mean over the grid) a picture counts as grey.
 GREY_ENERGY = 12.0
+#: Added to both mean lumas before Agreement.light takes their ratio.
+LIGHT_OFFSET = 16.0
 
 
 def thumbnail(img: Image.Image) -> np.ndarray:
@@ -56,11 +58,16 @@ def query_picture(img: Image.Image) -> np.ndarray:
 class Agreement:
     """overlap: fraction of the stored grid seen in the query; detail: luma NCC (-1..1);
     colour: unexplained share of the stored chroma energy (0 = same colours, ≥ 1 = unrelated),
-    or 0.0 when the stored picture is grey."""
+    or 0.0 when the stored picture is grey; tint: when it is grey, how coloured the query is there
+    (the median cell's chroma, Cb/Cr units; a grey stored picture explains no colour), else 0.0;
+    light: the query's mean luma over the stored picture's there (offset by LIGHT_OFFSET, so that
+    dark pictures do not make a ratio of noise), 1.0 when nothing was compared."""
 
     overlap: float
     detail: float
     colour: float
+    tint: float = 0.0
+    light: float = 1.0
 
 
 NOT_SEEN = Agreement(0.0, 0.0, 0.0)
@@ -137,7 +144,9 @@ def compare(
         return Agreement(float(ok.mean()), 0.0, 0.0)
     q = warped.reshape(THUMB, k, THUMB, k, 3).mean(axis=(1, 3))[ok]
     s = stored.astype(np.float32)[ok]
-    return Agreement(float(ok.mean()), _ncc(s[:, 0], q[:, 0]), _colour_residual(s[:, 1:] - 128, q[:, 1:] - 128))
+    sc, qc = s[:, 1:] - 128, q[:, 1:] - 128
+    light = (float(q[:, 0].mean()) + LIGHT_OFFSET) / (float(s[:, 0].mean()) + LIGHT_OFFSET)
+    return Agreement(float(ok.mean()), _ncc(s[:, 0], q[:, 0]), _colour_residual(sc, qc), _tint(sc, qc), light)
 
 
 #: The detail correlation ignores this share of cells that disagree most (a watermark, a caption box).
@@ -168,12 +177,25 @@ def _plain_ncc(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / den)
 
 
+def _tint(s: np.ndarray, q: np.ndarray) -> float:
+    """For a grey stored picture: the query's median cell chroma (a coloured logo or caption over a
+    part of it does not move the median); 0.0 when the stored picture has colours of its own."""
+    if not _grey(s):
+        return 0.0
+    return float(np.sqrt(np.median((q * q).sum(axis=1))))
+
+
+def _grey(chroma: np.ndarray) -> bool:
+    """Chroma (Cb, Cr about 0) this weak per cell is a grey picture's."""
+    return float((chroma * chroma).sum()) / len(chroma) < GREY_ENERGY
+
+
 def _colour_residual(s: np.ndarray, q: np.ndarray) -> float:
     """Share of the stored chroma energy that the query's chroma, times its best gain in
     [0.5, 2], leaves unexplained: a saturation change is explained by the gain, a hue change is not."""
-    es = float((s * s).sum())
-    if es / len(s) < GREY_ENERGY:
+    if _grey(s):
         return 0.0
+    es = float((s * s).sum())
     eq = float((q * q).sum())
     g = float(np.clip((s * q).sum() / eq, 0.5, 2.0)) if eq > 1e-6 else 0.5
     r = s - g * q

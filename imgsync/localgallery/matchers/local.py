@@ -15,7 +15,10 @@ Search (match):
    that the hash has not already settled (score ≥ HASH_SURE) are verified geometrically: ratio
    test + RANSAC (keypoints.verify) → inlier count;
 3. score = max(hash score, keypoint score), both calibrated to one scale (see calibrate_cosine and
-   keypoint_score): ≥ 0.9 "the same picture", ≥ 0.6 "similar", unrelated pictures ≤ ~0.3.
+   keypoint_score): ≥ 0.9 "the same picture", ≥ 0.6 "similar", unrelated pictures ≤ ~0.3;
+4. the rows about to be answered are compared with the query in colour, detail and light once
+   aligned (appearance.py); a query found by none of these looks further: a plain one by its fine
+   descriptor beyond the hash stage's bit limit (plain_by_fine), any one by its regions.
 
 Subclasses pick the geometry (similarity transform for copies, homography for photographed
 pages), the keypoint budget, and whether to try the mirrored query.
@@ -58,8 +61,13 @@ APPEARANCE_ROWS = 32
 #: PAGE_FINE_MIN (at most PAGE_FINE_ROWS of them, the closest), whatever their pHash distance: a plain
 #: page's pHash is mostly noise bits, and a page outlined and lit right lands 24-26 bits from its
 #: own (tuning part: docs/matching-keypoints.md, fourth round). The appearance check still decides.
+#: A plain query that nothing has found does the same with itself (plain_by_fine; sixth round).
 PAGE_FINE_MIN = 0.86
 PAGE_FINE_ROWS = 8
+#: A query with fewer usual keypoints than this is plain (_plain): twice the inliers of a sure keypoint
+#: match (15), which the ratio test and RANSAC rarely leave of so few. Tuning part: plain gradients
+#: have 0-2, its low-texture pictures 1-118; bench_gallery's synthetic pictures 30-222 (median 96).
+PLAIN_POINTS = 30
 #: ... within this many pHash bits of the page region, against the whole stored picture (of 64; the hash
 #: stage's own limit is global_descriptors.MAX_BITS): the fine descriptors are widened only for those rows.
 PAGE_MAX_BITS = 30
@@ -117,12 +125,22 @@ class LocalFeatureMatcher(Matcher):
     other_look: ClassVar[tuple[float, float]] = (0.55, 0.3)
     same_look: ClassVar[tuple[float, float]] = (0.45, 0.6)
     same_coverage: ClassVar[float] = 0.25
+    #: a grey stored picture and a query this coloured where it lies (appearance.Agreement.tint) are
+    #: two pictures; no limit by default (a phone photo of a grey page takes the light's colour)
+    grey_tint: ClassVar[float] = float("inf")
+    #: a query lit more than this many times brighter or darker (appearance.Agreement.light) is related,
+    #: not the same picture; no limit by default (a phone photo's exposure is anybody's guess)
+    same_light: ClassVar[float] = float("inf")
     #: query regions' sides snapped onto the step edges they lie near (regions.snap): a picture
     #: pasted into another has a sharp border all round
     snap_regions: ClassVar[bool] = True
     #: the query may be a photo of a page lying on a table: look for the page by its colours
     #: against the table's (page.py) as well as by its outline
     page_regions: ClassVar[bool] = False
+    #: a plain query nothing has found is also looked for by its fine descriptor (_search_by_fine)
+    plain_by_fine: ClassVar[bool] = False
+    #: a row found by its fine descriptor alone (Evidence.hashless) needs at least this luma correlation
+    hashless_detail: ClassVar[float] = -1.0
 
     fields: ClassVar[tuple[Field, ...]]
 
@@ -243,6 +261,8 @@ class LocalFeatureMatcher(Matcher):
                     if int(r) not in found or e.score > found[int(r)].score:
                         found[int(r)] = e
         self._check_appearance(query, table, found)
+        if _best(found) < 0.9 and self.plain_by_fine and _plain(query):
+            self._search_by_fine(query, table, mask, found)
         if _best(found) < 0.9 and "qimg" in query:
             self._search_regions(query, table, mask, found)
         rows = np.fromiter(found, dtype=np.int64, count=len(found))
@@ -296,6 +316,28 @@ class LocalFeatureMatcher(Matcher):
             int(r): Evidence(float(s), ("", "_m")[int(m)], int(p), None, 1.0)
             for r, s, m, p in zip(rows[keep], score[keep], suffix[keep], pair[keep], strict=True)
         }
+
+    def _search_by_fine(
+        self, query: Features, table: FeatureTable, mask: np.ndarray, found: dict[int, Evidence]
+    ) -> None:
+        """A plain picture's pHash is mostly noise bits (a sky gradient's own copies land 20-28 bits
+        from it, beyond MAX_BITS), and it has too few keypoints to be found by instead: the rows whose
+        fine cosine with the query (or its mirror image) is high (_by_fine) are scored as the hash
+        stage scores its rows, and must then agree in colour (HASHLESS_COLOUR) and line up in grey
+        levels (hashless_detail) too. At 100k entries of random pHashes most rows lie within
+        PAGE_MAX_BITS of a plain query, and widening their descriptors costs tens of ms: only a plain
+        query not found otherwise pays it."""
+        versions = [query] + ([_mirrored(query)] if self.mirror and "phash_m" in query else [])
+        cand = _by_fine([v["phash"] for v in versions], [v["fine"] for v in versions], table, mask)
+        rows = np.setdiff1d(np.unique(np.concatenate(cand)), np.fromiter(found, dtype=np.int64, count=len(found)))
+        more = {
+            r: e._replace(hashless=True)
+            for r, e in self._hash_evidence(query, table, rows, at_least=self.floor).items()
+        }
+        self._check_appearance(query, table, more)
+        for r, e in more.items():
+            if e.score > (found[r].score if r in found else 0.0):
+                found[r] = e
 
     def _search_regions(
         self, query: Features, table: FeatureTable, mask: np.ndarray, found: dict[int, Evidence]
@@ -391,8 +433,10 @@ class LocalFeatureMatcher(Matcher):
                 h = G.crop_pair_transform(e.pair, stored.size, e.frame or qsize)
                 a = A.compare_near(thumb, stored.size, qpic, qsize, h if e.region is None else e.region @ h)
             cap = self.appearance_cap(a, e.coverage)
-            if e.hashless and a.colour > HASHLESS_COLOUR:
-                cap = min(cap, 0.5)  # the same layout of grey levels in other colours: another picture
+            if e.hashless and (a.colour > HASHLESS_COLOUR or a.detail < self.hashless_detail):
+                # the same layout of grey levels in other colours, or only roughly the same layout
+                # (a fine cosine of 0.86 allows it): another picture
+                cap = min(cap, 0.5)
             # a sure keypoint match (>= 0.9: 15 inliers or more) aligns exactly; a weak one on a
             # plain picture does not, and its verdict must not block a region's better alignment
             sure = e.transform is not None and e.score >= 0.9
@@ -404,9 +448,14 @@ class LocalFeatureMatcher(Matcher):
         sibling lookalikes): docs/matching-keypoints.md."""
         if a.overlap < A.MIN_OVERLAP:
             return 1.0  # too little of it in view to judge; the geometry alone decided
-        if a.colour > self.other_look[0] or a.detail < self.other_look[1]:
+        if a.colour > self.other_look[0] or a.detail < self.other_look[1] or a.tint > self.grey_tint:
             return 0.5  # another picture: below every keypoint library's "similar"
-        if a.colour > self.same_look[0] or a.detail < self.same_look[1] or coverage < self.same_coverage:
+        if (
+            a.colour > self.same_look[0]
+            or a.detail < self.same_look[1]
+            or coverage < self.same_coverage
+            or not 1 / self.same_light <= a.light <= self.same_light
+        ):
             return 0.85  # related (similar), but not the same picture
         return 1.0
 
@@ -425,7 +474,7 @@ class Evidence(NamedTuple):
     frame: tuple[int, int] | None = None
     #: the appearance check lowered a sure keypoint match's score, with its (exact) alignment
     judged: bool = False
-    #: a page region's candidate by its fine cosine alone, beyond the hash stage's bit limit
+    #: a candidate by its fine cosine alone, beyond the hash stage's bit limit (a page region, a plain query)
     hashless: bool = False
 
 
@@ -433,25 +482,34 @@ NO_EVIDENCE = Evidence(0.0, "", -1, None, 0.0)
 
 
 def _fine_candidates(regions: dict[str, np.ndarray], table: FeatureTable, mask: np.ndarray) -> list[np.ndarray]:
-    """For each version of the page region: the allowed rows within PAGE_MAX_BITS of it whose fine
-    cosine with it is ≥ PAGE_FINE_MIN, the PAGE_FINE_ROWS closest. Each of the region's crops against
-    the whole stored picture only (the crop pairs (a, 0)): a rectified page is the whole picture, its
-    inner crops the closest when the outline took in a little of the table (tuning photos), and one
-    stored crop keeps the widening of float16 descriptors (most of the cost) to a third."""
+    """For each version of the page region: _by_fine. A rectified page is the whole picture, its inner
+    crops the closest when the outline took in a little of the table (tuning photos)."""
     n = int(regions["page"]) if regions else 0
     if n == 0:
         return []
+    return _by_fine(
+        [regions["region_phash"][i] for i in range(n)], [regions["region_fine"][i] for i in range(n)], table, mask
+    )
+
+
+def _by_fine(
+    hashes: list[np.ndarray], fines: list[np.ndarray], table: FeatureTable, mask: np.ndarray
+) -> list[np.ndarray]:
+    """For each version of a plain picture (its crops' pHashes and fine descriptors): the allowed rows
+    within PAGE_MAX_BITS of it whose fine cosine with it is ≥ PAGE_FINE_MIN, the PAGE_FINE_ROWS
+    closest. Each of its crops against the whole stored picture only (the crop pairs (a, 0)): one
+    stored crop keeps the widening of float16 descriptors (most of the cost) to a third."""
     stored_hash = table.col("phash")[:, 0]
     near = []
-    for i in range(n):
-        bits = np.min([np.bitwise_count(stored_hash ^ h) for h in regions["region_phash"][i]], axis=0)
+    for version in hashes:
+        bits = np.min([np.bitwise_count(stored_hash ^ h) for h in version], axis=0)
         near.append(mask & (bits <= PAGE_MAX_BITS))
     rows = np.flatnonzero(np.logical_or.reduce(near))
-    stored = to_float32(table.col("fine")[rows, 0])  # (k, dim), widened once for both versions
+    stored = to_float32(table.col("fine")[rows, 0])  # (k, dim), widened once for every version
     out = []
-    for i in range(n):
+    for i, fine in enumerate(fines):
         # einsum, not a BLAS product: BLAS threads fight each other on a busy machine
-        cos = np.einsum("kd,cd->kc", stored, np.asarray(regions["region_fine"][i], dtype=np.float32)).max(axis=1)
+        cos = np.einsum("kd,cd->kc", stored, np.asarray(fine, dtype=np.float32)).max(axis=1)
         keep = np.flatnonzero((cos >= PAGE_FINE_MIN) & near[i][rows])
         if len(keep) > PAGE_FINE_ROWS:
             keep = keep[np.argpartition(-cos[keep], PAGE_FINE_ROWS - 1)[:PAGE_FINE_ROWS]]
@@ -547,6 +605,13 @@ def _voters(query: Features, suffix: str, spread: bool) -> np.ndarray:
     n = len(kps) if usual is None else int(np.asarray(usual)[0])
     voters = kps.desc[: min(n, QUERY_VOTERS)]
     return np.concatenate([voters, kps.desc[n : n + QUERY_VOTERS]]) if usual is not None else voters
+
+
+def _plain(query: Features) -> bool:
+    """A query too plain for the keypoint stage: fewer usual keypoints than PLAIN_POINTS. Known for
+    queries with USUAL_XY only."""
+    usual = query.get(USUAL_XY)
+    return usual is not None and len(usual) < PLAIN_POINTS
 
 
 def _best(found: dict[int, Evidence]) -> float:

@@ -38,3 +38,16 @@ class SameImageKeypointMatcher(LocalFeatureMatcher):
     # scale_spread_subset). Tuning part, contained in larger, seeds 1-20: 274/280 -> 280/280 top-1
     # (the misses, a detailed terrain rendering, had 80 inliers but ranked 12-15th by votes).
     coarse_votes: ClassVar[float] = 0.5
+    # A plain picture's copies may land beyond the hash stage's bit limit (a gradient's pHash is mostly
+    # noise bits): a plain query found by nothing else is looked for by its fine descriptor, and a row
+    # found that way must line up almost exactly in grey levels (luma correlation >= 0.99). Tuning
+    # part's plain gradients: their copies 0.997 and up, other gradients that pass the colour check
+    # <= 0.976 (docs/matching-keypoints.md, sixth round).
+    plain_by_fine: ClassVar[bool] = True
+    hashless_detail: ClassVar[float] = 0.99
+    # What the grey-level stages cannot see: a coloured query over a grey stored picture is another
+    # picture (a grey one explains no colour, so the colour check had skipped it); one lit over twice
+    # as bright or half as dark is related, not the same. Tuning part's plain gradients, other
+    # gradients at >= 0.9: 10 -> 4 -> 3 of 96 (tint 4, 8 and 16 alike; light 1.5 gives 2, 3 gives 3).
+    grey_tint: ClassVar[float] = 8.0
+    same_light: ClassVar[float] = 2.0
