@@ -21,7 +21,9 @@ from imgsync.localgallery.errors import (
 )
 from imgsync.localgallery.images import (
     COPY_QUALITY,
+    EXACT_SHRINK_MAX,
     WORK_SIDE,
+    _thumb_size,
     cont_sign_of,
     decode_copy,
     encode_copy,
@@ -149,6 +151,52 @@ def test_jpeg_is_decoded_at_reduced_size_but_reports_the_header_size() -> None:
     assert (d.format, d.width, d.height) == ("JPEG", 1152, 864)
     assert d.pixels.mode == "RGB" and max(d.pixels.size) <= WORK_SIDE
     assert d.pixels.size == (512, 384)
+
+
+def _pillow_working_copy(data: bytes, draft: bool) -> Image.Image:
+    """What the loader made of `data` before it shrank by OpenCV: Pillow's draft, then its thumbnail."""
+    with Image.open(io.BytesIO(data)) as img:
+        if draft:
+            img.draft("RGB", (round(img.width * 256 / min(img.size)), 256))
+        rgb = img.convert("RGB")
+    rgb.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return rgb
+
+
+@pytest.mark.parametrize(
+    ("size", "fmt"),
+    [((1152, 864), "JPEG"), ((1400, 1000), "JPEG"), ((700, 500), "PNG"), ((500, 760), "PNG")],
+)
+def test_a_small_shrink_is_opencvs_at_pillows_size_and_nearly_its_pixels(size: tuple[int, int], fmt: str) -> None:
+    """576 → 512 px (a 1 MP JPEG's half-scale draft) and the like: OpenCV's bilinear, without the GIL.
+    Its filter is not widened as Pillow's is, so the pixels differ a little, never the size."""
+    data = make_image(11, size, fmt)
+    got = load_image(data, SAME).pixels
+    want = _pillow_working_copy(data, draft=fmt == "JPEG")
+    with Image.open(io.BytesIO(data)) as img:
+        if fmt == "JPEG":
+            img.draft("RGB", (round(img.width * 256 / min(img.size)), 256))
+        drafted = img.size
+    assert 1.0 < max(drafted) / WORK_SIDE <= EXACT_SHRINK_MAX, drafted  # the case this test is about
+    assert got.mode == "RGB" and got.size == want.size
+    diff = np.abs(np.asarray(got, dtype=np.int16) - np.asarray(want, dtype=np.int16))
+    assert 0 < diff.mean() < 1.5, diff.mean()
+
+
+def test_a_large_shrink_is_pillows_thumbnail_exactly() -> None:
+    data = make_image(12, (1600, 900), "PNG")
+    got = load_image(data, SAME).pixels
+    assert np.array_equal(np.asarray(got), np.asarray(_pillow_working_copy(data, draft=False)))
+
+
+def test_the_working_size_is_the_one_pillows_thumbnail_gives() -> None:
+    rng = np.random.default_rng(5)
+    for w, h in [(513, 1), (1, 513), (777, 512), (513, 513), *rng.integers(1, 3000, size=(300, 2)).tolist()]:
+        if max(w, h) <= WORK_SIDE:
+            continue
+        im = Image.new("1", (w, h))
+        im.thumbnail((WORK_SIDE, WORK_SIDE))
+        assert _thumb_size(w, h) == im.size, (w, h)
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "LA", "CMYK"])

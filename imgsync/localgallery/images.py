@@ -25,8 +25,10 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import math
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -47,6 +49,8 @@ from imgsync.pillow_warnings import caught_warnings
 WORK_SIDE = 512
 #: Quality of the working copy the store keeps of each added image (for re-extraction).
 COPY_QUALITY = 90
+#: The largest shrink done by OpenCV's bilinear (see _shrink); beyond it Pillow's antialiased filter.
+EXACT_SHRINK_MAX = 1.5
 #: JPEG draft mode may decode at 1/2, 1/4 or 1/8 scale as long as both sides stay ≥ this.
 DRAFT_MIN_SIDE = 256
 
@@ -161,10 +165,41 @@ def _decode(img: Image.Image) -> Image.Image:
             img = ImageOps.exif_transpose(img)
     except Exception:  # a broken EXIF block must not reject an otherwise good picture
         pass
-    img = _to_rgb(img)
-    if max(img.size) > WORK_SIDE:
+    return _shrink(_to_rgb(img))
+
+
+def _shrink(img: Image.Image) -> Image.Image:
+    """The RGB picture at most WORK_SIDE px, at the size Pillow's thumbnail() gives.
+
+    A shrink by at most EXACT_SHRINK_MAX (a 1 MP JPEG's 1/2-scale draft, 576 px → 512) is OpenCV's
+    bit-exact bilinear: 0.6 instead of Pillow's 2.6 ms, without the GIL. It does not widen its
+    filter as Pillow's antialiased one does, which at this ratio keeps the picture a little sharper
+    and never aliases. A larger shrink (a PNG, a JPEG that drafted poorly) keeps Pillow's filter."""
+    if max(img.size) <= WORK_SIDE:
+        return img
+    size = _thumb_size(img.width, img.height)
+    if max(img.width / size[0], img.height / size[1]) > EXACT_SHRINK_MAX:
         img.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return img
+        return img
+    # "RGBX": Pillow's own 4 bytes a pixel, exported without packing (see encode_copy)
+    rgbx = np.frombuffer(img.tobytes("raw", "RGBX"), dtype=np.uint8).reshape(img.height, img.width, 4)
+    small = cv2.resize(rgbx, size, interpolation=cv2.INTER_LINEAR_EXACT)
+    return Image.frombytes("RGB", size, small.tobytes(), "raw", "RGBX")
+
+
+def _thumb_size(width: int, height: int) -> tuple[int, int]:
+    """The size img.thumbnail((WORK_SIDE, WORK_SIDE)) makes of width x height (its aspect rounding)."""
+    aspect = width / height
+    x = y = WORK_SIDE
+    if x / y >= aspect:
+        x = _round_aspect(y * aspect, lambda n: abs(aspect - n / y))
+    else:
+        y = _round_aspect(x / aspect, lambda n: 0 if n == 0 else abs(aspect - x / n))
+    return x, y
+
+
+def _round_aspect(number: float, key: Callable[[int], float]) -> int:
+    return max(min(math.floor(number), math.ceil(number), key=key), 1)
 
 
 def _draft_size(width: int, height: int) -> tuple[int, int]:
