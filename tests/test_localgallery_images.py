@@ -23,6 +23,7 @@ from imgsync.localgallery.images import (
     COPY_QUALITY,
     EXACT_SHRINK_MAX,
     WORK_SIDE,
+    _draft_size,
     _thumb_size,
     cont_sign_of,
     decode_copy,
@@ -157,7 +158,7 @@ def _pillow_working_copy(data: bytes, draft: bool) -> Image.Image:
     """What the loader made of `data` before it shrank by OpenCV: Pillow's draft, then its thumbnail."""
     with Image.open(io.BytesIO(data)) as img:
         if draft:
-            img.draft("RGB", (round(img.width * 256 / min(img.size)), 256))
+            img.draft("RGB", _draft_size(img.width, img.height))
         rgb = img.convert("RGB")
     rgb.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
     return rgb
@@ -175,7 +176,7 @@ def test_a_small_shrink_is_opencvs_at_pillows_size_and_nearly_its_pixels(size: t
     want = _pillow_working_copy(data, draft=fmt == "JPEG")
     with Image.open(io.BytesIO(data)) as img:
         if fmt == "JPEG":
-            img.draft("RGB", (round(img.width * 256 / min(img.size)), 256))
+            img.draft("RGB", _draft_size(img.width, img.height))
         drafted = img.size
     assert 1.0 < max(drafted) / WORK_SIDE <= EXACT_SHRINK_MAX, drafted  # the case this test is about
     assert got.mode == "RGB" and got.size == want.size

@@ -329,15 +329,14 @@ class LocalFeatureMatcher(Matcher):
         query not found otherwise pays it."""
         versions = [query] + ([_mirrored(query)] if self.mirror and "phash_m" in query else [])
         cand = _by_fine([v["phash"] for v in versions], [v["fine"] for v in versions], table, mask)
-        rows = np.setdiff1d(np.unique(np.concatenate(cand)), np.fromiter(found, dtype=np.int64, count=len(found)))
+        # rows no stage has found: those found already keep their own evidence
+        rows = np.setdiff1d(np.concatenate(cand), np.fromiter(found, dtype=np.int64, count=len(found)))
         more = {
             r: e._replace(hashless=True)
             for r, e in self._hash_evidence(query, table, rows, at_least=self.floor).items()
         }
         self._check_appearance(query, table, more)
-        for r, e in more.items():
-            if e.score > (found[r].score if r in found else 0.0):
-                found[r] = e
+        found.update(more)
 
     def _search_regions(
         self, query: Features, table: FeatureTable, mask: np.ndarray, found: dict[int, Evidence]
