@@ -21,7 +21,9 @@ Per library (the pictures and their edits are the driver's, so both see the same
 - same_hq at --size-same entries: 20 photos (PNG) added, the rest real ORB features of synthetic
   and texture pictures with flipped bits and random hashes (bench_match_keypoints' distractors).
   Queries: every same_hq edit of benchmarks.variants in turn, and every 5th a picture that is not
-  in the library (these take the slow path: spread keypoints, regions).
+  in the library (these take the slow path: spread keypoints, regions); then a tenth as many plain
+  pictures not in the library ("plain out": the tuning part's low-texture pictures and gradients,
+  of which those with few keypoints take the plain path, local._by_fine).
 - picturebook at --size-book entries: the 20 photos and the low-texture pictures of the held-out
   set's tuning part (benchmarks/heldout.py) added as pages, the rest distractors as for same_hq. Queries in turn:
   a phone photo (whole page, 70 % of it, low resolution) of a photo page ("textured"), of a
@@ -269,13 +271,18 @@ def build_data(args: argparse.Namespace) -> dict:
             n = names[k % len(names)]
             v = vnames[k % len(vnames)]
             queries.append(("contained" if v.startswith("contained") else "edit", n, SAME_IMAGE[v](ph[n], rng)))
+    from benchmarks.heldout import TUNE, build, plain_gradients
+
+    tune = build().of(TUNE)  # the tuning part only: a speed run must never steer the matching
+    plain_out = [*tune.lowtex.values(), *plain_gradients(tune, 14).values()]
+    for k in range(args.queries_same // 10):  # after the others, which stay as they were
+        queries.append(("plain out", None, encode(plain_out[k % len(plain_out)].convert("RGB"))))
     data["same_hq"] = {"add": add, "pool": pool, "queries": queries}
     if "picturebook" in args.only:
-        from benchmarks.heldout import TUNE, build
         from benchmarks.variants import PHONE_PHOTO
 
         # the tuning part only: what a speed run shows of a page must never steer the matching
-        plain = {n: _at_least(im, 320) for n, im in sorted(build().of(TUNE).lowtex.items())}
+        plain = {n: _at_least(im, 320) for n, im in sorted(tune.lowtex.items())}
         add = [(n, encode(ph[n], "PNG")) for n in names] + [(n, encode(im, "PNG")) for n, im in plain.items()]
         shots = list(PHONE_PHOTO)
         queries = []

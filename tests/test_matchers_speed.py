@@ -305,3 +305,123 @@ def _voted(rng: np.random.Generator, rows: int, cap: int) -> tuple[np.ndarray, T
     index = V.VoteIndex("vote")
     index.rebuild(t)
     return codes, t, index
+
+
+def _fine_table(fine: np.ndarray, phash: np.ndarray) -> TB.FeatureTable:
+    """A table of same_hq's hash columns: fine (rows, 3, 143) float16 and phash (rows, 3)."""
+    from imgsync.localgallery.matchers import global_descriptors as G
+
+    t = TB.FeatureTable(G._SAME_FIELDS)
+    rows = len(fine)
+    zeros = np.zeros((rows, 2), np.uint16)
+    t.append_many(
+        range(1, rows + 1), [str(i) for i in range(rows)], [""] * rows, zeros, zeros, {"fine": fine, "phash": phash}
+    )
+    return t
+
+
+def _unit(a: np.ndarray) -> np.ndarray:
+    return (a / np.linalg.norm(a, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _by_fine_without_bound(hashes, fines, table, mask):  # type: ignore[no-untyped-def]
+    """local._by_fine as it was before its bound: every row within PAGE_MAX_BITS widened."""
+    stored_hash = table.col("phash")[:, 0]
+    near = [mask & (np.min([np.bitwise_count(stored_hash ^ h) for h in v], axis=0) <= L.PAGE_MAX_BITS) for v in hashes]
+    rows = np.flatnonzero(np.logical_or.reduce(near))
+    stored = table.col("fine")[rows, 0].astype(np.float32)
+    out = []
+    for i, fine in enumerate(fines):
+        cos = np.einsum("kd,cd->kc", stored, np.asarray(fine, np.float32)).max(axis=1)
+        keep = np.flatnonzero((cos >= L.PAGE_FINE_MIN) & near[i][rows])
+        if len(keep) > L.PAGE_FINE_ROWS:
+            keep = keep[np.argsort(-cos[keep], kind="stable")[: L.PAGE_FINE_ROWS]]
+        out.append(np.sort(rows[keep]))
+    return out
+
+
+def test_fine_bound_leaves_by_fine_its_answer_and_widens_few_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """_by_fine's bound (the lowest frequencies, and the norm of the others) cuts only rows whose cosine
+    is under PAGE_FINE_MIN: its answer is the one of every row widened. The rows: random descriptors,
+    and near the threshold on both sides, copies of the query's crops with noise in the frequencies the
+    bound leaves to a norm (where a bound that dropped that term would cut true rows). A plain query
+    (energy in the lowest frequencies) then widens a few percent of the rows; it is the point."""
+    from imgsync.localgallery.matchers import features as F
+
+    rng = np.random.default_rng(11)
+    high = F.FINE_BY_FREQUENCY[L.FINE_BOUND_DIMS :]
+    w = np.ones(F.FINE_DIM, np.float32)
+    w[high] = 0.15  # a plain picture: most of its energy in the lowest frequencies
+    query = _unit(rng.normal(size=(3, F.FINE_DIM)) * w)
+    mirror = _unit(rng.normal(size=(3, F.FINE_DIM)) * w)
+    n_random, n_near = 4000, 400
+    fine = _unit(rng.normal(size=(n_random + n_near, 3, F.FINE_DIM)))
+    for k in range(n_near):  # a crop of the query or its mirror, high frequencies made noisy to a cosine ~0.83-0.89
+        src = (query, mirror)[k % 2][k % 3]
+        noise = np.zeros(F.FINE_DIM, np.float32)
+        noise[high] = rng.normal(size=len(high))
+        noise *= rng.uniform(0.45, 0.75) / np.linalg.norm(noise)
+        fine[n_random + k, 0] = _unit(src + noise)
+    cos = np.einsum("kd,cd->kc", fine[:, 0].astype(np.float16).astype(np.float32), np.concatenate([query, mirror]))
+    best = cos.max(axis=1)[n_random:]
+    assert (best >= L.PAGE_FINE_MIN).sum() >= 20 and (best < L.PAGE_FINE_MIN).sum() >= 20  # both sides
+    phash = rng.integers(0, 2**63, size=(len(fine), 3), dtype=np.int64).view(np.uint64)
+    table = _fine_table(fine.astype(np.float16), phash)
+    hashes = [phash[n_random + 3, ::-1].copy(), phash[n_random + 4].copy()]  # within bits of some rows
+    mask = np.ones(table.n, dtype=bool)
+    mask[n_random + 5] = False
+    widened: list[int] = []
+    real = TB.to_float32
+    monkeypatch.setattr(L, "to_float32", lambda a: widened.append(len(a)) or real(a))
+    # PAGE_FINE_ROWS high enough that every passing row is in the answer, then the module's own
+    for cap in (10_000, L.PAGE_FINE_ROWS):
+        monkeypatch.setattr(L, "PAGE_FINE_ROWS", cap)
+        widened.clear()
+        got = [np.sort(r) for r in L._by_fine(hashes, [query, mirror], table, mask)]
+        want = _by_fine_without_bound(hashes, [query, mirror], table, mask)
+        assert [len(r) for r in got] == [len(r) for r in want]
+        assert all(np.array_equal(g, r) for g, r in zip(got, want, strict=True))
+        assert sum(len(r) for r in want) > 0
+    # of the random rows, few are widened (the bound's own column, widened once and kept, is not counted)
+    assert widened[-1] < n_near + 0.02 * n_random
+    # the bound holds for a query whose energy is anywhere, too (it then cuts less)
+    spread = _unit(rng.normal(size=(3, F.FINE_DIM)))
+    fine2 = fine.copy()
+    fine2[:50, 0] = _unit(spread[0] + 0.4 * _unit(rng.normal(size=F.FINE_DIM)))
+    t2 = _fine_table(fine2.astype(np.float16), phash)
+    monkeypatch.setattr(L, "PAGE_FINE_ROWS", 10_000)
+    got2 = L._by_fine([phash[0]], [spread], t2, np.ones(t2.n, dtype=bool))
+    assert np.array_equal(np.sort(got2[0]), _by_fine_without_bound([phash[0]], [spread], t2, np.ones(t2.n, bool))[0])
+
+
+def test_derived_values_follow_appends_and_compaction() -> None:
+    """FeatureTable.derived computes each row once, as rows come, and anew once compaction has moved
+    them: always compute's values of the rows there are, in row order."""
+    from imgsync.localgallery.matchers import features as F
+
+    rng = np.random.default_rng(4)
+    fine = _unit(rng.normal(size=(3000, 3, F.FINE_DIM))).astype(np.float16)
+    phash = rng.integers(0, 2**63, size=(3000, 3), dtype=np.int64).view(np.uint64)
+    t = _fine_table(fine[:1000], phash[:1000])
+    calls: list[int] = []
+
+    def compute(table: TB.FeatureTable, rows: slice) -> np.ndarray:
+        calls.append(rows.stop - rows.start)
+        return L._fine_bound(table, rows)
+
+    def want() -> np.ndarray:
+        return L._fine_bound(t, slice(0, t.n))
+
+    assert np.array_equal(t.derived("b", L.FINE_BOUND_DIMS + 1, compute), want())
+    assert np.array_equal(t.derived("b", L.FINE_BOUND_DIMS + 1, compute), want()) and calls == [1000]
+    zeros = np.zeros((2000, 2), np.uint16)
+    signs = [str(i) for i in range(1000, 3000)]
+    t.append_many(range(1001, 3001), signs, [""] * 2000, zeros, zeros, {"fine": fine[1000:], "phash": phash[1000:]})
+    got = t.derived("b", L.FINE_BOUND_DIMS + 1, compute)
+    assert calls == [1000, 2000] and got.shape == (L.FINE_BOUND_DIMS + 1, 3000) and np.array_equal(got, want())
+    for s in [str(i) for i in range(0, 3000, 2)] + [str(i) for i in range(1, 400, 2)]:
+        t.remove(s)  # past half dead: compaction
+    assert t.n < 3000
+    got = t.derived("b", L.FINE_BOUND_DIMS + 1, compute)
+    assert calls[-1] == t.n and np.array_equal(got, want())
+    assert np.array_equal(got, L._bound_terms(fine[t.seq[: t.n] - 1, 0].astype(np.float32)).T)  # rows moved

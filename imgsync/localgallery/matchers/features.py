@@ -34,6 +34,8 @@ _u, _v = np.meshgrid(np.arange(_FINE_N), np.arange(_FINE_N), indexing="ij")
 # descriptor over more effective dimensions, so unrelated pictures correlate less (measured: the 99th
 # percentile cosine between unrelated images falls from 0.41 to 0.36) at almost no cost to copies.
 _FINE_WEIGHT = (np.hypot(_u, _v) ** 0.5).astype(np.float32).ravel()[1:]
+#: The fine descriptor's dimensions from the lowest frequency up (where a plain picture's energy lies).
+FINE_BY_FREQUENCY = np.argsort(np.hypot(_u, _v).ravel()[1:], kind="stable")
 
 
 def _crop_box(size: tuple[int, int], keep: float) -> tuple[float, float, float, float]:

@@ -47,6 +47,8 @@ class FeatureTable:
         self.pos: dict[str, int] = {}
         #: seqs → {seq: blob}; set by the engine. Rows without variable-length data are absent.
         self.extra_loader: Callable[[Sequence[int]], dict[int, bytes]] | None = None
+        #: derived columns (see derived): name → (column, rows computed)
+        self._derived: dict[str, tuple[np.ndarray, int]] = {}
 
     def __len__(self) -> int:
         return len(self.pos)
@@ -54,6 +56,22 @@ class FeatureTable:
     def col(self, name: str) -> np.ndarray:
         """The live part of a feature column (a view; rows beyond n are unused capacity)."""
         return self.cols[name][: self.n]
+
+    def derived(self, name: str, width: int, compute: Callable[[FeatureTable, slice], np.ndarray]) -> np.ndarray:
+        """Values computed from the stored columns by `compute` (the table and a slice of rows → float32
+        (width, rows)), kept from one search to the next: float32 (width, n), a row's values in a column
+        of its own (a product over all rows then runs along contiguous memory). Each row is computed
+        once, when first asked for: a row's features never change, and only compaction moves rows
+        (they are then computed anew). `name` stands for `compute`: one name, one function."""
+        vals, done = self._derived.get(name, (np.empty((width, 0), dtype=np.float32), 0))
+        if done < self.n:
+            if vals.shape[1] < self.n:
+                grown = np.zeros((width, max(self._cap, self.n)), dtype=np.float32)
+                grown[:, :done] = vals[:, :done]
+                vals = grown
+            vals[:, done : self.n] = compute(self, slice(done, self.n))
+            self._derived[name] = (vals, self.n)
+        return vals[:, : self.n]
 
     def float32(self, name: str, rows: np.ndarray) -> np.ndarray:
         """Those rows of a feature column, as float32 (a float16 column widened: to_float32)."""
@@ -141,6 +159,7 @@ class FeatureTable:
         self._cap = cap
 
     def _compact(self) -> None:
+        self._derived.clear()  # rows move: what was derived from them is computed again when asked for
         keep = np.flatnonzero(self.alive[: self.n])
         k = len(keep)
         self.seq[:k] = self.seq[keep]
