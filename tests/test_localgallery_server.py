@@ -571,6 +571,27 @@ def test_gallery_serve_runs_as_a_process_and_stops_on_sigterm(tmp_path: Path) ->
     assert json.loads((tmp_path / "server-key.json").read_text()) == {"api_key": ak, "secret_key": sk}
 
 
+def test_requests_waiting_for_a_worker_thread_log_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Eight searches at once against one worker thread queue up, which is how a gallery works under
+    load: waitress's "Task queue depth is N" warning, one line per waiting request in the operator's
+    log, stays out (its errors would not)."""
+    running = start_in_thread(tmp_path, host="127.0.0.1", port=0, keys=[("k", "s")], threads=1)
+    try:
+        token = Api(running, "k", "s").token()
+        image = B64(image_for("same_hq", 5)).decode()
+        search = running.url + LIBRARIES["same_hq"].path("search")
+
+        def one(_: int) -> int:
+            r = requests.post(search, params={"access_token": token}, data={"image": image})
+            return int(r.json().get("error_code", 0))
+
+        with caplog.at_level("WARNING"), ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(one, range(8))) == [0] * 8
+    finally:
+        running.stop()
+    assert [r for r in caplog.records if r.name.startswith("waitress")] == []
+
+
 # --- an unexpected failure -------------------------------------------------------------------------
 
 

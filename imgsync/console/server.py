@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from imgsync.console.auth import Guard, is_loopback, new_token
 from imgsync.errors import ImgsyncError
+from imgsync.serving import quiet_queue_warnings
 
 if TYPE_CHECKING:
     from imgsync.api import Imgsync
@@ -87,6 +88,7 @@ def start_console(
     socket_map: dict[int, Any] = {}
     server: Any = None
     app: Any = None  # made below, once the port is known; the lambda reads it per request
+    quiet_queue_warnings()
     # Our own dispatcher: waitress starts its worker threads before it binds, and each failed bind
     # would leave a set of them running for the life of the process.
     dispatcher = ThreadedTaskDispatcher()

@@ -33,6 +33,7 @@ from imgsync.localgallery.auth import DEFAULT_TOKEN_TTL, Authority
 from imgsync.localgallery.clock import SYSTEM_CLOCK, Clock
 from imgsync.localgallery.fetch import DEFAULT_TIMEOUT, UrlFetcher
 from imgsync.localgallery.ratelimit import RateLimiter
+from imgsync.serving import quiet_queue_warnings
 
 log = logging.getLogger("imgsync.localgallery")
 
@@ -127,6 +128,7 @@ def start_in_thread(
             limiter=RateLimiter(qps, clock=clock) if qps else None,
             libraries=enabled,
         )
+        quiet_queue_warnings()
         # Our own dispatcher: waitress starts its worker threads before it binds, and a failed bind
         # would leave them running (six idle threads per refused port, for the life of the process).
         dispatcher = ThreadedTaskDispatcher()
