@@ -149,8 +149,11 @@ class Executor:
         self.store.map_files(self.mirror.name, remap.paths, remap.entry.id)
         report.remapped += 1
 
-    def _add(self, add: Add, report: Report, *, done: list[str] | None = None) -> Step:
-        """Journaled add; on success the path goes to `done` (default: report.added)."""
+    def _add(
+        self, add: Add, report: Report, *, done: list[str] | None = None, scanned: ScannedFile | None = None
+    ) -> Step:
+        """Journaled add; on success the path goes to `done` (default: report.added). scanned: the file as
+        the walk saw it, saved with the intent (an early add's: see EarlyAdds)."""
         try:
             data = self.read_upload(self.mirror.folder, add.path, add.content_hash)
         except UploadChangedError as e:
@@ -168,7 +171,14 @@ class Executor:
             )
 
         entry, jid = self.store.begin_add(
-            self.mirror.name, self.library.name, add.content_hash, brief_for, add.tags, add.class_ids, str(spool)
+            self.mirror.name,
+            self.library.name,
+            add.content_hash,
+            brief_for,
+            add.tags,
+            add.class_ids,
+            str(spool),
+            scanned=scanned,
         )
         try:
             cont_sign = yield from self._send_add(data, entry.brief, add.tags, add.class_ids)
@@ -399,9 +409,9 @@ class ScanAborted(Exception):
 class EarlyAdds:
     """Adds started while the walk is still running (plan.early_add), so that reading, hashing and
     validating the folder overlaps the calls instead of coming before all of them. The scan calls it
-    with each file it judged (scan_folder's on_examined); a file that qualifies gets its row saved (its
-    add's outcome maps to it), its intent journaled and its call sent like any add, while the walk goes
-    on as soon as a call slot is free. `finish()` (before the plan is made) waits for the last ones.
+    with each file it judged (scan_folder's on_examined); a file that qualifies gets its row saved with its
+    intent (one transaction; its add's outcome maps to the row) and its call sent like any add, while the
+    walk goes on as soon as a call slot is free. `finish()` (before the plan is made) waits for the last ones.
 
     An early add that ended without an entry (refused, failed, or the file changed since it was read)
     is reported like any add, and `verdicts()` says what the plan must take its file for, so it is not
@@ -434,10 +444,12 @@ class EarlyAdds:
             self._flight.poll()
             return
         self._taken.add(add.content_hash)
-        self._x.store.save_scan(self._x.mirror.name, [f])
         self.paths.append(f.path)
         self._on_started(len(self.paths))
-        self._flight.submit(self._x._add(add, self._report))
+        # The file's row is saved with the add's intent (one transaction, not two): the add's outcome maps
+        # to it. An add that never begins (the file changed since it was read) leaves no row: the plan saves
+        # it with the scan's other new files.
+        self._flight.submit(self._x._add(add, self._report, scanned=f))
         if self._flight.stopped is not None:
             raise ScanAborted
 

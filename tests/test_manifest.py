@@ -285,6 +285,28 @@ def test_add_lifecycle(store: Store) -> None:
         store.finish_add(jid, entry.id, "sign-1", [])
 
 
+def test_begin_add_saves_the_scanned_file_with_the_intent_or_not_at_all(store: Store) -> None:
+    """An add started during the walk (EarlyAdds) saves its file's row in begin_add's own transaction: the
+    row is there for finish_add to map, and when begin_add fails (the image is already an entry of the
+    mirror, a brief template that raises) neither the row nor the intent is written."""
+    entry, jid = store.begin_add(M, "same_hq", h(1), str, (), (None, None), None, scanned=sf("a.jpg", 1))
+    assert store.known_files(M)["a.jpg"].as_scanned() == sf("a.jpg", 1)
+    store.finish_add(jid, entry.id, "sign-1", ["a.jpg"])
+    assert store.known_files(M)["a.jpg"].entry_id == entry.id
+    with pytest.raises(ManifestError, match="one entry per distinct image"):
+        store.begin_add(M, "same_hq", h(1), str, (), (None, None), None, scanned=sf("copy-of-a.jpg", 1))
+
+    def broken_brief(entry_id: int) -> str:
+        raise ValueError("template exploded")
+
+    with pytest.raises(ValueError, match="template exploded"):
+        store.begin_add(M, "same_hq", h(2), broken_brief, (), (None, None), None, scanned=sf("b.jpg", 2))
+    with pytest.raises(ManifestError, match="verdict"):
+        store.begin_add(M, "same_hq", h(3), str, (), (None, None), None, scanned=sf("c.jpg", 3, "maybe"))
+    assert set(store.known_files(M)) == {"a.jpg"}
+    assert store.open_journal() == [] and len(store.entries(M)) == 1
+
+
 def test_a_failure_inside_begin_add_writes_nothing(store: Store) -> None:
     def broken_brief(entry_id: int) -> str:
         raise ValueError("template exploded")
