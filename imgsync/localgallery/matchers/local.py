@@ -335,9 +335,8 @@ class LocalFeatureMatcher(Matcher):
         from it, beyond MAX_BITS), and it has too few keypoints to be found by instead: the rows whose
         fine cosine with the query (or its mirror image) is high (_by_fine) are scored as the hash
         stage scores its rows, and must then agree in colour (HASHLESS_COLOUR) and line up in grey
-        levels (hashless_detail) too. At 100k entries of random pHashes most rows lie within
-        PAGE_MAX_BITS of a plain query, and widening their descriptors costs tens of ms: only a plain
-        query not found otherwise pays it."""
+        levels (hashless_detail) too. Only a plain query not found otherwise pays it: at 100k entries,
+        mostly _by_fine's bound over every row (see there)."""
         versions = [query] + ([_mirrored(query)] if self.mirror and "phash_m" in query else [])
         cand = _by_fine([v["phash"] for v in versions], [v["fine"] for v in versions], table, mask)
         # rows no stage has found: those found already keep their own evidence
