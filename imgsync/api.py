@@ -24,6 +24,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,7 @@ from imgsync.config import (
     load_config,
     with_remembered,
 )
-from imgsync.errors import ConfigError, ImgsyncError, UsageError
+from imgsync.errors import ConfigError, GalleryChangedError, ImgsyncError, UsageError
 from imgsync.libraries import DEFAULT_LIBRARY, LIBRARIES
 from imgsync.remembered import forget, load_remembered, name_for, remember, remembered_path
 from imgsync.report import (  # what the API returns and tells (plain data): re-exported here
@@ -149,12 +150,14 @@ class Imgsync:
         if library is not None and library not in LIBRARIES:
             raise UsageError(f"--library: unknown library {library!r} (known: {', '.join(LIBRARIES)})")
         if not targets:
+            if library is not None:
+                raise UsageError("--library applies to a FOLDER named with it (`imgsync reconcile FOLDER --library L`)")
             return list(self.mirrors)
         by_name = {m.name: m for m in self.mirrors}
         chosen: list[MirrorConfig] = []
         for t in targets:
             if isinstance(t, str) and t in by_name:
-                chosen.append(by_name[t])
+                chosen.append(self._in_library(by_name[t], library, remember_new, events))
                 continue
             path = Path(t).expanduser()
             gone_mirror = self._mirror_of_vanished_folder(path)
@@ -186,15 +189,27 @@ class Imgsync:
     ) -> MirrorConfig:
         for m in self.mirrors:
             if m.folder.expanduser().resolve() == folder:
-                if library is None or library == m.library or m.name not in self.config.remembered:
-                    return m  # a configured mirror names its own library
-                changed = MirrorConfig(name=m.name, folder=folder, library=library)
-                return self._remember(changed, events, first=False)
+                return self._in_library(m, library, remember_new, events)
         name = self._legacy_name(folder) or name_for(folder, {m.name for m in self.mirrors})
         mirror = MirrorConfig(name=name, folder=folder, library=library or DEFAULT_LIBRARY)
         if not remember_new:
             return mirror
         return self._remember(mirror, events, first=True)
+
+    def _in_library(
+        self, m: MirrorConfig, library: str | None, remember_new: bool, events: Events | None
+    ) -> MirrorConfig:
+        """Mirror `m` moved to `library` (--library), remembered so unless remember_new is False (a dry
+        run shows the move without making it: the next real run would otherwise do it)."""
+        if library is None or library == m.library:
+            return m
+        if m.name not in self.config.remembered:
+            raise UsageError(
+                f"--library: mirror {m.name!r} is configured with library {m.library!r} in "
+                f"{self.config_path}; change it there"
+            )
+        changed = replace(m, library=library)
+        return self._remember(changed, events, first=False) if remember_new else changed
 
     def _remember(self, mirror: MirrorConfig, events: Events | None, *, first: bool) -> MirrorConfig:
         try:
@@ -260,7 +275,7 @@ class Imgsync:
         if not mirrors:
             raise UsageError("no mirror yet: name a FOLDER (it is remembered), or add a [[mirror]] to the config")
         if dry_run:
-            return self._dry_run(mirrors, force, events)
+            return self._dry_run(mirrors, force, rebind, events)
         from imgsync.manifest.lock import StateLock
 
         with StateLock(self.state_dir):
@@ -323,7 +338,7 @@ class Imgsync:
         with ExitStack() as stack:
             store = stack.enter_context(Store.open(self.manifest_path))
             gallery = stack.enter_context(self.open_gallery())
-            forgot = bind_gallery(store, self.gallery_identity(), rebind=rebind)
+            forgot = bind_gallery(store, self.gallery_identity(), rebind=rebind, confirm=gallery.authenticate)
             if forgot:
                 emit(Forgot(forgot))
             spool_dir = statedir.spool_dir(self.state_dir)
@@ -365,17 +380,25 @@ class Imgsync:
             sweep_unreferenced_spool(store, spool_dir)
         return SyncResult(runs)
 
-    def _dry_run(self, mirrors: Sequence[MirrorConfig], force: bool, events: Events | None) -> SyncResult:
-        """Plan only: no lock, no gallery, and no manifest is created or written."""
+    def _dry_run(self, mirrors: Sequence[MirrorConfig], force: bool, rebind: bool, events: Events | None) -> SyncResult:
+        """Plan only: no lock, no gallery, and no manifest is created or written. A config pointing at
+        another gallery than the entries' is refused as the run would refuse it; with rebind, the plan
+        is the one after forgetting them: every image added."""
         from imgsync.manifest import Store
-        from imgsync.pipeline import plan_mirror
+        from imgsync.pipeline import changed_text, gallery_change, plan_mirror
 
         runs = []
         with ExitStack() as stack:
             store = stack.enter_context(Store.open(self.manifest_path)) if self.manifest_path.exists() else None
+            change = gallery_change(store, self.gallery_identity()) if store is not None else None
+            if change is not None:
+                if not rebind:
+                    raise GalleryChangedError(changed_text(*change, self.gallery_identity()))
+                if events is not None:
+                    events(Forgot(change[1], dry_run=True))
             for mirror in mirrors:
                 report = Report(mirror.name)
-                planned = plan_mirror(mirror, store, force=force, report=report)
+                planned = plan_mirror(mirror, None if change else store, force=force, report=report)
                 report.unchanged_problems = planned.unchanged_problems
                 runs.append(MirrorRun(mirror, planned.plan, report))
                 if events is not None:
@@ -562,7 +585,8 @@ class Imgsync:
             gallery_stack = ExitStack()
             stack.callback(lambda: gallery_stack.close())
             gallery = gallery_stack.enter_context(self.open_gallery())
-            bind_gallery(store, self.gallery_identity())  # another gallery than the entries': exit 2, say why
+            # another gallery than the entries': exit 2, say why (once it has accepted the keys: exit 4 if not)
+            bind_gallery(store, self.gallery_identity(), confirm=gallery.authenticate)
 
             def reload() -> Reloaded:
                 nonlocal gallery_stack
@@ -580,7 +604,8 @@ class Imgsync:
                     fresh = ExitStack()
                     new_gallery = fresh.enter_context(new.open_gallery())
                     try:
-                        bind_gallery(store, new.gallery_identity())  # refused: the reload fails, the old stays
+                        # refused (or the new keys are): the reload fails, the old gallery stays
+                        bind_gallery(store, new.gallery_identity(), confirm=new_gallery.authenticate)
                     except BaseException:
                         fresh.close()
                         raise

@@ -62,14 +62,16 @@ class Planned:
 
     @property
     def unchanged_problems(self) -> set[str]:
-        """Files rejected or unreadable with the same reason, and unchanged, since the manifest's record
-        before this run (an early add refused in this run is a new rejection)."""
+        """Files rejected with the same reason, and unchanged, since the manifest's record before this run
+        (an early add refused in this run is a new rejection). Only rejections: they are not valid images,
+        so a library without them still holds exactly the folder's valid images (exit 0), while a file
+        that could not be read may be one it lacks, and counts (exit 1) in every run until it is read."""
         before = self.known if self.before is None else self.before
         out = set()
         for path, f in self.scan.files.items():
             k = before.get(path)
             if (
-                f.verdict in ("rejected", "error")
+                f.verdict == "rejected"
                 and k is not None
                 and k.verdict == f.verdict
                 and k.reason == f.reason
@@ -387,35 +389,48 @@ def sweep_unreferenced_spool(store: Store, spool_dir: Path) -> None:
     sweep_spool(spool_dir, {r for r in referenced if r})
 
 
-def bind_gallery(store: Store, identity: str, *, rebind: bool = False) -> int:
+def gallery_change(store: Store, identity: str) -> tuple[str, int] | None:
+    """(the gallery bound, how many acknowledged entries live there) when the config points at another
+    gallery (`identity`) than the one the manifest's acknowledged entries live in; else None. Reads only."""
+    bound = store.setting("gallery")
+    if bound is None or bound == identity:
+        return None  # (bound None with acknowledged entries: a manifest from before the binding was recorded)
+    acknowledged = store.entry_count(acknowledged=True)
+    return (bound, acknowledged) if acknowledged else None
+
+
+def bind_gallery(
+    store: Store, identity: str, *, rebind: bool = False, confirm: Callable[[], None] | None = None
+) -> int:
     """Check that the manifest's entries live in the gallery the config points at (`identity`, from
     gallery.identity.gallery_identity). Pointing the config at another gallery (the cloud after trying
     the embedded one, another account, a deleted embedded gallery) would otherwise make every image look
     uploaded already: refuse, unless `rebind`, which forgets the old gallery's entries so that every
     image is added to the new one. Returns how many entries were forgotten.
 
+    confirm(): have the new gallery answer first (GalleryClient.authenticate). A mistyped key or port
+    then ends with the gallery's own error (refused credentials, exit 4; unreachable, exit 3), not with
+    advice to --rebind, and --rebind forgets nothing for a gallery that never answered.
+
     A manifest is bound to a gallery by the first answer it gets from it (Store.expect_gallery): entries
     that no gallery ever acknowledged (a wrong port, refused credentials) bind it to nothing."""
-    bound = store.setting("gallery")
-    if bound == identity:
-        return 0
-    acknowledged = store.entry_count(acknowledged=True)
-    if bound is None and acknowledged:
-        store.set_setting("gallery", identity)  # a manifest from before the binding was recorded
-        return 0
-    if acknowledged == 0:
+    change = gallery_change(store, identity)
+    if change is None:
+        bound = store.setting("gallery")
+        if bound == identity:
+            return 0
+        if bound is None and store.entry_count(acknowledged=True):
+            store.set_setting("gallery", identity)  # a manifest from before the binding was recorded
+            return 0
         if bound is not None:
             store.unbind_gallery()  # nothing of ours lives there (never reached, or all deleted)
         store.expect_gallery(identity)
         return 0
-    assert bound is not None  # (bound None with acknowledged entries was taken as bound to this gallery above)
+    bound, acknowledged = change
+    if confirm is not None:
+        confirm()
     if not rebind:
-        raise GalleryChangedError(
-            f"this state dir's manifest records {acknowledged} entries in gallery {_shown(bound)}, but the "
-            f"config now points at gallery {_shown(identity)}: those images would look uploaded already. Run "
-            "`imgsync reconcile --rebind` to forget them and add every image to the new gallery (they stay in "
-            "the old one), or point [gallery] back at the old gallery"
-        )
+        raise GalleryChangedError(changed_text(bound, acknowledged, identity))
     n = store.forget_gallery(identity)
     log.warning(
         "gallery changed from %s to %s: forgot %d entries of the old gallery; every image will be added to the new one",
@@ -424,6 +439,16 @@ def bind_gallery(store: Store, identity: str, *, rebind: bool = False) -> int:
         n,
     )
     return n
+
+
+def changed_text(bound: str, acknowledged: int, identity: str) -> str:
+    """Why a run refuses a config that points at another gallery than the entries' (gallery_change)."""
+    return (
+        f"this state dir's manifest records {acknowledged} entries in gallery {_shown(bound)}, but the "
+        f"config now points at gallery {_shown(identity)}: those images would look uploaded already. Run "
+        "`imgsync reconcile --rebind` to forget them and add every image to the new gallery (they stay in "
+        "the old one), or point [gallery] back at the old gallery"
+    )
 
 
 def _shown(identity: str) -> str:

@@ -130,9 +130,10 @@ class Progress:
 
 @dataclass(frozen=True)
 class Forgot:
-    """--rebind forgot the entries of the gallery the state dir was bound to."""
+    """--rebind forgot the entries of the gallery the state dir was bound to (dry_run: would forget)."""
 
     entries: int
+    dry_run: bool = False
 
 
 Event = Remembered | Dropped | Waiting | Started | Planned | Progress | Forgot
@@ -150,8 +151,9 @@ class SyncResult:
     def exit_code(self) -> int:
         """The documented codes (README "Exit codes"): a gallery error that stopped a run decides; then a
         guard that withheld deletes or a folder that could not be listed (6); then files rejected, failed
-        or still being written (1). Files rejected or unreadable in an earlier run and unchanged since are
-        reported but do not count: a folder that always holds a few bad files still syncs with exit 0."""
+        or still being written (1). Files rejected in an earlier run and unchanged since are reported but
+        do not count: a folder that always holds a few bad files still syncs with exit 0 (a file that
+        cannot be read counts every time: it may be a valid image the library lacks)."""
         for run in self.runs:
             if run.report.stopped is not None:
                 return run.report.stopped.exit_code

@@ -95,6 +95,12 @@ def test_pointing_the_config_at_another_gallery_is_refused_until_rebind(tmp_path
     shutil.rmtree(tmp_path / "state" / "gallery")  # the embedded gallery is gone: a new, empty one
     refused = CliRunner().invoke(cli, ["reconcile", str(folder)], env=env)
     assert refused.exit_code == 2 and "--rebind" in refused.output and "2 entries" in refused.output
+    # a dry run says what the run would: refused, and with --rebind every image added
+    dry = CliRunner().invoke(cli, ["reconcile", "--dry-run", str(folder)], env=env)
+    assert dry.exit_code == 2 and "--rebind" in dry.output, dry.output
+    dry = CliRunner().invoke(cli, ["reconcile", "--dry-run", "--rebind", str(folder)], env=env)
+    assert dry.exit_code == 0 and dry.output.count("+ ") == 2 and "would forget 2 entries" in dry.output, dry.output
+    assert CliRunner().invoke(cli, ["reconcile", str(folder)], env=env).exit_code == 2  # and it forgot nothing
     rebound = CliRunner().invoke(cli, ["reconcile", "--rebind", "--json", str(folder)], env=env)
     assert rebound.exit_code == 0, rebound.output
     assert json.loads(rebound.stdout)[0]["counts"]["added"] == 2
@@ -143,8 +149,60 @@ def test_a_run_that_never_reached_a_gallery_binds_the_state_dir_to_nothing(tmp_p
     assert right.exit_code == 0, right.output
     counts = json.loads(right.stdout)[0]["counts"]
     assert counts["added"] + counts["recovered"] == 2  # the add left in flight by the first run is finished
-    moved = run(f"http://127.0.0.1:{_free_port()}", gallery_server.secret_key)  # now it is bound: refused
-    assert moved.exit_code == 2 and "--rebind" in moved.output
+    # Now it is bound. Another gallery is refused (exit 2, --rebind) once it has answered: one that does
+    # not answer is a wrong port, not a new gallery to move to (test_a_mistyped_key_...).
+    moved = run(f"http://127.0.0.1:{_free_port()}", gallery_server.secret_key)
+    assert moved.exit_code == 3 and "--rebind" not in moved.output, moved.output
+    back = run(gallery_server.url, gallery_server.secret_key)
+    assert back.exit_code == 0 and json.loads(back.stdout)[0]["counts"]["added"] == 0, back.output
+
+
+def test_a_mistyped_key_is_refused_credentials_and_rebind_forgets_nothing_for_it(tmp_path, gallery_server):
+    """A typo in the API key makes another gallery identity (the key names the app, and with it the
+    library). It must end as refused credentials (exit 4), not as "another gallery: run --rebind"; and
+    --rebind with it must forget nothing: the entries still live in the gallery, and after the key is
+    mended a run finds the library in step (no orphans, no re-uploads)."""
+    from conftest import make_image
+
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.jpg").write_bytes(make_image(30 + i))
+        os.utime(folder / f"{i}.jpg", (1_600_000_000, 1_600_000_000))
+    config = tmp_path / "config.toml"
+
+    def run(api_key: str, *args: str):
+        config.write_text(
+            f'[gallery]\nendpoint = "{gallery_server.url}"\napi_key = "{api_key}"\n'
+            f'secret_key = "{gallery_server.secret_key}"\n[[mirror]]\nname = "m"\nfolder = "{folder}"\n'
+        )
+        config.chmod(0o600)
+        return CliRunner().invoke(
+            cli,
+            ["--state-dir", str(tmp_path / "state"), "--config", str(config), "reconcile", "--json", *args],
+            catch_exceptions=False,
+        )
+
+    assert run(gallery_server.api_key).exit_code == 0
+    (folder / "0.jpg").rename(folder / "renamed.jpg")  # work for the next runs: an update
+    (folder / "2.jpg").unlink()  # and a delete
+    typo = gallery_server.api_key + "x"
+    for args in ((), ("--rebind",)):
+        refused = run(typo, *args)
+        assert refused.exit_code == 4, refused.output
+        assert "--rebind" not in refused.output and "forgot" not in refused.output
+    mended = run(gallery_server.api_key)
+    assert mended.exit_code == 0, mended.output
+    counts = json.loads(mended.stdout)[0]["counts"]
+    assert (counts["added"], counts["updated"], counts["deleted"]) == (0, 1, 1), counts
+    from imgsync.localgallery.engine import Engine
+
+    eng = Engine(gallery_server.data_dir, read_only=True)
+    try:
+        held = sorted(json.loads(str(e["brief"]))["path"] for e in eng.entries("same_hq"))
+    finally:
+        eng.close()
+    assert held == ["1.jpg", "renamed.jpg"]  # no orphan of 2.jpg, no stale brief of 0.jpg
 
 
 def test_a_file_name_that_is_not_utf8_leads_back_to_its_exact_bytes(tmp_path):
@@ -394,3 +452,67 @@ def test_a_mirror_no_longer_configured_shows_in_status_while_its_entries_live(tm
     forget(state, "shots")
     shown = invoke(state, "status")
     assert "shots (no longer configured): 1 synced" in shown.stdout, shown.output
+
+
+def test_library_is_changed_by_a_real_run_only_and_never_ignored(tmp_path: Path) -> None:
+    """`reconcile FOLDER --library L --dry-run` shows the move (every image added to L, deleted from the
+    old library) without remembering it: otherwise the next plain run (cron, watch) would make it. And
+    --library where it cannot apply is an error, not silently ignored."""
+    from conftest import make_image
+
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    for i in range(2):
+        (folder / f"{i}.jpg").write_bytes(make_image(40 + i))
+        os.utime(folder / f"{i}.jpg", (1_600_000_000, 1_600_000_000))
+    (tmp_path / "empty.toml").write_text("")
+    env = {"IMGSYNC_STATE_DIR": str(tmp_path / "state"), "IMGSYNC_CONFIG": str(tmp_path / "empty.toml")}
+
+    def reconcile(*args: str):
+        return CliRunner().invoke(cli, ["reconcile", *args], env=env)
+
+    assert reconcile(str(folder)).exit_code == 0
+    remembered = (tmp_path / "state" / "mirrors.toml").read_text()
+    dry = reconcile(str(folder), "--library", "similar", "--dry-run")
+    assert dry.exit_code == 0 and dry.output.count("+ ") == 2 and dry.output.count("- ") == 2, dry.output
+    assert (tmp_path / "state" / "mirrors.toml").read_text() == remembered
+    after = reconcile("--json")
+    assert after.exit_code == 0 and json.loads(after.stdout)[0]["counts"]["added"] == 0, after.output
+    alone = reconcile("--library", "similar")
+    assert alone.exit_code == 2 and "FOLDER" in alone.output, alone.output
+    config = tmp_path / "config.toml"
+    config.write_text(f'[[mirror]]\nname = "fixed"\nfolder = "{folder}"\nlibrary = "same_hq"\n')
+    configured = CliRunner().invoke(
+        cli, ["--config", str(config), "reconcile", str(folder), "--library", "similar", "--dry-run"], env=env
+    )
+    assert configured.exit_code == 2 and "change it there" in configured.output, configured.output
+    moved = reconcile(str(folder), "--library", "similar", "--json")
+    assert moved.exit_code == 0 and json.loads(moved.stdout)[0]["counts"]["added"] == 2, moved.output
+    assert 'library = "similar"' in (tmp_path / "state" / "mirrors.toml").read_text()
+
+
+def test_control_characters_in_names_are_shown_escaped_one_line_per_problem(tmp_path: Path) -> None:
+    """A newline in a name must not split a problem over two lines, nor an escape sequence reach the
+    terminal (piped, click would drop it and show a name that is not the file's); --json keeps the name."""
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    names = ["bad\nname.jpg", "esc\x1b[31mred.jpg", "bell\x07\x85.jpg"]
+    for name in names:
+        (folder / name).write_bytes(b"not an image at all")
+        os.utime(folder / name, (1_600_000_000, 1_600_000_000))
+    (tmp_path / "empty.toml").write_text("")
+    env = {"IMGSYNC_STATE_DIR": str(tmp_path / "state"), "IMGSYNC_CONFIG": str(tmp_path / "empty.toml")}
+    dry = CliRunner().invoke(cli, ["reconcile", "--dry-run", str(folder)], env=env)
+    done = CliRunner().invoke(cli, ["reconcile", str(folder)], env=env)
+    status = CliRunner().invoke(cli, ["status"], env=env)
+    assert done.exit_code == 1, done.output
+    for result in (dry, done, status):
+        problems = [line.strip() for line in result.output.splitlines() if line.strip().startswith("! ")]
+        assert sorted(p.split(":")[0] for p in problems) == [
+            "! bad\\nname.jpg",
+            "! bell\\x07\\x85.jpg",
+            "! esc\\x1b[31mred.jpg",
+        ], result.output
+        assert "\x1b" not in result.output and "\x07" not in result.output
+    as_json = CliRunner().invoke(cli, ["reconcile", "--json", str(folder)], env=env)
+    assert sorted(r["path"] for r in json.loads(as_json.stdout)[0]["rejected"]) == sorted(names)

@@ -80,9 +80,15 @@ class _Output:
                 f"{event.mirror}: waiting up to {event.limit_s:g} s for {event.files} file(s) still being written"
             )
         elif isinstance(event, Forgot):
-            self._say(
-                f"forgot {event.entries} entries of the previous gallery; adding every image to the configured one"
-            )
+            if event.dry_run:
+                self._say(
+                    f"--rebind would forget {event.entries} entries of the previous gallery and add every image "
+                    "to the configured one"
+                )
+            else:
+                self._say(
+                    f"forgot {event.entries} entries of the previous gallery; adding every image to the configured one"
+                )
         elif isinstance(event, Started):
             # Adds sent while the scan still runs: the bar grows with them until the plan gives the rest.
             if self.bar is not None and self.bar_of == event.mirror:

@@ -445,6 +445,20 @@ class GalleryClient:
         if groups and len(not_found) == len(groups):
             raise not_found[0]
 
+    def authenticate(self) -> None:
+        """Have the gallery accept the keys now (an access token, with the usual retries), before
+        anything is decided on the assumption that it does: GalleryAuthError when it refuses them,
+        GalleryUnavailableError when it cannot be reached. Free when a token is held already."""
+        call_with_retry(
+            self._tokens.get,
+            self._retry,
+            self._clock,
+            self._rng,
+            what="getting an access token",
+            on_error=self._on_error,
+            give_up=self._give_up,
+        )
+
     def calls_in_flight(self) -> int:
         """How many calls the executor keeps in flight: as configured, else enough to reach this client's
         rate cap at the latency seen so far (pacing.py)."""
