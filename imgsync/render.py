@@ -13,6 +13,19 @@ if TYPE_CHECKING:
     from imgsync.report import Hit, Status, SyncResult
 
 
+#: Control characters (C0, DEL, C1) as escapes: a file name may hold any of them, and printed raw a newline
+#: splits one problem over two lines and an escape sequence recolours the terminal (or, piped, click drops
+#: it and the name shown is not the file's). --json keeps the exact name.
+_CONTROL = str.maketrans(
+    {c: {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}.get(c, f"\\x{c:02x}") for c in [*range(0x20), *range(0x7F, 0xA0)]}
+)
+
+
+def shown(text: object) -> str:
+    """`text` (a path, a reason) for a line of human output: control characters escaped (bad\\nname.jpg)."""
+    return str(text).translate(_CONTROL)
+
+
 def _brief_path(brief: str) -> str:
     try:
         value = json.loads(brief)
@@ -26,14 +39,16 @@ def _brief_path(brief: str) -> str:
 
 def plan_lines(plan: Plan, report: Report | None = None) -> list[str]:
     """`+ path` add, `~ path` update, `- path` delete, `! path: reason` rejected, `? path: reason` pending."""
-    lines = [f"+ {a.path}" + (f"  (+{len(a.paths) - 1} identical)" if len(a.paths) > 1 else "") for a in plan.adds]
+    lines = [
+        f"+ {shown(a.path)}" + (f"  (+{len(a.paths) - 1} identical)" if len(a.paths) > 1 else "") for a in plan.adds
+    ]
     for u in plan.updates:
         was = _brief_path(u.entry.brief)
-        lines.append(f"~ {u.path}" + (f"  (was {was})" if was != u.path else "  (labels)"))
-    lines += [f"~ {r.add.path}  (labels cleared: deleted and added again)" for r in plan.readds]
-    lines += [f"- {_brief_path(d.entry.brief)}" for d in plan.deletes]
-    lines += [f"! {r.path}: {r.reason}" for r in plan.rejects]
-    lines += [f"? {p}: {why}" for p, why in plan.pending]
+        lines.append(f"~ {shown(u.path)}" + (f"  (was {shown(was)})" if was != u.path else "  (labels)"))
+    lines += [f"~ {shown(r.add.path)}  (labels cleared: deleted and added again)" for r in plan.readds]
+    lines += [f"- {shown(_brief_path(d.entry.brief))}" for d in plan.deletes]
+    lines += [f"! {shown(r.path)}: {shown(r.reason)}" for r in plan.rejects]
+    lines += [f"? {shown(p)}: {shown(why)}" for p, why in plan.pending]
     if plan.withheld_reason:
         lines.append(f"deletes refused ({len(plan.withheld)}): {plan.withheld_reason}")
     return lines
@@ -67,12 +82,12 @@ def render_report(report: Report) -> str:
     # Files rejected in an earlier run and unchanged since are counted, and named only with --json or in
     # `imgsync status`: every run naming the same bad files again would bury what is new.
     new_rejections = [(p, why) for p, why in report.rejected if p not in report.unchanged_problems]
-    lines += [f"  ! {p}: {why}" for p, why in new_rejections]
+    lines += [f"  ! {shown(p)}: {shown(why)}" for p, why in new_rejections]
     old = len(report.rejected) - len(new_rejections)
     if old:
         lines.append(f"  ! {old} file(s) rejected as before (unchanged since; `imgsync status` names them)")
-    lines += [f"  x {p}: {why}" for p, why in report.failed]
-    lines += [f"  ? {p}: {why}" for p, why in report.pending]
+    lines += [f"  x {shown(p)}: {shown(why)}" for p, why in report.failed]
+    lines += [f"  ? {shown(p)}: {shown(why)}" for p, why in report.pending]
     if report.withheld_reason:
         lines.append(f"  deletes refused ({report.withheld}): {report.withheld_reason}")
     elif report.folder_problem:
@@ -132,7 +147,7 @@ def hits_table(hits: Sequence[Hit]) -> list[str]:
     last = "file" if any(h.paths for h in hits) else "brief"
     lines = [f"{'#':>3}  {'score':>6}  {'cont_sign':<{width}}  {last}"]
     for rank, h in enumerate(hits, 1):
-        first, *more = [str(p) for p in h.paths] or [h.brief]
+        first, *more = [shown(p) for p in h.paths] or [shown(h.brief)]
         lines.append(f"{rank:>3}  {h.score:6.4f}  {h.cont_sign:<{width}}  {first}")
         lines += [f"{'':>3}  {'':>6}  {'':<{width}}  {p}" for p in more]
     return lines
@@ -182,7 +197,9 @@ def status_lines(status: Status, *, limit: int | None) -> list[str]:
         lines.append("no mirrors yet: run `imgsync reconcile FOLDER` (it is remembered) or configure [[mirror]]")
     for m in status.mirrors:
         c = m.counts
-        where = f" ({m.folder}{', remembered' if m.remembered else ''})" if m.folder else " (no longer configured)"
+        where = (
+            f" ({shown(m.folder)}{', remembered' if m.remembered else ''})" if m.folder else " (no longer configured)"
+        )
         lines.append(
             f"{m.name}{where}: {c.get('synced', 0)} synced, {c.get('pending', 0)} pending, "
             f"{c.get('rejected', 0)} rejected, {c.get('error', 0)} unreadable"
@@ -191,8 +208,8 @@ def status_lines(status: Status, *, limit: int | None) -> list[str]:
         if last:
             when = (last.finished_at or last.started_at).strftime("%Y-%m-%d %H:%M:%S")
             lines.append(f"  last run: {last.status} at {when} UTC" + (f": {last.error}" if last.error else ""))
-        lines += [f"  ! {p}: {why}" for p, why in m.rejected]
-        lines += [f"  ? {p}: {why}" for p, why in m.pending]
+        lines += [f"  ! {shown(p)}: {shown(why)}" for p, why in m.rejected]
+        lines += [f"  ? {shown(p)}: {shown(why)}" for p, why in m.pending]
         more = c.get("rejected", 0) + c.get("pending", 0) + c.get("error", 0) - len(m.rejected) - len(m.pending)
         if limit is not None and more > 0 and (len(m.rejected) >= limit or len(m.pending) >= limit):
             lines.append("  … more: `imgsync status --all` lists every file")
