@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import logging
+import math
 import os
 import re
 import stat
@@ -181,6 +182,8 @@ class _Reader:
             raise ConfigError(f"{self.key(name)}: expected {_kind(kind)}, got a boolean")
         if not isinstance(value, kind):
             raise ConfigError(f"{self.key(name)}: expected {_kind(kind)}, got {type(value).__name__} {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):  # TOML has nan and inf; no setting means them
+            raise ConfigError(f"{self.key(name)}: expected a finite number, got {value}")
         return value
 
     def strings(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -196,7 +199,7 @@ class _Reader:
         unknown = sorted(set(self.table) - self.seen)
         if unknown:
             close = difflib.get_close_matches(unknown[0], sorted(self.seen), n=1, cutoff=0.6)
-            hint = f"did you mean `{close[0]}`?" if close else "check the spelling"
+            hint = f"did you mean `{close[0]}`?" if close else "check the spelling;"
             raise ConfigError(f"{self.key(unknown[0])}: unknown key ({hint} see config.example.toml)")
 
 
@@ -270,6 +273,10 @@ def _path_or_none(value: str | None) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+#: gallery.timeout's ceiling: an hour per call is already no timeout; a larger one overflows the clock.
+MAX_TIMEOUT_S = 3600
+
+
 def _parse_gallery(table: Any, env: Mapping[str, str]) -> GalleryConfig:
     r = _Reader(table, "gallery")
     endpoint = r.get("endpoint", str, LOCAL).strip()
@@ -282,8 +289,8 @@ def _parse_gallery(table: Any, env: Mapping[str, str]) -> GalleryConfig:
     if qps is not None and qps < 0:
         raise ConfigError(f"gallery.qps: must be ≥ 0 (0 means no client-side limit), got {qps}")
     timeout = r.get("timeout", (int, float), 60.0)
-    if timeout <= 0:
-        raise ConfigError(f"gallery.timeout: must be > 0 seconds, got {timeout}")
+    if not 0 < timeout <= MAX_TIMEOUT_S:
+        raise ConfigError(f"gallery.timeout: must be > 0 and at most {MAX_TIMEOUT_S} seconds, got {timeout}")
     in_flight = _parse_in_flight(r.get("in_flight", (int, str), "auto"))
     r.finish()
     return GalleryConfig(

@@ -56,6 +56,10 @@ def test_keys_from_environment_win_and_never_show_in_repr():
         ({"gallery": {"endpoint": "ftp://x"}}, "gallery.endpoint"),
         ({"gallery": {"qps": -1}}, "gallery.qps"),
         ({"gallery": {"qps": "fast"}}, "gallery.qps"),
+        ({"gallery": {"qps": float("nan")}}, "gallery.qps"),  # TOML's nan and inf are floats too
+        ({"gallery": {"timeout": float("inf")}}, "gallery.timeout"),
+        ({"gallery": {"timeout": 1e300}}, "gallery.timeout"),
+        ({"watch": {"debounce": float("nan")}}, "watch.debounce"),
         ({"gallery": {"in_flight": 0}}, "gallery.in_flight"),
         ({"gallery": {"in_flight": 33}}, "gallery.in_flight"),
         ({"gallery": {"in_flight": "many"}}, "gallery.in_flight"),
