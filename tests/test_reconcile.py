@@ -493,3 +493,27 @@ def test_a_stopping_run_does_not_wait_out_the_retries_of_its_calls_in_flight(rig
     assert rig.store.last_run("m").status == "interrupted"
     run, _ = rig.run()  # the gallery is back: the intents left open are finished, the rest is added
     assert run.report.ok and rig.store.open_journal() == [] and len(rig.remote()) == 6
+
+
+def test_only_rejections_unchanged_since_the_last_run_stop_counting_for_the_exit_code():
+    """A file rejected as before (not a valid image) no longer makes the exit code 1; a file that could not
+    be read may be a valid image the library lacks: it counts in every run (README, exit code 1)."""
+    from imgsync.folder import check_folder
+    from imgsync.model import KnownFile, ScannedFile
+    from imgsync.pipeline import Planned
+    from imgsync.plan import Plan
+    from imgsync.scan import ScanResult
+
+    def scanned(path: str, verdict: str, reason: str) -> ScannedFile:
+        return ScannedFile(path, 10, 1_600_000_000 * 10**9, 7, "h" if verdict == "rejected" else None, verdict, reason)
+
+    files = {
+        "bad.jpg": scanned("bad.jpg", "rejected", "not an image"),
+        "locked.jpg": scanned("locked.jpg", "error", "cannot read: permission denied"),
+    }
+    known = {
+        p: KnownFile(f.path, f.size, f.mtime_ns, f.inode, f.content_hash, f.verdict, f.reason, None)
+        for p, f in files.items()
+    }
+    planned = Planned(Plan(), ScanResult(files), check_folder(Path("/")), known)
+    assert planned.unchanged_problems == {"bad.jpg"}
