@@ -101,6 +101,19 @@ class ImageHost:
                     return
                 if self.path == "/slow":
                     time.sleep(1.5)
+                if self.path == "/trickle":  # a byte at a time, each read well inside any read timeout
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/jpeg")
+                    self.send_header("Content-Length", "100000")
+                    self.end_headers()
+                    try:
+                        for _ in range(200):
+                            self.wfile.write(b"\xff")
+                            self.wfile.flush()
+                            time.sleep(0.1)
+                    except OSError:
+                        pass  # the gallery gave up on it: that is the point
+                    return
                 status, ctype, body = host.files.get(self.path, (404, "text/plain", b"not found"))
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
@@ -435,6 +448,17 @@ def test_url_download_timeout_is_282112(tmp_path: Path, image_host: ImageHost) -
     gallery = start_in_thread(tmp_path, keys=[("k", "s")], allow_private_urls=True, fetch_timeout=0.3)
     try:
         assert code(Api(gallery).call("same_hq", "search", {"url": image_host.base + "/slow"})) == 282112
+    finally:
+        gallery.stop()
+
+
+def test_a_url_that_trickles_its_body_ends_at_the_download_deadline(tmp_path: Path, image_host: ImageHost) -> None:
+    """requests' timeout is per read: a host sending a byte every 0.1 s never trips it, and one such URL
+    held a server thread for as long as the host liked (its 20 s here, then "not an image"). The fetch's
+    deadline covers the whole download: 282112."""
+    gallery = start_in_thread(tmp_path, keys=[("k", "s")], allow_private_urls=True, fetch_timeout=0.5)
+    try:
+        assert code(Api(gallery).call("same_hq", "search", {"url": image_host.base + "/trickle"})) == 282112
     finally:
         gallery.stop()
 

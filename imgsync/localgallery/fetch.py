@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 
 from imgsync.libraries import MAX_IMAGE_BASE64, MAX_URL_BYTES
 from imgsync.localgallery.clock import SYSTEM_CLOCK, Clock
@@ -160,31 +161,42 @@ class UrlFetcher:
         return resp
 
     def _read_body(self, resp: requests.Response, deadline: float) -> bytes:
+        """The body, within the fetch's deadline however the host sends it. Each read returns what one
+        recv gives (read1) under a socket timeout of the time left: a host that trickles a byte every
+        few seconds keeps every single read short, and would otherwise hold a server thread for as long
+        as it liked (requests' timeout is per read, and iter_content waits for a whole chunk)."""
         if resp.status_code != 200:
             raise ApiError(URL_RESPONSE_INVALID, f"url answered HTTP {resp.status_code}")
         declared = resp.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self._max_bytes:
             raise ApiError(URL_RESPONSE_INVALID, f"url body is over {self._max_bytes} bytes")
+        sock = _socket_of(resp)
         body = bytearray()
         try:
-            for chunk in resp.iter_content(_CHUNK):
+            while True:
+                left = deadline - self._clock.monotonic()
+                if left <= 0:
+                    raise ApiError(URL_DOWNLOAD_TIMEOUT)
+                if sock is not None and sock.fileno() >= 0:  # (closed once http.client has read the whole body)
+                    sock.settimeout(min(left, self._timeout))
+                chunk = resp.raw.read1(_CHUNK, decode_content=True)
+                if not chunk:
+                    break
                 body += chunk
                 if len(body) > self._max_bytes:
                     raise ApiError(URL_RESPONSE_INVALID, f"url body is over {self._max_bytes} bytes")
-                if self._clock.monotonic() > deadline:
-                    raise ApiError(URL_DOWNLOAD_TIMEOUT)
-        except requests.Timeout:
+        except (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError):
             raise ApiError(URL_DOWNLOAD_TIMEOUT) from None
-        except requests.RequestException:
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
             raise ApiError(URL_RESPONSE_INVALID, "url download broke off") from None
         if not looks_like_image(bytes(body[:16])):
             raise ApiError(URL_RESPONSE_INVALID, "url did not return an image")
         return bytes(body)
 
 
-def _peer_address(resp: requests.Response) -> str | None:
-    """The IP the response's connection is talking to. urllib3 does not expose it publicly: the socket
-    is found through the connection object or, once http.client has detached it, the body's file."""
+def _socket_of(resp: requests.Response) -> socket.socket | None:
+    """The response's socket. urllib3 does not expose it publicly: it is found through the connection
+    object or, once http.client has detached it, the body's file."""
     raw: Any = resp.raw
     candidates = (
         lambda: raw.connection.sock,
@@ -194,8 +206,17 @@ def _peer_address(resp: requests.Response) -> str | None:
     for get_sock in candidates:
         try:
             sock = get_sock()
-            if sock is not None:
-                return str(sock.getpeername()[0])
-        except (AttributeError, OSError):
+        except AttributeError:
             continue
+        if isinstance(sock, socket.socket):
+            return sock
     return None
+
+
+def _peer_address(resp: requests.Response) -> str | None:
+    """The IP the response's connection is talking to."""
+    sock = _socket_of(resp)
+    try:
+        return str(sock.getpeername()[0]) if sock is not None else None
+    except OSError:
+        return None
