@@ -170,6 +170,13 @@ def test_uploading_a_query_shows_the_right_files_thumbnail_first(page, shot, two
     assert thumb.headers["content-type"] == "image/jpeg"
     assert _looks_alike(thumb.body(), (setup.folder / "boat.jpg").read_bytes())
     shot(page, "search")
+    # the chooser stays for the next query (setting the status text once replaced it along with the hint)
+    page.set_input_files("#query-file", str(setup.folder / "house.jpg"))
+    page.wait_for_function("() => document.getElementById('drop-status').textContent.startsWith('house.jpg')")
+    page.click("#search-button")
+    page.wait_for_function(
+        "() => { const p = document.querySelector('li.hit .path'); return p && p.textContent.endsWith('house.jpg'); }"
+    )
 
 
 def test_a_dropped_or_pasted_query_works_too(page, two_mirrors) -> None:

@@ -176,7 +176,8 @@ function initSearch() {
     if (preview.src.startsWith("blob:")) URL.revokeObjectURL(preview.src);
     preview.src = URL.createObjectURL(blob);
     preview.hidden = false;
-    document.getElementById("drop-hint").textContent = `${blob.name || "pasted image"} (${Math.round(blob.size / 1024)} KB): drop, paste or choose another to replace it.`;
+    // only the status text: the hint also holds the file chooser, which must stay for the next query
+    document.getElementById("drop-status").textContent = `${blob.name || "pasted image"} (${Math.round(blob.size / 1024)} KB). To replace it: drop, paste or`;
   };
   const libraryOf = () => {
     const option = scope.selectedOptions[0];
