@@ -4,7 +4,7 @@ argument, so every check runs in tests against real parts with faults injected w
 
     config      the config file parses (nothing else can be checked without it)
     folder      each mirror's folder exists, is a directory and can be listed
-    state_dir   the state dir is writable (or can be created)
+    state_dir   the state dir is writable (or can be created), with room to write (MIN_FREE_BYTES)
     manifest    the manifest's schema is current; older = migrated on the next run; newer = refused
     gallery     the gallery answers a call
     token       the key gets a token, and its scope is an AI application's (brain_all_scope)
@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 from imgsync.clock import SYSTEM_CLOCK, Clock
 from imgsync.config import Config, MirrorConfig
 from imgsync.errors import (
+    DISK_FULL_ERRNOS,
     ConfigError,
     DeletesRefusedError,
     GalleryAuthError,
@@ -242,9 +243,22 @@ def check_guards(mirrors: Sequence[MirrorConfig], manifest: Path) -> list[Findin
     return out
 
 
-def check_state_dir(state_dir: Path) -> Finding:
-    """Writable now (a real write, which also catches read-only mounts), or creatable."""
+#: Less free space than this where the state dir lives blocks a sync (exit 8, as the sync would end): a
+#: run writes the manifest and its journal, spools images in flight and, embedded, the gallery's data.
+MIN_FREE_BYTES = 32 * 1024 * 1024
+
+
+def free_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def check_state_dir(state_dir: Path, *, free: Callable[[Path], int] = free_bytes) -> Finding:
+    """Writable now (a real write, which also catches read-only mounts), or creatable; and room to write."""
     check = "state_dir"
+    full = check_free_space(state_dir, free)
+    if full is not None:
+        return full
     if state_dir.exists():
         if not state_dir.is_dir():
             return fail(
@@ -258,6 +272,8 @@ def check_state_dir(state_dir: Path) -> Finding:
             os.close(fd)
             os.unlink(probe)
         except OSError as e:
+            if e.errno in DISK_FULL_ERRNOS:
+                return _disk_full(state_dir)
             return fail(
                 check,
                 f"{state_dir} is not writable ({e.strerror or e})",
@@ -275,6 +291,29 @@ def check_state_dir(state_dir: Path) -> Finding:
         f"{state_dir} does not exist and cannot be created ({parent} is not writable)",
         "create it by hand or choose another --state-dir / $IMGSYNC_STATE_DIR",
         EXIT_CONFIG,
+    )
+
+
+def check_free_space(state_dir: Path, free: Callable[[Path], int] = free_bytes) -> Finding | None:
+    """A fail when the file system the state dir is (or will be) on has less than MIN_FREE_BYTES free."""
+    where = state_dir
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        left = free(where)
+    except OSError:
+        return None  # the writability check says what is wrong with it
+    return _disk_full(state_dir, left) if left < MIN_FREE_BYTES else None
+
+
+def _disk_full(state_dir: Path, left: int | None = None) -> Finding:
+    room = f"only {left / 2**20:.1f} MB free" if left is not None else "no space left"
+    return fail(
+        "state_dir",
+        f"{room} on the file system of {state_dir}: a sync would stop with exit 8 (it needs at least "
+        f"{MIN_FREE_BYTES // 2**20} MB for the manifest, the spool and the embedded gallery's data)",
+        "free some space there (nothing already synced is lost), or choose another --state-dir",
+        EXIT_MANIFEST,
     )
 
 
@@ -361,7 +400,8 @@ def check_manifest(path: Path, schema: SchemaInfo) -> Finding:
         return fail(
             "manifest",
             f"{path} cannot be read as an SQLite database ({e})",
-            "check its permissions; if it is damaged restore it from a backup",
+            "if its disk is full (see state_dir), free some space first: that is not damage; else check its "
+            "permissions, and only if it is damaged restore it from a backup",
             EXIT_MANIFEST,
         )
     return judge_schema(revisions, other_tables, schema, path)

@@ -415,3 +415,18 @@ def test_a_gallery_left_at_the_former_default_place_is_pointed_at(tmp_path: Path
     (setup.state / "gallery" / "notes.txt").write_text("not empty")
     same = setup.report(former_gallery=lambda: setup.state / "gallery").findings
     assert not any(f.check == "gallery data" for f in same)
+
+
+def test_a_full_state_dir_disk_blocks_with_exit_8_and_no_talk_of_damage(tmp_path: Path) -> None:
+    """A sync on a full disk ends with exit 8 at once: doctor must say so ("ready to sync" was what it
+    said), and must not send a user with a merely full disk to restore the manifest from a backup."""
+    from imgsync.doctor import MIN_FREE_BYTES, check_state_dir
+
+    state = tmp_path / "state"
+    full = check_state_dir(state, free=lambda p: 4096)
+    assert full.level == "fail" and full.exit_code == 8, full
+    assert "0.0 MB free" in full.message and str(state) in full.message and "backup" not in full.fix
+    roomy = check_state_dir(state, free=lambda p: MIN_FREE_BYTES)
+    assert roomy.level == "ok", roomy
+    state.mkdir()
+    assert check_state_dir(state, free=lambda p: 10).exit_code == 8  # existing or not, the same answer
