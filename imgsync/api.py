@@ -493,9 +493,10 @@ class Imgsync:
     def status(self, *, limit: int | None = 20) -> Status:
         """Per mirror: counts, the last run, the first `limit` rejected and pending files (None: all);
         whether `imgsync watch` runs. Reads only (works beside a running reconcile or watch)."""
-        from imgsync.watch.statusfile import read_status
+        from imgsync.watch.statusfile import held_by_a_live_process, read_status
 
         rows: list[MirrorStatus] = []
+        at_work: list[bool] = []  # asked once, and only of a run that says it is running
         with self._reader() as con:
             from imgsync.manifest import lite
 
@@ -511,11 +512,17 @@ class Imgsync:
                 if con is None:
                     rows.append(MirrorStatus(*head, {}, None))
                     continue
+                last = lite.last_run(con, name)
+                if last is not None and last.status == "running":
+                    if not at_work:
+                        at_work.append(held_by_a_live_process(self.state_dir))
+                    if not at_work[0]:  # killed (kill -9, power) or stopped by a full disk: the next run recovers
+                        last = replace(last, status="interrupted")
                 rows.append(
                     MirrorStatus(
                         *head,
                         lite.counts(con, name),
-                        lite.last_run(con, name),
+                        last,
                         [(p, why) for p, _, why in lite.files_with(con, name, ("rejected",), limit=limit)],
                         [(p, why) for p, _, why in lite.files_with(con, name, ("unstable", "error"), limit=limit)],
                     )

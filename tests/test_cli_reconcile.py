@@ -516,3 +516,33 @@ def test_control_characters_in_names_are_shown_escaped_one_line_per_problem(tmp_
         assert "\x1b" not in result.output and "\x07" not in result.output
     as_json = CliRunner().invoke(cli, ["reconcile", "--json", str(folder)], env=env)
     assert sorted(r["path"] for r in json.loads(as_json.stdout)[0]["rejected"]) == sorted(names)
+
+
+def test_a_run_killed_mid_way_shows_as_interrupted_not_running(tmp_path: Path) -> None:
+    """kill -9 (or a full disk) leaves the run's record "running" until the next run marks it; status says
+    "interrupted" when no live process holds the state dir, and "running" while one does."""
+    import subprocess
+    import sys
+    import time
+
+    from conftest import make_image
+    from imgsync.manifest import lite
+
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(make_image(50))
+    os.utime(folder / "a.jpg", (1_600_000_000, 1_600_000_000))
+    state = tmp_path / "state"
+    env = {"IMGSYNC_STATE_DIR": str(state), "IMGSYNC_CONFIG": str(tmp_path / "none.toml")}
+    (tmp_path / "none.toml").write_text("")
+    assert CliRunner().invoke(cli, ["reconcile", str(folder)], env=env).exit_code == 0
+    with lite.LiteManifest(state / "manifest.sqlite3") as m, m.write() as con:
+        lite.start_run(con, "pics", time.time())  # what a killed run leaves
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (state / "imgsync.lock").write_text(f"pid {dead.pid}\n")  # the lock file still names the dead holder
+    out = CliRunner().invoke(cli, ["status", "--json"], env=env).stdout
+    assert json.loads(out)["mirrors"][0]["last_run"]["status"] == "interrupted", out
+    (state / "imgsync.lock").write_text(f"pid {os.getpid()}\n")  # a live holder: a run at work
+    out = CliRunner().invoke(cli, ["status", "--json"], env=env).stdout
+    assert json.loads(out)["mirrors"][0]["last_run"]["status"] == "running", out

@@ -44,6 +44,12 @@ def read_status(state_dir: Path) -> dict[str, Any] | None:
     return data
 
 
+def held_by_a_live_process(state_dir: Path) -> bool:
+    """Whether the state dir's lock names a process that is alive (a reconcile or watch at work)."""
+    pid = lock_holder(state_dir)
+    return pid is not None and _alive(pid)
+
+
 def lock_holder(state_dir: Path) -> int | None:
     """The pid the lock file names (written by its holder, cleared when released)."""
     try:
