@@ -32,9 +32,21 @@ def prepare_query(image: bytes | str | Path, library: str) -> tuple[dict[str, by
     ready to send; the note says what was done to a too-small picture (None: nothing)."""
     if isinstance(image, str) and image.lower().startswith(("http://", "https://")):
         return {"url": image}, None
-    data = image if isinstance(image, bytes) else _read(Path(image).expanduser(), str(image))
+    shown = "the query image" if isinstance(image, bytes) else str(image)
+    data = image if isinstance(image, bytes) else _read(Path(image).expanduser(), shown)
+    _check(data, shown)
     data, note = enlarge_small_query(_fit(data, library), library)
     return {"image": data}, note
+
+
+def _check(data: bytes, shown: str) -> None:
+    """What is no picture at all (empty, text, truncated) is the user's input to fix: a usage error here,
+    not the gallery's 216200/216203 in a line of its own (the same reasons a sync gives its files)."""
+    from imgsync.validate import inspect_image
+
+    problem = inspect_image(data).problem
+    if problem:
+        raise UsageError(f"{shown}: {problem}; nothing was searched")
 
 
 def _read(path: Path, shown: str) -> bytes:

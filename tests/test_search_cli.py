@@ -271,3 +271,13 @@ def test_an_entry_below_the_minimum_is_still_refused(env: dict[str, str]) -> Non
     with open_gallery(config) as gallery, pytest.raises(GalleryError) as err:
         gallery.add("product", image=make_image(78, (240, 200)), brief="small.jpg")
     assert "216202" in str(err.value)
+
+
+@pytest.mark.parametrize("content", [b"", b"just some text", b"\xff\xd8\xff\xe0 a JPEG cut short"])
+def test_a_query_that_is_no_picture_is_a_usage_error(env: dict[str, str], tmp_path: Path, content: bytes) -> None:
+    """Empty, text or truncated: exit 2 with the reason (as a sync names it), not the gallery's error code."""
+    query = tmp_path / "q.jpg"
+    query.write_bytes(content)
+    result = CliRunner().invoke(cli, ["search", str(query)], env=env)
+    assert result.exit_code == 2, result.output
+    assert "q.jpg: " in result.output and "nothing was searched" in result.output and "2162" not in result.output
