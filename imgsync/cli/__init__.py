@@ -102,6 +102,10 @@ def cli(ctx: click.Context, config_path: Path | None, state_dir: Path | None, ve
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # faiss's loader says at INFO that it "could not load library with AVX2 support" (ModuleNotFoundError):
+    # faiss-cpu ships one library that picks AVX2 itself at run time (get_compile_options: "DD AVX2"), so
+    # that line only alarms whoever reads -vv.
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     if verbose:
         logging.getLogger("imgsync").setLevel(logging.DEBUG if verbose >= 2 else logging.INFO)
     else:
