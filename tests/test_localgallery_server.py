@@ -90,6 +90,7 @@ class ImageHost:
 
     def __init__(self) -> None:
         self.files: dict[str, tuple[int, str, bytes]] = {}
+        self.hung_up: list[str] = []  # trickled paths whose client went away before the host was done
         host = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -101,6 +102,20 @@ class ImageHost:
                     return
                 if self.path == "/slow":
                     time.sleep(1.5)
+                if self.path == "/trickle-headers":  # a header a byte at a time, then a good image
+                    _, _, image = host.files["/after-trickle"]
+                    try:
+                        self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                        for _ in range(30):
+                            self.wfile.write(b"z")
+                            self.wfile.flush()
+                            time.sleep(0.1)
+                        self.wfile.write(b"\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(image))
+                        self.wfile.write(image)
+                    except OSError:
+                        host.hung_up.append(self.path)  # the gallery gave up on it: that is the point
+                    self.close_connection = True
+                    return
                 if self.path == "/trickle":  # a byte at a time, each read well inside any read timeout
                     self.send_response(200)
                     self.send_header("Content-Type", "image/jpeg")
@@ -112,7 +127,7 @@ class ImageHost:
                             self.wfile.flush()
                             time.sleep(0.1)
                     except OSError:
-                        pass  # the gallery gave up on it: that is the point
+                        host.hung_up.append(self.path)  # the gallery gave up on it: that is the point
                     return
                 status, ctype, body = host.files.get(self.path, (404, "text/plain", b"not found"))
                 self.send_response(status)
@@ -146,6 +161,14 @@ def image_host() -> Iterator[ImageHost]:
     host = ImageHost()
     yield host
     host.close()
+
+
+def _until(condition: Any, limit_s: float = 60.0) -> None:
+    """Wait for `condition()`; fail if it has not come true long after it should (a liveness bound)."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never came true"
+        time.sleep(0.02)
 
 
 def code(body: dict[str, Any]) -> int | None:
@@ -453,12 +476,16 @@ def test_url_download_timeout_is_282112(tmp_path: Path, image_host: ImageHost) -
 
 
 def test_a_url_that_trickles_its_body_ends_at_the_download_deadline(tmp_path: Path, image_host: ImageHost) -> None:
-    """requests' timeout is per read: a host sending a byte every 0.1 s never trips it, and one such URL
-    held a server thread for as long as the host liked (its 20 s here, then "not an image"). The fetch's
-    deadline covers the whole download: 282112."""
+    """requests' timeout is per read: a host sending a byte every 0.1 s, of its body or of its headers, never
+    trips it, and one such URL held a server thread for as long as the host liked (here 20 s then "not an
+    image", or 3 s then a good image). The fetch's deadline covers the whole download: 282112."""
+    image_host.put("/after-trickle", image_for("same_hq", 54))  # (sent whole once the headers are done)
     gallery = start_in_thread(tmp_path, keys=[("k", "s")], allow_private_urls=True, fetch_timeout=0.5)
     try:
-        assert code(Api(gallery).call("same_hq", "search", {"url": image_host.base + "/trickle"})) == 282112
+        for path in ("/trickle", "/trickle-headers"):
+            assert code(Api(gallery).call("same_hq", "search", {"url": image_host.base + path})) == 282112, path
+            # and the gallery hung up at its deadline, not once the host had sent it all
+            _until(lambda path=path: path in image_host.hung_up)
     finally:
         gallery.stop()
 

@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from imgsync.libraries import MAX_IMAGE_BASE64, MAX_URL_BYTES
 from imgsync.localgallery.clock import SYSTEM_CLOCK, Clock
@@ -113,18 +117,25 @@ class UrlFetcher:
         if not self.enabled:
             raise ApiError(URL_FORMAT_ILLEGAL, "url inputs are switched off on this gallery; send image")
         deadline = self._clock.monotonic() + self._timeout
-        with requests.Session() as session:
+        with _Watchdog(self._timeout) as watchdog, requests.Session() as session:
             session.trust_env = False  # no proxies from the environment: they would bypass the address check
-            for _ in range(MAX_REDIRECTS + 1):
-                self._check_target(url)
-                resp = self._get(session, url)
-                try:
-                    if resp.is_redirect:
-                        url = urljoin(url, resp.headers.get("Location", ""))
-                        continue
-                    return self._read_body(resp, deadline)
-                finally:
-                    resp.close()
+            session.mount("http://", watchdog.adapter())
+            session.mount("https://", watchdog.adapter())
+            try:
+                for _ in range(MAX_REDIRECTS + 1):
+                    self._check_target(url)
+                    resp = self._get(session, url)
+                    try:
+                        if resp.is_redirect:
+                            url = urljoin(url, resp.headers.get("Location", ""))
+                            continue
+                        return self._read_body(resp, deadline)
+                    finally:
+                        resp.close()
+            except ApiError:
+                if watchdog.expired.is_set():  # what broke was the watchdog's doing: the time is up
+                    raise ApiError(URL_DOWNLOAD_TIMEOUT) from None
+                raise
         raise ApiError(URL_RESPONSE_INVALID, f"more than {MAX_REDIRECTS} redirects")
 
     def _check_target(self, url: str) -> None:
@@ -192,6 +203,69 @@ class UrlFetcher:
         if not looks_like_image(bytes(body[:16])):
             raise ApiError(URL_RESPONSE_INVALID, "url did not return an image")
         return bytes(body)
+
+
+class _Watchdog:
+    """Ends a fetch at its deadline whatever the host does. requests' timeout is per read, so a host that
+    sends its status line and headers a byte at a time never trips it (the body has its own bound,
+    _read_body). Every connection the fetch's session makes is noted; when the time is up their sockets
+    are shut down, which ends a blocked read at once, and `expired` says why it broke."""
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = threading.Event()
+        self._connections: list[HTTPConnection] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def adapter(self) -> HTTPAdapter:
+        """A transport whose connections report to this watchdog as they connect."""
+        note = self._note
+
+        class Connection(HTTPConnection):
+            def connect(self) -> None:
+                note(self)
+                super().connect()
+
+        class SecureConnection(HTTPSConnection):
+            def connect(self) -> None:
+                note(self)
+                super().connect()
+
+        class Pool(HTTPConnectionPool):
+            ConnectionCls = Connection
+
+        class SecurePool(HTTPSConnectionPool):
+            ConnectionCls = SecureConnection
+
+        adapter = HTTPAdapter(max_retries=0)
+        adapter.poolmanager.pool_classes_by_scheme = {"http": Pool, "https": SecurePool}
+        return adapter
+
+    def _note(self, connection: HTTPConnection) -> None:
+        if self.expired.is_set():  # (a redirect's next connection, after the time is up)
+            raise OSError("the download's time is up")
+        with self._lock:
+            self._connections.append(connection)
+
+    def _expire(self) -> None:
+        self.expired.set()
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            sock = connection.sock
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass  # closed already
 
 
 def _socket_of(resp: requests.Response) -> socket.socket | None:
